@@ -1,0 +1,257 @@
+"""Run the project's notebooks with papermill, in order, with validated parameter files.
+
+Usage (from the repository root)::
+
+    python -m swinunetr_lib.notebooks run --params ci/params/smoke            # every notebook, smoke size
+    python -m swinunetr_lib.notebooks run notebooks/02_ssl_pretraining.py --params ci/params/demo
+    python -m swinunetr_lib.notebooks params notebooks/03_finetune_btcv.py   # show a notebook's parameters
+
+``--params DIR`` holds one YAML file per notebook (``DIR/NN_topic.yml``); a notebook without one runs with
+its defaults. Each key must exist in the notebook's single ``tags=["parameters"]`` cell and keep the
+type of its default: a misspelled or unknown parameter is an error naming the file and the key, never
+silently injected. Executed notebooks and their figures go to ``--output`` (default ``runs/<profile>``,
+profile = the params folder's name); a failing notebook is left there, partially executed, and the error
+names the notebook and the cell. ``$SWINUNETR_DATA_DIR`` and ``$SWINUNETR_RUNS_DIR`` are pointed into the
+output folder so that runs of different profiles never mix.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import difflib
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .paths import DATA_ENV, REPO_ROOT, RUNS_ENV
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookError(RuntimeError):
+    """A notebook or its parameter file is invalid, or the notebook failed to run."""
+
+
+def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The ``NN_topic.py`` sources of ``folder``, in numeric order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.py"))
+
+
+def _read(path: Path):
+    import jupytext
+
+    try:
+        return jupytext.read(path)
+    except Exception as err:  # noqa: BLE001 - report which file is broken
+        raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
+
+
+def parameters_cells(nb) -> list[Any]:
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+def parse_parameters(source: str, where: str) -> dict[str, Any]:
+    """Names and default values of a parameters cell; only ``name = <plain literal>`` lines are allowed."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise NotebookError(f"{where}: parameters cell is not valid Python ({err})") from err
+    params: dict[str, Any] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise NotebookError(f"{where}: parameters cell line {node.lineno} is not 'name = plain value'")
+        try:
+            params[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError as err:
+            raise NotebookError(
+                f"{where}: parameter {node.targets[0].id!r} (line {node.lineno}) is not a plain value"
+            ) from err
+    return params
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The defaults of the notebook's single parameters cell."""
+    nb = _read(path)
+    cells = parameters_cells(nb)
+    if len(cells) != 1:
+        raise NotebookError(f"{path}: expected exactly one parameters cell, found {len(cells)}")
+    return parse_parameters(cells[0].source, str(path))
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        return isinstance(default, float) or isinstance(value, int)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return True
+    return type(default) is type(value)
+
+
+def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
+    """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(params_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise NotebookError(f"{params_file}: not valid YAML ({err})") from err
+    if not isinstance(values, dict):
+        raise NotebookError(f"{params_file}: expected a mapping of parameter names to values")
+    defaults = notebook_parameters(notebook)
+    problems = []
+    for key, value in values.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), list(defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown parameter {key!r}{hint}")
+        elif not _same_kind(defaults[key], value):
+            problems.append(
+                f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                f"the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}"
+            )
+    if problems:
+        raise NotebookError(
+            f"{params_file}: " + "; ".join(problems) + f". {notebook.name} accepts: {sorted(defaults)}"
+        )
+    return values
+
+
+def check_pair(py: Path) -> Path:
+    """Return the ``.ipynb`` paired with ``py``; raise if it is missing or its cells differ from the source."""
+    ipynb = py.with_suffix(".ipynb")
+    if not ipynb.exists():
+        raise NotebookError(f"{py}: no paired {ipynb.name}; run `jupytext --sync {py}`")
+    a, b = _read(py), _read(ipynb)
+    if [(c.cell_type, c.source) for c in a.cells] != [(c.cell_type, c.source) for c in b.cells]:
+        raise NotebookError(f"{py} and {ipynb.name} differ; run `jupytext --sync {py}`")
+    return ipynb
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    ok: bool
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def export_figures(executed: Path, folder: Path) -> list[Path]:
+    """Write every PNG output of an executed notebook to ``folder/cellNN_K.png``."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    written = []
+    for i, cell in enumerate(nb.cells):
+        for k, out in enumerate(cell.get("outputs", [])):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"cell{i:02d}_{k}.png"
+                path.write_bytes(base64.b64decode(png))
+                written.append(path)
+    return written
+
+
+def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True) -> NotebookRun:
+    """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    ipynb = check_pair(py)
+    output = output_dir / ipynb.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(ipynb), str(output), parameters=params, kernel_name="python3", cwd=str(py.parent),
+            progress_bar=progress, request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError as err:
+        msg = (f"{py.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+               f"{err.ename}: {err.evalue}. Partially executed notebook: {output}")
+        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
+    except Exception as err:  # noqa: BLE001 - kernel died, timeout, ...: report, keep going
+        msg = f"{py.name} failed: {type(err).__name__}: {err}. Partially executed notebook: {output}"
+        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
+    export_figures(output, output_dir / "figures" / py.stem)
+    return NotebookRun(py.name, True, time.perf_counter() - start, output)
+
+
+def run_all(
+    notebooks: list[Path], params_dir: Path | None, output_dir: Path, *, progress: bool = True, keep_going: bool = False
+) -> list[NotebookRun]:
+    """Validate every parameter file first, then run the notebooks in order; stop at the first failure."""
+    planned = []
+    for py in notebooks:
+        pfile = params_dir / f"{py.stem}.yml" if params_dir else None
+        params = load_params_file(pfile, py) if pfile and pfile.exists() else {}
+        planned.append((py, params))
+    if params_dir:
+        known = {py.stem for py in list_notebooks(notebooks[0].parent)} if notebooks else set()
+        stray = [p.name for p in sorted(params_dir.glob("*.yml")) if p.stem not in known]
+        if stray:
+            raise NotebookError(f"{params_dir}: parameter files for no notebook: {stray}")
+    os.environ[DATA_ENV] = str(output_dir / "data")
+    os.environ[RUNS_ENV] = str(output_dir / "artifacts")
+    runs = []
+    for i, (py, params) in enumerate(planned, 1):
+        print(f"[{i}/{len(planned)}] {py.name} {params if params else '(defaults)'}", flush=True)
+        run = run_notebook(py, params, output_dir, progress=progress)
+        print(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s -> {run.output}", flush=True)
+        runs.append(run)
+        if not run.ok and not keep_going:
+            break
+    return runs
+
+
+def summary(runs: list[NotebookRun], output_dir: Path) -> str:
+    lines = [f"{'notebook':<28} {'status':<7} {'seconds':>8}", "-" * 45]
+    lines += [f"{r.notebook:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:8.1f}" for r in runs]
+    lines.append(f"outputs: {output_dir} (executed notebooks; figures/ holds their PNGs)")
+    lines += [f"ERROR: {r.error}" for r in runs if not r.ok]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks in order")
+    run.add_argument("notebooks", nargs="*", type=Path, help="NN_topic.py files (default: all in notebooks/)")
+    run.add_argument("--params", type=Path, default=None, help="folder of NN_topic.yml parameter files")
+    run.add_argument("--output", type=Path, default=None, help="default: runs/<params folder name>")
+    run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    run.add_argument("--no-progress", action="store_true")
+    show = sub.add_parser("params", help="print a notebook's parameters and defaults")
+    show.add_argument("notebook", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "params":
+            for k, v in notebook_parameters(args.notebook).items():
+                print(f"{k} = {v!r}")
+            return 0
+        notebooks = [p.resolve() for p in args.notebooks] or list_notebooks()
+        if not notebooks:
+            raise NotebookError(f"no NN_topic.py notebooks in {NOTEBOOK_DIR}")
+        for p in notebooks:
+            if not p.exists():
+                raise NotebookError(f"{p}: no such notebook")
+        profile = args.params.name if args.params else "default"
+        output = (args.output or REPO_ROOT / "runs" / profile).resolve()
+        runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going)
+    except NotebookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary(runs, output))
+    return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Config dataclasses reject unknown keys and wrong types, naming them."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import pytest
+
+from swinunetr_lib.config import Config, ConfigError
+
+
+@dataclass
+class ToyConfig(Config):
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    lr: float = 4e-4
+    max_steps: int = 10
+    device: str = "auto"
+    data_manifest: str | None = None
+
+
+def test_defaults_and_widening():
+    cfg = ToyConfig.from_dict({"lr": 1, "roi_size": [64, 64, 64]})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert cfg.roi_size == (64, 64, 64)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="max_stepz"):
+        ToyConfig.from_dict({"max_stepz": 3})
+
+
+@pytest.mark.parametrize("key,value", [("max_steps", "3"), ("max_steps", True), ("roi_size", [64, 64]),
+                                       ("lr", "fast"), ("data_manifest", 3)])
+def test_wrong_types_are_named(key, value):
+    with pytest.raises(ConfigError, match=key):
+        ToyConfig.from_dict({key: value})
+
+
+def test_command_line_matches_function():
+    parser = argparse.ArgumentParser()
+    ToyConfig.add_arguments(parser)
+    args = parser.parse_args(["--roi-size", "[64, 64, 64]", "--max-steps", "5", "--data-manifest", "a/b.json"])
+    cfg = ToyConfig.from_args(args)
+    assert cfg == ToyConfig(roi_size=(64, 64, 64), max_steps=5, data_manifest="a/b.json")

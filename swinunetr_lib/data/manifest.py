@@ -1,0 +1,228 @@
+"""Data lists in MONAI's decathlon datalist JSON, with paths relative to a data root.
+
+API::
+
+    m = build_manifest(root, layout="auto", n_folds=5, seed=0)   # scan decathlon / btcv / flat layouts
+    write_manifest(m, path)                                     # atomic JSON
+    train, val = split_fold(m, fold=0)                          # entries with "fold" == 0 become validation
+    subsets = labeled_fraction_subsets(m["training"], (0.1, 0.25, 0.5, 1.0), seed=0)  # nested subsets
+    entries = resolve_entries(path_or_manifest, root, "training")  # absolute paths for MONAI datasets
+
+A manifest is ``{"name", "description", "modality": {"0": "CT"}, "labels": {"0": "background", ...},
+"numTraining", "training": [{"image": rel, "label": rel, "fold": k}, ...], "validation": [...],
+"test": [...]}``, readable by ``monai.data.load_decathlon_datalist(path, base_dir=root)``.
+Layouts: MSD ``imagesTr/labelsTr/imagesTs`` (Antonelli et al. 2022); BTCV ``img/imgXXXX`` + ``label/labelXXXX``
+(``RawData/Training`` in the challenge archive); ``flat``: every NIfTI under a folder, unlabeled (pretraining).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from ..utils import atomic_write_text
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+Layout = Literal["auto", "decathlon", "btcv", "flat"]
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith((".", "._"))
+
+
+def _stem(p: Path) -> str:
+    for suf in NIFTI_SUFFIXES:
+        if p.name.endswith(suf):
+            return p.name[: -len(suf)]
+    return p.stem
+
+
+def _rel(p: Path, root: Path) -> str:
+    return p.relative_to(root).as_posix()
+
+
+def detect_layout(root: str | os.PathLike[str]) -> str:
+    """``"decathlon"`` if ``imagesTr/`` exists, ``"btcv"`` if ``img/`` and ``label/``, else ``"flat"``."""
+    root = Path(root)
+    if (root / "imagesTr").is_dir():
+        return "decathlon"
+    if (root / "img").is_dir() and (root / "label").is_dir():
+        return "btcv"
+    return "flat"
+
+
+def scan_decathlon(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Pair ``imagesTr/X.nii.gz`` with ``labelsTr/X.nii.gz`` (MSD names, e.g. ``spleen_2.nii.gz``)."""
+    labels = {p.name: p for p in (root / "labelsTr").glob("*") if _is_nifti(p)} if (root / "labelsTr").is_dir() else {}
+    training = []
+    for img in sorted(p for p in (root / "imagesTr").glob("*") if _is_nifti(p)):
+        entry: dict[str, Any] = {"image": _rel(img, root)}
+        if img.name in labels:
+            entry["label"] = _rel(labels[img.name], root)
+        training.append(entry)
+    test = [{"image": _rel(p, root)} for p in sorted((root / "imagesTs").glob("*")) if _is_nifti(p)] \
+        if (root / "imagesTs").is_dir() else []
+    return {"training": training, "test": test}
+
+
+def scan_btcv(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Pair ``img/img0001.nii.gz`` with ``label/label0001.nii.gz`` by the case number."""
+    def number(p: Path) -> str | None:
+        m = re.search(r"(\d+)$", _stem(p))
+        return m.group(1) if m else None
+
+    labels = {number(p): p for p in (root / "label").glob("*") if _is_nifti(p)}
+    training = []
+    for img in sorted(p for p in (root / "img").glob("*") if _is_nifti(p)):
+        entry: dict[str, Any] = {"image": _rel(img, root)}
+        lab = labels.get(number(img))
+        if lab is not None:
+            entry["label"] = _rel(lab, root)
+        training.append(entry)
+    return {"training": training}
+
+
+def scan_flat(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every NIfTI below ``root`` (recursively) as an unlabeled pretraining entry."""
+    return {"training": [{"image": _rel(p, root)} for p in sorted(root.rglob("*")) if _is_nifti(p)]}
+
+
+def assign_folds(entries: Sequence[dict[str, Any]], n_folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
+    """Copy of ``entries`` with a ``"fold"`` key 0..n_folds-1; depends only on the image paths and ``seed``."""
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    order = sorted(range(len(entries)), key=lambda i: str(entries[i].get("image")))
+    perm = np.random.default_rng(seed).permutation(len(order))
+    out = [dict(e) for e in entries]
+    for rank, k in enumerate(perm):
+        out[order[k]]["fold"] = rank % n_folds
+    return out
+
+
+def split_fold(manifest: Mapping[str, Any], fold: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, validation) of ``manifest["training"]`` by the ``"fold"`` key (k-fold cross-validation)."""
+    entries = list(manifest["training"])
+    if any("fold" not in e for e in entries):
+        raise KeyError("some training entries have no 'fold' key; build the manifest with n_folds or assign_folds()")
+    folds = sorted({e["fold"] for e in entries})
+    if fold not in folds:
+        raise ValueError(f"fold {fold} not in the manifest's folds {folds}")
+    return [e for e in entries if e["fold"] != fold], [e for e in entries if e["fold"] == fold]
+
+
+def labeled_fraction_subsets(
+    entries: Sequence[dict[str, Any]], fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0), seed: int = 0
+) -> dict[float, list[dict[str, Any]]]:
+    """Nested subsets (each smaller one inside the larger) holding ``ceil(f * n)`` (>= 1) labeled entries.
+
+    For label-efficiency experiments (Tang et al. 2022, Fig. 5: fine-tuning with 10 %-100 % of BTCV labels).
+    """
+    labeled = sorted((e for e in entries if "label" in e), key=lambda e: str(e["image"]))
+    if not labeled:
+        raise ValueError("no labeled entries to take fractions of")
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction {f} is not in (0, 1]")
+    order = [labeled[i] for i in np.random.default_rng(seed).permutation(len(labeled))]
+    return {float(f): [dict(e) for e in order[: max(1, int(np.ceil(f * len(order) - 1e-9)))]] for f in fractions}
+
+
+def build_manifest(
+    root: str | os.PathLike[str],
+    layout: Layout = "auto",
+    n_folds: int = 5,
+    seed: int = 0,
+    name: str | None = None,
+    modality: str = "CT",
+    labels: Mapping[int, str] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Scan ``root`` and return a decathlon-style manifest with relative paths and k-fold ``"fold"`` keys.
+
+    Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} is not a folder")
+    kind = detect_layout(root) if layout == "auto" else layout
+    scanners = {"decathlon": scan_decathlon, "btcv": scan_btcv, "flat": scan_flat}
+    if kind not in scanners:
+        raise ValueError(f"layout must be one of {['auto', *scanners]}, got {layout!r}")
+    lists = scanners[kind](root)
+    if not lists["training"]:
+        raise ValueError(f"{root}: no NIfTI images found for layout {kind!r} (expected {_EXPECT[kind]})")
+    dataset_json = root / "dataset.json"
+    meta: dict[str, Any] = {}
+    if kind == "decathlon" and dataset_json.is_file():
+        try:
+            meta = json.loads(dataset_json.read_text())
+        except (OSError, ValueError):
+            meta = {}
+    if n_folds > 1:
+        lists["training"] = assign_folds(lists["training"], n_folds, seed)
+    out: dict[str, Any] = {
+        "name": name or meta.get("name") or root.name,
+        "description": description or meta.get("description", f"scanned from a {kind} layout"),
+        "modality": meta.get("modality", {"0": modality}),
+        "numTraining": len(lists["training"]),
+        "training": lists["training"],
+    }
+    if labels is not None:
+        out["labels"] = {str(k): v for k, v in labels.items()}
+    elif "labels" in meta:
+        out["labels"] = meta["labels"]
+    if lists.get("test"):
+        out["test"] = lists["test"]
+    return out
+
+
+_EXPECT = {"decathlon": "imagesTr/*.nii.gz (+ labelsTr/)", "btcv": "img/img*.nii.gz + label/label*.nii.gz",
+           "flat": "*.nii or *.nii.gz files"}
+
+
+def write_manifest(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write JSON atomically (indent 2, stable key order as given)."""
+    return atomic_write_text(json.dumps(manifest, indent=2) + "\n", path)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a manifest; errors name the file and the problem."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"manifest {path} is not readable JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"manifest {path}: top level must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def resolve_entries(
+    manifest: str | os.PathLike[str] | Mapping[str, Any], root: str | os.PathLike[str] | None = None,
+    key: str = "training",
+) -> list[dict[str, Any]]:
+    """Entries of list ``key`` with ``image``/``label`` made absolute under ``root``.
+
+    ``root`` defaults to the manifest file's folder when ``manifest`` is a path.
+    """
+    if isinstance(manifest, (str, os.PathLike)):
+        root = Path(manifest).parent if root is None else root
+        manifest = load_manifest(manifest)
+    if root is None:
+        raise ValueError("root is required when the manifest is given as a dict")
+    if key not in manifest:
+        raise KeyError(f"manifest has no list {key!r}; lists: {[k for k, v in manifest.items() if isinstance(v, list)]}")
+    out = []
+    for e in manifest[key]:
+        e = dict(e)
+        for k in ("image", "label"):
+            if k in e:
+                e[k] = str(Path(root) / e[k])
+        out.append(e)
+    return out

@@ -103,4 +103,9 @@ class Config:
         for k, v in vars(args).items():
             if k in raw and hints.get(k) is str:
                 raw[k] = v
+            elif k in raw and isinstance(raw[k], str) and float in get_args(hints.get(k)) + (hints.get(k),):
+                try:  # YAML 1.1 reads "1e-3" (no dot) as a string
+                    raw[k] = float(raw[k])
+                except ValueError:
+                    pass
         return cls.from_dict(raw)

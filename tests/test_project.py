@@ -90,3 +90,4 @@ def test_itkwidgets_is_optional_and_lab4_safe():
     assert "itkwidgets" not in _names(project["dependencies"])
     viewer = project["optional-dependencies"]["viewer"]
     assert any(s.startswith("itkwidgets") and "1.0" in s for s in viewer), "itkwidgets 0.32 would downgrade Lab"
+    assert "ngff-zarr==0.12.2" in viewer, "ngff-zarr 0.50 breaks view(numpy_array)"

@@ -1,0 +1,226 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.1
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Looking at CT, labels, SSL views and predictions in 2D and 3D
+#
+# **Goal.** Learn to *see* what the model sees: a real abdominal CT with its 13 BTCV organ labels in
+# tri-planar views and as a 3D surface rendering, the phantom cohort used for the demos, the
+# self-supervised proxy tasks (rotation, cut-out, reconstruction) and a fine-tuned model's prediction
+# next to the ground truth with an error map. Every figure comes from `swinunetr_lib.viz` /
+# `swinunetr_lib.viz3d`, so the same pictures can be made for your own data in one line each.
+# Sections that need checkpoints (from notebooks 02 and 03) are skipped with a message when the
+# checkpoints are absent.
+#
+# **Kind:** tutorial. **Runtime:** about 30 s on CPU (2 cores) without checkpoints, plus about 20 s per
+# model used for SSL reconstruction / prediction; a few seconds on a GPU.
+
+# %%
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from swinunetr_lib import viz, viz3d, viz_metrics
+from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.data.labels import totalseg_to_btcv
+from swinunetr_lib.example_data import fetch_example
+from swinunetr_lib.paths import resolve_path
+from swinunetr_lib.paths import runs_dir as default_runs_dir
+from swinunetr_lib.utils import resolve_device, seed_everything
+
+# %% tags=["parameters"]
+window_preset = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
+n_cohort_cases = 4  # how many demo-cohort cases to show side by side
+surface_step_size = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
+runs_dir = ""  # run folder holding ssl_pretraining/ and finetune/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
+roi_size = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
+viewer = "auto"  # 3D viewer: auto (itkwidgets if it can load, else static), itkwidgets, static
+seed = 0  # random seed for the SSL augmentations
+device = "auto"  # "auto" picks CUDA when present
+
+# %% [markdown]
+# ## 1 · The real example CT and its organs
+# A small real CT (TotalSegmentator test file, 3 mm voxels, RAS) with TotalSegmentator's labels
+# remapped by name to the 13 BTCV organs. The remap report says which organs this scan holds.
+
+# %%
+seed_everything(seed)
+ct_nii = nib.load(fetch_example("example_ct_sm.nii.gz"))
+ct = np.asarray(ct_nii.dataobj, dtype=np.float32)
+seg, report = totalseg_to_btcv(np.asarray(nib.load(fetch_example("example_seg.nii.gz")).dataobj))
+spacing = tuple(float(s) for s in ct_nii.header.get_zooms()[:3])
+print(f"CT {ct.shape} voxels of {spacing} mm, HU {ct.min():.0f}..{ct.max():.0f}; {report.summary()}")
+
+# %% [markdown]
+# Tri-planar view through the organs' centre of mass; one colour per organ, the same in every figure.
+
+# %%
+viz.plot_triplanar(ct, seg, spacing=spacing, window_preset=window_preset, title="example CT, BTCV labels")
+
+# %% [markdown]
+# The window decides what is visible: soft tissue (abdomen), air-filled lung, or bone.
+
+# %%
+viz.plot_windows(ct, index=viz.center_of_mass_index(seg)[2], presets=("abdomen", "lung", "bone"))
+
+# %% [markdown]
+# ## 2 · The same labels in 3D
+# Marching cubes per organ (scikit-image), drawn with matplotlib: it works headless, in papermill and in reports.
+
+# %%
+viz3d.plot_label_surfaces(seg, spacing=spacing, step_size=surface_step_size, title="example CT organs")
+
+# %% [markdown]
+# ## 3 · The phantom cohort
+# The demo cohort (built here if missing, idempotent) pairs the real scan with synthetic phantoms that
+# carry all 13 organs. Phantoms are *not* patient data; they let the tutorials train in minutes on a CPU.
+
+# %%
+cohort = build_demo_cohort()
+entries = json.loads(cohort.finetune_manifest.read_text())["training"][:n_cohort_cases]
+vols = [np.asarray(nib.load(cohort.root / e["image"]).dataobj, dtype=np.float32) for e in entries]
+labs = [np.asarray(nib.load(cohort.root / e["label"]).dataobj) for e in entries]
+pd.DataFrame({"case": [Path(e["image"]).name for e in entries], "shape": [v.shape for v in vols],
+              "organs": [int(len(np.unique(lab)) - 1) for lab in labs]})
+
+# %%
+viz.plot_slices(vols, titles=[Path(e["image"]).name.replace(".nii.gz", "") for e in entries], labels=labs,
+                window_preset=window_preset, axis="coronal")
+
+# %%
+phantom = [i for i, e in enumerate(entries) if "phantom" in e["image"]]
+p = phantom[0] if phantom else 0
+viz.plot_triplanar(vols[p], labs[p], spacing=(3.0, 3.0, 3.0), window_preset=window_preset,
+                   title=Path(entries[p]["image"]).name)
+
+# %% [markdown]
+# ## 4 · The self-supervised proxy tasks (paper Sec. 3.2)
+# The pretraining input is a crop, rotated by 0/90/180/270° in the axial plane, with random inner
+# cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
+
+# %%
+from monai.transforms import CenterSpatialCrop, SpatialPad  # noqa: E402
+
+from swinunetr_lib.ssl_transforms import SSLViewTransform, make_generator  # noqa: E402
+from swinunetr_lib.task_presets import get_preset, preprocess_transforms  # noqa: E402
+
+prep = preprocess_transforms(get_preset("demo_btcv"), keys=("image",))
+crops = []
+for e in entries[:2]:
+    img = prep({"image": str(cohort.root / e["image"])})["image"]  # (1, X, Y, Z) in [0, 1]
+    crops.append(CenterSpatialCrop(roi_size)(SpatialPad(roi_size)(img)))
+batch = torch.stack([torch.as_tensor(c) for c in crops])  # (B, 1, *roi_size)
+view = SSLViewTransform()(batch, make_generator("cpu", seed))
+print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out {view.mask.float().mean():.0%} of voxels")
+
+# %%
+run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
+ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("*.pt"), key=lambda p: ("last" not in p.name, str(p)))
+ssl_ckpts = [c for c in ssl_ckpts if "encoder" not in c.name]
+if ssl_ckpts:
+    from swinunetr_lib.ssl_model import SSLModel
+
+    state = torch.load(ssl_ckpts[0], map_location="cpu", weights_only=False)
+    state = state.get("model", state)
+    w = state["swinViT.patch_embed.proj.weight"]  # (feature_size, in_channels, 2, 2, 2)
+    ssl_model = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0])
+    ssl_model.load_state_dict(state)
+    with torch.no_grad():
+        reconstruction = ssl_model.eval()(view.image)["reconstruction"]
+    print(f"reconstructions from {ssl_ckpts[0]}")
+else:
+    reconstruction = None
+    print(f"No SSL checkpoint under {run_root / 'ssl_pretraining'}: run notebook 02 first; "
+          "showing the proxy-task inputs without reconstructions.")
+
+# %%
+viz.plot_ssl_panels(batch, view.target, view.image, reconstruction,
+                    rotation_labels=view.rotation.tolist())
+
+# %% [markdown]
+# ## 5 · A fine-tuned model's prediction versus the ground truth
+# When notebook 03 (or 04) has written `finetune/<task>/model.pt`, we predict one held-out case with
+# sliding-window inference and draw the prediction, the truth and an error map.
+
+# %%
+ft_models = sorted((run_root / "finetune").glob("*/model.pt"))
+if ft_models:
+    from swinunetr_lib.finetune import preprocess_cases, sliding_window_predict
+    from swinunetr_lib.finetune_model import build_finetune_model
+    from swinunetr_lib.task_presets import TaskPreset
+
+    saved = torch.load(ft_models[0], map_location="cpu", weights_only=False)
+    meta = saved["finetune"]
+    preset = TaskPreset.from_dict(meta["preset"])
+    model, _ = build_finetune_model(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
+    model.load_state_dict(saved["state_dict"])
+    val_entry = json.loads(cohort.finetune_manifest.read_text())["validation"][0]
+    case = preprocess_cases([{k: str(cohort.root / val_entry[k]) for k in ("image", "label")}], preset)[0]
+    logits = sliding_window_predict(model, case["image"][None], preset.roi_size, device=resolve_device(device))
+    pred = logits.argmax(1)[0].cpu().numpy()
+    truth = case["label"][0].numpy().astype(np.int64)
+    print(f"{ft_models[0]} ({meta['init']}, best val Dice {saved.get('best_mean_dice')}) on {val_entry['image']}")
+else:
+    pred = None
+    print(f"No fine-tuned model under {run_root / 'finetune'}: run notebook 03 first; skipping predictions.")
+
+# %%
+if pred is not None:
+    display(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)))  # noqa: F821
+    display(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0), step_size=surface_step_size,  # noqa: F821
+                                      title="prediction"))
+else:
+    print("(no prediction to show)")
+
+# %% [markdown]
+# ## 6 · Learning curves of the runs
+# Every `fit` run writes `metrics.csv` (a `step` column plus one column per logged scalar).
+
+# %%
+metric_files = sorted(run_root.rglob("metrics.csv"))
+if metric_files:
+    display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))  # noqa: F821
+else:
+    print(f"No metrics.csv under {run_root}: run notebooks 02/03 to see learning curves.")
+
+# %% [markdown]
+# ## 7 · Interactive views
+# A slice scroller (ipywidgets): pick the view, drag the slider.
+
+# %%
+viz3d.slice_scroller(ct, seg, window_preset=window_preset)
+
+# %% [markdown]
+# The 3D viewer: itkwidgets' `view(image, label_image=...)` when it is installed
+# (`pip install "swinunetr_lib[viewer]"`) and its JavaScript can be fetched from the web; otherwise a
+# one-line message and the static fallback (surface rendering + slice scroller).
+
+# %%
+viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_preset)
+
+# %% [markdown]
+# ## Recap
+# - One colour per BTCV organ everywhere (`viz.BTCV_COLORS`); windows `abdomen`, `btcv`, `lung`, `bone`.
+# - `viz.plot_triplanar` / `viz3d.plot_label_surfaces` show any CT + label map; `viz.figure_to_rgb` turns a
+#   figure into pixels, which is how the tests check that labels are drawn where they are.
+# - SSL panels show what the encoder is asked to undo; after notebook 02 they include its reconstructions.
+# - With a fine-tuned model (notebook 03) the error map shows *where* it is wrong: blue missed, red
+#   spurious, orange wrong organ. Next: compare scratch vs SSL initialisation in notebook 06
+#   (`viz_metrics.plot_label_efficiency`) and per-organ scores with `viz_metrics.plot_organ_metrics`.

@@ -1,0 +1,272 @@
+"""Image-based tests of swinunetr_lib.viz / viz3d: rendered pixels carry the organ colours where labels are."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from swinunetr_lib import viz, viz3d, viz_metrics
+
+
+def _count_color(rgb: np.ndarray, color: tuple[float, float, float], tol: int = 3) -> int:
+    """Pixels of a uint8 (H, W, 3) image within ``tol`` of an RGB colour given in [0, 1]."""
+    target = np.round(np.asarray(color) * 255).astype(int)
+    return int((np.abs(rgb.astype(int) - target).max(axis=-1) <= tol).sum())
+
+
+def _two_organ_volume(shape=(40, 36, 24)):
+    """Black image (-1000 HU) with a liver box (6) and a spleen box (1) at known positions."""
+    img = np.full(shape, -1000.0, np.float32)
+    lab = np.zeros(shape, np.uint8)
+    lab[5:20, 8:25, 4:18] = 6
+    lab[24:34, 10:20, 6:14] = 1
+    return img, lab
+
+
+def test_colormap_is_stable_and_distinct():
+    # the colour table is a public contract (figures in README/notebooks); changing it must be deliberate
+    assert viz.BTCV_COLORS[1] == (148, 103, 189) and viz.BTCV_COLORS[6] == (140, 86, 75)
+    assert viz.BTCV_COLORS[8] == (214, 39, 40) and viz.BTCV_COLORS[13] == (174, 199, 232)
+    assert sorted(viz.BTCV_COLORS) == list(range(1, 14)) == sorted(viz.BTCV_ORGANS)
+    assert len(set(viz.BTCV_COLORS.values())) == 13
+    cmap = viz.label_colormap(14)
+    assert cmap.N == 14 and cmap(0)[3] == 0.0
+    for k in range(1, 14):
+        assert np.allclose(cmap(k)[:3], np.asarray(viz.BTCV_COLORS[k]) / 255)
+    assert viz.label_color(20) == viz.label_color(20)  # out-of-table ids: deterministic fallback
+    # names agree with the data module's label table
+    from swinunetr_lib.data.labels import BTCV_LABELS
+
+    for k, name in BTCV_LABELS.items():
+        words = set(name.replace("_", " ").replace("and", "&").split())
+        assert words & set(viz.BTCV_ORGANS[k].split()), (k, name, viz.BTCV_ORGANS[k])
+
+
+def test_window_presets_match_hu_ranges():
+    hu = np.array([-1000.0, -160.0, 40.0, 240.0, 1000.0])
+    assert np.allclose(viz.window(hu, "abdomen"), [0, 0, 0.5, 1, 1])
+    assert np.allclose(viz.window(np.array([-175.0, 250.0]), "btcv"), [0, 1])
+    assert np.allclose(viz.window(np.array([-1350.0, 150.0]), "lung"), [0, 1])
+    assert np.allclose(viz.window(np.array([-500.0, 1300.0]), "bone"), [0, 1])
+    assert np.allclose(viz.window(np.array([0.2, 0.7]), None), [0.2, 0.7])  # [0, 1] data kept
+    with pytest.raises(ValueError, match="unknown window preset"):
+        viz.window(hu, "brain")
+
+
+def test_overlay_rgb_blends_exact_colours():
+    img = np.full((6, 5), 40.0)  # grey 0.5 in the abdomen window
+    lab = np.zeros((6, 5), np.uint8)
+    lab[1:3, 1:4] = 6
+    lab[4, 0] = 1
+    rgb = viz.overlay_rgb(img, lab, alpha=0.4)
+    liver = 0.6 * 0.5 + 0.4 * np.asarray(viz.label_color(6))
+    assert np.allclose(rgb[1:3, 1:4], liver)
+    assert np.allclose(rgb[4, 0], 0.6 * 0.5 + 0.4 * np.asarray(viz.label_color(1)))
+    assert np.allclose(rgb[lab == 0], 0.5)
+    assert np.allclose(viz.overlay_rgb(img, np.zeros_like(lab)), 0.5)  # empty labels: plain grey
+
+
+def test_display_slice_orientation_undone():
+    vol = np.arange(4 * 5 * 6).reshape(4, 5, 6)
+    for name, axis in viz.AXES.items():
+        for k in (0, vol.shape[axis] - 1):
+            shown = viz.display_slice(vol, name, k)
+            assert np.array_equal(shown[::-1, ::-1].T, np.take(vol, k, axis=axis))
+    # axial: patient right (high x) on the image left, anterior (high y) at the top
+    shown = viz.display_slice(vol, "axial", 0)
+    assert shown[0, 0] == vol[-1, -1, 0]
+    with pytest.raises(IndexError):
+        viz.display_slice(vol, "axial", 6)
+
+
+def test_triplanar_render_has_overlay_colours_where_labels_are():
+    img, lab = _two_organ_volume()
+    fig = viz.plot_triplanar(img, lab, position="com", alpha=0.5, legend=False)
+    rgb = viz.figure_to_rgb(fig)
+    # black image + alpha 0.5 -> composite colour is exactly half the organ colour
+    liver = _count_color(rgb, 0.5 * np.asarray(viz.label_color(6)))
+    spleen = _count_color(rgb, 0.5 * np.asarray(viz.label_color(1)))
+    aorta = _count_color(rgb, 0.5 * np.asarray(viz.label_color(8)))
+    assert liver > 200 and spleen > 50 and aorta == 0
+    # the centre-of-mass position hits both boxes on the axial view; the liver box is bigger
+    assert liver > spleen
+    # the legend lists exactly the present organs
+    fig = viz.plot_triplanar(img, lab)
+    texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert texts == ["1 spleen", "6 liver"]
+
+
+def test_triplanar_accepts_tensors_and_empty_labels():
+    import torch
+
+    img, lab = _two_organ_volume()
+    fig = viz.plot_triplanar(torch.from_numpy(img)[None, None], torch.zeros(1, *lab.shape, dtype=torch.uint8))
+    rgb = viz.figure_to_rgb(fig)
+    assert all(_count_color(rgb, 0.45 * np.asarray(viz.label_color(k))) == 0 for k in range(1, 14))
+    assert fig.axes[-1].get_legend() is None
+    assert viz.center_of_mass_index(np.zeros((4, 6, 8))) == (2, 3, 4)
+    with pytest.raises(ValueError, match="differs"):
+        viz.plot_triplanar(img, lab[:-1])
+    with pytest.raises(ValueError, match="3D volume"):
+        viz.plot_triplanar(img[0], None)
+
+
+def test_real_example_ct_overlay(example_ct_sm, example_seg):
+    import nibabel as nib
+
+    from swinunetr_lib.data.labels import totalseg_to_btcv
+
+    ct = np.asarray(nib.load(example_ct_sm).dataobj, dtype=np.float32)
+    seg, report = totalseg_to_btcv(np.asarray(nib.load(example_seg).dataobj))
+    assert "liver" in report.present
+    k = int(np.argmax((seg == 6).sum(axis=(0, 1))))
+    axial = viz.overlay_rgb(viz.display_slice(ct, "axial", k), viz.display_slice(seg, "axial", k), alpha=0.45)
+    liver_px = viz.display_slice(seg, "axial", k) == 6
+    grey = viz.window(viz.display_slice(ct, "axial", k))
+    assert np.allclose(axial[liver_px], 0.55 * grey[liver_px, None] + 0.45 * np.asarray(viz.label_color(6)), atol=1e-6)
+    fig = viz.plot_triplanar(ct, seg, spacing=(3.0, 3.0, 3.0), title="example CT")
+    assert len(fig.axes[-1].get_legend().get_texts()) == len(report.present)
+
+
+def test_prediction_vs_truth_error_map():
+    img, gt = _two_organ_volume()
+    pred = gt.copy()
+    pred[24:34, 10:20, 6:14] = 0  # spleen missed
+    pred[0:3, 0:3, :] = 6  # spurious liver
+    fig = viz.plot_prediction_vs_truth(img, pred, gt, axis="axial", index=10)
+    rgb = viz.figure_to_rgb(fig)
+    fn_px = _count_color(rgb, (0.12, 0.47, 0.95), tol=2)
+    fp_px = _count_color(rgb, (0.95, 0.15, 0.15), tol=2)
+    assert fn_px > 30 and fp_px > 3
+    assert "errors (109 px)" in fig.axes[2].get_title()  # 10*10 FN + 3*3 FP on slice 10
+    perfect = viz.plot_prediction_vs_truth(img, gt, gt, index=10)
+    assert "errors (0 px)" in perfect.axes[2].get_title()
+
+
+def test_ssl_panels_shapes_and_titles():
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 1, 16, 16, 16), dtype=np.float32)
+    fig = viz.plot_ssl_panels(x, np.rot90(x, 1, axes=(2, 3)), x * (rng.random(x.shape) > 0.3), x,
+                              rotation_labels=[1, 2, 3])
+    assert len(fig.axes) == 12
+    assert fig.axes[1].get_title() == "rotated (90°)" and fig.axes[9].get_title() == "rotated (270°)"
+    assert viz.figure_to_rgb(fig).std() > 10
+    assert len(viz.plot_ssl_panels(x[0, 0], x[0, 0], x[0, 0]).axes) == 3
+    with pytest.raises(ValueError, match="original"):
+        viz.plot_ssl_panels(np.zeros((4, 4)), x, x)
+
+
+def test_learning_curves_from_metrics_csv(tmp_path):
+    steps = np.arange(1, 21)
+    df = pd.DataFrame({"step": steps, "loss": 2.0 / steps, "lr": 1e-4})
+    df["val_dice"] = np.where(steps % 5 == 0, steps / 20.0, np.nan)  # sparse validation rows
+    (tmp_path / "run").mkdir()
+    df.to_csv(tmp_path / "run" / "metrics.csv", index=False)
+    fig = viz_metrics.plot_learning_curves(tmp_path / "run", smoothing=0.5)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["loss", "lr", "val_dice"]
+    assert fig.axes[0].get_yscale() == "log"
+    val_line = fig.axes[2].get_lines()[0]
+    assert np.array_equal(val_line.get_xdata(), [5, 10, 15, 20])  # NaN rows skipped
+    fig2 = viz_metrics.plot_learning_curves({"scratch": df, "ssl": df.assign(loss=df.loss / 2)}, columns=["loss"])
+    assert [t.get_text() for t in fig2.axes[0].get_legend().get_texts()] == ["scratch", "ssl"]
+    with pytest.raises(FileNotFoundError, match="metrics.csv"):
+        viz_metrics.plot_learning_curves(tmp_path / "missing")
+    with pytest.raises(KeyError, match="step"):
+        viz_metrics.plot_learning_curves(df.drop(columns="step"))
+
+
+def test_organ_metrics_bar_and_box(tmp_path):
+    rows = [{"case": c, "class": k, "dice": 0.5 + 0.03 * k + 0.01 * c, "hd95": 10.0 - k / 2}
+            for c in range(3) for k in (1, 6, 8)]
+    df = pd.DataFrame(rows)
+    fig = viz_metrics.plot_organ_metrics(df, kind="bar")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["spleen", "liver", "aorta"]
+    heights = [p.get_height() for p in ax.patches]
+    assert np.allclose(heights, [0.54, 0.69, 0.75])  # means over cases
+    assert np.allclose(ax.patches[1].get_facecolor()[:3], viz.label_color(6))
+    assert fig.axes[1].get_ylabel() == "hd95 (mm)"
+    df.to_csv(tmp_path / "per_case.csv", index=False)
+    box = viz_metrics.plot_organ_metrics(tmp_path / "per_case.csv", kind="box", metrics="dice")
+    assert len(box.axes) == 1
+    grouped = viz_metrics.plot_organ_metrics(pd.concat([df.assign(init="scratch"), df.assign(init="ssl")]),
+                                     group_col="init", metrics="dice")
+    assert [t.get_text() for t in grouped.axes[0].get_legend().get_texts()] == ["scratch", "ssl"]
+    with pytest.raises(KeyError, match="none of the metrics"):
+        viz_metrics.plot_organ_metrics(df, metrics=("nsd",))
+
+
+def test_label_efficiency_mean_and_band():
+    df = pd.DataFrame([{"fraction": f, "init": i, "seed": s, "dice": f * (0.8 if i == "ssl" else 0.6) + 0.01 * s}
+                       for f in (0.1, 0.5, 1.0) for i in ("scratch", "ssl") for s in (0, 1, 2)])
+    fig = viz_metrics.plot_label_efficiency(df)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    assert np.allclose(lines[1].get_ydata(), [0.1 * 0.8 + 0.01, 0.5 * 0.8 + 0.01, 0.8 + 0.01])
+    assert "n=3 seeds" in ax.get_legend().get_texts()[0].get_text()
+    with pytest.raises(KeyError, match="fraction"):
+        viz_metrics.plot_label_efficiency(df.rename(columns={"fraction": "x"}))
+
+
+def test_surface_meshes_and_render():
+    img, lab = _two_organ_volume()
+    meshes = viz3d.label_surfaces(lab, spacing=(2.0, 2.0, 3.0))
+    assert sorted(meshes) == [1, 6]
+    verts, faces = meshes[6]
+    # the liver box spans x voxels 5..19 -> about 10..38 mm; the surface sits half a voxel outside
+    assert 8.0 <= verts[:, 0].min() <= 10.5 and 37.5 <= verts[:, 0].max() <= 40.0
+    assert verts[:, 2].max() <= 18 * 3.0 + 1e-6
+    fig = viz3d.plot_label_surfaces(lab, spacing=(2.0, 2.0, 3.0))
+    rgb = viz.figure_to_rgb(fig)
+    # shaded faces vary, but the rendering is dominated by hues near the organ colours, never by absent organs
+    assert _count_color(rgb, viz.label_color(6), tol=40) > 100
+    assert _count_color(rgb, viz.label_color(9), tol=10) == 0
+    empty = viz3d.plot_label_surfaces(np.zeros_like(lab))
+    assert empty.axes[0].get_title() == "no labelled voxels"
+
+
+def test_slice_scroller_and_static_fallback(capsys, monkeypatch):
+    import ipywidgets as w
+
+    img, lab = _two_organ_volume()
+    box = viz3d.slice_scroller(img, lab)
+    (view, slider), picture, caption = box.children[0].children, box.children[1], box.children[2]
+    assert slider.max == lab.shape[2] - 1 and picture.value[:4] == b"\x89PNG"
+    slider.value = 0
+    assert "no labels" in caption.value
+    slider.value = 10
+    assert "liver" in caption.value and "spleen" in caption.value
+    view.value = "sagittal"
+    assert slider.max == lab.shape[0] - 1
+    # no itkwidgets here (or forced static): one line, then the fallback widget
+    monkeypatch.setattr(viz3d, "itkwidgets_status", lambda check_network=True: (False, "itkwidgets is not installed"))
+    out = viz3d.show_3d(img, lab)
+    assert isinstance(out, w.VBox) and isinstance(out.children[0], w.Image)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "static fallback" in printed[0]
+    assert isinstance(viz3d.show_3d(img, None, viewer="static"), w.VBox)
+    with pytest.raises(ValueError, match="viewer"):
+        viz3d.show_3d(img, lab, viewer="vtk")
+
+
+def test_figures_are_figures_and_saved_atomically(tmp_path):
+    img, lab = _two_organ_volume()
+    figs = [viz.plot_triplanar(img, lab), viz.plot_slices([img, img], ["a", "b"], labels=[lab, None]),
+            viz3d.plot_label_surfaces(lab, step_size=2)]
+    for i, fig in enumerate(figs):
+        assert isinstance(fig, Figure)
+        assert fig._repr_png_()[:4] == b"\x89PNG"  # Jupyter shows it without pyplot / inline backend
+        path = viz.save_figure(fig, tmp_path / f"f{i}.png")
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f0.png", "f1.png", "f2.png"]
+
+
+def test_plot_windows_titles_and_pixels():
+    vol = np.zeros((8, 8, 4), np.float32)
+    vol[:4] = 400.0  # bright for soft tissue, grey for bone (W1800/L400 -> 0.5)
+    fig = viz.plot_windows(vol, index=1, presets=("abdomen", "bone", (100.0, 0.0)))
+    assert [ax.get_title() for ax in fig.axes] == ["abdomen W400/L40", "bone W1800/L400", "custom W100/L0"]
+    shown = fig.axes[1].get_images()[0].get_array()
+    assert np.allclose(np.unique(shown), [500 / 1800, 900 / 1800])  # 0 HU and 400 HU in W1800/L400

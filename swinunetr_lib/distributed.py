@@ -1,0 +1,108 @@
+"""Distributed data parallel (DDP) helpers: start from ``torchrun``'s environment, gather with gradients.
+
+``torchrun --nproc-per-node N -m swinunetr_lib.pretrain ...`` sets ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE``; :func:`init_distributed` turns them into a process group (NCCL on GPUs, gloo on CPU).
+Without those variables everything here degrades to the single-process case, so library code can
+call these helpers unconditionally.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from .utils import resolve_device
+
+
+def launched_by_torchrun() -> bool:
+    """True when ``WORLD_SIZE`` and ``RANK`` are in the environment (torchrun / mp.spawn helpers set them)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_distributed(device: str | torch.device = "auto", timeout_s: float = 1800.0) -> torch.device:
+    """Initialise the default process group from torchrun's environment if needed; return this rank's device.
+
+    Backend: ``nccl`` when the device is CUDA, ``gloo`` otherwise. On CUDA each rank uses
+    ``cuda:$LOCAL_RANK``. Without torchrun's variables (or with ``WORLD_SIZE=1``) nothing is
+    initialised and the resolved ``device`` is returned.
+    """
+    dev = resolve_device(device)
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
+        return dev
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dev
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the incoming gradients over ranks and returns this rank's slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rank, ctx.batch = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.batch:(ctx.rank + 1) * ctx.batch]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from all ranks along dim 0 -> (world_size * B, ...), keeping gradients.
+
+    Every rank must pass the same shape. In backward, each rank receives the sum over ranks of the
+    gradient with respect to its own slice. When every rank computes the same global loss L, that is
+    ``world_size * dL/dx_local``, which DDP's gradient averaging turns back into dL/dθ exactly.
+    Single process: returns ``x`` unchanged.
+    """
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (no gradient); identity in a single process."""
+    if not is_distributed():
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y / dist.get_world_size()
+
+
+def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    y = x.detach().clone()
+    dist.all_reduce(y, op=dist.ReduceOp.MIN)
+    return y

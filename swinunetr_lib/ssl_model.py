@@ -1,0 +1,145 @@
+"""Self-supervised Swin UNETR encoder with rotation, contrastive and inpainting heads (Tang et al. 2022, Sec. 3.1).
+
+The encoder is MONAI's :class:`~monai.networks.nets.swin_unetr.SwinTransformer` built with exactly the
+arguments :class:`~monai.networks.nets.SwinUNETR` uses for its ``swinViT`` (patch 2, window 7,
+depths 2-2-2-2, heads 3-6-12-24, feature size 48, no patch norm, "merging" downsampling), and it is
+stored under the same attribute name, so ``SSLModel.state_dict()``'s ``swinViT.*`` entries load
+into a SwinUNETR unchanged. :func:`export_encoder` writes the official ``model_swinvit.pt`` layout
+for ``SwinUNETR.load_from``.
+
+Unlike the official code, which reads the rotation and contrastive heads from a single token of the
+last stage, both heads here read globally average-pooled last-stage features.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from monai.networks.nets.swin_unetr import SwinTransformer
+from monai.utils import ensure_tuple_rep
+from torch import nn
+
+from .utils import atomic_torch_save
+
+
+class ProjectionHead(nn.Module):
+    """Small generic head: ``Linear`` when ``hidden_dim`` is None, else ``Linear-GELU-Linear``.
+
+    (B, in_dim) -> (B, out_dim).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        if hidden_dim is None:
+            self.net: nn.Module = nn.Linear(in_dim, out_dim)
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ReconstructionDecoder(nn.Module):
+    """Upsample last-stage features (B, 16F, D/32, H/32, W/32) back to the input (B, C, D, H, W).
+
+    Five stages of ``ConvTranspose3d(k=2, s=2) -> InstanceNorm -> LeakyReLU`` halve the channels
+    (16F -> 8F -> ... -> F/2), then a 1x1x1 convolution gives ``out_channels``. No output activation:
+    targets are intensities in [0, 1] and the loss is L1, as in the official code.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 1, num_upsamples: int = 5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for _ in range(num_upsamples):
+            layers += [nn.ConvTranspose3d(ch, ch // 2, kernel_size=2, stride=2),
+                       nn.InstanceNorm3d(ch // 2), nn.LeakyReLU(0.01, inplace=True)]
+            ch //= 2
+        layers.append(nn.Conv3d(ch, out_channels, kernel_size=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SSLModel(nn.Module):
+    """Swin UNETR encoder + rotation (4-way), contrastive (512-d) and reconstruction heads.
+
+    Defaults are the paper's (Sec. 4 "Implementation details"; MONAI SwinUNETR defaults except
+    ``feature_size=48``). Input (B, C, D, H, W) with every spatial size divisible by 32. Output dict:
+    ``rotation`` (B, 4) logits, ``contrastive`` (B, 512) embedding, ``reconstruction`` (B, C, D, H, W).
+    """
+
+    def __init__(self, in_channels: int = 1, feature_size: int = 48, depths: Sequence[int] = (2, 2, 2, 2),
+                 num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, patch_size: int = 2,
+                 dropout_path_rate: float = 0.0, use_checkpoint: bool = False, num_rotations: int = 4,
+                 contrastive_dim: int = 512, head_hidden_dim: int | None = None) -> None:
+        super().__init__()
+        if feature_size % 12 != 0:
+            raise ValueError(f"feature_size={feature_size} must be divisible by 12 (as in SwinUNETR)")
+        # Same arguments as SwinUNETR.__init__ passes to SwinTransformer (MONAI 1.6), spatial_dims=3.
+        self.swinViT = SwinTransformer(
+            in_chans=in_channels, embed_dim=feature_size, window_size=ensure_tuple_rep(window_size, 3),
+            patch_size=ensure_tuple_rep(patch_size, 3), depths=depths, num_heads=num_heads, mlp_ratio=4.0,
+            qkv_bias=True, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=dropout_path_rate,
+            norm_layer=nn.LayerNorm, patch_norm=False, use_checkpoint=use_checkpoint, spatial_dims=3,
+            downsample="merging", use_v2=False)
+        self.patch_size = patch_size
+        dim = feature_size * 2 ** len(depths)  # channels of the last stage's output (after its merging)
+        self.rotation_head = ProjectionHead(dim, num_rotations, head_hidden_dim)
+        self.contrastive_head = ProjectionHead(dim, contrastive_dim, head_hidden_dim)
+        self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        factor = self.patch_size ** 5
+        if x.ndim != 5 or any(s % factor for s in x.shape[2:]):
+            raise ValueError(f"SSLModel expects (B, C, D, H, W) with spatial sizes divisible by {factor}, "
+                             f"got shape {tuple(x.shape)}")
+        last = self.swinViT(x, normalize=True)[-1]            # (B, 16F, D/32, H/32, W/32)
+        pooled = last.mean(dim=(2, 3, 4))                     # (B, 16F): global average pooling
+        return {"rotation": self.rotation_head(pooled), "contrastive": self.contrastive_head(pooled),
+                "reconstruction": self.decoder(last)}
+
+
+def _to_official_key(key: str) -> str:
+    """``layers1.0.blocks.0.mlp.linear1.weight`` -> ``module.layers1.0.blocks.0.mlp.fc1.weight``."""
+    key = key.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")
+    return "module." + key
+
+
+def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's tensors under SwinUNETR's names (``swinViT.*``), on CPU."""
+    from .train import unwrap
+
+    enc = unwrap(model).swinViT
+    return {f"swinViT.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
+
+
+def export_encoder(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write the encoder as the official ``model_swinvit.pt``: ``{"state_dict": {"module.<key>": tensor}}``.
+
+    MLP weights are renamed ``linear1/2 -> fc1/2`` as in the official file, so
+    ``SwinUNETR(...).load_from(torch.load(path))`` fills every ``swinViT`` tensor. Atomic write.
+    """
+    state = {_to_official_key(k[len("swinViT."):]): v for k, v in encoder_state_dict(model).items()}
+    return atomic_torch_save({"state_dict": state}, path)
+
+
+def load_encoder(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read an official-layout ``model_swinvit.pt`` back as SwinUNETR ``swinViT.*`` keys.
+
+    Use ``swinunetr.load_state_dict(load_encoder(p), strict=False)`` or ``swinunetr.load_from(torch.load(p))``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: encoder file not found")
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(weights, dict) or "state_dict" not in weights:
+        raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (model_swinvit.pt layout)")
+    out = {}
+    for k, v in weights["state_dict"].items():
+        k = k.removeprefix("module.").replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+        out["swinViT." + k] = v
+    return out

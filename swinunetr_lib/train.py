@@ -1,0 +1,377 @@
+"""The one training loop: :func:`fit`. Pretraining and fine-tuning supply a step function and data.
+
+What ``fit`` does, top to bottom: AdamW + linear warm-up then cosine decay (paper Sec. 4: AdamW,
+lr 4e-4, 500 warm-up steps), mixed precision (bf16 where the GPU supports it, fp16 + GradScaler on
+other GPUs, fp32 on CPU), gradient clipping (after unscaling, so it also works under fp16), gradient
+checkpointing, optional ``torch.compile``, DDP under ``torchrun``, CSV + TensorBoard logs, tqdm,
+atomic checkpoints and exact resume. A non-finite loss raises :class:`NonFiniteLossError` before the
+optimizer step, so the last checkpoint on disk stays the last good one.
+
+Contract for exact resume (bitwise on CPU):
+
+- ``step_fn(model, batch, device) -> {"loss": scalar with grad, **other scalars}`` may use any global
+  RNG (torch, NumPy, ``random``): ``fit`` re-seeds all of them from ``(seed, step, rank)`` right before
+  fetching each batch, so a step's randomness depends only on its index. For on-device generators,
+  seed them from the global torch RNG inside ``step_fn`` (e.g. ``torch.randint(2**62, ())``).
+  ``step_fn`` should only call ``model(...)`` (under DDP / compile ``model`` is a wrapper); use
+  :func:`unwrap` for attributes.
+- ``train_data`` is re-iterated epoch after epoch. Before each ``iter(train_data)`` the global RNGs
+  are seeded from ``(seed, epoch, rank)`` and ``train_data.set_epoch(epoch)`` (or
+  ``train_data.sampler.set_epoch``) is called when present. An epoch must therefore yield the same
+  batches given the same epoch index and RNG state (a list, a DataLoader with ``shuffle=True`` and
+  no persistent workers, or a loader with ``set_epoch`` such as ``ssl_data.EpochDataLoader``). On
+  resume, ``fit`` replays the seeding and skips the batches already consumed in the current epoch.
+- Gradient checkpointing sets ``use_checkpoint = True`` on every submodule that has that attribute
+  (MONAI's ``SwinTransformerBlock`` / ``BasicLayer`` read it at run time); a model without one raises.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed as ddp
+from .config import Config
+from .utils import atomic_torch_save, atomic_write_text
+
+StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
+ValFn = Callable[[nn.Module, int], dict[str, float]]
+
+
+@dataclass
+class TrainConfig(Config):
+    max_steps: int = 1000         # optimizer steps in total
+    lr: float = 4e-4              # paper Sec. 4: AdamW lr 4e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 500       # paper: 500 warm-up steps, then cosine decay to 0 at max_steps
+    grad_clip: float = 1.0        # max global grad norm; 0 disables; unscaled first under fp16
+    precision: str = "auto"       # auto | bf16 | fp16 | fp32 (auto: bf16 if supported, else fp16 on GPU; fp32 on CPU)
+    grad_checkpoint: bool = False  # recompute activations in backward (MONAI use_checkpoint)
+    compile: bool = False         # torch.compile the model
+    checkpoint_every: int = 100   # steps between checkpoints/last.pt (also written at the end); 0: end only
+    val_interval: int = 0         # 0: no validation
+    log_every: int = 1            # steps between metrics.csv / TensorBoard rows
+    seed: int = 0
+    resume: bool = True           # resume from run_dir/checkpoints/last.pt if present
+    best_metric: str = ""         # key of val_fn's dict to maximise; best.pt saved when it improves
+    progress: bool = True         # tqdm bar
+    deterministic: bool = False   # torch.use_deterministic_algorithms during fit: bitwise resume on multi-threaded CPU
+
+
+@dataclass
+class FitResult:
+    step: int                                   # optimizer steps done
+    metrics: dict[str, float]                   # last logged row
+    history: list[dict[str, float]]             # every logged row (train and validation), across resumes
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None = None
+    best_value: float | None = None
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message names the step, the loss terms and the last good checkpoint."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Map ``auto|bf16|fp16|fp32`` to the autocast dtype (float32 = no autocast)."""
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision not in table:
+        raise ValueError(f"precision={precision!r}: expected one of auto, bf16, fp16, fp32")
+    return table[precision]
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warm-up over ``warmup_steps`` then half-cosine to 0 at ``max_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def seed_for(seed: int, *keys: int) -> int:
+    """A well-mixed 63-bit seed from a base seed and integer keys (step, rank, ...)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Batches:
+    """Endless, resumable batch stream over ``data`` with per-epoch and per-step seeding (see module doc)."""
+
+    def __init__(self, data: Iterable, seed: int, rank: int, epoch: int = 0, consumed: int = 0) -> None:
+        self.data, self.seed, self.rank = data, seed, rank
+        self.epoch, self.consumed = epoch, 0
+        self._it = self._start_epoch()
+        for _ in range(consumed):                # replay the batches already used in this epoch
+            self.next(None)
+
+    def _start_epoch(self) -> Iterator:
+        _seed_all(seed_for(self.seed, 1, self.epoch, self.rank))
+        for obj in (self.data, getattr(self.data, "sampler", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(self.epoch)
+        return iter(self.data)
+
+    def next(self, step: int | None) -> Any:
+        _seed_all(seed_for(self.seed, 2, self.epoch, self.consumed, self.rank))
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            if self.consumed == 0:
+                raise ValueError("train_data yielded no batch: is the dataset empty?") from None
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._it = self._start_epoch()
+            return self.next(step)
+        self.consumed += 1
+        if step is not None:  # step_fn's randomness depends on the step index only
+            _seed_all(seed_for(self.seed, 3, step, self.rank))
+        return batch
+
+
+class _Logger:
+    """metrics.csv (one row per logged step; the header grows when new keys appear) + TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.path, self.enabled, self.rows = run_dir / "metrics.csv", enabled, []
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # TensorBoard is optional; the CSV is the record
+                self.tb = None
+
+    def log(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        if not self.enabled:
+            return
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, int(row["step"]))
+        if len(self.rows) == 1 or len(self.rows) % 20 == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(buf.getvalue(), self.path)
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _enable_checkpointing(model: nn.Module) -> None:
+    mods = [m for m in model.modules() if hasattr(m, "use_checkpoint")]
+    if not mods:
+        raise ValueError(f"grad_checkpoint=True but {type(model).__name__} has no submodule with a "
+                         "'use_checkpoint' attribute (build it with MONAI's SwinTransformer/SwinUNETR)")
+    for m in mods:
+        m.use_checkpoint = True
+
+
+def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: str | Path, *,
+        device: str | torch.device = "auto", val_fn: ValFn | None = None,
+        stop_after: int | None = None) -> FitResult:
+    """Train ``model`` for ``cfg.max_steps`` optimizer steps; see the module docstring for the contracts.
+
+    Args:
+        model: the plain module (moved to ``device`` here; wrapped for DDP / compile internally).
+        step_fn: ``(model, batch, device) -> {"loss": scalar tensor with grad, other scalar tensors}``.
+        train_data: iterable of batches, re-iterated each epoch.
+        cfg: :class:`TrainConfig`.
+        run_dir: receives ``metrics.csv``, ``tb/``, ``checkpoints/last.pt`` and ``checkpoints/best.pt``.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``; under torchrun ``cuda:$LOCAL_RANK``.
+        val_fn: ``(plain model, step) -> {name: float}``, run on rank 0 every ``cfg.val_interval`` steps.
+        stop_after: stop (with a checkpoint) after this many steps although the LR schedule spans
+            ``max_steps`` — an interruption, e.g. a time-limited job that resumes later.
+    """
+    if cfg.max_steps <= 0:
+        raise ValueError(f"max_steps must be positive, got {cfg.max_steps}")
+    run_dir = Path(run_dir)
+    device = ddp.init_distributed(device)
+    torch.autograd.set_detect_anomaly(False)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.deterministic:  # e.g. CPU index_put_ (relative position bias backward) uses atomic adds otherwise
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _fit(model, step_fn, train_data, cfg, run_dir, device, val_fn, stop_after)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: Path,
+         device: torch.device, val_fn: ValFn | None, stop_after: int | None) -> FitResult:
+    rank, main = ddp.rank(), ddp.is_main_process()
+    ckpt_dir = run_dir / "checkpoints"
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+
+    model.to(device)
+    if cfg.grad_checkpoint:
+        _enable_checkpointing(model)
+    dtype = resolve_precision(cfg.precision, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    step, epoch, consumed, best = 0, 0, 0, None
+    history: list[dict[str, float]] = []
+    if cfg.resume and last_path.exists():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, consumed, best = state["step"], state["epoch"], state["consumed"], state["best_value"]
+        history = state["history"]
+        _set_rng_state(state["rng"])
+
+    net: nn.Module = model
+    if ddp.is_distributed():
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+
+    logger = _Logger(run_dir, enabled=main)
+    logger.rows = list(history)
+    checkpoints: list[Path] = []
+
+    def save(path: Path, sync: bool = True) -> None:
+        if main:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                               "step": step, "epoch": batches.epoch, "consumed": batches.consumed,
+                               "best_value": best, "history": logger.rows, "rng": _rng_state(),
+                               "config": cfg.to_dict()}, path)
+            if path not in checkpoints:
+                checkpoints.append(path)
+        if sync:
+            ddp.barrier()
+
+    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    batches = _Batches(train_data, cfg.seed, rank, epoch, consumed)
+    bar = None
+    if cfg.progress and main and step < end:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=end, initial=step, desc="fit", dynamic_ncols=True)
+    model.train()
+    tic = time.perf_counter()
+    while step < end:
+        batch = batches.next(step)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = step_fn(net, batch, device)
+        if "loss" not in out:
+            raise KeyError(f"step_fn must return a dict with a 'loss' entry; got keys {sorted(out)}")
+        terms = {k: v.detach().float() for k, v in out.items()}
+        values = torch.stack([terms[k] for k in terms])
+        ok = ddp.all_reduce_min(torch.isfinite(values).all().to(torch.int32))
+        if not bool(ok):
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values.tolist()))
+            kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
+            raise NonFiniteLossError(f"non-finite loss at step {step + 1} (rank {rank}): {shown}; "
+                                     f"stopped before the optimizer step; {kept}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(out["loss"]).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            terms["grad_norm"] = grad_norm.detach().float()
+        lr = optimizer.param_groups[0]["lr"]
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == end:
+            means = ddp.all_reduce_mean(torch.stack(list(terms.values())))
+            row = {"step": step, **dict(zip(terms, means.tolist())), "lr": lr,
+                   "sec_per_step": (time.perf_counter() - tic) / cfg.log_every}
+            tic = time.perf_counter()
+            logger.log(row)
+            if bar is not None:
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if val_fn is not None and cfg.val_interval > 0 and (step % cfg.val_interval == 0 or step == end):
+            if main:
+                scores = val_fn(model, step)
+                model.train()
+                logger.log({"step": step, **{f"val_{k}": float(v) for k, v in scores.items()}})
+                if cfg.best_metric:
+                    if cfg.best_metric not in scores:
+                        raise KeyError(f"best_metric={cfg.best_metric!r} not in val_fn's keys {sorted(scores)}")
+                    value = float(scores[cfg.best_metric])
+                    if best is None or value > best:
+                        best = value
+                        save(best_path, sync=False)
+            ddp.barrier()
+        if bar is not None:
+            bar.update(1)
+        if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end:
+            save(last_path)
+    if bar is not None:
+        bar.close()
+    logger.close()
+    if last_path.exists() and last_path not in checkpoints:
+        checkpoints.append(last_path)
+    train_rows = [r for r in logger.rows if "loss" in r]
+    return FitResult(step=step, metrics=train_rows[-1] if train_rows else {}, history=logger.rows,
+                     last_checkpoint=last_path if last_path.exists() else None,
+                     best_checkpoint=best_path if best_path.exists() else None, best_value=best,
+                     checkpoints=checkpoints)

@@ -1,0 +1,85 @@
+"""SSLModel: SwinUNETR-identical encoder keys, head shapes, export in the official model_swinvit.pt layout."""
+import pytest
+import torch
+from monai.networks.nets import SwinUNETR
+
+from swinunetr_lib.ssl_model import SSLModel, encoder_state_dict, export_encoder, load_encoder
+
+
+class RecordingDict(dict):
+    """A state_dict that remembers which keys were read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_encoder_keys_and_shapes_equal_swinunetr():
+    ssl = SSLModel(feature_size=12)
+    ref = SwinUNETR(in_channels=1, out_channels=2, feature_size=12)
+    ours = {k: v.shape for k, v in ssl.state_dict().items() if k.startswith("swinViT.")}
+    theirs = {k: v.shape for k, v in ref.state_dict().items() if k.startswith("swinViT.")}
+    assert ours == theirs and len(ours) == 126
+
+
+def test_forward_shapes_and_bad_input():
+    torch.manual_seed(0)
+    model = SSLModel(feature_size=12, depths=(1, 1, 1, 1))
+    x = torch.rand(2, 1, 32, 32, 32)
+    out = model(x)
+    assert out["rotation"].shape == (2, 4)
+    assert out["contrastive"].shape == (2, 512)
+    assert out["reconstruction"].shape == x.shape
+    with pytest.raises(ValueError, match="divisible by 32"):
+        model(torch.rand(1, 1, 32, 32, 40))
+
+
+def test_heads_read_pooled_features_not_one_token():
+    """Changing only one corner of the input's receptive field of token 0 is not all that matters:
+    the heads see the global average of the last stage, so every region contributes."""
+    torch.manual_seed(0)
+    model = SSLModel(feature_size=12, depths=(1, 1, 1, 1)).eval()
+    x = torch.rand(1, 1, 64, 64, 64)
+    y = x.clone()
+    y[..., 32:, 32:, 32:] = torch.rand(1, 1, 32, 32, 32)  # far from the first token's region
+    with torch.no_grad():
+        a, b = model(x)["rotation"], model(y)["rotation"]
+    assert not torch.allclose(a, b)
+
+
+def test_export_loads_into_swinunetr_with_every_tensor_matched(tmp_path):
+    torch.manual_seed(1)
+    ssl = SSLModel(feature_size=12)
+    with torch.no_grad():  # make every tensor distinctive (LayerNorms start at 1/0 in both models)
+        for p in ssl.swinViT.parameters():
+            p.add_(torch.randn_like(p))
+    path = export_encoder(ssl, tmp_path / "model_swinvit.pt")
+    weights = torch.load(path, weights_only=True)
+    assert set(weights) == {"state_dict"}
+    sd = weights["state_dict"]
+    assert "module.patch_embed.proj.weight" in sd and "module.layers1.0.blocks.0.mlp.fc1.weight" in sd
+    assert all(k.startswith("module.") for k in sd)
+
+    torch.manual_seed(2)
+    net = SwinUNETR(in_channels=1, out_channels=14, feature_size=12)
+    recorded = RecordingDict(sd)
+    net.load_from({"state_dict": recorded})
+    assert recorded.read == set(sd), f"exported but never read: {sorted(set(sd) - recorded.read)[:5]}"
+    src = encoder_state_dict(ssl)
+    dst = {k: v for k, v in net.state_dict().items() if k.startswith("swinViT.")}
+    assert set(src) == set(dst)
+    mismatched = [k for k in dst if not torch.equal(src[k], dst[k])]
+    assert mismatched == []
+    assert all(torch.equal(v, src[k]) for k, v in load_encoder(path).items())
+
+
+def test_load_encoder_reports_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_encoder(tmp_path / "missing.pt")
+    torch.save({"model": {}}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt"):
+        load_encoder(tmp_path / "bad.pt")

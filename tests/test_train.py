@@ -1,0 +1,127 @@
+"""The training loop: learning on the real example CT, exact resume, non-finite loss, validation/best."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from swinunetr_lib.example_data import fetch_example
+from swinunetr_lib.pretrain import SSLStep
+from swinunetr_lib.ssl_data import EpochDataLoader, ssl_dataset
+from swinunetr_lib.ssl_model import SSLModel
+from swinunetr_lib.train import NonFiniteLossError, TrainConfig, fit, warmup_cosine
+
+ROI = 32  # the SSL model (unlike SwinUNETR's decoder) trains at 32^3; keeps these CPU tests short
+
+
+@pytest.fixture(scope="module")
+def ct_dataset():
+    files = [{"image": str(fetch_example("example_ct.nii.gz"))}, {"image": str(fetch_example("example_ct_sm.nii.gz"))}]
+    return ssl_dataset(files, roi_size=ROI, num_samples=2)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return SSLModel(feature_size=12, depths=(1, 1, 1, 1))
+
+
+def cfg(**kw):
+    base = dict(max_steps=6, warmup_steps=2, lr=1e-3, checkpoint_every=0, progress=False)
+    return TrainConfig.from_dict({**base, **kw})
+
+
+def test_warmup_cosine_schedule():
+    f = warmup_cosine(4, 14)
+    assert [round(f(s), 3) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert f(4) == pytest.approx(1.0) and f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_total_loss_falls_on_real_ct(ct_dataset, tmp_path):
+    loader = EpochDataLoader(ct_dataset, batch_size=1, seed=0)
+    res = fit(tiny_model(), SSLStep(), loader, cfg(max_steps=30, warmup_steps=3), tmp_path, device="cpu")
+    losses = [r["loss"] for r in res.history]
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    assert {"rotation", "contrastive", "reconstruction", "lr", "grad_norm"} <= set(res.metrics)
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 31 and (tmp_path / "tb").is_dir()
+
+
+@pytest.mark.slow
+def test_resume_is_bitwise_exact(ct_dataset, tmp_path):
+    """6 steps in one go == 3 steps, stop, resume for 3 (2 volumes per epoch: crosses epoch boundaries).
+
+    ``deterministic=True``: with 2+ threads, CPU index_put_ (the relative position bias backward) adds atomically."""
+    def run(run_dir, stop_after=None):
+        model = tiny_model()
+        loader = EpochDataLoader(ct_dataset, batch_size=1, seed=0)
+        res = fit(model, SSLStep(), loader, cfg(deterministic=True), run_dir, device="cpu", stop_after=stop_after)
+        return model, res
+
+    full, res_full = run(tmp_path / "a")
+    _, res_half = run(tmp_path / "b", stop_after=3)
+    assert res_half.step == 3
+    resumed, res_resumed = run(tmp_path / "b")
+    assert res_resumed.step == 6
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in res_full.history] == [r["loss"] for r in res_resumed.history]
+    opt_a = torch.load(res_full.last_checkpoint, weights_only=False)["optimizer"]["state"]
+    opt_b = torch.load(res_resumed.last_checkpoint, weights_only=False)["optimizer"]["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def toy_step(model, batch, device):
+    x = batch.to(device)
+    return {"loss": ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()}
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    calls = []
+
+    def exploding(model, batch, device):
+        calls.append(1)
+        out = toy_step(model, batch, device)
+        if len(calls) == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(3)]
+    with pytest.raises(NonFiniteLossError, match=r"step 3 .*loss=nan.*last good checkpoint"):
+        fit(Toy(), exploding, data, cfg(max_steps=10, checkpoint_every=2), tmp_path, device="cpu")
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_validation_best_checkpoint_and_bad_config(tmp_path):
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(3)]
+    scores = iter([0.1, 0.5, 0.3])
+    res = fit(Toy(), toy_step, data, cfg(max_steps=6, val_interval=2, best_metric="dice"), tmp_path,
+              device="cpu", val_fn=lambda m, step: {"dice": next(scores)})
+    assert res.best_value == 0.5 and res.best_checkpoint is not None
+    assert torch.load(res.best_checkpoint, weights_only=False)["step"] == 4
+    assert [r["val_dice"] for r in res.history if "val_dice" in r] == [0.1, 0.5, 0.3]
+    with pytest.raises(ValueError, match="use_checkpoint"):
+        fit(Toy(), toy_step, data, cfg(grad_checkpoint=True), tmp_path / "gc", device="cpu")
+    with pytest.raises(ValueError, match="no batch"):
+        fit(Toy(), toy_step, [], cfg(), tmp_path / "empty", device="cpu")
+
+
+def test_grad_checkpointing_gives_the_same_step(ct_dataset, tmp_path):
+    batch = {"image": torch.rand(2, 1, ROI, ROI, ROI)}
+    res = [fit(tiny_model(), SSLStep(), [batch], cfg(max_steps=1, grad_checkpoint=gc), tmp_path / str(gc),
+               device="cpu") for gc in (False, True)]
+    assert res[0].metrics["loss"] == pytest.approx(res[1].metrics["loss"], rel=1e-6)
+    assert res[0].metrics["grad_norm"] == pytest.approx(res[1].metrics["grad_norm"], rel=1e-4)

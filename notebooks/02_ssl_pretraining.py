@@ -14,7 +14,6 @@
 # 5,050 CTs: these runs show the mechanics, not a useful encoder.
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from monai.networks.nets import SwinUNETR
@@ -26,6 +25,8 @@ from swinunetr_lib.ssl_data import ssl_dataloader
 from swinunetr_lib.ssl_model import SSLModel
 from swinunetr_lib.ssl_transforms import TwoViewTransform, make_generator
 from swinunetr_lib.utils import resolve_device
+from swinunetr_lib.viz import plot_ssl_panels
+from swinunetr_lib.viz_metrics import plot_learning_curves
 
 # %% tags=["parameters"]
 data_manifest = ""  # pretraining manifest JSON with a training list of images; empty means the demo cohort
@@ -62,15 +63,9 @@ print(f"{len(loader.dataset)} volumes; one batch: {tuple(x.shape)} (B, C, X, Y, 
 
 # %%
 v1, v2 = TwoViewTransform()(x, make_generator(dev, seed))
-z = roi_size // 2
-panels = [("sub-volume", x), (f"view 1 (rotation {int(v1.rotation[0])})", v1.image),
-          (f"view 2 (rotation {int(v2.rotation[0])})", v2.image)]
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-for ax, (title, img) in zip(axes, panels):
-    ax.imshow(img[0, 0, :, :, z].cpu().T, cmap="gray", origin="lower", vmin=0, vmax=1)
-    ax.set_title(title); ax.axis("off")
-plt.show()
 print(f"cut out: view 1 {v1.mask[0].float().mean():.1%}, view 2 {v2.mask[0].float().mean():.1%} of the voxels")
+display(plot_ssl_panels(x, v1.target, v1.image, rotation_labels=v1.rotation.tolist(), max_samples=2))
+plot_ssl_panels(x, v2.target, v2.image, rotation_labels=v2.rotation.tolist(), max_samples=2)
 
 # %% [markdown]
 # ## Pretraining
@@ -92,10 +87,9 @@ print(f"{result.fit.step} steps; last loss {result.fit.metrics['loss']:.3f}; che
 # reconstruction (L1) all feed the total with weight 1.
 
 # %%
-hist = pd.DataFrame([r for r in result.fit.history if "loss" in r]).set_index("step")
-ax = hist[["rotation", "contrastive", "reconstruction", "loss"]].rolling(5, min_periods=1).mean().plot(figsize=(7, 3.5))
-ax.set_ylabel("loss (rolling mean of 5 steps)"); plt.show()
-hist[["loss", "rotation", "contrastive", "reconstruction"]].iloc[[0, -1]]
+hist = pd.DataFrame([r for r in result.fit.history if "loss" in r])
+display(plot_learning_curves(hist, columns=["loss", "rotation", "contrastive", "reconstruction"], smoothing=0.6, ncols=4))
+hist.set_index("step")[["loss", "rotation", "contrastive", "reconstruction"]].iloc[[0, -1]]
 
 # %% [markdown]
 # ## Inpainting: reconstructions next to the originals
@@ -106,14 +100,8 @@ model = SSLModel(feature_size=feature_size).to(dev).eval()
 model.load_state_dict(torch.load(result.fit.last_checkpoint, map_location=dev, weights_only=False)["model"])
 with torch.no_grad():
     rec = model(v1.image)["reconstruction"].clamp(0, 1)
-fig, axes = plt.subplots(2, 3, figsize=(10, 6.5))
-for row in range(min(2, x.shape[0])):
-    for ax, (title, img) in zip(axes[row], [("original (rotated)", v1.target), ("input (cut out)", v1.image),
-                                            ("reconstruction", rec)]):
-        ax.imshow(img[row, 0, :, :, z].cpu().T, cmap="gray", origin="lower", vmin=0, vmax=1)
-        ax.set_title(title); ax.axis("off")
-plt.show()
 print(f"L1 inside the cut-out boxes: {(rec - v1.target).abs()[v1.mask.expand_as(rec)].mean():.3f}")
+plot_ssl_panels(x, v1.target, v1.image, rec, rotation_labels=v1.rotation.tolist())
 
 # %% [markdown]
 # ## The exported encoder

@@ -112,8 +112,12 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.pretrain", description=__doc__.splitlines()[0])
     PretrainConfig.add_arguments(parser)
-    cfg = PretrainConfig.from_args(parser.parse_args(argv))
-    res = pretrain(cfg)
+    try:
+        cfg = PretrainConfig.from_args(parser.parse_args(argv))
+        res = pretrain(cfg)
+    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if ddp.is_main_process():
         m = res.fit.metrics
         print(f"step {res.fit.step}: loss {m.get('loss', float('nan')):.4f} (rotation {m.get('rotation', 0):.4f}, "

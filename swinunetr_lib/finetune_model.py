@@ -1,0 +1,208 @@
+"""Swin UNETR for segmentation fine-tuning, with its encoder initialised from scratch or a checkpoint.
+
+The network is MONAI's :class:`~monai.networks.nets.SwinUNETR` (Tang et al., CVPR 2022, Sec. 3.1 and
+Fig. 2: Swin Transformer encoder ``swinViT`` + CNN decoder). Three initialisations (Sec. 4.2):
+
+- ``"scratch"``: random weights everywhere;
+- our SSL pretraining: a full checkpoint whose state dict holds the encoder under SwinUNETR's own
+  ``swinViT.*`` keys, or the exported encoder in the official layout (below);
+- the official ``model_swinvit.pt``: ``{"state_dict": {"module.patch_embed.proj.weight", ...,
+  "module.layers1.0.blocks.0.mlp.fc1.weight", ...}}``.
+
+Unlike the official fine-tuning script, which calls ``load_state_dict(strict=False)`` after a key
+rewrite that matches nothing and so silently loads no weights, :func:`load_encoder` counts what it
+loaded and raises :class:`EncoderLoadError` unless every encoder tensor was loaded (pass
+``allow_partial=True`` to accept a partial load knowingly).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from monai.networks.nets import SwinUNETR
+
+ENCODER_PREFIX = "swinViT."
+# The relative position index is a constant buffer computed from the window size; a checkpoint may
+# omit it without losing anything, but if present it must match.
+_DERIVED_BUFFERS = ("attn.relative_position_index",)
+# Official / timm Swin naming -> MONAI naming inside the encoder.
+_RENAMES = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."), ("swin_vit.", "swinViT."))
+_ENCODER_ROOTS = ("patch_embed.", "layers1.", "layers2.", "layers3.", "layers4.")
+
+
+class EncoderLoadError(RuntimeError):
+    """A pretrained checkpoint does not provide every encoder tensor of the model."""
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What :func:`load_encoder` did. ``loaded + len(missing) == number of encoder tensors``."""
+
+    source: str
+    layout: str  # "official" (module.* keys) or "swinunetr" (swinViT.* keys)
+    loaded: int
+    total: int
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]  # present but with another shape (e.g. another feature_size)
+    adapted: list[str]  # patch embedding widened from 1 to C input channels
+
+    def summary(self) -> str:
+        return (f"{self.source}: loaded {self.loaded}/{self.total} encoder tensors ({self.layout} layout); "
+                f"missing {len(self.missing)}, shape-mismatched {len(self.mismatched)}, "
+                f"unexpected {len(self.unexpected)}, adapted {len(self.adapted)}")
+
+
+def build_swinunetr(
+    in_channels: int = 1,
+    out_channels: int = 14,
+    *,
+    feature_size: int = 48,
+    use_checkpoint: bool = False,
+    dropout_path_rate: float = 0.0,
+) -> SwinUNETR:
+    """MONAI SwinUNETR with the paper's defaults (Sec. 4.1: feature size 48, depths (2, 2, 2, 2),
+    heads (3, 6, 12, 24), window 7, patch 2). Input (B, in_channels, D, H, W) with D, H, W divisible by 32;
+    output logits (B, out_channels, D, H, W). ``use_checkpoint`` turns on gradient checkpointing."""
+    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
+                     use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate)
+
+
+def _find_state_dict(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
+    """The tensor mapping inside a checkpoint: ``state_dict``, ``model``, ... or the object itself."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for key in ("state_dict", "model", "model_state_dict", "model_state", "network", "net"):
+            if key in obj and isinstance(obj[key], Mapping):
+                return _find_state_dict(obj[key], source)
+    raise EncoderLoadError(f"{source}: no state dict of tensors found (looked for the keys 'state_dict', "
+                           f"'model', 'model_state_dict' or a plain mapping of tensors)")
+
+
+def encoder_state_from_checkpoint(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], list[str], str]:
+    """Map checkpoint keys onto SwinUNETR's ``swinViT.*`` names.
+
+    Handles ``module.`` (DataParallel / official), ``_orig_mod.`` (torch.compile) and any wrapper prefix
+    before ``swinViT.``, and the official ``mlp.fc1/fc2`` names. Returns (encoder tensors, keys that are
+    not encoder tensors, layout name).
+    """
+    mapped: dict[str, torch.Tensor] = {}
+    other: list[str] = []
+    official = 0
+    for key, value in state.items():
+        k = key
+        for old, new in _RENAMES:
+            k = k.replace(old, new)
+        k = re.sub(r"(^|\.)(module|_orig_mod)\.", r"\1", k).lstrip(".")
+        if ENCODER_PREFIX in k:
+            k = k[k.index(ENCODER_PREFIX):]
+        elif k.startswith(_ENCODER_ROOTS):
+            k = ENCODER_PREFIX + k
+            official += 1
+        else:
+            other.append(key)
+            continue
+        mapped[k] = value
+    return mapped, other, ("official" if official > len(mapped) // 2 else "swinunetr")
+
+
+def load_encoder(
+    model: SwinUNETR,
+    checkpoint: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    allow_partial: bool = False,
+    adapt_in_channels: bool = True,
+) -> LoadReport:
+    """Copy pretrained encoder weights into ``model.swinViT``; raise unless every tensor was loaded.
+
+    ``checkpoint`` is a path or an already loaded object. Keys outside the encoder (projection heads,
+    decoder, optimizer) are reported as unexpected and ignored. A single-channel patch embedding
+    (the official CT weights) is copied into every input channel and divided by C when the model takes
+    C > 1 channels (``adapt_in_channels``), so a BraTS-style 4-channel model starts from CT weights.
+    """
+    if isinstance(checkpoint, Mapping):
+        source, obj = "<in-memory checkpoint>", checkpoint
+    else:
+        path = Path(checkpoint)
+        source = str(path)
+        if not path.is_file():
+            raise EncoderLoadError(f"{path}: pretrained checkpoint not found")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unpickling problem is reported with the file name
+            raise EncoderLoadError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
+    mapped, other, layout = encoder_state_from_checkpoint(_find_state_dict(obj, source))
+
+    target = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIX)}
+    to_copy: dict[str, torch.Tensor] = {}
+    missing, mismatched, adapted = [], [], []
+    for name, ref in target.items():
+        if name not in mapped:
+            if not name.endswith(_DERIVED_BUFFERS):
+                missing.append(name)
+            continue
+        value = mapped[name]
+        if value.shape != ref.shape and adapt_in_channels and name.endswith("patch_embed.proj.weight") \
+                and value.ndim == ref.ndim and value.shape[1] == 1 and value.shape[0] == ref.shape[0] \
+                and value.shape[2:] == ref.shape[2:]:
+            value = value.repeat(1, ref.shape[1], *([1] * (ref.ndim - 2))) / ref.shape[1]
+            adapted.append(name)
+        if value.shape != ref.shape:
+            mismatched.append(f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(ref.shape)}")
+            continue
+        to_copy[name] = value
+    unexpected = other + [k for k in mapped if k not in target]
+    required = [k for k in target if not k.endswith(_DERIVED_BUFFERS)]
+    loaded = sum(1 for k in to_copy if not k.endswith(_DERIVED_BUFFERS))
+    report = LoadReport(source, layout, loaded, len(required), missing, unexpected, mismatched, adapted)
+    if (missing or mismatched) and not allow_partial:
+        detail = "; ".join((mismatched + missing)[:5])
+        raise EncoderLoadError(
+            f"{report.summary()}. Every encoder tensor must load (pass allow_partial=True to accept a "
+            f"partial load). First problems: {detail}. Is the checkpoint for this feature_size "
+            f"({model.swinViT.patch_embed.proj.out_channels}) and a Swin UNETR encoder?")
+    if loaded == 0:
+        raise EncoderLoadError(f"{report.summary()}: nothing to load, even with allow_partial=True")
+    with torch.no_grad():
+        params = dict(model.state_dict(keep_vars=True))
+        for name, value in to_copy.items():
+            params[name].copy_(value.to(params[name].dtype))
+    return report
+
+
+def build_finetune_model(
+    in_channels: int,
+    out_channels: int,
+    *,
+    feature_size: int = 48,
+    pretrained: str | os.PathLike[str] | None = None,
+    allow_partial: bool = False,
+    use_checkpoint: bool = False,
+    dropout_path_rate: float = 0.0,
+) -> tuple[SwinUNETR, LoadReport | None]:
+    """Build SwinUNETR; ``pretrained=None`` is "scratch", else the encoder loads from that checkpoint
+    (our SSL checkpoint, our exported encoder or the official ``model_swinvit.pt``)."""
+    model = build_swinunetr(in_channels, out_channels, feature_size=feature_size,
+                            use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate)
+    report = None if pretrained is None else load_encoder(model, pretrained, allow_partial=allow_partial)
+    return model, report
+
+
+def save_official_layout(model: SwinUNETR, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s encoder as ``{"state_dict": {"module.<name>": tensor}}`` with the official
+    ``mlp.fc1/fc2`` names, i.e. the layout of ``model_swinvit.pt``."""
+    from .utils import atomic_torch_save
+
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.startswith(ENCODER_PREFIX):
+            k = "module." + k[len(ENCODER_PREFIX):]
+            state[k.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")] = v.clone()
+    return atomic_torch_save({"state_dict": state}, path)

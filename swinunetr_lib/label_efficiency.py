@@ -1,0 +1,154 @@
+"""Label-efficiency experiment: fine-tuning Dice versus the fraction of labeled data (paper Fig. 7 shape).
+
+One command runs notebook ``03_finetune_btcv`` through papermill for every labeled fraction x
+initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and writes one folder::
+
+    <output>/runs/<init>_frac<f>_seed<s>/03_finetune_btcv.ipynb   executed notebook of each run
+    <output>/runs/<init>_frac<f>_seed<s>/results.json             its numbers
+    <output>/results.csv        one row per run
+    <output>/summary.csv        mean and std of the Dice over seeds, per initialisation and fraction
+    <output>/dice_vs_fraction.png
+
+::
+
+    python -m swinunetr_lib.label_efficiency --params ci/params/demo/03_finetune_btcv.yml \\
+        --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
+
+Tang et al. (CVPR 2022, Sec. 4.3 / Fig. 7) report that SSL pretraining helps most when few labels are
+available; here the numbers come from the notebook's evaluation on the held-out cases' original grid.
+A finished run (its ``results.json`` exists) is reused unless ``rerun`` is set, so an interrupted sweep
+continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .config import Config
+from .paths import REPO_ROOT, resolve_path, runs_dir
+from .utils import atomic_write_text
+
+NOTEBOOK = "notebooks/03_finetune_btcv.py"
+
+
+@dataclass
+class LabelEfficiencyConfig(Config):
+    params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/demo/03_finetune_btcv.yml)
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # paper Fig. 7: 10 %..100 %
+    inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
+    output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
+    notebook: str = NOTEBOOK
+    rerun: bool = False                  # rerun runs whose results.json already exists
+    progress: bool = False
+
+
+@dataclass
+class SweepResult:
+    output: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    figure: Path
+    failures: list[str]
+
+
+def run_name(init: str, fraction: float, seed: int) -> str:
+    return f"{init}_frac{fraction:g}_seed{seed}"
+
+
+def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
+    """Mean, std and count of ``metric`` over seeds for each (init, labeled_fraction)."""
+    g = results.groupby(["init", "labeled_fraction"])[metric]
+    return g.agg(["mean", "std", "count"]).reset_index()
+
+
+def plot_dice_vs_fraction(summary: pd.DataFrame, path: str | Path, metric: str = "mean Dice"):
+    """Dice versus percentage of labeled training data, one line per initialisation (Fig. 7 shape)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    for init, rows in summary.groupby("init"):
+        rows = rows.sort_values("labeled_fraction")
+        ax.errorbar(100 * rows["labeled_fraction"], rows["mean"], yerr=rows["std"].fillna(0.0), marker="o",
+                    capsize=3, label={"ssl": "SSL pretrained", "scratch": "from scratch"}.get(init, init))
+    ax.set_xlabel("labeled training data (%)")
+    ax.set_ylabel(f"{metric} (held-out cases)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
+    """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
+    from .notebooks import NotebookError, load_params_file, run_notebook
+
+    notebook = resolve_path(cfg.notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"{notebook}: notebook not found")
+    base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
+    for f in cfg.fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction {f} is not in (0, 1]")
+    out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
+    rows, failures = [], []
+    for init in cfg.inits:
+        for fraction in cfg.fractions:
+            for seed in cfg.seeds:
+                name = run_name(init, fraction, seed)
+                folder = out / "runs" / name
+                result_file = folder / "results.json"
+                if cfg.rerun or not result_file.is_file():
+                    params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
+                              "run_name": f"label_efficiency_{name}", "results_json": str(result_file)}
+                    if init != "scratch" and cfg.pretrained:
+                        params["pretrained"] = str(resolve_path(cfg.pretrained))
+                    print(f"[label efficiency] {name}", flush=True)
+                    run = run_notebook(notebook, params, folder, progress=cfg.progress)
+                    if not run.ok:
+                        failures.append(run.error)
+                        print(f"    FAILED: {run.error}", flush=True)
+                        continue
+                    print(f"    ok in {run.seconds:.0f} s", flush=True)
+                if not result_file.is_file():
+                    raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
+                r = json.loads(result_file.read_text())
+                rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
+                             **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
+    if not rows:
+        raise RuntimeError("no run of the sweep succeeded:\n" + "\n".join(failures))
+    results = pd.DataFrame(rows)
+    summary = summarize_runs(results)
+    atomic_write_text(results.to_csv(index=False), out / "results.csv")
+    atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
+    figure = out / "dice_vs_fraction.png"
+    plot_dice_vs_fraction(summary, figure)
+    return SweepResult(out, results, summary, figure, failures)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.label_efficiency",
+                                     description=__doc__.split("\n\n")[0])
+    LabelEfficiencyConfig.add_arguments(parser)
+    cfg = LabelEfficiencyConfig.from_args(parser.parse_args(argv))
+    res = run_sweep(cfg)
+    print(res.summary.to_string(index=False))
+    print(f"results: {res.output} ({len(res.results)} runs, {len(res.failures)} failed)")
+    return 1 if res.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Task presets for fine-tuning: BTCV, the 10 MSD tasks and the demo phantom cohort, and their transforms.
+
+A :class:`TaskPreset` holds everything that must be identical at training and inference time: input
+channels, label set, target spacing, intensity preset and ROI. The fine-tuning checkpoint stores it, so
+:mod:`swinunetr_lib.infer` rebuilds the same preprocessing and refuses a checkpoint of another task.
+
+- BTCV (Tang et al. 2022, Sec. 4.1 / official fine-tuning recipe): 14 outputs (background + 13 organs),
+  spacing 1.5 x 1.5 x 2.0 mm, HU [-175, 250] -> [0, 1], ROI 96^3, label-balanced positive/negative crops,
+  random flips, 90 degree rotations, intensity scale and shift.
+- MSD (Simpson et al. 2019; Sec. 4.1 of the paper): CT tasks clip to a per-task HU window and scale to
+  [0, 1]; MR tasks z-score each channel over its non-zero voxels. Windows and spacings are nnU-Net's
+  median spacing / foreground 0.5-99.5 percentile windows (as in MONAI's DynUNet MSD recipe); channels
+  and label sets are those of the datasets' ``dataset.json``.
+- ``demo_*``: the synthetic phantom cohort (:mod:`swinunetr_lib.data.phantom`), coarser spacing to be
+  CPU-sized.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Sequence
+
+from monai import transforms as T
+
+from .data.labels import BTCV_LABELS
+
+Keys = Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPreset:
+    """Preprocessing and label definition of one segmentation task (all sizes in voxels, spacing in mm)."""
+
+    name: str
+    modality: Literal["CT", "MR"]
+    labels: dict[int, str]                      # class id -> name, 0 = background
+    in_channels: int = 1
+    channel_names: tuple[str, ...] = ("CT",)
+    spacing: tuple[float, float, float] | None = (1.5, 1.5, 2.0)  # None keeps the native grid
+    intensity: Literal["ct_window", "mr_zscore"] = "ct_window"
+    window: tuple[float, float] = (-175.0, 250.0)  # HU clip range scaled to [0, 1] (CT only)
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    num_samples: int = 4                        # crops per volume per step (RandCropByPosNegLabeld)
+    pos: float = 1.0
+    neg: float = 1.0
+    flip_prob: float = 0.2
+    rot90_prob: float = 0.2
+    scale_intensity_prob: float = 0.1
+    shift_intensity_prob: float = 0.5
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["labels"] = {str(k): v for k, v in self.labels.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TaskPreset":
+        d = dict(d)
+        d["labels"] = {int(k): v for k, v in d["labels"].items()}
+        for key in ("channel_names", "spacing", "window", "roi_size"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+    def with_overrides(self, **changes: Any) -> "TaskPreset":
+        """A copy with some fields changed (e.g. ``roi_size=(64, 64, 64)`` for a CPU run)."""
+        for key in ("spacing", "roi_size", "window"):
+            if changes.get(key) is not None:
+                changes[key] = tuple(float(v) if key != "roi_size" else int(v) for v in changes[key])
+        return dataclasses.replace(self, **changes)
+
+
+BTCV = TaskPreset("btcv", "CT", {0: "background", **BTCV_LABELS})
+
+# Preprocessing per MSD task (target spacing mm, CT window HU or None for MR). Channels and label sets
+# come from the dataset registry (data_manifests/registry.json, i.e. each task's dataset.json).
+_MSD: dict[str, tuple[tuple[float, float, float], tuple[float, float] | None]] = {
+    "Task01_BrainTumour": ((1.0, 1.0, 1.0), None),
+    "Task02_Heart": ((1.25, 1.25, 1.37), None),
+    "Task03_Liver": ((0.77, 0.77, 1.0), (-17.0, 201.0)),
+    "Task04_Hippocampus": ((1.0, 1.0, 1.0), None),
+    "Task05_Prostate": ((0.62, 0.62, 3.6), None),
+    "Task06_Lung": ((0.79, 0.79, 1.24), (-1024.0, 325.0)),
+    "Task07_Pancreas": ((0.8, 0.8, 2.5), (-96.0, 215.0)),
+    "Task08_HepaticVessel": ((0.8, 0.8, 1.5), (-3.0, 243.0)),
+    "Task09_Spleen": ((0.79, 0.79, 5.0), (-41.0, 176.0)),
+    "Task10_Colon": ((0.78, 0.78, 3.0), (-30.0, 165.82)),
+}
+
+
+def _msd_preset(task: str) -> TaskPreset:
+    from .data.registry import dataset_info
+
+    info = dataset_info(task)
+    spacing, window = _MSD[task]
+    channels = tuple(info.modality[str(i)] for i in range(info.input_channels))
+    modality = "CT" if window is not None else "MR"
+    if (modality == "CT") != (channels == ("CT",)):
+        raise ValueError(f"{task}: registry modality {channels} disagrees with the preset's {modality} preprocessing")
+    return TaskPreset(
+        name=task, modality=modality,  # type: ignore[arg-type]
+        labels={int(k): v for k, v in info.labels.items()}, in_channels=info.input_channels,
+        channel_names=channels, spacing=spacing, intensity="ct_window" if modality == "CT" else "mr_zscore",
+        window=window if window is not None else (0.0, 1.0))
+
+
+# Demo phantom cohort (3 mm phantoms): BTCV labels; MSD-like CT single organ and 2-channel MR-like tasks.
+DEMO_SPACING = (4.5, 4.5, 4.5)
+_DEMO: dict[str, TaskPreset] = {
+    "demo_btcv": BTCV.with_overrides(name="demo_btcv", spacing=DEMO_SPACING, roi_size=(64, 64, 64), num_samples=2),
+    "demo_ct": TaskPreset("demo_ct", "CT", {0: "background", 1: "spleen"}, spacing=DEMO_SPACING,
+                          window=(-41.0, 176.0), roi_size=(64, 64, 64), num_samples=2),
+    "demo_mr": TaskPreset("demo_mr", "MR", {0: "background", 1: "liver", 2: "kidney", 3: "spleen"}, in_channels=2,
+                          channel_names=("T1-like", "T2-like"), spacing=DEMO_SPACING, intensity="mr_zscore",
+                          window=(0.0, 1.0), roi_size=(64, 64, 64), num_samples=2),
+}
+
+
+def msd_tasks() -> list[str]:
+    """The 10 MSD task names (``Task01_BrainTumour`` ... ``Task10_Colon``)."""
+    return list(_MSD)
+
+
+# The demo cohort's MSD-style phantom tasks (swinunetr_lib.data.cohort) use the demo presets.
+_ALIASES = {"Task901_PhantomSpleen": "demo_ct", "Task902_PhantomMR": "demo_mr"}
+
+
+def preset_names() -> list[str]:
+    return ["btcv", *_MSD, *_DEMO, *_ALIASES]
+
+
+def get_preset(name: str, **overrides: Any) -> TaskPreset:
+    """Preset by name (``"btcv"``, an MSD task name or its number like ``"Task09"``, or ``"demo_btcv"``,
+    ``"demo_ct"``, ``"demo_mr"``); keyword overrides replace fields (``spacing=None``: native grid)."""
+    if name.lower() == "btcv":
+        preset = BTCV
+    elif name in _DEMO:
+        preset = _DEMO[name]
+    elif name in _ALIASES:
+        preset = dataclasses.replace(_DEMO[_ALIASES[name]], name=name)
+    else:
+        matches = [t for t in _MSD if t == name or t.split("_")[0].lower() == name.lower()]
+        if not matches:
+            raise KeyError(f"unknown task preset {name!r}; known: {preset_names()}")
+        preset = _msd_preset(matches[0])
+    return preset.with_overrides(**overrides) if overrides else preset
+
+
+# --------------------------------------------------------------------------------------- transforms
+
+
+def intensity_transform(preset: TaskPreset, key: str = "image") -> T.MapTransform:
+    """CT: clip to ``preset.window`` HU and scale to [0, 1]. MR: per-channel z-score over non-zero voxels."""
+    if preset.intensity == "ct_window":
+        return T.ScaleIntensityRanged(keys=key, a_min=preset.window[0], a_max=preset.window[1],
+                                      b_min=0.0, b_max=1.0, clip=True)
+    return T.NormalizeIntensityd(keys=key, nonzero=True, channel_wise=True)
+
+
+def _foreground(preset: TaskPreset):
+    """Body mask used to crop away air: above the window's lower end (CT), non-zero in any channel (MR)."""
+    if preset.intensity == "ct_window":
+        low = preset.window[0]
+        return lambda x: x > low
+    return lambda x: x > 0
+
+
+def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), reader: str | None = None) -> T.Compose:
+    """Deterministic, invertible part: load, channel first, RAS, resample, crop to the body, intensity.
+
+    Output ``image`` (C, X, Y, Z) float32 on the preset's grid; ``label`` (1, X, Y, Z) class ids.
+    ``keys[0]`` is the image; a label key, if given, is resampled with nearest neighbour. ``reader``
+    picks MONAI's image reader (``"PydicomReader"`` for a DICOM folder; ``None``: by file suffix).
+    """
+    keys = list(keys)
+    modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+    steps: list[Any] = [
+        T.LoadImaged(keys=keys, image_only=False, reader=reader),
+        T.EnsureChannelFirstd(keys=keys),
+        T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
+        T.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+    ]
+    if preset.spacing is not None:
+        steps.append(T.Spacingd(keys=keys, pixdim=preset.spacing, mode=modes))
+    steps += [
+        T.CropForegroundd(keys=keys, source_key=keys[0], select_fn=_foreground(preset), margin=2, allow_smaller=True),
+        intensity_transform(preset, keys[0]),
+    ]
+    return T.Compose(steps)
+
+
+def augment_transforms(preset: TaskPreset, keys: Keys = ("image", "label")) -> T.Compose:
+    """Random part of the training pipeline (official BTCV recipe): pad to the ROI, ``num_samples``
+    label-balanced ROI crops, flips on each axis, 90 degree rotations, intensity scale and shift."""
+    keys = list(keys)
+    return T.Compose([
+        T.SpatialPadd(keys=keys, spatial_size=preset.roi_size),
+        T.RandCropByPosNegLabeld(keys=keys, label_key=keys[1], spatial_size=preset.roi_size, pos=preset.pos,
+                                 neg=preset.neg, num_samples=preset.num_samples, image_key=keys[0],
+                                 image_threshold=0.0 if preset.intensity == "ct_window" else -1e9),
+        *[T.RandFlipd(keys=keys, prob=preset.flip_prob, spatial_axis=a) for a in range(3)],
+        T.RandRotate90d(keys=keys, prob=preset.rot90_prob, max_k=3),
+        T.RandScaleIntensityd(keys=keys[0], factors=0.1, prob=preset.scale_intensity_prob),
+        T.RandShiftIntensityd(keys=keys[0], offsets=0.1, prob=preset.shift_intensity_prob),
+        T.ToTensord(keys=keys, track_meta=False),
+    ])

@@ -1,0 +1,136 @@
+"""Fine-tuning: a tiny run end to end, exact resume, config errors. Also holds the helpers other
+fine-tuning tests import (tiny phantom cohorts, a random-weight model.pt)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from swinunetr_lib.data.phantom import make_abdomen_phantom, make_msd_phantom, write_phantom
+from swinunetr_lib.finetune import FinetuneConfig, finetune
+from swinunetr_lib.finetune_model import build_swinunetr, save_official_layout
+from swinunetr_lib.task_presets import TaskPreset
+
+TINY_ROI = [64, 32, 32]  # smallest cheap SwinUNETR input: 32^3 would leave one voxel at the bottleneck
+
+
+def make_tiny_cohort(root: Path, n_train: int = 2, n_val: int = 1, kind: str = "btcv",
+                     spacing: tuple[float, float, float] = (8.0, 8.0, 8.0)) -> Path:
+    """Write phantom cases and a decathlon manifest (relative paths); returns the manifest path."""
+    lists: dict[str, list] = {"training": [], "validation": []}
+    for i in range(n_train + n_val):
+        if kind == "btcv":
+            ph = make_abdomen_phantom(i, spacing=spacing)
+        elif kind == "ct":
+            ph = make_msd_phantom(i, "ct_single_organ", spacing=spacing)
+        else:
+            ph = make_msd_phantom(i, "mr_multichannel", spacing=spacing, n_channels=2)
+        img, lab = f"imagesTr/case{i}.nii.gz", f"labelsTr/case{i}.nii.gz"
+        (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (root / "labelsTr").mkdir(exist_ok=True)
+        write_phantom(root / img, root / lab, ph)
+        lists["training" if i < n_train else "validation"].append({"image": img, "label": lab})
+    (root / "dataset.json").write_text(json.dumps(lists))
+    return root / "dataset.json"
+
+
+def save_random_model(path: Path, preset: TaskPreset, feature_size: int = 12) -> Path:
+    """A model.pt as finetune writes it, with untrained weights (for geometry / error tests)."""
+    model = build_swinunetr(preset.in_channels, preset.out_channels, feature_size=feature_size)
+    meta = {"task": preset.name, "in_channels": preset.in_channels, "out_channels": preset.out_channels,
+            "feature_size": feature_size, "preset": preset.to_dict()}
+    torch.save({"state_dict": model.state_dict(), "finetune": meta}, path)
+    return path
+
+
+def _cfg(manifest: Path, run_dir: Path, **kw) -> FinetuneConfig:
+    base = dict(task="demo_btcv", data_manifest=str(manifest), run_dir=str(run_dir), feature_size=12,
+                roi_size=TINY_ROI, spacing=[8.0, 8.0, 8.0], num_samples=1, max_steps=3, warmup_steps=1,
+                lr=1e-3, val_interval=0, log_every=1, checkpoint_every=1, progress=False, device="cpu",
+                deterministic=True)
+    base.update(kw)
+    return FinetuneConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return make_tiny_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+def test_tiny_run_from_official_weights_resumes_exactly(cohort, tmp_path):
+    official = save_official_layout(build_swinunetr(1, 14, feature_size=12), tmp_path / "model_swinvit.pt")
+    kw = dict(val_interval=3, init="official", pretrained=str(official))
+    straight = finetune(_cfg(cohort, tmp_path / "a", **kw))
+    finetune(_cfg(cohort, tmp_path / "b", **kw), stop_after=1)  # interrupted after step 1 ...
+    resumed = finetune(_cfg(cohort, tmp_path / "b", **kw))     # ... and continued to step 3
+    assert straight.load_report is not None and straight.load_report.loaded == straight.load_report.total
+    assert straight.fit.step == resumed.fit.step == 3
+
+    # same batches, same augmentation, same LR and optimizer state: bitwise identical losses and weights
+    # (compare last.pt: the interrupted run also validated at its stop, so its best.pt may be step 1's)
+    la = [(r["loss"], r["grad_norm"]) for r in straight.fit.history if "loss" in r]
+    lb = [(r["loss"], r["grad_norm"]) for r in resumed.fit.history if "loss" in r]
+    assert len(la) == 3 and la == lb
+    a = torch.load(straight.run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(resumed.run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # the checkpoint records the task so inference can rebuild it; validation was logged per class
+    meta = torch.load(straight.model_path)["finetune"]
+    assert meta["task"] == "demo_btcv" and meta["out_channels"] == 14 and meta["in_channels"] == 1
+    assert meta["roi_size"] == TINY_ROI and meta["spacing"] == [8.0, 8.0, 8.0] and meta["intensity"] == "ct_window"
+    assert straight.best_mean_dice is not None and 0.0 <= straight.best_mean_dice <= 1.0
+    assert (straight.run_dir / "checkpoints" / "best.pt").is_file()
+    header = (straight.run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert "val_mean_dice" in header and "val_dice_liver" in header
+
+
+def test_bad_configs_fail_clearly(cohort, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        finetune(_cfg(tmp_path / "nope.json", tmp_path / "r"))
+    with pytest.raises(ValueError, match="validation"):
+        empty = tmp_path / "noval.json"
+        data = json.loads(cohort.read_text())
+        empty.write_text(json.dumps({"training": data["training"], "validation": []}))
+        (tmp_path / "imagesTr").symlink_to(cohort.parent / "imagesTr")
+        (tmp_path / "labelsTr").symlink_to(cohort.parent / "labelsTr")
+        finetune(_cfg(empty, tmp_path / "r", val_interval=1))
+    with pytest.raises(ValueError, match=r"case0.nii.gz: 1 channel\(s\), task demo_mr expects 2"):
+        finetune(_cfg(cohort, tmp_path / "r", task="demo_mr"))
+    with pytest.raises(FileNotFoundError, match="missing.pt: pretrained encoder for init='ssl' not found"):
+        finetune(_cfg(cohort, tmp_path / "r", init="ssl", pretrained=str(tmp_path / "missing.pt")))
+    with pytest.raises(Exception, match="unknown parameter"):
+        FinetuneConfig.from_dict({"max_step": 3})
+
+
+def test_presets_cover_btcv_and_all_ten_msd_tasks():
+    import numpy as np
+    from monai.data import MetaTensor
+
+    from swinunetr_lib.data.registry import dataset_info
+    from swinunetr_lib.task_presets import get_preset, intensity_transform, msd_tasks
+
+    btcv = get_preset("btcv")
+    assert (btcv.out_channels, btcv.spacing, btcv.window, btcv.roi_size) == (14, (1.5, 1.5, 2.0), (-175.0, 250.0), (96, 96, 96))
+    assert len(msd_tasks()) == 10
+    for task in msd_tasks():
+        p, info = get_preset(task), dataset_info(task)
+        assert p.in_channels == info.input_channels and p.out_channels == info.num_classes
+        assert p.intensity == ("ct_window" if p.modality == "CT" else "mr_zscore")
+    assert {get_preset(t).in_channels for t in msd_tasks()} == {1, 2, 4}
+
+    # CT: clip to the window and scale to [0, 1]; the window's ends map to 0 and 1
+    hu = MetaTensor(torch.tensor([[[[-1000.0, -175.0, 37.5, 250.0, 900.0]]]]))
+    out = intensity_transform(btcv)({"image": hu})["image"]
+    assert torch.allclose(out.flatten(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    # MR: each channel z-scored over its non-zero voxels; zeros (outside the body) stay zero
+    rng = np.random.default_rng(0)
+    mr = np.zeros((2, 4, 4, 4), np.float32)
+    mr[0, 1:3] = rng.normal(300, 50, (2, 4, 4))
+    mr[1, 1:3] = rng.normal(40, 5, (2, 4, 4))
+    z = np.asarray(intensity_transform(get_preset("Task05_Prostate"))({"image": MetaTensor(torch.tensor(mr))})["image"])
+    for c in range(2):
+        inside = z[c, 1:3]
+        assert abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-4 and (z[c, 0] == 0).all()

@@ -193,16 +193,3 @@ def build_finetune_model(
                             use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate)
     report = None if pretrained is None else load_encoder(model, pretrained, allow_partial=allow_partial)
     return model, report
-
-
-def save_official_layout(model: SwinUNETR, path: str | os.PathLike[str]) -> Path:
-    """Write ``model``'s encoder as ``{"state_dict": {"module.<name>": tensor}}`` with the official
-    ``mlp.fc1/fc2`` names, i.e. the layout of ``model_swinvit.pt``."""
-    from .utils import atomic_torch_save
-
-    state = {}
-    for k, v in model.state_dict().items():
-        if k.startswith(ENCODER_PREFIX):
-            k = "module." + k[len(ENCODER_PREFIX):]
-            state[k.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")] = v.clone()
-    return atomic_torch_save({"state_dict": state}, path)

@@ -120,26 +120,11 @@ def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def export_encoder(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write the encoder as the official ``model_swinvit.pt``: ``{"state_dict": {"module.<key>": tensor}}``.
 
+    ``model`` is anything with a ``swinViT`` encoder: an :class:`SSLModel` or a MONAI ``SwinUNETR``
+    (possibly DDP / compile wrapped). Read it back with :func:`swinunetr_lib.finetune_model.load_encoder`.
+
     MLP weights are renamed ``linear1/2 -> fc1/2`` as in the official file, so
     ``SwinUNETR(...).load_from(torch.load(path))`` fills every ``swinViT`` tensor. Atomic write.
     """
     state = {_to_official_key(k[len("swinViT."):]): v for k, v in encoder_state_dict(model).items()}
     return atomic_torch_save({"state_dict": state}, path)
-
-
-def load_encoder(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read an official-layout ``model_swinvit.pt`` back as SwinUNETR ``swinViT.*`` keys.
-
-    Use ``swinunetr.load_state_dict(load_encoder(p), strict=False)`` or ``swinunetr.load_from(torch.load(p))``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: encoder file not found")
-    weights = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(weights, dict) or "state_dict" not in weights:
-        raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (model_swinvit.pt layout)")
-    out = {}
-    for k, v in weights["state_dict"].items():
-        k = k.removeprefix("module.").replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
-        out["swinViT." + k] = v
-    return out

@@ -10,7 +10,8 @@ import torch
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom, make_msd_phantom, write_phantom
 from swinunetr_lib.finetune import FinetuneConfig, finetune
-from swinunetr_lib.finetune_model import build_swinunetr, save_official_layout
+from swinunetr_lib.finetune_model import build_swinunetr
+from swinunetr_lib.ssl_model import export_encoder
 from swinunetr_lib.task_presets import TaskPreset
 
 TINY_ROI = [64, 32, 32]  # smallest cheap SwinUNETR input: 32^3 would leave one voxel at the bottleneck
@@ -60,7 +61,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def test_tiny_run_from_official_weights_resumes_exactly(cohort, tmp_path):
-    official = save_official_layout(build_swinunetr(1, 14, feature_size=12), tmp_path / "model_swinvit.pt")
+    official = export_encoder(build_swinunetr(1, 14, feature_size=12), tmp_path / "model_swinvit.pt")
     kw = dict(val_interval=3, init="official", pretrained=str(official))
     straight = finetune(_cfg(cohort, tmp_path / "a", **kw))
     finetune(_cfg(cohort, tmp_path / "b", **kw), stop_after=1)  # interrupted after step 1 ...

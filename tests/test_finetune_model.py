@@ -9,8 +9,8 @@ from swinunetr_lib.finetune_model import (
     build_finetune_model,
     build_swinunetr,
     load_encoder,
-    save_official_layout,
 )
+from swinunetr_lib.ssl_model import export_encoder
 
 FS = 12
 
@@ -29,7 +29,7 @@ def test_scratch_builds_and_runs():
 def test_official_layout_loads_every_encoder_tensor(tmp_path):
     torch.manual_seed(0)
     source = build_swinunetr(1, 14, feature_size=FS)
-    path = save_official_layout(source, tmp_path / "model_swinvit.pt")
+    path = export_encoder(source, tmp_path / "model_swinvit.pt")
     raw = torch.load(path)["state_dict"]
     assert "module.patch_embed.proj.weight" in raw and "module.layers1.0.blocks.0.mlp.fc1.weight" in raw
 
@@ -56,7 +56,7 @@ def test_our_full_ssl_checkpoint_with_heads_loads(tmp_path):
 
 
 def test_other_feature_size_fails_loudly(tmp_path):
-    path = save_official_layout(build_swinunetr(1, 2, feature_size=24), tmp_path / "fs24.pt")
+    path = export_encoder(build_swinunetr(1, 2, feature_size=24), tmp_path / "fs24.pt")
     model = build_swinunetr(1, 2, feature_size=FS)
     before = _encoder(model)
     with pytest.raises(EncoderLoadError, match=r"shape-mismatched [1-9].*feature_size \(12\)"):
@@ -85,7 +85,7 @@ def test_partial_load_needs_the_flag(tmp_path):
 
 def test_single_channel_weights_adapt_to_four_channels(tmp_path):
     source = build_swinunetr(1, 2, feature_size=FS)
-    path = save_official_layout(source, tmp_path / "ct.pt")
+    path = export_encoder(source, tmp_path / "ct.pt")
     model = build_swinunetr(4, 4, feature_size=FS)
     report = load_encoder(model, path)
     assert report.adapted == ["swinViT.patch_embed.proj.weight"] and report.loaded == report.total

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from swinunetr_lib.finetune_model import build_swinunetr, save_official_layout
+from swinunetr_lib.finetune_model import build_swinunetr
+from swinunetr_lib.ssl_model import export_encoder
 from swinunetr_lib.label_efficiency import LabelEfficiencyConfig, main, run_sweep, summarize_runs
 
 from test_finetune import make_tiny_cohort
@@ -24,7 +25,7 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
     monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=1)
-    encoder = save_official_layout(build_swinunetr(1, 14, feature_size=12), tmp_path / "ssl_encoder.pt")
+    encoder = export_encoder(build_swinunetr(1, 14, feature_size=12), tmp_path / "ssl_encoder.pt")
     params = {"data_manifest": str(manifest), "spacing": [8.0, 8.0, 8.0], "roi_size": [64, 32, 32],
               "max_steps": 1, "val_interval": 1, "warmup_steps": 1, "device": "cpu"}
     (tmp_path / "params.yml").write_text(yaml.safe_dump(params))

@@ -91,3 +91,11 @@ def test_itkwidgets_is_optional_and_lab4_safe():
     viewer = project["optional-dependencies"]["viewer"]
     assert any(s.startswith("itkwidgets") and "1.0" in s for s in viewer), "itkwidgets 0.32 would downgrade Lab"
     assert "ngff-zarr==0.12.2" in viewer, "ngff-zarr 0.50 breaks view(numpy_array)"
+
+
+def test_label_efficiency_run_params_validate_against_notebook_03():
+    nb03 = REPO_ROOT / "notebooks" / "03_finetune_btcv.py"
+    files = sorted((REPO_ROOT / "ci" / "params" / "label_efficiency").glob("*.yml"))
+    assert files
+    for f in files:
+        load_params_file(f, nb03)

@@ -132,8 +132,7 @@ print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out 
 
 # %%
 run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
-ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("*.pt"), key=lambda p: ("last" not in p.name, str(p)))
-ssl_ckpts = [c for c in ssl_ckpts if "encoder" not in c.name]
+ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt"))  # fit's full checkpoints
 if ssl_ckpts:
     from swinunetr_lib.ssl_model import SSLModel
 
@@ -156,30 +155,27 @@ viz.plot_ssl_panels(batch, view.target, view.image, reconstruction,
 
 # %% [markdown]
 # ## 5 · A fine-tuned model's prediction versus the ground truth
-# When notebook 03 (or 04) has written `finetune/<task>/model.pt`, we predict one held-out case with
+# When notebook 03 has written `finetune_btcv/<run>/model.pt`, we predict one held-out case with
 # sliding-window inference and draw the prediction, the truth and an error map.
 
 # %%
-ft_models = sorted((run_root / "finetune").glob("*/model.pt"))
+ft_models = sorted((run_root / "finetune_btcv").glob("*/model.pt"))
 if ft_models:
     from swinunetr_lib.finetune import preprocess_cases, sliding_window_predict
-    from swinunetr_lib.finetune_model import build_finetune_model
+    from swinunetr_lib.infer import load_finetuned
     from swinunetr_lib.task_presets import TaskPreset
 
-    saved = torch.load(ft_models[0], map_location="cpu", weights_only=False)
-    meta = saved["finetune"]
+    model, meta = load_finetuned(ft_models[0], device="cpu")
     preset = TaskPreset.from_dict(meta["preset"])
-    model, _ = build_finetune_model(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
-    model.load_state_dict(saved["state_dict"])
     val_entry = json.loads(cohort.finetune_manifest.read_text())["validation"][0]
     case = preprocess_cases([{k: str(cohort.root / val_entry[k]) for k in ("image", "label")}], preset)[0]
     logits = sliding_window_predict(model, case["image"][None], preset.roi_size, device=resolve_device(device))
     pred = logits.argmax(1)[0].cpu().numpy()
     truth = case["label"][0].numpy().astype(np.int64)
-    print(f"{ft_models[0]} ({meta['init']}, best val Dice {saved.get('best_mean_dice')}) on {val_entry['image']}")
+    print(f"{ft_models[0]} (init {meta['init']}) on {val_entry['image']}")
 else:
     pred = None
-    print(f"No fine-tuned model under {run_root / 'finetune'}: run notebook 03 first; skipping predictions.")
+    print(f"No fine-tuned model under {run_root / 'finetune_btcv'}: run notebook 03 first; skipping predictions.")
 
 # %%
 if pred is not None:
@@ -194,7 +190,7 @@ else:
 # Every `fit` run writes `metrics.csv` (a `step` column plus one column per logged scalar).
 
 # %%
-metric_files = sorted(run_root.rglob("metrics.csv"))
+metric_files = sorted(f for f in run_root.rglob("metrics.csv") if (f.parent / "checkpoints").is_dir())  # fit runs
 if metric_files:
     display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))  # noqa: F821
 else:

@@ -10,7 +10,7 @@
 # warm-up + cosine decay, sliding-window validation (overlap 0.5, Gaussian) and the best checkpoint by
 # mean Dice. Notebook 06 runs this notebook many times to measure label efficiency.
 #
-# **Kind:** tutorial. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores; demo parameters ~15 min on
+# **Kind:** tutorial. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores; demo parameters (300 steps) ~8 min on
 # 2 CPU cores (more when the cores are shared), ~1 min on one GPU. The paper fine-tunes at 1.5 x 1.5 x 2 mm, ROI 96³, feature size 48
 # for far longer; the demo uses a coarse 6 mm grid so that a CPU can learn the organs in minutes.
 

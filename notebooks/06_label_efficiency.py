@@ -9,7 +9,8 @@
 # results land in one folder: executed notebooks, `results.csv`, `summary.csv` and the figure.
 #
 # **Kind:** how-to. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores (2 tiny runs); demo parameters
-# ~10 min per run on 2 CPU cores (8 runs with the demo file: ~1.5 h), ~1 min per run on one GPU.
+# (4 runs of 150 steps: 2 fractions x scratch/SSL) ~15 min on 2 CPU cores, ~1 min per run on one GPU;
+# the full grid (4 fractions x 2 inits x 3 seeds) is a matter of parameters.
 
 # %%
 import pandas as pd

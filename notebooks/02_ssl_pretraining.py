@@ -9,7 +9,7 @@
 # losses, compare reconstructions with the originals and export the encoder as `model_swinvit.pt`,
 # the file notebook 03 can start fine-tuning from.
 #
-# **Kind:** tutorial. **Runtime:** smoke parameters ~2 min on 2 CPU cores; demo parameters ~15-30 min
+# **Kind:** tutorial. **Runtime:** smoke parameters ~1 min on 2 CPU cores; demo parameters (80 steps, ~12 s each) ~16 min
 # on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature size 48, for far longer on
 # 5,050 CTs: these runs show the mechanics, not a useful encoder.
 

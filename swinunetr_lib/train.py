@@ -42,7 +42,7 @@ from torch import nn
 
 from . import distributed as ddp
 from .config import Config
-from .utils import atomic_torch_save, atomic_write_text
+from .utils import atomic_torch_save, atomic_write_text, seed_everything
 
 StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
 ValFn = Callable[[nn.Module, int], dict[str, float]]
@@ -121,12 +121,6 @@ def seed_for(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -153,14 +147,14 @@ class _Batches:
             self.next(None)
 
     def _start_epoch(self) -> Iterator:
-        _seed_all(seed_for(self.seed, 1, self.epoch, self.rank))
+        seed_everything(seed_for(self.seed, 1, self.epoch, self.rank))
         for obj in (self.data, getattr(self.data, "sampler", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(self.epoch)
         return iter(self.data)
 
     def next(self, step: int | None) -> Any:
-        _seed_all(seed_for(self.seed, 2, self.epoch, self.consumed, self.rank))
+        seed_everything(seed_for(self.seed, 2, self.epoch, self.consumed, self.rank))
         try:
             batch = next(self._it)
         except StopIteration:
@@ -171,7 +165,7 @@ class _Batches:
             return self.next(step)
         self.consumed += 1
         if step is not None:  # step_fn's randomness depends on the step index only
-            _seed_all(seed_for(self.seed, 3, step, self.rank))
+            seed_everything(seed_for(self.seed, 3, step, self.rank))
         return batch
 
 

@@ -61,6 +61,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group cleanly: wait for every rank, then destroy the group.
+
+    Without the barrier a fast rank can exit while gloo still has a peer connection open, and the
+    slower rank aborts at interpreter exit ("terminate called without an active exception").
+    A no-op when no process group is initialised.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the incoming gradients over ranks and returns this rank's slice."""
 

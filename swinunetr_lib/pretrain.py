@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"step {res.fit.step}: loss {m.get('loss', float('nan')):.4f} (rotation {m.get('rotation', 0):.4f}, "
               f"contrastive {m.get('contrastive', 0):.4f}, reconstruction {m.get('reconstruction', 0):.4f})")
         print(f"checkpoint: {res.fit.last_checkpoint}\nencoder: {res.encoder_path}")
+    ddp.shutdown_distributed()
     return 0
 
 

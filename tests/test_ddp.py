@@ -54,7 +54,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     result["step"] = res.step
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    ddp.shutdown_distributed()
+    assert not dist.is_initialized()
 
 
 def test_two_process_gloo(tmp_path):

@@ -6,9 +6,17 @@ This module only re-exports the main entry points, lazily, so ``import swinunetr
 from __future__ import annotations
 
 import importlib
+import logging
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
+
+# MONAI's LoadImage instantiates every reader, including the GPU-only nvImageCodec DICOM reader, which
+# then warns on every load that its optional plugin is missing. We never use that reader: hush that one
+# notice (a logger line and a UserWarning) so real warnings stay visible in notebooks and CI logs.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register")
 
 _EXPORTS: dict[str, str] = {
     # data

@@ -108,7 +108,7 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     net = torch.compile(model) if cfg.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=1e-5, fused=device.type == "cuda" or None)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step = SSLStep()
     views = TwoViewTransform()

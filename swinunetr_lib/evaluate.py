@@ -28,6 +28,13 @@ from .task_presets import TaskPreset
 from .utils import atomic_write_text
 
 
+def dice_scores(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Per-class Dice (without background) of label maps (B, 1, D, H, W) -> (B, K-1); NaN where the
+    class is absent from the ground truth (MONAI ``DiceMetric``)."""
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    return metric(one_hot(pred, num_classes), one_hot(label, num_classes)).cpu().numpy()
+
+
 def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
                  spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> pd.DataFrame:
     """Dice and HD95 (mm) per foreground class of two label maps (X, Y, Z) on the same grid.
@@ -42,9 +49,9 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
         extra = sorted(set(np.unique(arr).tolist()) - set(range(k)))
         if extra:
             raise ValueError(f"{name} holds class ids {extra} outside the task's labels {labels}")
-    p = one_hot(torch.as_tensor(pred, dtype=torch.long)[None, None], k)
-    y = one_hot(torch.as_tensor(label, dtype=torch.long)[None, None], k)
-    dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True)(p, y)[0].numpy()
+    pt, yt = (torch.as_tensor(a, dtype=torch.long)[None, None] for a in (pred, label))
+    dice = dice_scores(pt, yt, k)[0]
+    p, y = one_hot(pt, k), one_hot(yt, k)
     with warnings.catch_warnings():  # MONAI warns about empty classes; they become NaN below
         warnings.simplefilter("ignore")
         hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(

@@ -32,10 +32,9 @@ from monai import transforms as T
 from monai.data import list_data_collate
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 
 from .config import Config
+from .evaluate import dice_scores
 from .finetune_model import LoadReport, build_finetune_model
 from .paths import resolve_path, runs_dir
 from .task_presets import TaskPreset, augment_transforms, get_preset, preprocess_transforms
@@ -215,13 +214,6 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, roi_size
     model.eval()
     x = torch.as_tensor(image).to(device)
     return sliding_window_inference(x, roi_size, sw_batch_size, model, overlap=overlap, mode="gaussian")
-
-
-def dice_scores(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Per-class Dice (without background) of label maps (B, 1, D, H, W) -> (B, K-1); NaN where the
-    class is absent from the ground truth."""
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    return metric(one_hot(pred, num_classes), one_hot(label, num_classes)).cpu().numpy()
 
 
 def make_val_fn(cases: list[dict], preset: TaskPreset, cfg: FinetuneConfig):

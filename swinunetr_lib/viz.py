@@ -361,7 +361,7 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
              "wrong organ": ((t > 0) & (p > 0) & (t != p), (1.0, 0.6, 0.0))}
     for m, col in kinds.values():
         err[m] = col
-    fig = new_figure(figsize=(3 * panel_size + 1.8, panel_size))
+    fig = new_figure(figsize=(3 * panel_size + 1.8, panel_size + 0.8))
     axs = fig.subplots(1, 3)
     asp = _aspect(spacing, a)
     axs[0].imshow(overlay_rgb(sl, t, alpha=alpha, window_preset=window_preset), interpolation="nearest", aspect=asp)
@@ -372,7 +372,9 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
         ax.set_title(f"{name}, {axis} [{index}]", fontsize=9)
         ax.set_axis_off()
     present = sorted(int(k) for k in np.union1d(np.unique(t), np.unique(p)) if k > 0)
-    organ_legend(axs[1], present, loc="lower left", outside=False, fontsize=6)
+    if present:  # below the panels, so it never covers the prediction
+        fig.legend(handles=[Patch(color=label_color(i), label=f"{i} {organ_name(i)}") for i in present],
+                   loc="outside lower center", ncol=min(len(present), 5), fontsize=7, frameon=False)
     axs[2].legend(handles=[Patch(color=c, label=n) for n, (_, c) in kinds.items()], fontsize=7, frameon=False,
                   loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig

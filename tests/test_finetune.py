@@ -135,3 +135,29 @@ def test_presets_cover_btcv_and_all_ten_msd_tasks():
     for c in range(2):
         inside = z[c, 1:3]
         assert abs(inside.mean()) < 1e-5 and abs(inside.std() - 1) < 1e-4 and (z[c, 0] == 0).all()
+
+
+def _right_kidney_is_right(crop: dict) -> bool | None:
+    """True when the right kidney's centroid lies on the patient's right (+x in RAS) of the left one."""
+    lab = crop["label"][0]
+    right, left = (torch.nonzero(lab == c).float() for c in (2, 3))
+    if len(right) == 0 or len(left) == 0:
+        return None
+    return bool(right[:, 0].mean() > left[:, 0].mean())
+
+
+def test_demo_augmentation_keeps_left_and_right(tmp_path):
+    """demo_btcv draws no flips or turns (left/right organs keep their labels' sides); btcv's recipe does."""
+    import numpy as np
+    from swinunetr_lib.finetune import AugmentedCases, preprocess_cases, resolve_preset
+
+    manifest = make_tiny_cohort(tmp_path, n_train=1, n_val=0)
+    entries = [{k: str(tmp_path / v) for k, v in e.items()} for e in json.loads(manifest.read_text())["training"]]
+    sides = {}
+    for task in ("demo_btcv", "btcv"):
+        preset = resolve_preset(FinetuneConfig(task=task, spacing=[8.0, 8.0, 8.0], roi_size=[64, 64, 32], num_samples=1))
+        data = AugmentedCases(preprocess_cases(entries, preset, with_indices=True), preset)
+        np.random.seed(0)
+        sides[task] = [s for s in (_right_kidney_is_right(data[0][0]) for _ in range(40)) if s is not None]
+    assert len(sides["demo_btcv"]) >= 30 and all(sides["demo_btcv"])
+    assert not all(sides["btcv"])  # the official recipe's lateral flips do swap them

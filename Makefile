@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 env: $(VENV)/.installed
 
 notebooks: env  ## regenerate the .ipynb files from the reviewed .py sources
-	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(VENV)/bin/jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py  # (--sync would also add a header to the .py)
 
 demo: env
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/demo --output runs/demo

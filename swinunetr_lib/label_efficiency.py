@@ -11,7 +11,7 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
 
 ::
 
-    python -m swinunetr_lib.label_efficiency --params ci/params/demo/03_finetune_btcv.yml \\
+    python -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
         --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
 
 Tang et al. (CVPR 2022, Sec. 4.3 / Fig. 7) report that SSL pretraining helps most when few labels are
@@ -38,7 +38,7 @@ NOTEBOOK = "notebooks/03_finetune_btcv.py"
 
 @dataclass
 class LabelEfficiencyConfig(Config):
-    params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/demo/03_finetune_btcv.yml)
+    params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/label_efficiency/demo_03_finetune_btcv.yml)
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # paper Fig. 7: 10 %..100 %
     inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])
     seeds: list[int] = field(default_factory=lambda: [0])

@@ -26,7 +26,7 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=1)
     encoder = export_encoder(build_swinunetr(1, 14, feature_size=12), tmp_path / "ssl_encoder.pt")
-    params = {"data_manifest": str(manifest), "spacing": [8.0, 8.0, 8.0], "roi_size": [64, 32, 32],
+    params = {"data_manifest": str(manifest), "spacing": [8.0, 8.0, 8.0], "roi_size": [64, 32, 32], "feature_size": 12,
               "max_steps": 1, "val_interval": 1, "warmup_steps": 1, "device": "cpu"}
     (tmp_path / "params.yml").write_text(yaml.safe_dump(params))
     cfg = LabelEfficiencyConfig(params=str(tmp_path / "params.yml"), fractions=[0.5], inits=["scratch", "ssl"],

@@ -319,7 +319,7 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
         terms = {k: v.detach().float() for k, v in out.items()}
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out["loss"]).backward()
-        # the finite check syncs with the device: after backward is queued, so a GPU never idles on it
+        # the finite check waits for the device: do it once backward is queued, not between forward and backward
         values = torch.stack([terms[k] for k in terms])
         ok = ddp.all_reduce_min(torch.isfinite(values).all().to(torch.int32))
         if not bool(ok):

@@ -25,7 +25,7 @@ from .config import Config
 from .pretrain import SSLStep
 from .ssl_model import SSLModel
 from .ssl_transforms import TwoViewTransform, make_generator
-from .train import _enable_checkpointing, resolve_precision
+from .train import _enable_checkpointing, make_adamw, resolve_precision
 from .utils import atomic_write_text, resolve_device
 
 
@@ -108,7 +108,7 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     net = torch.compile(model) if cfg.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=1e-5, fused=device.type == "cuda" or None)
+    opt = make_adamw(model.parameters(), 4e-4, 1e-5, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     step = SSLStep()
     views = TwoViewTransform()

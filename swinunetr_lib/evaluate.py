@@ -31,8 +31,12 @@ from .utils import atomic_write_text
 def dice_scores(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
     """Per-class Dice (without background) of label maps (B, 1, D, H, W) -> (B, K-1); NaN where the
     class is absent from the ground truth (MONAI ``DiceMetric``)."""
+    return _dice_one_hot(one_hot(pred, num_classes), one_hot(label, num_classes))
+
+
+def _dice_one_hot(p: torch.Tensor, y: torch.Tensor) -> np.ndarray:
     metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    return metric(one_hot(pred, num_classes), one_hot(label, num_classes)).cpu().numpy()
+    return metric(p, y).cpu().numpy()
 
 
 def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
@@ -49,9 +53,8 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
         extra = sorted(set(np.unique(arr).tolist()) - set(range(k)))
         if extra:
             raise ValueError(f"{name} holds class ids {extra} outside the task's labels {labels}")
-    pt, yt = (torch.as_tensor(a, dtype=torch.long)[None, None] for a in (pred, label))
-    dice = dice_scores(pt, yt, k)[0]
-    p, y = one_hot(pt, k), one_hot(yt, k)
+    p, y = (one_hot(torch.as_tensor(a, dtype=torch.long)[None, None], k) for a in (pred, label))
+    dice = _dice_one_hot(p, y)[0]
     with warnings.catch_warnings():  # MONAI warns about empty classes; they become NaN below
         warnings.simplefilter("ignore")
         hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(

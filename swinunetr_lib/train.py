@@ -106,6 +106,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return table[precision]
 
 
+def make_adamw(params: Iterable[torch.Tensor], lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel for all parameters) on CUDA, the default foreach version elsewhere."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
+
+
 def warmup_cosine(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
     """LR factor: linear warm-up over ``warmup_steps`` then half-cosine to 0 at ``max_steps``."""
     def factor(step: int) -> float:
@@ -263,8 +268,7 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
         _enable_checkpointing(model)
     dtype = resolve_precision(cfg.precision, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused AdamW: one kernel for all parameters on CUDA (the foreach version elsewhere)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None)
+    optimizer = make_adamw(params, cfg.lr, cfg.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 

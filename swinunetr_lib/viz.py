@@ -73,14 +73,16 @@ def organ_name(label_id: int, names: Mapping[int, str] = BTCV_ORGANS) -> str:
     return names.get(int(label_id), f"label {int(label_id)}")
 
 
-def organ_legend(ax: Axes, label_ids: Sequence[int], *, names: Mapping[int, str] = BTCV_ORGANS,
-                 loc: str = "upper left", outside: bool = True, fontsize: float = 7) -> None:
-    """Add a legend with one coloured patch per label id (nothing when ``label_ids`` is empty)."""
+def organ_legend(ax: Axes | Figure, label_ids: Sequence[int], *, names: Mapping[int, str] = BTCV_ORGANS,
+                 loc: str = "upper left", outside: bool = True, fontsize: float = 7, ncol: int = 1) -> None:
+    """Add a legend with one coloured patch per label id (nothing when ``label_ids`` is empty).
+
+    ``ax`` may also be a figure (e.g. ``loc="outside lower center"`` under constrained layout)."""
     handles = [Patch(color=label_color(int(i)), label=f"{int(i)} {organ_name(i, names)}") for i in label_ids if i]
     if not handles:
         return
     kw: dict[str, Any] = {"bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0} if outside else {}
-    ax.legend(handles=handles, loc=loc, fontsize=fontsize, frameon=False, **kw)
+    ax.legend(handles=handles, loc=loc, fontsize=fontsize, frameon=False, ncol=ncol, **kw)
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -372,9 +374,8 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
         ax.set_title(f"{name}, {axis} [{index}]", fontsize=9)
         ax.set_axis_off()
     present = sorted(int(k) for k in np.union1d(np.unique(t), np.unique(p)) if k > 0)
-    if present:  # below the panels, so it never covers the prediction
-        fig.legend(handles=[Patch(color=label_color(i), label=f"{i} {organ_name(i)}") for i in present],
-                   loc="outside lower center", ncol=min(len(present), 5), fontsize=7, frameon=False)
+    # below the panels, so it never covers the prediction
+    organ_legend(fig, present, loc="outside lower center", outside=False, ncol=max(1, min(len(present), 5)))
     axs[2].legend(handles=[Patch(color=c, label=n) for n, (_, c) in kinds.items()], fontsize=7, frameon=False,
                   loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig

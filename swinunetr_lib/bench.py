@@ -38,6 +38,7 @@ class BenchConfig(Config):
     device: str = "auto"          # auto | cpu | cuda
     compile: bool = False         # torch.compile the model
     grad_checkpoint: bool = False  # MONAI use_checkpoint
+    sdpa_attention: bool = False  # window attention through scaled_dot_product_attention (window_attention.py)
     steps: int = 10               # timed steps
     warmup: int = 3               # untimed steps first (compilation, cuDNN autotuning)
     reference_repeats: int = 3    # timed calls of each augmentation
@@ -104,7 +105,7 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size).to(device)
+    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention).to(device)
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     net = torch.compile(model) if cfg.compile else model
@@ -147,7 +148,8 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
     return {"device": f"{device.type} ({name}), {torch.get_num_threads()} threads" if device.type == "cpu"
             else f"{device} ({name})", "torch": torch.__version__, "roi_size": cfg.roi_size,
             "feature_size": cfg.feature_size, "batch_size": cfg.batch_size, "precision": str(dtype).split(".")[-1],
-            "compile": cfg.compile, "grad_checkpoint": cfg.grad_checkpoint, "steps": cfg.steps,
+            "compile": cfg.compile, "grad_checkpoint": cfg.grad_checkpoint,
+            "sdpa_attention": cfg.sdpa_attention, "steps": cfg.steps,
             "step_s": step_s, "subvolumes_per_s": cfg.batch_size / step_s, "augment_s": ours_s,
             "augment_share": ours_s / step_s, "reference_augment_s": ref_s, "reference_over_ours": ref_s / ours_s,
             "reference_share_if_used": ref_s / (step_s - ours_s + ref_s), "peak_memory_gib": peak,
@@ -158,7 +160,8 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
 def format_table(r: dict[str, Any]) -> str:
     rows = [("device", r["device"]), ("torch", r["torch"]),
             ("ROI / feature size / batch", f"{r['roi_size']}^3 / {r['feature_size']} / {r['batch_size']} sub-volumes"),
-            ("precision / compile / grad ckpt", f"{r['precision']} / {r['compile']} / {r['grad_checkpoint']}"),
+            ("precision / compile / grad ckpt / SDPA", f"{r['precision']} / {r['compile']} / {r['grad_checkpoint']}"
+                                                        f" / {r.get('sdpa_attention', False)}"),
             ("time per step", f"{r['step_s'] * 1e3:.1f} ms (mean of {r['steps']})"),
             ("sub-volumes / s", f"{r['subvolumes_per_s']:.2f}"),
             ("augmentation (batched, 2 views)", f"{r['augment_s'] * 1e3:.2f} ms = {100 * r['augment_share']:.1f} % of a step"),

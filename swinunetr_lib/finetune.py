@@ -40,6 +40,7 @@ from .paths import resolve_path, runs_dir
 from .task_presets import TaskPreset, augment_transforms, get_preset, preprocess_transforms
 from .train import FitResult, TrainConfig, fit
 from .utils import atomic_torch_save, atomic_write_text, resolve_device, seed_everything
+from .window_attention import use_sdpa_window_attention
 
 META_FILE = "finetune_meta.json"
 MODEL_FILE = "model.pt"
@@ -68,6 +69,7 @@ class FinetuneConfig(Config):
     precision: str = "auto"
     grad_checkpoint: bool = False
     compile: bool = False
+    sdpa_attention: bool = False          # fused scaled_dot_product_attention for window attention (same weights)
     val_interval: int = 500               # steps between validations (sliding window on the val list)
     val_max_cases: int = 0                # 0 = all validation cases
     sw_batch_size: int = 4                # windows per forward pass in sliding-window inference
@@ -257,6 +259,8 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
     seed_everything(cfg.seed)
     model, report = build_finetune_model(preset.in_channels, preset.out_channels, feature_size=cfg.feature_size,
                                          pretrained=pretrained, allow_partial=cfg.allow_partial)
+    if cfg.sdpa_attention:
+        use_sdpa_window_attention(model)
     if report is not None:
         print(report.summary())
     meta = _meta(cfg, preset, report, len(train_entries))

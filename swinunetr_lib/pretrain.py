@@ -49,6 +49,7 @@ class PretrainConfig(TrainConfig):
     reconstruction_weight: float = 1.0   # lambda_3
     cutout_fraction: float = 0.3         # max fraction of each sub-volume cut out (official: 0.3)
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
+    sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
 
     def train_config(self) -> TrainConfig:
         names = {f.name for f in fields(TrainConfig)}
@@ -100,7 +101,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     loader = ssl_dataloader(cfg.data_manifest, cfg.roi_size, cfg.batch_size, cfg.num_samples, cfg.spacing,
                             cfg.cache_rate, cfg.num_workers, cfg.seed, cfg.split, distributed=ddp.is_distributed())
     torch.manual_seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size)
+    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention)
     result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device)
     encoder = None
     if cfg.export and ddp.is_main_process():

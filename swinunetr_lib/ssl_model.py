@@ -22,6 +22,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from .utils import atomic_torch_save
+from .window_attention import use_sdpa_window_attention
 
 
 class ProjectionHead(nn.Module):
@@ -70,12 +71,15 @@ class SSLModel(nn.Module):
     Defaults are the paper's (Sec. 4 "Implementation details"; MONAI SwinUNETR defaults except
     ``feature_size=48``). Input (B, C, D, H, W) with every spatial size divisible by 32. Output dict:
     ``rotation`` (B, 4) logits, ``contrastive`` (B, 512) embedding, ``reconstruction`` (B, C, D, H, W).
+    ``sdpa_attention=True`` computes the same window attention with one fused
+    ``scaled_dot_product_attention`` call (:mod:`swinunetr_lib.window_attention`); weights are identical.
     """
 
     def __init__(self, in_channels: int = 1, feature_size: int = 48, depths: Sequence[int] = (2, 2, 2, 2),
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, patch_size: int = 2,
                  dropout_path_rate: float = 0.0, use_checkpoint: bool = False, num_rotations: int = 4,
-                 contrastive_dim: int = 512, head_hidden_dim: int | None = None) -> None:
+                 contrastive_dim: int = 512, head_hidden_dim: int | None = None,
+                 sdpa_attention: bool = False) -> None:
         super().__init__()
         if feature_size % 12 != 0:
             raise ValueError(f"feature_size={feature_size} must be divisible by 12 (as in SwinUNETR)")
@@ -91,13 +95,17 @@ class SSLModel(nn.Module):
         self.rotation_head = ProjectionHead(dim, num_rotations, head_hidden_dim)
         self.contrastive_head = ProjectionHead(dim, contrastive_dim, head_hidden_dim)
         self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1)
+        if sdpa_attention:  # same function and weights, fused attention kernel (see window_attention.py)
+            use_sdpa_window_attention(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         factor = self.patch_size ** 5
         if x.ndim != 5 or any(s % factor for s in x.shape[2:]):
             raise ValueError(f"SSLModel expects (B, C, D, H, W) with spatial sizes divisible by {factor}, "
                              f"got shape {tuple(x.shape)}")
-        last = self.swinViT(x, normalize=True)[-1]            # (B, 16F, D/32, H/32, W/32)
+        # Only the last stage is used: normalise it alone (normalize=True would layer-norm all five outputs).
+        last = self.swinViT(x, normalize=False)[-1]
+        last = self.swinViT.proj_out(last, normalize=True)  # (B, 16F, D/32, H/32, W/32)
         pooled = last.mean(dim=(2, 3, 4))                     # (B, 16F): global average pooling
         return {"rotation": self.rotation_head(pooled), "contrastive": self.contrastive_head(pooled),
                 "reconstruction": self.decoder(last)}

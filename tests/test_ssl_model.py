@@ -78,3 +78,14 @@ def test_export_loads_into_swinunetr_with_every_tensor_matched(tmp_path):
     again = SwinUNETR(in_channels=1, out_channels=14, feature_size=12)
     assert load_encoder(again, path).loaded == len([k for k in src if "relative_position_index" not in k])
     assert all(torch.equal(v, src[k]) for k, v in again.state_dict().items() if k in src)
+
+
+def test_heads_read_the_normalised_last_stage():
+    torch.manual_seed(0)
+    model = SSLModel(feature_size=12).eval()
+    x = torch.rand(1, 1, 64, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        last = model.swinViT(x, normalize=True)[-1]
+        torch.testing.assert_close(out["rotation"], model.rotation_head(last.mean(dim=(2, 3, 4))))
+        torch.testing.assert_close(out["reconstruction"], model.decoder(last))

@@ -2,7 +2,7 @@
 # # 02 · Self-supervised pretraining of the Swin UNETR encoder
 #
 # **Goal.** Pretrain the Swin UNETR encoder on unlabeled CT with the paper's three proxy tasks
-# (Tang et al., CVPR 2022, Sec. 3.1): predict the rotation of a sub-volume (0/90/180/270° about the
+# (Tang et al., CVPR 2022, Sec. 3): predict the rotation of a sub-volume (0/90/180/270° about the
 # z axis), pull two augmented views of the same sub-volume together (contrastive coding), and inpaint
 # cut-out boxes (masked volume inpainting). We look at the augmented views, train with the library's
 # one training loop (`swinunetr_lib.train.fit`, via `swinunetr_lib.pretrain.pretrain`), plot the three
@@ -44,8 +44,9 @@ resume = False  # continue from runs_dir()/ssl_pretraining/checkpoints/last.pt i
 # %% [markdown]
 # ## The data
 # Without a manifest we use the demo cohort (real example CTs plus labeled phantoms, built once by
-# notebook 01 or here). The pipeline is MONAI's: load → RAS → HU [-1000, 1000] → [0, 1] → crop the
-# body → pad → `num_samples` random `roi_size`³ crops per volume.
+# notebook 01 or here). The pipeline is MONAI's: load → RAS → HU [-1000, 1000] → [0, 1] → crop to the
+# voxels above -1000 HU (drops the padding outside the scanner's field of view, as the official code) →
+# pad → `num_samples` random `roi_size`³ crops per volume.
 
 # %%
 if not data_manifest:
@@ -123,6 +124,7 @@ print(f"{matched} of {len(theirs)} encoder tensors matched")
 # the encoder on rotation, contrastive and inpainting losses with the shared `fit` loop, and exported
 # the encoder for fine-tuning. With a handful of volumes and steps the losses only start to fall and
 # the reconstructions are blurry; the paper's encoder saw 5,050 CTs. Next: notebook 03 fine-tunes
-# Swin UNETR from `runs_dir()/ssl_pretraining/model_swinvit.pt` (if present) on the labeled cohort;
+# Swin UNETR on the labeled cohort, from this encoder (`runs_dir()/ssl_pretraining/model_swinvit.pt`)
+# with `init = "ssl"` and the same `feature_size` (notebook 06 does exactly that), or from scratch;
 # try more `max_steps`, `roi_size = 96` and `feature_size = 48` on a GPU, or
 # `torchrun --nproc-per-node N -m swinunetr_lib.pretrain ...` for several GPUs.

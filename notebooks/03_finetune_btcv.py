@@ -22,16 +22,15 @@ import pandas as pd
 from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
-from swinunetr_lib.data.manifest import load_manifest, resolve_entries
 from swinunetr_lib.evaluate import evaluate, summarize
-from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init
+from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init, split_entries
 from swinunetr_lib.paths import resolve_path, runs_dir
 from swinunetr_lib.utils import atomic_write_text
 from swinunetr_lib.viz import plot_prediction_vs_truth
 from swinunetr_lib.viz_metrics import plot_learning_curves
 
 # %% tags=["parameters"]
-data_manifest = ""  # decathlon JSON with "training"/"validation" lists; empty means the demo cohort's finetune.json
+data_manifest = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo cohort's
 task = "demo_btcv"  # task preset (swinunetr_lib.task_presets): btcv, demo_btcv, an MSD task, ...
 init = "scratch"  # scratch, ssl (notebook 02's encoder: pretrain with the same feature_size), official, or auto (ssl if exported)
 pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
@@ -54,14 +53,22 @@ results_json = ""  # where to write the final metrics as JSON; empty means <run_
 # %% [markdown]
 # ## The data
 # Without a manifest we use the demo cohort (built once by notebook 01, or here). Paths in a manifest are
-# relative to its folder. `labeled_fraction` keeps a nested, seeded subset of the training list.
+# relative to its folder. Validation is the manifest's `validation` list (or fold 0 of a k-fold manifest);
+# `labeled_fraction` keeps a nested, seeded subset of the training list.
 
 # %%
 if not data_manifest:
     data_manifest = str(build_demo_cohort().finetune_manifest)
-manifest = load_manifest(resolve_path(data_manifest))
 init_kind, init_path = resolve_init(init, pretrained)
-pd.DataFrame({"cases": [len(manifest["training"]), len(manifest["validation"])]}, index=["training", "validation"])
+run_dir = runs_dir() / "finetune_btcv" / (run_name or f"{init_kind}_frac{labeled_fraction:g}_seed{seed}")
+cfg = FinetuneConfig(task=task, data_manifest=data_manifest, run_dir=str(run_dir), init=init_kind,
+                     pretrained=str(init_path or ""), labeled_fraction=labeled_fraction, spacing=spacing,
+                     roi_size=roi_size, feature_size=feature_size, num_samples=num_samples, batch_size=batch_size,
+                     max_steps=max_steps, val_interval=val_interval, lr=lr, warmup_steps=warmup_steps,
+                     seed=seed, device=device, precision=precision, log_every=5,
+                     checkpoint_every=max(1, max_steps // 4), resume=False)
+train_entries, val_entries = split_entries(cfg)
+pd.DataFrame({"cases": [len(train_entries), len(val_entries)]}, index=["training (used)", "validation"])
 
 # %% [markdown]
 # ## Fine-tuning
@@ -70,13 +77,6 @@ pd.DataFrame({"cases": [len(manifest["training"]), len(manifest["validation"])]}
 # flips and turns them; the demo preset does not, since a lateral flip swaps left and right organs).
 
 # %%
-run_dir = runs_dir() / "finetune_btcv" / (run_name or f"{init_kind}_frac{labeled_fraction:g}_seed{seed}")
-cfg = FinetuneConfig(task=task, data_manifest=data_manifest, run_dir=str(run_dir), init=init_kind,
-                     pretrained=str(init_path or ""), labeled_fraction=labeled_fraction, spacing=spacing,
-                     roi_size=roi_size, feature_size=feature_size, num_samples=num_samples, batch_size=batch_size,
-                     max_steps=max_steps, val_interval=val_interval, lr=lr, warmup_steps=warmup_steps,
-                     seed=seed, device=device, precision=precision, log_every=5,
-                     checkpoint_every=max(1, max_steps // 4), resume=False)
 result = finetune(cfg)
 print(f"init {init_kind}: {result.n_train} training cases, {result.fit.step} steps in {result.seconds / 60:.1f} min; "
       f"best validation mean Dice {result.best_mean_dice:.3f}")
@@ -95,10 +95,10 @@ val_rows.set_index("step")[["val_mean_dice"]].T
 # ## Evaluation on the original grid
 # The best checkpoint predicts each held-out case; MONAI's `Invertd` undoes the crop, resampling and
 # reorientation, and Dice / HD95 (mm) are computed against the untouched label file. Organs missing from
-# a case's ground truth are skipped (NaN).
+# a case's ground truth are skipped (NaN). HD95 is undefined for an organ the model misses entirely, so it
+# averages only the cases where the organ was found; `missed` counts the misses (a missed organ's Dice is 0).
 
 # %%
-val_entries = resolve_entries(resolve_path(data_manifest), key="validation")
 scores = evaluate(result.model_path, val_entries, run_dir / "eval", device=device)
 table = summarize(scores)
 table.round(3)
@@ -124,7 +124,7 @@ plot_prediction_vs_truth(ct.get_fdata(), nib.load(pred_path).get_fdata(), nib.lo
 results = {"init": init_kind, "labeled_fraction": labeled_fraction, "seed": seed, "n_train": result.n_train,
            "steps": result.fit.step, "minutes": round(result.seconds / 60, 2),
            "val_mean_dice_resampled": result.best_mean_dice, "mean_dice": float(table.loc["mean", "dice"]),
-           "mean_hd95_mm": float(table.loc["mean", "hd95_mm"]),
+           "mean_hd95_mm": float(table.loc["mean", "hd95_mm"]), "organs_missed": int(table.loc["mean", "missed"]),
            "dice_per_class": table["dice"].drop("mean").round(4).to_dict(), "run_dir": str(run_dir)}
 out_json = resolve_path(results_json) if results_json else run_dir / "results.json"
 atomic_write_text(json.dumps(results, indent=2), out_json)

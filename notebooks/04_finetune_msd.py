@@ -7,7 +7,8 @@
 # z-scored per channel over its non-zero voxels. We fine-tune and evaluate the tasks named in `tasks`;
 # the defaults are the demo cohort's two MSD-style phantom tasks (synthetic, not patient data): a CT
 # single-organ task like Task09_Spleen and a 2-channel MR-like task like Task05_Prostate. With the real
-# MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead.
+# MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead: their official
+# `dataset.json` has no validation list, so fine-tuning validates on fold 0 of 5 deterministic folds.
 #
 # **Kind:** how-to. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores; demo parameters ~15 min on
 # 2 CPU cores (~7 min per task), ~1 min on one GPU.
@@ -16,9 +17,8 @@
 import pandas as pd
 
 from swinunetr_lib.data.cohort import build_demo_cohort
-from swinunetr_lib.data.manifest import resolve_entries
 from swinunetr_lib.evaluate import evaluate, summarize
-from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init
+from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init, split_entries
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
 from swinunetr_lib.task_presets import get_preset, msd_tasks
 
@@ -27,7 +27,7 @@ tasks = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-t
 data_manifests = []  # one manifest per task; empty means the demo cohort (phantom tasks) or data_dir()/msd/<task>/dataset.json
 init = "auto"  # scratch, ssl (encoder from notebook 02), official (model_swinvit.pt) or auto (ssl if exported)
 pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-spacing = [4.5, 4.5, 4.5]  # target spacing in mm for every task; empty list means each task's preset spacing
+spacing = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None = each task's preset spacing, [] = native grid
 roi_size = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
 feature_size = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 num_samples = 1  # label-balanced crops per volume per step
@@ -70,14 +70,14 @@ pd.DataFrame({"manifest": {t: str(m) for t, m in manifests.items()},
 # `python -m swinunetr_lib.infer --task <task>` refuses a checkpoint of another task.
 
 # %%
-results = {}
+results, configs = {}, {}
 for t in tasks:
     cfg = FinetuneConfig(task=t, data_manifest=str(manifests[t]), run_dir=str(runs_dir() / "finetune_msd" / t),
                          init=init_kind, pretrained=str(init_path or ""), spacing=spacing, roi_size=roi_size,
                          feature_size=feature_size, num_samples=num_samples, max_steps=max_steps,
                          val_interval=val_interval, lr=lr, warmup_steps=warmup_steps, seed=seed, device=device,
                          log_every=5, checkpoint_every=max(1, max_steps // 4), resume=False, progress=False)
-    results[t] = finetune(cfg)
+    configs[t], results[t] = cfg, finetune(cfg)
 pd.DataFrame({t: {"channels": get_preset(t).in_channels, "steps": r.fit.step, "minutes": round(r.seconds / 60, 1),
                   "best val mean Dice": r.best_mean_dice} for t, r in results.items()}).T
 
@@ -86,8 +86,8 @@ pd.DataFrame({t: {"channels": get_preset(t).in_channels, "steps": r.fit.step, "m
 # Predictions are mapped back to each case's own voxel grid before scoring (MONAI `Invertd`).
 
 # %%
-tables = {t: summarize(evaluate(r.model_path, resolve_entries(manifests[t], key="validation"),
-                                r.run_dir / "eval", device=device)) for t, r in results.items()}
+tables = {t: summarize(evaluate(r.model_path, split_entries(configs[t])[1], r.run_dir / "eval", device=device))
+          for t, r in results.items()}
 pd.concat(tables, names=["task", "class"]).round(3)
 
 # %% [markdown]
@@ -95,6 +95,6 @@ pd.concat(tables, names=["task", "class"]).round(3)
 # One preset per task carries everything task-specific — channels, labels, spacing, intensity
 # normalisation — and the fine-tuning, evaluation and inference code stays the same for CT and
 # multi-channel MR. The phantom tasks are easy (large organs, clean contrast), so a few hundred CPU steps
-# reach a useful Dice; real MSD tasks need the paper's resolution (`spacing = []` keeps each task's
+# reach a useful Dice; real MSD tasks need the paper's resolution (`spacing = None` uses each task's
 # preset spacing), `roi_size = [96, 96, 96]`, `feature_size = 48` and a GPU. Next: notebook 05 looks at
 # predictions in 3D; notebook 06 measures how much pretraining helps when labels are scarce.

@@ -49,7 +49,7 @@ from swinunetr_lib.utils import resolve_device, seed_everything
 window_preset = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
 n_cohort_cases = 4  # how many demo-cohort cases to show side by side
 surface_step_size = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
-runs_dir = ""  # run folder holding ssl_pretraining/ and finetune/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
+runs_dir = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
 roi_size = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
 viewer = "auto"  # 3D viewer: auto (itkwidgets if it can load, else static), itkwidgets, static
 seed = 0  # random seed for the SSL augmentations
@@ -107,25 +107,21 @@ viz.plot_slices(vols, titles=[Path(e["image"]).name.replace(".nii.gz", "") for e
 # %%
 phantom = [i for i, e in enumerate(entries) if "phantom" in e["image"]]
 p = phantom[0] if phantom else 0
-viz.plot_triplanar(vols[p], labs[p], spacing=(3.0, 3.0, 3.0), window_preset=window_preset,
-                   title=Path(entries[p]["image"]).name)
+viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["image"]).header.get_zooms()[:3],
+                   window_preset=window_preset, title=Path(entries[p]["image"]).name)
 
 # %% [markdown]
-# ## 4 · The self-supervised proxy tasks (paper Sec. 3.2)
+# ## 4 · The self-supervised proxy tasks (paper Sec. 3, Fig. 1)
 # The pretraining input is a crop, rotated by 0/90/180/270° in the axial plane, with random inner
 # cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
 
 # %%
-from monai.transforms import CenterSpatialCrop, SpatialPad  # noqa: E402
-
+from swinunetr_lib.ssl_data import ssl_transforms  # noqa: E402
 from swinunetr_lib.ssl_transforms import SSLViewTransform, make_generator  # noqa: E402
-from swinunetr_lib.task_presets import get_preset, preprocess_transforms  # noqa: E402
 
-prep = preprocess_transforms(get_preset("demo_btcv"), keys=("image",))
-crops = []
-for e in entries[:2]:
-    img = prep({"image": str(cohort.root / e["image"])})["image"]  # (1, X, Y, Z) in [0, 1]
-    crops.append(CenterSpatialCrop(roi_size)(SpatialPad(roi_size)(img)))
+# The pretraining pipeline itself: native grid, HU [-1000, 1000] -> [0, 1], one random roi_size crop per volume.
+prep = ssl_transforms(roi_size, num_samples=1).set_random_state(seed)
+crops = [prep({"image": str(cohort.root / e["image"])})[0]["image"] for e in entries[:2]]  # (1, *roi_size) each
 batch = torch.stack([torch.as_tensor(c) for c in crops])  # (B, 1, *roi_size)
 view = SSLViewTransform()(batch, make_generator("cpu", seed))
 print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out {view.mask.float().mean():.0%} of voxels")
@@ -205,7 +201,7 @@ viz3d.slice_scroller(ct, seg, window_preset=window_preset)
 
 # %% [markdown]
 # The 3D viewer: itkwidgets' `view(image, label_image=...)` when it is installed
-# (`pip install "swinunetr_lib[viewer]"`) and its JavaScript can be fetched from the web; otherwise a
+# (`pip install -e ".[viewer]"` in the project folder) and its JavaScript can be fetched from the web; otherwise a
 # one-line message and the static fallback (surface rendering + slice scroller).
 
 # %%

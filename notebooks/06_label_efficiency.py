@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 06 · Label efficiency: does pretraining pay when labels are scarce?
 #
-# **Goal.** Reproduce the shape of the paper's label-efficiency figure (Tang et al., CVPR 2022, Sec. 4.3,
-# Fig. 7): fine-tune with 10 %, 25 %, 50 % and 100 % of the labeled training cases, from scratch and from
+# **Goal.** Reproduce the shape of the paper's label-efficiency figure (Tang et al., CVPR 2022, its
+# ablation on manual labeling effort): fine-tune with 10 %, 25 %, 50 % and 100 % of the labeled training cases, from scratch and from
 # the self-supervised encoder of notebook 02, over several seeds, and plot the held-out Dice against the
 # labeled fraction. Each point is one run of notebook 03, executed by papermill through
 # `swinunetr_lib.label_efficiency` (also a command: `python -m swinunetr_lib.label_efficiency`). All
@@ -21,7 +21,7 @@ from swinunetr_lib.label_efficiency import LabelEfficiencyConfig, run_sweep
 from swinunetr_lib.paths import resolve_path, runs_dir
 
 # %% tags=["parameters"]
-fractions = [0.1, 0.25, 0.5, 1.0]  # labeled fractions of the training list (paper Fig. 7: 10 %..100 %)
+fractions = [0.1, 0.25, 0.5, 1.0]  # labeled fractions of the training list (paper: 10 %..100 %)
 inits = ["scratch", "ssl"]  # initialisations compared: scratch, ssl (notebook 02's encoder), official
 seeds = [0]  # seeds per setting (each changes the labeled subset, data order and initialisation)
 finetune_params = "ci/params/label_efficiency/demo_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for every run; empty means its defaults

@@ -174,19 +174,7 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _bare_bool_flags(argv: list[str]) -> list[str]:
-    """Let ``--compile`` / ``--grad-checkpoint`` stand alone (Config options otherwise take a value)."""
-    flags = {"--" + n.replace("_", "-") for n, f in BenchConfig.__dataclass_fields__.items() if f.type in ("bool", bool)}
-    out: list[str] = []
-    for i, a in enumerate(argv):
-        out.append(a)
-        if a in flags and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            out.append("true")
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = _bare_bool_flags(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
     BenchConfig.add_arguments(sub.add_parser("ssl", help="SSL pretraining step throughput"))

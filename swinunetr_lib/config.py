@@ -64,6 +64,13 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def _is_list_type(annotation: Any) -> bool:
+    """True for list/tuple annotations, also inside ``X | None``."""
+    if get_origin(annotation) in (list, tuple):
+        return True
+    return get_origin(annotation) in (Union, types.UnionType) and any(_is_list_type(a) for a in get_args(annotation))
+
+
 @dataclasses.dataclass
 class Config:
     """Base class: subclasses are plain dataclasses whose defaults are the paper's values."""
@@ -86,11 +93,19 @@ class Config:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add one ``--name`` option per field; values are parsed as YAML scalars (``--roi-size "[64,64,64]"``)."""
+        """Add one ``--name`` option per field; values are parsed as YAML (``--roi-size "[64,64,64]"``).
+
+        A bool option given alone means true (``--compile``); list options also take comma-separated
+        values (``--seeds 0,1,2`` is ``--seeds "[0,1,2]"``).
+        """
+        hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+            extra: dict[str, Any] = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"default: {f.default if f.default is not dataclasses.MISSING else 'required'}")
+                                help=f"default: {default}", **extra)
 
     @classmethod
     def from_args(cls: type[C], args: argparse.Namespace) -> C:
@@ -103,6 +118,8 @@ class Config:
         for k, v in vars(args).items():
             if k in raw and hints.get(k) is str:
                 raw[k] = v
+            elif k in raw and isinstance(raw[k], str) and "," in raw[k] and _is_list_type(hints.get(k)):
+                raw[k] = [yaml.safe_load(part.strip()) for part in raw[k].split(",")]
             elif k in raw and isinstance(raw[k], str) and float in get_args(hints.get(k)) + (hints.get(k),):
                 try:  # YAML 1.1 reads "1e-3" (no dot) as a string
                     raw[k] = float(raw[k])

@@ -107,7 +107,15 @@ def evaluate(checkpoint: str | Path, entries: Sequence[dict[str, Any]], out_dir:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice and HD95 per class over cases (NaNs skipped), plus a ``mean`` row over classes."""
-    per_class = df.groupby(["class_id", "class"])[["dice", "hd95_mm"]].mean().reset_index(level=0, drop=True)
-    per_class.loc["mean"] = per_class.mean()
+    """Mean Dice and HD95 per class over cases (NaNs skipped), plus a ``mean`` row over classes.
+
+    HD95 is undefined when the model misses an organ entirely, so its mean covers only the cases where
+    the organ was found; ``missed`` counts the cases where it is in the ground truth but not predicted
+    (its ``mean`` row is the total), so a good-looking HD95 cannot hide misses.
+    """
+    missed = (df["gt_voxels"] > 0) & (df["pred_voxels"] == 0)
+    per_class = df.assign(missed=missed.astype(int)).groupby(["class_id", "class"]).agg(
+        dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), missed=("missed", "sum")).reset_index(level=0, drop=True)
+    per_class.loc["mean"] = [per_class["dice"].mean(), per_class["hd95_mm"].mean(), per_class["missed"].sum()]
+    per_class["missed"] = per_class["missed"].astype(int)
     return per_class

@@ -21,6 +21,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class FinetuneConfig(Config):
     task: str = "btcv"                    # preset name: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct, demo_mr
     data_manifest: str = ""               # decathlon JSON with "training" and "validation" lists (relative paths)
     data_root: str = ""                   # folder the manifest's paths are relative to; "" = the manifest's folder
+    val_fold: int | None = None           # validate on this "fold" of the training list (None: the manifest's
+                                          # "validation" list, or fold 0 when it has none)
     run_dir: str = ""                     # "" = runs_dir()/finetune/<task>
     init: str = "scratch"                 # scratch | ssl | official | auto (ssl if our export exists, else scratch)
     pretrained: str = ""                  # encoder checkpoint; "" with init=ssl: runs_dir()/ssl_pretraining/model_swinvit.pt
@@ -129,30 +132,57 @@ def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
     return get_preset(cfg.task, **overrides)
 
 
-def _entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from .data.manifest import labeled_fraction_subsets, resolve_entries
+def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, validation) entries of ``cfg.data_manifest`` with absolute ``image``/``label`` paths.
+
+    Validation is the manifest's ``validation`` list; with ``val_fold`` set, or when there is no such list,
+    it is that fold (default 0) of the ``fold`` keys of ``training`` (as ``build-manifest`` writes them), and
+    a manifest with neither (e.g. an official MSD ``dataset.json``) gets 5 deterministic folds
+    (:func:`~swinunetr_lib.data.manifest.assign_folds`, seed 0, independent of ``cfg.seed``).
+    ``labeled_fraction`` < 1 keeps a seeded, nested subset of the training entries. Every listed file must exist.
+    """
+    from .data.manifest import assign_folds, labeled_fraction_subsets, load_manifest, resolve_entries, split_fold
 
     if not cfg.data_manifest:
         raise ValueError("data_manifest is required: a decathlon JSON with 'training' and 'validation' lists")
     path = resolve_path(cfg.data_manifest)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data manifest not found")
-    root = resolve_path(cfg.data_root) if cfg.data_root else None
-    train = resolve_entries(path, root, "training")
-    val = resolve_entries(path, root, "validation") if cfg.val_interval > 0 else []
+    root = resolve_path(cfg.data_root) if cfg.data_root else path.parent
+    manifest = load_manifest(path)
+    if "training" not in manifest:
+        raise KeyError(f"{path}: no 'training' list; lists: {[k for k, v in manifest.items() if isinstance(v, list)]}")
+    if cfg.val_fold is not None or (cfg.val_interval > 0 and "validation" not in manifest):
+        if any("fold" not in e for e in manifest["training"]):
+            print(f"{path}: no 'fold' keys; assigning 5 deterministic folds (seed 0) to its {len(manifest['training'])}"
+                  " training entries")
+            manifest = {**manifest, "training": assign_folds(manifest["training"], n_folds=5, seed=0)}
+        fold = 0 if cfg.val_fold is None else cfg.val_fold
+        try:
+            train_raw, val_raw = split_fold(manifest, fold)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        train = resolve_entries({"training": train_raw}, root, "training")
+        val = resolve_entries({"validation": val_raw}, root, "validation")
+    else:
+        train = resolve_entries(manifest, root, "training")
+        val = resolve_entries(manifest, root, "validation") if "validation" in manifest else []
     if not 0 < cfg.labeled_fraction <= 1:
         raise ValueError(f"labeled_fraction={cfg.labeled_fraction} is not in (0, 1]")
     if cfg.labeled_fraction < 1:
         train = labeled_fraction_subsets(train, (cfg.labeled_fraction,), seed=cfg.seed)[cfg.labeled_fraction]
-    if cfg.val_max_cases > 0:
-        val = val[: cfg.val_max_cases]
     for e in train + val:
         for k in ("image", "label"):
+            if k not in e:
+                raise KeyError(f"{path}: an entry has no {k!r}: {e}")
             paths = e[k] if isinstance(e[k], list) else [e[k]]
             for p in paths:
                 if not Path(p).is_file():
                     raise FileNotFoundError(f"{p}: listed in {path} ({k}) but not found")
-    return [{"image": e["image"], "label": e["label"]} for e in train], [{"image": e["image"], "label": e["label"]} for e in val]
+    def pair(e: dict[str, Any]) -> dict[str, Any]:
+        return {"image": e["image"], "label": e["label"]}
+
+    return [pair(e) for e in train], [pair(e) for e in val]
 
 
 def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, with_indices: bool = False) -> list[dict]:
@@ -252,7 +282,11 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
     preset = resolve_preset(cfg)
     run_dir = resolve_path(cfg.run_dir) if cfg.run_dir else runs_dir() / "finetune" / preset.name
-    train_entries, val_entries = _entries(cfg)
+    train_entries, val_entries = split_entries(cfg)
+    if cfg.val_interval <= 0:
+        val_entries = []
+    elif cfg.val_max_cases > 0:
+        val_entries = val_entries[: cfg.val_max_cases]
     if cfg.val_interval > 0 and not val_entries:
         raise ValueError(f"{cfg.data_manifest}: empty 'validation' list but val_interval={cfg.val_interval}")
 
@@ -301,14 +335,19 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
                           time.perf_counter() - tic, len(train_entries), len(val_entries))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.finetune", description=__doc__.split("\n\n")[0])
     FinetuneConfig.add_arguments(parser)
-    cfg = FinetuneConfig.from_args(parser.parse_args(argv))
-    res = finetune(cfg)
+    try:
+        cfg = FinetuneConfig.from_args(parser.parse_args(argv))
+        res = finetune(cfg)
+    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"best validation mean Dice {res.best_mean_dice} after {res.fit.step} steps "
           f"({res.seconds:.0f} s); model: {res.model_path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

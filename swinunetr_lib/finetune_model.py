@@ -1,7 +1,7 @@
 """Swin UNETR for segmentation fine-tuning, with its encoder initialised from scratch or a checkpoint.
 
-The network is MONAI's :class:`~monai.networks.nets.SwinUNETR` (Tang et al., CVPR 2022, Sec. 3.1 and
-Fig. 2: Swin Transformer encoder ``swinViT`` + CNN decoder). Three initialisations (Sec. 4.2):
+The network is MONAI's :class:`~monai.networks.nets.SwinUNETR` (Tang et al., CVPR 2022, Sec. 3 and
+Fig. 2: Swin Transformer encoder ``swinViT`` + CNN decoder). Three initialisations:
 
 - ``"scratch"``: random weights everywhere;
 - our SSL pretraining: a full checkpoint whose state dict holds the encoder under SwinUNETR's own

@@ -1,4 +1,4 @@
-"""Label-efficiency experiment: fine-tuning Dice versus the fraction of labeled data (paper Fig. 7 shape).
+"""Label-efficiency experiment: fine-tuning Dice versus the fraction of labeled data (as in the paper's ablation).
 
 One command runs notebook ``03_finetune_btcv`` through papermill for every labeled fraction x
 initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and writes one folder::
@@ -14,7 +14,7 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
     python -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
         --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
 
-Tang et al. (CVPR 2022, Sec. 4.3 / Fig. 7) report that SSL pretraining helps most when few labels are
+Tang et al. (CVPR 2022, label-efficiency ablation) report that SSL pretraining helps most when few labels are
 available; here the numbers come from the notebook's evaluation on the held-out cases' original grid.
 A finished run (its ``results.json`` exists) is reused unless ``rerun`` is set, so an interrupted sweep
 continues where it stopped.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,7 +40,7 @@ NOTEBOOK = "notebooks/03_finetune_btcv.py"
 @dataclass
 class LabelEfficiencyConfig(Config):
     params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/label_efficiency/demo_03_finetune_btcv.yml)
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # paper Fig. 7: 10 %..100 %
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # paper: 10 %..100 %
     inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])
     seeds: list[int] = field(default_factory=lambda: [0])
     pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
@@ -69,7 +70,7 @@ def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataF
 
 
 def plot_dice_vs_fraction(summary: pd.DataFrame, path: str | Path, metric: str = "mean Dice"):
-    """Dice versus percentage of labeled training data, one line per initialisation (Fig. 7 shape)."""
+    """Dice versus percentage of labeled training data, one line per initialisation (as in the paper)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -143,8 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.label_efficiency",
                                      description=__doc__.split("\n\n")[0])
     LabelEfficiencyConfig.add_arguments(parser)
-    cfg = LabelEfficiencyConfig.from_args(parser.parse_args(argv))
-    res = run_sweep(cfg)
+    try:
+        cfg = LabelEfficiencyConfig.from_args(parser.parse_args(argv))
+        res = run_sweep(cfg)
+    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(res.summary.to_string(index=False))
     print(f"results: {res.output} ({len(res.results)} runs, {len(res.failures)} failed)")
     return 1 if res.failures else 0

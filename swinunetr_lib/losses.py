@@ -1,4 +1,4 @@
-"""Self-supervised losses, one class each (Tang et al. 2022, Sec. 3.1, Eq. 1-4).
+"""Self-supervised losses, one class each (Tang et al. 2022, Sec. 3, Eq. 1-4).
 
 - :class:`RotationLoss`: cross-entropy over the 4 rotation classes.
 - :class:`ContrastiveLoss`: NT-Xent (normalised temperature-scaled cross-entropy), temperature 0.5,

@@ -1,4 +1,4 @@
-"""Self-supervised Swin UNETR encoder with rotation, contrastive and inpainting heads (Tang et al. 2022, Sec. 3.1).
+"""Self-supervised Swin UNETR encoder with rotation, contrastive and inpainting heads (Tang et al. 2022, Sec. 3, Fig. 1).
 
 The encoder is MONAI's :class:`~monai.networks.nets.swin_unetr.SwinTransformer` built with exactly the
 arguments :class:`~monai.networks.nets.SwinUNETR` uses for its ``swinViT`` (patch 2, window 7,

@@ -1,4 +1,4 @@
-"""Proxy-task augmentations, batched on the tensor's device (Tang et al. 2022, Sec. 3.1 and Fig. 2).
+"""Proxy-task augmentations, batched on the tensor's device (Tang et al. 2022, Sec. 3 and Fig. 1).
 
 Axis convention. MONAI image tensors after ``LoadImaged`` + ``Orientationd("RAS")`` are (C, X, Y, Z)
 per sample, (B, C, X, Y, Z) per batch — MONAI calls them (B, C, H, W, D) — with Z (superior) last.
@@ -58,7 +58,7 @@ def _axis_indicator(size: int, lo: torch.Tensor, length: torch.Tensor) -> torch.
 
 
 class InnerCutout:
-    """Inner cutout (paper Sec. 3.1, "masked volume inpainting"): random boxes inside the sub-volume.
+    """Inner cutout (paper Sec. 3, "masked volume inpainting"): random boxes inside the sub-volume.
 
     Per sample a target fraction f ~ U(0, ``max_fraction``) is drawn (paper/official: 30 %). Boxes
     with sides U[``min_block``, ``max_block``] of each axis (official: 5 % - 25 %) are placed fully
@@ -151,7 +151,7 @@ class SSLViewTransform:
 
 
 class TwoViewTransform:
-    """Two independent views of the same sub-volumes (paper Sec. 3.1: the contrastive pair)."""
+    """Two independent views of the same sub-volumes (paper Sec. 3: the contrastive pair)."""
 
     def __init__(self, view: SSLViewTransform | None = None) -> None:
         self.view = SSLViewTransform() if view is None else view

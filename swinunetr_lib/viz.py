@@ -303,7 +303,7 @@ def plot_windows(image: Any, *, axis: str = "axial", index: int | None = None,
 def plot_ssl_panels(original: Any, rotated: Any, cutout: Any, reconstructed: Any = None, *,
                     rotation_labels: Sequence[int] | None = None, max_samples: int = 4, axis: str = "axial",
                     window_preset: str | tuple[float, float] | None = None, panel_size: float = 2.2) -> Figure:
-    """The SSL proxy tasks of Sec. 3.2 for a batch: original crop, rotated, cut-out, reconstruction.
+    """The SSL proxy tasks (paper Sec. 3, Fig. 1) for a batch: original crop, rotated, cut-out, reconstruction.
 
     Inputs are ``(B, C, D, H, W)`` tensors/arrays (or one ``(D, H, W)`` volume), typically intensities
     already scaled to [0, 1]; the middle slice of ``axis`` is shown. ``rotation_labels`` (0-3, multiples

@@ -7,7 +7,7 @@
 - :func:`show_3d`: the itkwidgets viewer (``view(image, label_image=...)``) when it is installed and can
   load, otherwise a one-line message and the static fallback (surfaces + slice scroller).
 
-itkwidgets is an optional extra (``pip install swinunetr_lib[viewer]``): version 1.0 alphas work with
+itkwidgets is an optional extra (``pip install -e ".[viewer]"``): version 1.0 alphas work with
 JupyterLab 4 but fetch the viewer's JavaScript from the web at run time (an IPFS gateway, cdn.jsdelivr.net,
 lib.imjoy.io), so the 3D viewer needs internet access in the browser; see the README section "3D viewer".
 """
@@ -171,7 +171,7 @@ def itkwidgets_status(check_network: bool = True) -> tuple[bool, str]:
     """
     for mod in ("itkwidgets", "imjoy_jupyterlab_extension"):
         if importlib.util.find_spec(mod) is None:
-            return False, f"{mod} is not installed (pip install 'swinunetr_lib[viewer]')"
+            return False, f"{mod} is not installed (pip install -e '.[viewer]' in the project folder)"
     try:
         from itkwidgets import viewer_config
     except Exception as err:  # a broken install must not break the notebook

@@ -164,7 +164,7 @@ def plot_label_efficiency(results: pd.DataFrame | str | os.PathLike[str], *, x: 
 
     Columns are found by name unless given: x in (``fraction``, ``labeled_fraction``, ``label_fraction``),
     y in (``dice``, ``mean_dice``, ``val_dice``), group in (``init``, ``initialization``, ``method``).
-    Rows sharing (group, x) are the seeds; the band is ± one standard deviation (the paper's Fig. 6 idea).
+    Rows sharing (group, x) are the seeds; the band is ± one standard deviation (as in the paper's label-efficiency plot).
     """
     df = _read_table(results, "label_efficiency.csv")
     xc = _pick(df, x, ("fraction", "labeled_fraction", "label_fraction", "labelled_fraction"), "fraction", "results")

@@ -16,6 +16,8 @@ class ToyConfig(Config):
     max_steps: int = 10
     device: str = "auto"
     data_manifest: str | None = None
+    compile: bool = False
+    seeds: list[int] | None = None
 
 
 def test_defaults_and_widening():
@@ -42,3 +44,14 @@ def test_command_line_matches_function():
     args = parser.parse_args(["--roi-size", "[64, 64, 64]", "--max-steps", "5", "--data-manifest", "a/b.json"])
     cfg = ToyConfig.from_args(args)
     assert cfg == ToyConfig(roi_size=(64, 64, 64), max_steps=5, data_manifest="a/b.json")
+
+
+def test_bare_bool_flags_and_comma_lists():
+    parser = argparse.ArgumentParser()
+    ToyConfig.add_arguments(parser)
+    cfg = ToyConfig.from_args(parser.parse_args(["--compile", "--seeds", "0,1,2", "--roi-size", "64,64,32"]))
+    assert cfg.compile is True and cfg.seeds == [0, 1, 2] and cfg.roi_size == (64, 64, 32)
+    cfg = ToyConfig.from_args(parser.parse_args(["--compile", "false", "--seeds", "[3]"]))
+    assert cfg.compile is False and cfg.seeds == [3]
+    with pytest.raises(ConfigError, match="seeds"):
+        ToyConfig.from_args(parser.parse_args(["--seeds", "0,x"]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import ndimage
@@ -122,3 +123,16 @@ def test_evaluate_writes_csv_and_predictions_with_original_affine(tmp_path):
     assert "mean" in summarize(df).index
     with pytest.raises(ValueError, match=r"class ids \[2\]"):
         case_metrics(label * 2, label, {0: "bg", 1: "spleen"})
+
+
+def test_summary_counts_missed_organs_that_hd95_skips():
+    label = np.zeros((12, 12, 12), dtype=np.int64)
+    label[2:5, 2:5, 2:5], label[7:10, 7:10, 7:10] = 1, 2
+    rows = []
+    for case, pred in (("a", label.copy()), ("b", np.where(label == 2, 0, label))):  # b misses class 2
+        df = case_metrics(pred, label, {0: "bg", 1: "liver", 2: "spleen"})
+        df.insert(0, "case", case)
+        rows.append(df)
+    table = summarize(pd.concat(rows, ignore_index=True))
+    assert table.loc["spleen", "missed"] == 1 and table.loc["liver", "missed"] == 0 and table.loc["mean", "missed"] == 1
+    assert table.loc["spleen", "dice"] == pytest.approx(0.5) and table.loc["spleen", "hd95_mm"] == pytest.approx(0.0)

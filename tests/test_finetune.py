@@ -161,3 +161,30 @@ def test_demo_augmentation_keeps_left_and_right(tmp_path):
         sides[task] = [s for s in (_right_kidney_is_right(data[0][0]) for _ in range(40)) if s is not None]
     assert len(sides["demo_btcv"]) >= 30 and all(sides["demo_btcv"])
     assert not all(sides["btcv"])  # the official recipe's lateral flips do swap them
+
+
+def test_validation_from_folds_when_the_manifest_has_no_validation_list(tmp_path):
+    """A manifest from `build-manifest` has "fold" keys and no "validation" list: fold 0 (or val_fold) validates."""
+    from swinunetr_lib.data.manifest import build_manifest
+    from swinunetr_lib.finetune import split_entries as _entries
+
+    make_tiny_cohort(tmp_path, n_train=3, n_val=0)
+    scanned = build_manifest(tmp_path, layout="auto", n_folds=3, seed=0)
+    assert "validation" not in scanned or not scanned["validation"]
+    scanned.pop("validation", None)
+    manifest = tmp_path / "folds.json"
+    manifest.write_text(json.dumps(scanned))
+    folds = {str(tmp_path / e["image"]): e["fold"] for e in scanned["training"]}
+    for val_fold in (None, 2):
+        train, val = _entries(_cfg(manifest, tmp_path / "run", val_interval=1, val_fold=val_fold))
+        assert len(train) == 2 and len(val) == 1
+        assert folds[val[0]["image"]] == (val_fold or 0) and all(folds[e["image"]] != (val_fold or 0) for e in train)
+    with pytest.raises(ValueError, match="fold 7"):
+        _entries(_cfg(manifest, tmp_path / "run", val_interval=1, val_fold=7))
+    for e in scanned["training"]:
+        del e["fold"]
+    manifest.write_text(json.dumps(scanned))
+    # An official MSD dataset.json: neither list nor folds -> 5 deterministic folds, whatever the training seed.
+    splits = [_entries(_cfg(manifest, tmp_path / "run", val_interval=1, seed=s)) for s in (0, 1)]
+    assert splits[0] == splits[1] and len(splits[0][1]) == 1 and len(splits[0][0]) == 2
+    assert len(_entries(_cfg(manifest, tmp_path / "run", val_interval=0))[0]) == 3  # no validation wanted: all train

@@ -119,7 +119,7 @@ def labeled_fraction_subsets(
 ) -> dict[float, list[dict[str, Any]]]:
     """Nested subsets (each smaller one inside the larger) holding ``ceil(f * n)`` (>= 1) labeled entries.
 
-    For label-efficiency experiments (Tang et al. 2022, Fig. 5: fine-tuning with 10 %-100 % of BTCV labels).
+    For label-efficiency experiments (Tang et al. 2022: fine-tuning with 10 %-100 % of the BTCV labels).
     """
     labeled = sorted((e for e in entries if "label" in e), key=lambda e: str(e["image"]))
     if not labeled:

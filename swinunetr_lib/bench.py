@@ -16,6 +16,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +27,7 @@ from .pretrain import SSLStep
 from .ssl_model import SSLModel
 from .ssl_transforms import TwoViewTransform, make_generator
 from .train import _enable_checkpointing, make_adamw, resolve_precision
-from .utils import atomic_write_text, resolve_device
+from .utils import atomic_write_text, resolve_device, run_cli
 
 
 @dataclass
@@ -99,8 +100,11 @@ def _time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
 
 def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
     """Run the SSL benchmark; returns the numbers printed by :func:`format_table`."""
-    if cfg.roi_size % 32:
-        raise ValueError(f"roi_size={cfg.roi_size} must be divisible by 32")
+    if cfg.roi_size <= 0 or cfg.roi_size % 32:
+        raise ValueError(f"roi_size={cfg.roi_size} must be a positive multiple of 32")
+    for name in ("batch_size", "steps"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
@@ -179,12 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="benchmark", required=True)
     BenchConfig.add_arguments(sub.add_parser("ssl", help="SSL pretraining step throughput"))
     args = parser.parse_args(argv)
-    cfg = BenchConfig.from_args(args)
-    result = bench_ssl(cfg)
-    print(format_table(result))
-    if cfg.json:
-        atomic_write_text(json.dumps(result, indent=2), cfg.json)
-    return 0
+
+    def body() -> int:
+        cfg = BenchConfig.from_args(args)
+        if cfg.json and (Path(cfg.json).is_dir() or Path(cfg.json).suffix != ".json"):
+            raise ValueError(f"--json {cfg.json}: expected a .json file path")
+        result = bench_ssl(cfg)
+        print(format_table(result))
+        if cfg.json:
+            atomic_write_text(json.dumps(result, indent=2), cfg.json)
+        return 0
+
+    return run_cli("python -m swinunetr_lib.bench", body)
 
 
 if __name__ == "__main__":

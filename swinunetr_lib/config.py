@@ -71,6 +71,15 @@ def _is_list_type(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType) and any(_is_list_type(a) for a in get_args(annotation))
 
 
+def _only_list_type(annotation: Any) -> bool:
+    """True for ``list[X]`` and ``list[X] | None`` (not for ``int | list[int]``, where a scalar is valid)."""
+    if get_origin(annotation) in (list, tuple):
+        return True
+    options = [a for a in get_args(annotation) if a is not type(None)]
+    return get_origin(annotation) in (Union, types.UnionType) and bool(options) and all(
+        get_origin(a) in (list, tuple) for a in options)
+
+
 @dataclasses.dataclass
 class Config:
     """Base class: subclasses are plain dataclasses whose defaults are the paper's values."""
@@ -120,6 +129,9 @@ class Config:
                 raw[k] = v
             elif k in raw and isinstance(raw[k], str) and "," in raw[k] and _is_list_type(hints.get(k)):
                 raw[k] = [yaml.safe_load(part.strip()) for part in raw[k].split(",")]
+            elif k in raw and raw[k] is not None and not isinstance(raw[k], (list, tuple)) \
+                    and _only_list_type(hints.get(k)):
+                raw[k] = [raw[k]]  # "--seeds 0" is "--seeds [0]"
             elif k in raw and isinstance(raw[k], str) and float in get_args(hints.get(k)) + (hints.get(k),):
                 try:  # YAML 1.1 reads "1e-3" (no dot) as a string
                     raw[k] = float(raw[k])

@@ -40,7 +40,7 @@ from .finetune_model import LoadReport, build_finetune_model
 from .paths import resolve_path, runs_dir
 from .task_presets import TaskPreset, augment_transforms, get_preset, preprocess_transforms
 from .train import FitResult, TrainConfig, fit
-from .utils import atomic_torch_save, atomic_write_text, resolve_device, seed_everything
+from .utils import atomic_torch_save, atomic_write_text, error_message, resolve_device, run_cli, seed_everything
 from .window_attention import use_sdpa_window_attention
 
 META_FILE = "finetune_meta.json"
@@ -59,7 +59,7 @@ class FinetuneConfig(Config):
     pretrained: str = ""                  # encoder checkpoint; "" with init=ssl: runs_dir()/ssl_pretraining/model_swinvit.pt
     allow_partial: bool = False           # accept a pretrained checkpoint that does not fill every encoder tensor
     feature_size: int = 48                # paper Sec. 4.1
-    roi_size: list[int] | None = None     # None = the preset's (BTCV 96^3)
+    roi_size: int | list[int] | None = None  # None = the preset's (BTCV 96^3); an int is a cube
     spacing: list[float] | None = None    # None = the preset's target spacing; [] = keep each image's grid
     num_samples: int | None = None        # crops per volume; None = the preset's
     labeled_fraction: float = 1.0         # fraction of the training list used (nested subsets, seeded)
@@ -125,7 +125,15 @@ def resolve_init(init: str, pretrained: str = "") -> tuple[str, Path | None]:
 
 
 def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
-    overrides: dict[str, Any] = {"roi_size": cfg.roi_size, "num_samples": cfg.num_samples, "spacing": cfg.spacing}
+    """The task preset with this run's ROI, crops per volume and spacing; bad values raise ValueError."""
+    roi = [cfg.roi_size] * 3 if isinstance(cfg.roi_size, int) else cfg.roi_size
+    if roi is not None and (len(roi) != 3 or any(r <= 0 or r % 32 for r in roi)):
+        raise ValueError(f"roi_size={cfg.roi_size}: need 3 positive multiples of 32 (Swin UNETR downsamples 5 times)")
+    if cfg.spacing and (len(cfg.spacing) != 3 or any(s <= 0 for s in cfg.spacing)):
+        raise ValueError(f"spacing={cfg.spacing}: need 3 positive voxel sizes in mm (or [] for the native grid)")
+    if cfg.num_samples is not None and cfg.num_samples < 1:
+        raise ValueError(f"num_samples={cfg.num_samples} must be >= 1")
+    overrides: dict[str, Any] = {"roi_size": roi, "num_samples": cfg.num_samples, "spacing": cfg.spacing}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("spacing") == []:
         overrides["spacing"] = None
@@ -198,7 +206,7 @@ def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, w
         try:
             out.append(pipeline(dict(e)))
         except Exception as err:  # noqa: BLE001 - name the case that broke
-            raise RuntimeError(f"{e['image']}: preprocessing failed ({err})") from err
+            raise ValueError(f"{e['image']}: preprocessing failed ({error_message(err)})") from err
     return out
 
 
@@ -279,6 +287,10 @@ def _meta(cfg: FinetuneConfig, preset: TaskPreset, report: LoadReport | None, n_
 def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneResult:
     """Fine-tune on ``cfg.data_manifest``; returns the best validation mean Dice and where the model is."""
     tic = time.perf_counter()
+    for name in ("max_steps", "batch_size"):  # cheap checks first: nothing is written before they pass
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
+    resolve_device(cfg.device)
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
     preset = resolve_preset(cfg)
     run_dir = resolve_path(cfg.run_dir) if cfg.run_dir else runs_dir() / "finetune" / preset.name
@@ -297,10 +309,6 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
         use_sdpa_window_attention(model)
     if report is not None:
         print(report.summary())
-    meta = _meta(cfg, preset, report, len(train_entries))
-    meta.update(init=init, pretrained=None if pretrained is None else str(pretrained))
-    atomic_write_text(json.dumps(meta, indent=2), run_dir / META_FILE)
-
     train_cases = preprocess_cases(train_entries, preset, with_indices=True)
     val_cases = preprocess_cases(val_entries, preset)
     for case, e in zip(train_cases + val_cases, train_entries + val_entries):
@@ -316,6 +324,9 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
                        log_every=cfg.log_every, seed=cfg.seed, resume=cfg.resume,
                        best_metric="mean_dice" if cfg.val_interval > 0 else "", progress=cfg.progress)
     val_fn = make_val_fn(val_cases, preset, cfg) if cfg.val_interval > 0 else None
+    meta = _meta(cfg, preset, report, len(train_entries))  # written once the inputs have been read
+    meta.update(init=init, pretrained=None if pretrained is None else str(pretrained))
+    atomic_write_text(json.dumps(meta, indent=2), run_dir / META_FILE)
     previous = torch.are_deterministic_algorithms_enabled()
     # the relative-position-bias gradient (an indexed accumulate) is summed in a thread-dependent order
     # on CPU unless deterministic algorithms are on: ulp differences that Adam amplifies
@@ -338,15 +349,15 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.finetune", description=__doc__.split("\n\n")[0])
     FinetuneConfig.add_arguments(parser)
-    try:
-        cfg = FinetuneConfig.from_args(parser.parse_args(argv))
-        res = finetune(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"best validation mean Dice {res.best_mean_dice} after {res.fit.step} steps "
-          f"({res.seconds:.0f} s); model: {res.model_path}")
-    return 0
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        res = finetune(FinetuneConfig.from_args(args))
+        print(f"best validation mean Dice {res.best_mean_dice} after {res.fit.step} steps "
+              f"({res.seconds:.0f} s); model: {res.model_path}")
+        return 0
+
+    return run_cli("python -m swinunetr_lib.finetune", body)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,17 @@ intensity preset and ROI are rebuilt here. The prediction is made on the preset'
 inference (overlap 0.5, Gaussian) and mapped back by inverting the preprocessing (MONAI ``Invertd``:
 crop, resampling and reorientation undone, nearest neighbour for labels), so the output has the input's
 shape and affine. Errors name the file: unreadable input, wrong channel count, checkpoint of another task.
+Options, the output path and the inputs' presence are checked before the checkpoint is loaded; on the
+command line every such error is one line (``... infer: error: <file>: <problem>``, exit status 2) and
+nothing is written.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +33,7 @@ from monai.data import MetaTensor
 
 from .finetune_model import build_swinunetr
 from .task_presets import TaskPreset, preprocess_transforms
-from .utils import atomic_path, resolve_device
+from .utils import atomic_path, resolve_device, run_cli
 
 Paths = str | Path | Sequence[str | Path]
 
@@ -36,9 +42,54 @@ class InferenceError(RuntimeError):
     """Bad checkpoint or input for inference; the message names the file and the problem."""
 
 
+# What load_finetuned needs from the metadata (finetune writes them all).
+REQUIRED_META = ("task", "in_channels", "out_channels", "feature_size", "preset")
+
+
+def _read_meta(path: Path, obj: dict[str, Any]) -> tuple[Any, str]:
+    """The fine-tuning metadata and where it came from (the checkpoint, or fit's finetune_meta.json)."""
+    if obj.get("finetune") is not None:
+        return obj["finetune"], str(path)
+    for folder in (path.parent, path.parent.parent):  # fit's checkpoints/{best,last}.pt: meta in the run folder
+        meta_file = folder / "finetune_meta.json"
+        if meta_file.is_file():
+            try:
+                return json.loads(meta_file.read_text()), str(meta_file)
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise InferenceError(f"{meta_file}: cannot be read as JSON ({err})") from err
+    return None, str(path)
+
+
+def _check_weights(path: Path, model: torch.nn.Module, state: Any, meta: dict[str, Any]) -> None:
+    """One line naming the checkpoint when its tensors do not fit the model its metadata describes."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InferenceError(f"{path}: 'state_dict' is not a mapping of names to tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    if mismatched:
+        k, theirs, ours = mismatched[0]
+        first = f"first mismatch: {k} is {theirs} in the checkpoint but {ours} in the model"
+    else:
+        first = f"first {'missing' if missing else 'unexpected'}: {(missing or unexpected)[0]}"
+    raise InferenceError(
+        f"{path}: weights do not fit the model its metadata records (feature_size={meta['feature_size']}, "
+        f"in_channels={meta['in_channels']}, out_channels={meta['out_channels']}): {len(mismatched)} tensor(s) "
+        f"of another shape, {len(missing)} missing, {len(unexpected)} unexpected; {first} "
+        "- the weights were trained with another feature_size or channel count")
+
+
 def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
                    device: str | torch.device = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the fine-tuned model and its metadata; refuse a checkpoint trained for another ``task``."""
+    """Rebuild the fine-tuned model and its metadata; refuse a checkpoint trained for another ``task``.
+
+    Every problem (missing file, missing metadata keys, weights of another shape) is an
+    :class:`InferenceError` whose message names the checkpoint.
+    """
     path = Path(checkpoint)
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
@@ -48,25 +99,67 @@ def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
         raise InferenceError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
     if not isinstance(obj, dict):
         raise InferenceError(f"{path}: not a fine-tuning checkpoint (a {type(obj).__name__})")
-    meta = obj.get("finetune")
-    if meta is None:  # fit's checkpoints/{best,last}.pt: metadata lives in the run folder
-        for folder in (path.parent, path.parent.parent):
-            if (folder / "finetune_meta.json").is_file():
-                meta = json.loads((folder / "finetune_meta.json").read_text())
-                break
+    meta, meta_source = _read_meta(path, obj)
     state = obj.get("state_dict", obj.get("model"))
     if meta is None or state is None:
         raise InferenceError(f"{path}: no fine-tuning metadata (task, channels, classes); expected model.pt "
                              "written by swinunetr_lib.finetune or a fit checkpoint beside finetune_meta.json")
+    if not isinstance(meta, dict):
+        raise InferenceError(f"{meta_source}: fine-tuning metadata is a {type(meta).__name__}, not a mapping")
+    lacking = [k for k in REQUIRED_META if k not in meta]
+    if lacking:
+        raise InferenceError(f"{meta_source}: fine-tuning metadata lacks {', '.join(lacking)} "
+                             f"(has: {', '.join(map(str, meta)) or 'nothing'})")
     if task is not None and meta["task"] != task:
         raise InferenceError(f"{path}: checkpoint was fine-tuned for task {meta['task']!r} "
                              f"({meta['out_channels']} classes), not {task!r}")
-    model = build_swinunetr(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
+    try:
+        model = build_swinunetr(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
+    except Exception as err:  # noqa: BLE001 - a model the metadata cannot describe
+        raise InferenceError(f"{meta_source}: metadata describes no valid model (in_channels={meta['in_channels']!r}, "
+                             f"out_channels={meta['out_channels']!r}, feature_size={meta['feature_size']!r}: "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+    _check_weights(path, model, state, meta)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise InferenceError(f"{path}: weights do not match the recorded model ({err})") from err
+        raise InferenceError(f"{path}: weights do not match the recorded model ({str(err).splitlines()[0]})") from err
     return model.to(resolve_device(device)).eval(), meta
+
+
+def check_window_options(sw_batch_size: Any, overlap: Any, *, cli: bool = False) -> None:
+    """Sliding-window settings: ``sw_batch_size`` a whole number >= 1, ``0 <= overlap < 1``."""
+    bs_name, ov_name = ("--sw-batch-size", "--overlap") if cli else ("sw_batch_size", "overlap")
+    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
+        raise InferenceError(f"{bs_name} must be a whole number >= 1 (windows per forward pass), got {sw_batch_size!r}")
+    try:
+        ok = math.isfinite(float(overlap)) and 0 <= float(overlap) < 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InferenceError(f"{ov_name} must be at least 0 and below 1 (fraction of a window shared with its "
+                             f"neighbour), got {overlap!r}")
+
+
+def check_output(output: str | Path, inputs: Paths = ()) -> Path:
+    """The output path, if a label map can be written there: ``.nii``/``.nii.gz``, not a folder, not one of
+    ``inputs``, and its folder existing or creatable (nothing is created here)."""
+    path = Path(output)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise InferenceError(f"{path}: output must end in .nii or .nii.gz")
+    if path.is_dir():
+        raise InferenceError(f"{path}: output is a folder; give a file name such as {path / 'seg.nii.gz'}")
+    for src in _as_list(inputs):
+        if path.exists() and Path(src).exists() and os.path.samefile(path, src):
+            raise InferenceError(f"{path}: output would overwrite the input scan")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InferenceError(f"{path}: output folder cannot be created, {folder} is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InferenceError(f"{path}: output folder {folder} is not writable")
+    return path
 
 
 def _as_list(inputs: Paths) -> list[str]:
@@ -77,19 +170,37 @@ def _reader_for(paths: list[str]) -> str | None:
     return "PydicomReader" if any(Path(p).is_dir() for p in paths) else None
 
 
-def check_inputs(inputs: Paths) -> list[str]:
-    """Existing, readable image paths (NIfTI/other file or DICOM folder), else :class:`InferenceError`."""
+def check_input_paths(inputs: Paths) -> list[str]:
+    """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series."""
+    from .data.dicom import dicom_series_info
+
     paths = _as_list(inputs)
     if not paths:
         raise InferenceError("no input image given")
     for p in paths:
         if not Path(p).exists():
             raise InferenceError(f"{p}: input not found")
+        if Path(p).is_dir():
+            info = dicom_series_info(p)
+            if not info.series_uids:
+                detail = (f" ({info.n_files} file(s), none readable as DICOM, e.g. {', '.join(info.unreadable[:3])})"
+                          if info.n_files else " (the folder is empty)")
+                raise InferenceError(f"{p}: no DICOM files{detail}")
+            if len(info.series_uids) > 1:
+                raise InferenceError(f"{p}: holds {len(info.series_uids)} DICOM series; give a folder with one series")
+    return paths
+
+
+def check_inputs(inputs: Paths) -> list[str]:
+    """Existing, readable image paths (NIfTI/other file or DICOM folder), else :class:`InferenceError`."""
+    paths = check_input_paths(inputs)
+    for p in paths:
         try:
             reader = _reader_for([p])
             T.LoadImage(image_only=True, reader=reader)(p)
         except Exception as err:  # noqa: BLE001 - report the file MONAI could not read
-            raise InferenceError(f"{p}: cannot be read as an image or DICOM series ({type(err).__name__}: {err})") from err
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise InferenceError(f"{p}: cannot be read as an image or DICOM series ({type(err).__name__}: {msg})") from err
     return paths
 
 
@@ -101,6 +212,7 @@ def predict_original_grid(model: torch.nn.Module, preset: TaskPreset, inputs: Pa
     """
     from .finetune import sliding_window_predict
 
+    check_window_options(sw_batch_size, overlap)
     paths = check_inputs(inputs)
     pipeline = preprocess_transforms(preset, keys=("image",), reader=_reader_for(paths))
     src = paths[0] if len(paths) == 1 else paths
@@ -125,6 +237,8 @@ def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path, ref
     import nibabel as nib
 
     path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise InferenceError(f"{path}: output must end in .nii or .nii.gz")
     if reference is not None and Path(reference).is_file() and str(reference).endswith((".nii", ".nii.gz")):
         ref = nib.load(str(reference))
         if tuple(ref.shape[:3]) != label.shape:
@@ -135,8 +249,6 @@ def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path, ref
         img.header.set_intent("label")
     else:
         img = nib.Nifti1Image(label, affine)
-    if not path.name.endswith((".nii", ".nii.gz")):
-        raise InferenceError(f"{path}: output must end in .nii or .nii.gz")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
@@ -144,32 +256,50 @@ def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path, ref
 
 def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: str | None = None,
           device: str | torch.device = "auto", sw_batch_size: int = 4, overlap: float = 0.5) -> Path:
-    """Segment ``inputs`` with ``checkpoint`` and write ``output``; returns its path."""
+    """Segment ``inputs`` with ``checkpoint`` and write ``output``; returns its path.
+
+    Options, device, output path and inputs' presence are checked before the checkpoint is loaded;
+    ``output`` is only written (atomically) once the prediction succeeded.
+    """
+    check_window_options(sw_batch_size, overlap)
+    resolve_device(device)  # ValueError for a name that is no device
+    check_output(output, inputs)
+    paths = check_input_paths(inputs)
     model, meta = load_finetuned(checkpoint, task=task, device=device)
-    preset = TaskPreset.from_dict(meta["preset"])
-    paths = check_inputs(inputs)
+    try:
+        preset = TaskPreset.from_dict(meta["preset"])
+    except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild
+        raise InferenceError(f"{checkpoint}: recorded task preset cannot be rebuilt "
+                             f"({type(err).__name__}: {err})") from err
     label, affine = predict_original_grid(model, preset, paths, sw_batch_size=sw_batch_size, overlap=overlap,
                                           device=device)
     return write_label_map(label, affine, output, reference=paths[0] if Path(paths[0]).is_file() else None)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.infer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="model.pt from swinunetr_lib.finetune")
     parser.add_argument("--input", required=True, nargs="+", help="NIfTI file(s) (one per channel) or a DICOM folder")
-    parser.add_argument("--output", required=True, help="label map to write (.nii.gz)")
+    parser.add_argument("--output", required=True, help="label map to write (.nii or .nii.gz)")
     parser.add_argument("--task", default=None, help="refuse a checkpoint fine-tuned for another task")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sw-batch-size", type=int, default=4)
-    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (>= 1)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0 <= overlap < 1")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
+        check_window_options(args.sw_batch_size, args.overlap, cli=True)
+        try:
+            resolve_device(args.device)
+        except ValueError:
+            raise InferenceError(f"--device {args.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
         out = infer(args.checkpoint, args.input, args.output, task=args.task, device=args.device,
                     sw_batch_size=args.sw_batch_size, overlap=args.overlap)
-    except InferenceError as err:
-        parser.exit(2, f"error: {err}\n")
-    print(f"wrote {out}")
+        print(f"wrote {out}")
+        return 0
+
+    return run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

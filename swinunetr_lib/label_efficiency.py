@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +31,7 @@ import pandas as pd
 
 from .config import Config
 from .paths import REPO_ROOT, resolve_path, runs_dir
-from .utils import atomic_write_text
+from .utils import atomic_write_text, run_cli
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"
 
@@ -101,10 +100,21 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
     base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
+    from .finetune import resolve_init
+
     for f in cfg.fractions:
         if not 0 < f <= 1:
             raise ValueError(f"fraction {f} is not in (0, 1]")
+    if not (cfg.fractions and cfg.inits and cfg.seeds):
+        raise ValueError("fractions, inits and seeds must each name at least one value")
     out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
+    for init in cfg.inits:  # unknown names, or a missing encoder for runs still to do, fail before any run starts
+        if init not in ("scratch", "ssl", "official", "auto"):
+            raise ValueError(f"inits: {init!r} is not one of scratch, ssl, official, auto")
+        pending = [(f, s) for f in cfg.fractions for s in cfg.seeds
+                   if cfg.rerun or not (out / "runs" / run_name(init, f, s) / "results.json").is_file()]
+        if pending and init != "scratch":
+            resolve_init(init, cfg.pretrained)
     rows, failures = [], []
     for init in cfg.inits:
         for fraction in cfg.fractions:
@@ -144,15 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.label_efficiency",
                                      description=__doc__.split("\n\n")[0])
     LabelEfficiencyConfig.add_arguments(parser)
-    try:
-        cfg = LabelEfficiencyConfig.from_args(parser.parse_args(argv))
-        res = run_sweep(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(res.summary.to_string(index=False))
-    print(f"results: {res.output} ({len(res.results)} runs, {len(res.failures)} failed)")
-    return 1 if res.failures else 0
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        res = run_sweep(LabelEfficiencyConfig.from_args(args))
+        print(res.summary.to_string(index=False))
+        print(f"results: {res.output} ({len(res.results)} runs, {len(res.failures)} failed)")
+        return 1 if res.failures else 0
+
+    return run_cli("python -m swinunetr_lib.label_efficiency", body)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .paths import DATA_ENV, REPO_ROOT, RUNS_ENV
+from .utils import run_cli
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -102,6 +103,8 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
         values = yaml.safe_load(params_file.read_text()) or {}
     except yaml.YAMLError as err:
         raise NotebookError(f"{params_file}: not valid YAML ({err})") from err
+    except OSError as err:
+        raise NotebookError(f"{params_file}: cannot read parameters ({err.strerror or err})") from err
     if not isinstance(values, dict):
         raise NotebookError(f"{params_file}: expected a mapping of parameter names to values")
     defaults = notebook_parameters(notebook)
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("params", help="print a notebook's parameters and defaults")
     show.add_argument("notebook", type=Path)
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.command == "params":
             for k, v in notebook_parameters(args.notebook).items():
                 print(f"{k} = {v!r}")
@@ -241,16 +245,19 @@ def main(argv: list[str] | None = None) -> int:
         if not notebooks:
             raise NotebookError(f"no NN_topic.py notebooks in {NOTEBOOK_DIR}")
         for p in notebooks:
-            if not p.exists():
+            if not p.is_file():
                 raise NotebookError(f"{p}: no such notebook")
+            if p.suffix != ".py" or not p.name[:2].isdigit():
+                raise NotebookError(f"{p}: not a notebook source; expected notebooks/NN_topic.py")
+        if args.params is not None and not args.params.is_dir():
+            raise NotebookError(f"{args.params}: --params must be a folder of NN_topic.yml files")
         profile = args.params.name if args.params else "default"
         output = (args.output or REPO_ROOT / "runs" / profile).resolve()
         runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going)
-    except NotebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary(runs, output))
-    return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
+        print(summary(runs, output))
+        return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
+
+    return run_cli("python -m swinunetr_lib.notebooks", body)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .ssl_data import ssl_dataloader
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit
+from .utils import run_cli
 
 
 @dataclass
@@ -94,8 +95,8 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Build data, model and step from ``cfg``, run :func:`fit`, export the encoder (rank 0)."""
     if not cfg.data_manifest:
         raise ValueError("PretrainConfig.data_manifest is required (a JSON manifest of CT volumes)")
-    if cfg.roi_size % 32:
-        raise ValueError(f"roi_size={cfg.roi_size} must be divisible by 32 (Swin UNETR downsamples 5 times)")
+    if cfg.roi_size <= 0 or cfg.roi_size % 32:
+        raise ValueError(f"roi_size={cfg.roi_size} must be a positive multiple of 32 (Swin UNETR downsamples 5 times)")
     device = ddp.init_distributed(cfg.device)
     run_dir = resolve_path(cfg.run_dir)
     loader = ssl_dataloader(cfg.data_manifest, cfg.roi_size, cfg.batch_size, cfg.num_samples, cfg.spacing,
@@ -113,19 +114,19 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.pretrain", description=__doc__.splitlines()[0])
     PretrainConfig.add_arguments(parser)
-    try:
-        cfg = PretrainConfig.from_args(parser.parse_args(argv))
-        res = pretrain(cfg)
-    except (FileNotFoundError, ValueError, KeyError) as err:  # bad input: one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if ddp.is_main_process():
-        m = res.fit.metrics
-        print(f"step {res.fit.step}: loss {m.get('loss', float('nan')):.4f} (rotation {m.get('rotation', 0):.4f}, "
-              f"contrastive {m.get('contrastive', 0):.4f}, reconstruction {m.get('reconstruction', 0):.4f})")
-        print(f"checkpoint: {res.fit.last_checkpoint}\nencoder: {res.encoder_path}")
-    ddp.shutdown_distributed()
-    return 0
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        res = pretrain(PretrainConfig.from_args(args))
+        if ddp.is_main_process():
+            m = res.fit.metrics
+            print(f"step {res.fit.step}: loss {m.get('loss', float('nan')):.4f} (rotation {m.get('rotation', 0):.4f}, "
+                  f"contrastive {m.get('contrastive', 0):.4f}, reconstruction {m.get('reconstruction', 0):.4f})")
+            print(f"checkpoint: {res.fit.last_checkpoint}\nencoder: {res.encoder_path}")
+        ddp.shutdown_distributed()
+        return 0
+
+    return run_cli("python -m swinunetr_lib.pretrain", body)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ from typing import Any, Sequence
 import torch
 from monai.data import CacheDataset, DataLoader, load_decathlon_datalist
 from monai.data.utils import set_rnd
-from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged, Orientationd,
+from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, Orientationd,
                               RandSpatialCropSamplesd, ScaleIntensityRanged, SpatialPadd, Spacingd)
 from monai.utils import ensure_tuple_rep
 
+from .loading import LoadImageNamed
 from .paths import resolve_path
 
 
@@ -29,7 +30,7 @@ def ssl_transforms(roi_size: int | Sequence[int] = 96, num_samples: int = 2,
                    key: str = "image") -> Compose:
     """MONAI dictionary transforms for pretraining (defaults: official code, ROI 96^3, 2 crops per volume)."""
     roi = ensure_tuple_rep(roi_size, 3)
-    steps: list[Any] = [LoadImaged(keys=key, image_only=True), EnsureChannelFirstd(keys=key),
+    steps: list[Any] = [LoadImageNamed(keys=key, image_only=True), EnsureChannelFirstd(keys=key),
                         Orientationd(keys=key, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if spacing is not None:
         steps.append(Spacingd(keys=key, pixdim=tuple(spacing), mode="bilinear"))

@@ -22,6 +22,7 @@ from typing import Any, Literal, Sequence
 from monai import transforms as T
 
 from .data.labels import BTCV_LABELS
+from .loading import LoadImageNamed
 
 Keys = Sequence[str]
 
@@ -182,7 +183,7 @@ def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), r
     keys = list(keys)
     modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
     steps: list[Any] = [
-        T.LoadImaged(keys=keys, image_only=False, reader=reader),
+        LoadImageNamed(keys=keys, image_only=False, reader=reader),
         T.EnsureChannelFirstd(keys=keys),
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
         T.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),

@@ -42,7 +42,7 @@ from torch import nn
 
 from . import distributed as ddp
 from .config import Config
-from .utils import atomic_torch_save, atomic_write_text, seed_everything
+from .utils import atomic_torch_save, atomic_write_text, error_message, seed_everything
 
 StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
 ValFn = Callable[[nn.Module, int], dict[str, float]]
@@ -179,18 +179,20 @@ class _Logger:
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.path, self.enabled, self.rows = run_dir / "metrics.csv", enabled, []
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:  # TensorBoard is optional; the CSV is the record
-                self.tb = None
+        self.tb: Any = None
+        self._tb_dir, self._tb_tried = run_dir / "tb", False
 
     def log(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         if not self.enabled:
             return
+        if not self._tb_tried:  # opened at the first logged step, so a run that fails earlier leaves no tb/
+            self._tb_tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(self._tb_dir))
+            except ImportError:  # TensorBoard is optional; the CSV is the record
+                self.tb = None
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step":
@@ -275,14 +277,18 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     step, epoch, consumed, best = 0, 0, 0, None
     history: list[dict[str, float]] = []
     if cfg.resume and last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, consumed, best = state["step"], state["epoch"], state["consumed"], state["best_value"]
-        history = state["history"]
-        _set_rng_state(state["rng"])
+        try:
+            state = torch.load(last_path, map_location=device, weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            step, epoch, consumed, best = state["step"], state["epoch"], state["consumed"], state["best_value"]
+            history = state["history"]
+            _set_rng_state(state["rng"])
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign checkpoint: say which and what to do
+            raise ValueError(f"{last_path}: cannot resume from this checkpoint ({error_message(err).splitlines()[0]}); "
+                             "delete it or start with resume=false") from err
 
     net: nn.Module = model
     if ddp.is_distributed():

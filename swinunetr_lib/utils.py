@@ -1,12 +1,13 @@
-"""Small shared helpers: device selection, seeding, atomic file writes."""
+"""Small shared helpers: device selection, seeding, atomic file writes, command-line error reporting."""
 from __future__ import annotations
 
 import contextlib
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -60,3 +64,38 @@ def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+# Errors a command line reports in one line (bad files, values, checkpoints); our own error classes
+# (ConfigError, DicomError, InferenceError, EncoderLoadError, NotebookError, ...) derive from these.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, KeyError, OSError, RuntimeError, FloatingPointError)
+
+
+def error_message(err: BaseException) -> str:
+    """One readable line for ``err``: MONAI wraps a failing transform's error in
+    ``RuntimeError("applying transform ...")``; we report the first error of the ``raise ... from`` chain
+    that is not such a wrapper (ours name the file). KeyError messages lose their quotes."""
+    current: BaseException | None = err
+    seen = 0
+    while current is not None and seen < 20:
+        text = current.args[0] if isinstance(current, KeyError) and current.args else str(current)
+        if not str(text).startswith("applying transform"):
+            ours = type(current).__module__.split(".")[0] in ("swinunetr_lib", "__main__")  # also under python -m
+            plain = ours or isinstance(current, (ValueError, KeyError, OSError))
+            return str(text) if plain else f"{type(current).__name__}: {text}"
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return str(err)
+
+
+def run_cli(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's ``body``; bad input ends in ``prog: error: <one line>`` and exit status 2.
+
+    Set ``SWINUNETR_TRACEBACK=1`` to see the full traceback instead (for bug reports).
+    """
+    try:
+        return body() or 0
+    except USER_ERRORS as err:
+        if os.environ.get("SWINUNETR_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {error_message(err)}", file=sys.stderr)
+        return 2

@@ -20,5 +20,5 @@ def test_bench_cli_writes_consistent_numbers(tmp_path, capsys):
 
 
 def test_bench_refuses_roi_not_divisible_by_32():
-    with pytest.raises(ValueError, match="divisible by 32"):
+    with pytest.raises(ValueError, match="positive multiple of 32"):
         bench_ssl(BenchConfig(roi_size=48, feature_size=12, device="cpu"))

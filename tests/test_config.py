@@ -53,5 +53,6 @@ def test_bare_bool_flags_and_comma_lists():
     assert cfg.compile is True and cfg.seeds == [0, 1, 2] and cfg.roi_size == (64, 64, 32)
     cfg = ToyConfig.from_args(parser.parse_args(["--compile", "false", "--seeds", "[3]"]))
     assert cfg.compile is False and cfg.seeds == [3]
+    assert ToyConfig.from_args(parser.parse_args(["--seeds", "4"])).seeds == [4]  # one value is a one-item list
     with pytest.raises(ConfigError, match="seeds"):
         ToyConfig.from_args(parser.parse_args(["--seeds", "0,x"]))

@@ -78,3 +78,17 @@ def test_registry():
     assert len(registry_table("pretrain")) == 5
     with pytest.raises(KeyError, match="Task11"):
         dataset_info("Task11_Nope")
+
+
+def test_bad_parameters_are_rejected_before_writing(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="out_dir .*file exists and is not a folder"):
+        build_demo_cohort(f)
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        build_demo_cohort(f / "sub")
+    for kw, msg in (({"spacing": (0, 3, 3)}, "spacing"), ({"spacing": (300, 300, 300)}, "too coarse"),
+                    ({"shape": (4, 8, 8)}, "shape"), ({"n_msd": 0}, "n_msd"), ({"seed": -1}, "seed")):
+        with pytest.raises(ValueError, match=msg):
+            build_demo_cohort(tmp_path / "new", **kw)
+        assert not (tmp_path / "new").exists()

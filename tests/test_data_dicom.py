@@ -80,3 +80,45 @@ def test_bad_folders_raise_clear_errors(series, tmp_path):
         read_dicom_series(two)
     arr, _ = read_dicom_series(two, series_uid="1.2.3.5")
     assert arr.shape == (512, 512, 2)
+
+
+def test_orientation_and_out_checked_before_reading(tmp_path):
+    from swinunetr_lib.data.dicom import check_nifti_out, parse_orientation
+
+    assert parse_orientation("las") == "LAS" and parse_orientation("None") is None and parse_orientation(None) is None
+    for bad in ("RRS", "RA", "XYZ", "RASL", ""):
+        with pytest.raises(DicomError, match="--orientation .*L/R, A/P, S/I"):
+            parse_orientation(bad, "--orientation")
+    with pytest.raises(DicomError, match="orientation 'RRS'"):  # before the (missing) folder is looked at
+        read_dicom_series(tmp_path / "nope", orientation="RRS")
+    with pytest.raises(DicomError, match=r"x\.txt.*\.nii"):
+        dicom_to_nifti(tmp_path / "nope", tmp_path / "x.txt")
+    with pytest.raises(DicomError, match="is a directory"):
+        check_nifti_out(tmp_path)
+    assert check_nifti_out(tmp_path / "a.NII.GZ") == tmp_path / "a.NII.GZ"
+
+
+def test_damaged_files_are_named_and_junk_is_ignored(series, tmp_path):
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    files = sorted(series.iterdir())[:3]
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    for f in files:
+        shutil.copyfile(f, ok / f.name)
+    (ok / "README.txt").write_text("not dicom")  # a stray non-DICOM file is skipped, as before
+    arr, _ = read_dicom_series(ok)
+    assert arr.shape == (512, 512, 3)
+    assert dicom_series_info(ok).unreadable == ["README.txt"] and not dicom_series_info(ok).damaged
+    # an uncompressed slice whose pixel data is cut short
+    ds = pydicom.dcmread(files[0])
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.BitsAllocated = 4, 4, 16
+    ds.PixelData = b"\0" * 16  # 32 bytes expected
+    short = tmp_path / "short"
+    short.mkdir()
+    ds.save_as(short / "s1.dcm", enforce_file_format=True)
+    info = dicom_series_info(short)
+    assert list(info.damaged) == ["s1.dcm"] and "16 of 32 bytes" in info.damaged["s1.dcm"]
+    with pytest.raises(DicomError, match=r"could not be read: s1\.dcm"):
+        read_dicom_series(short)

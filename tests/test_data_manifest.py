@@ -87,3 +87,30 @@ def test_cli_build_manifest_with_fractions(tmp_path, capsys):
     assert json.loads((tmp_path / "m_frac50.json").read_text())["numTraining"] == 2
     assert cli_main(["build-manifest", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_resolve_entries_rejects_non_string_paths(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"training": [{"image": "a.nii.gz"}, {"image": 5}]}))
+    with pytest.raises(ValueError, match=r"m\.json: training\[1\]\['image'\] must be a non-empty path string, got 5"):
+        resolve_entries(path)
+    with pytest.raises(ValueError, match=r"validation\[0\]\['label'\]"):
+        resolve_entries({"validation": [{"image": "a", "label": None}]}, tmp_path, "validation")
+    with pytest.raises(ValueError, match=r"training\[0\] must be an object"):
+        resolve_entries({"training": [3]}, tmp_path)
+    with pytest.raises(ValueError, match="'training' must be a list"):
+        resolve_entries({"training": "a.nii.gz"}, tmp_path)
+    assert resolve_entries({"test": ["t.nii.gz"]}, tmp_path, "test") == [{"image": str(tmp_path / "t.nii.gz")}]
+    with pytest.raises(ValueError, match="is a directory"):
+        resolve_entries(tmp_path)
+
+
+def test_parse_fractions_and_n_folds():
+    from swinunetr_lib.data.manifest import parse_fractions
+
+    assert parse_fractions("0.1, 0.25,1,1") == [0.1, 0.25, 1.0]
+    for bad, msg in (("abc", "'abc' is not a number"), ("0.5,2", "not in"), ("nan", "not in"), ("", "not a number")):
+        with pytest.raises(ValueError, match=f"--fractions .*{msg}"):
+            parse_fractions(bad)
+    with pytest.raises(ValueError, match="n_folds must be"):
+        build_manifest("/nonexistent", n_folds=-2)

@@ -188,3 +188,20 @@ def test_validation_from_folds_when_the_manifest_has_no_validation_list(tmp_path
     splits = [_entries(_cfg(manifest, tmp_path / "run", val_interval=1, seed=s)) for s in (0, 1)]
     assert splits[0] == splits[1] and len(splits[0][1]) == 1 and len(splits[0][0]) == 2
     assert len(_entries(_cfg(manifest, tmp_path / "run", val_interval=0))[0]) == 3  # no validation wanted: all train
+
+
+def test_finetune_cli_one_line_errors_and_no_files_written(tmp_path, capsys):
+    from swinunetr_lib.finetune import main
+
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_train=1, n_val=1)
+    image = tmp_path / "cohort" / "imagesTr" / "case0.nii.gz"
+    image.write_bytes(image.read_bytes()[:200])  # corrupt the training image
+    run_dir = tmp_path / "run"
+    base = ["--task", "demo_btcv", "--data-manifest", str(manifest), "--run-dir", str(run_dir), "--feature-size", "12",
+            "--spacing", "8,8,8", "--max-steps", "1", "--device", "cpu"]
+    for extra, expected in [([], f"{image}: preprocessing failed"), (["--roi-size", "50"], "roi_size=50: need 3 positive"),
+                            (["--max-steps", "0"], "max_steps=0 must be >= 1"), (["--device", "tpu"], "device='tpu'")]:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
+        assert not (run_dir / "finetune_meta.json").exists()

@@ -49,3 +49,12 @@ def test_unknown_notebook_parameter_is_rejected(tmp_path):
     (tmp_path / "p.yml").write_text("max_step: 3\n")
     with pytest.raises(Exception, match="unknown parameter 'max_step'"):
         run_sweep(LabelEfficiencyConfig(params=str(tmp_path / "p.yml"), output=str(tmp_path / "o")))
+
+
+def test_bad_inits_fail_before_any_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
+    assert main(["--inits", "scratch,bogus", "--output", str(tmp_path / "o")]) == 2
+    assert "'bogus' is not one of" in capsys.readouterr().err
+    assert main(["--inits", "ssl", "--output", str(tmp_path / "o")]) == 2  # no encoder exported yet
+    assert "model_swinvit.pt: pretrained encoder for init='ssl' not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -90,3 +90,6 @@ def test_cli_exit_codes(tmp_path):
     (params / "00_toy.yml").write_text("fail_att: 0\n")
     refused = subprocess.run(cmd, capture_output=True, text=True)
     assert refused.returncode == 2 and "fail_att" in refused.stderr
+    missing = subprocess.run(cmd[:6] + [str(tmp_path / "no_such_dir")] + cmd[7:], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no_such_dir: --params must be a folder" in missing.stderr
+    assert not (tmp_path / "out" / "00_toy.ipynb").exists() or refused.returncode == 2

@@ -125,3 +125,31 @@ def test_grad_checkpointing_gives_the_same_step(ct_dataset, tmp_path):
                device="cpu") for gc in (False, True)]
     assert res[0].metrics["loss"] == pytest.approx(res[1].metrics["loss"], rel=1e-6)
     assert res[0].metrics["grad_norm"] == pytest.approx(res[1].metrics["grad_norm"], rel=1e-4)
+
+
+def test_pretrain_cli_names_an_unreadable_scan_and_leaves_no_run_files(tmp_path, capsys):
+    import json
+
+    from swinunetr_lib.pretrain import main
+
+    src = fetch_example("example_ct_sm.nii.gz")
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2])  # a download cut short
+    manifest = tmp_path / "pretrain.json"
+    manifest.write_text(json.dumps({"training": [{"image": str(src)}, {"image": "truncated.nii.gz"}]}))
+    run_dir = tmp_path / "run"
+    args = ["--data-manifest", str(manifest), "--run-dir", str(run_dir), "--roi-size", "64", "--feature-size", "12",
+            "--max-steps", "1", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{truncated}: cannot read image" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not run_dir.exists() or not any(run_dir.rglob("*"))
+    assert main(args[:-4] + ["--roi-size", "-64"]) == 2
+    assert "roi_size=-64 must be a positive multiple of 32" in capsys.readouterr().err
+
+
+def test_resume_from_a_corrupt_checkpoint_says_what_to_do(ct_dataset, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="last.pt: cannot resume from this checkpoint.*resume=false"):
+        fit(tiny_model(), SSLStep(), ct_dataset, cfg(max_steps=1, resume=True), tmp_path)

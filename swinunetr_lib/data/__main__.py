@@ -13,10 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
+from ..utils import run_cli
 from .cohort import DemoCohortConfig
-from .dicom import DicomError, dicom_to_nifti
-from .manifest import build_manifest, labeled_fraction_subsets, write_manifest
+from .dicom import DicomError, check_nifti_out, dicom_to_nifti, parse_orientation
+from .manifest import (build_manifest, check_output_file, detect_layout, fraction_manifest_path, labeled_fraction_subsets,
+                       parse_fractions, write_manifest)
 from .validate import validate_manifest
 
 
@@ -50,40 +51,67 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series-uid", default=None)
 
     args = parser.parse_args(argv)
-    try:
-        if args.command == "validate":
-            report = validate_manifest(args.manifest, args.root, modality=args.modality, num_classes=args.num_classes)
-            print(report)
-            if args.table:
-                print(report.table().to_string())
-            return 0 if report.ok else 1
-        if args.command == "build-manifest":
-            m = build_manifest(args.root, args.layout, n_folds=args.n_folds, seed=args.seed, modality=args.modality)
-            out = write_manifest(m, args.out)
-            print(f"wrote {out}: {len(m['training'])} training entries ({args.layout} layout) relative to {args.root}")
-            if args.fractions:
-                fracs = [float(f) for f in args.fractions.split(",")]
-                for f, subset in labeled_fraction_subsets(m["training"], fracs, seed=args.seed).items():
-                    path = Path(args.out).with_name(Path(args.out).stem + f"_frac{int(round(f * 100))}.json")
-                    write_manifest({**m, "labeled_fraction": f, "numTraining": len(subset), "training": subset}, path)
-                    print(f"wrote {path}: {len(subset)} labeled entries ({f:.0%})")
-            return 0
-        if args.command == "demo-cohort":
-            cohort = DemoCohortConfig.from_args(args).build()
-            print(f"demo cohort at {cohort.root}")
-            for name, path in cohort.manifests().items():
-                print(f"  {name}: {path}")
-            return 0
-        if args.command == "dicom-to-nifti":
-            orient = None if args.orientation.lower() == "none" else args.orientation
-            r = dicom_to_nifti(args.folder, args.out, orientation=orient, series_uid=args.series_uid)
-            print(f"wrote {r.path}: shape {r.shape}, spacing {r.spacing} mm, {r.orientation}, "
-                  f"HU [{r.hu_min:g}, {r.hu_max:g}]")
-            return 0
-    except (ConfigError, DicomError, FileNotFoundError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 2
+    commands = {"validate": _validate, "build-manifest": _build_manifest, "demo-cohort": _demo_cohort,
+                "dicom-to-nifti": _dicom_to_nifti}
+    return run_cli(f"{parser.prog} {args.command}", lambda: commands[args.command](args))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if Path(args.manifest).is_dir():
+        raise ValueError(f"manifest {args.manifest} is a directory, not a JSON file")
+    if args.root is not None and Path(args.root).exists() and not Path(args.root).is_dir():
+        raise ValueError(f"--root {args.root} is not a folder")
+    report = validate_manifest(args.manifest, args.root, modality=args.modality, num_classes=args.num_classes)
+    print(report)
+    if args.table:
+        print(report.table().to_string())
+    return 0 if report.ok else 1
+
+
+def _build_manifest(args: argparse.Namespace) -> int:
+    # everything is checked (and every manifest built in memory) before the first file is written
+    if args.n_folds < 1:
+        raise ValueError(f"--n-folds must be >= 1, got {args.n_folds}")
+    check_output_file(args.out, "--out")
+    fracs = parse_fractions(args.fractions, "--fractions") if args.fractions is not None else []
+    for f in fracs:
+        check_output_file(fraction_manifest_path(args.out, f), "--fractions output")
+    m = build_manifest(args.root, args.layout, n_folds=args.n_folds, seed=args.seed, modality=args.modality)
+    subsets = {}
+    if fracs:
+        if not any("label" in e for e in m["training"]):
+            layout = detect_layout(args.root) if args.layout == "auto" else args.layout
+            raise ValueError(f"--fractions: {args.root} has no labeled training entries ({layout} layout); "
+                             "labeled fractions need image/label pairs")
+        subsets = labeled_fraction_subsets(m["training"], fracs, seed=args.seed)
+    out = write_manifest(m, args.out)
+    print(f"wrote {out}: {len(m['training'])} training entries ({args.layout} layout) relative to {args.root}")
+    for f, subset in subsets.items():
+        path = write_manifest({**m, "labeled_fraction": f, "numTraining": len(subset), "training": subset},
+                              fraction_manifest_path(args.out, f))
+        print(f"wrote {path}: {len(subset)} labeled entries ({f:.0%})")
+    return 0
+
+
+def _demo_cohort(args: argparse.Namespace) -> int:
+    cohort = DemoCohortConfig.from_args(args).build()
+    print(f"demo cohort at {cohort.root}")
+    for name, path in cohort.manifests().items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def _dicom_to_nifti(args: argparse.Namespace) -> int:
+    check_nifti_out(args.out, "OUT")
+    orient = parse_orientation(args.orientation, "--orientation")
+    if not Path(args.folder).is_dir():
+        raise DicomError(f"FOLDER {args.folder} is not a folder")
+    r = dicom_to_nifti(args.folder, args.out, orientation=orient, series_uid=args.series_uid)
+    print(f"wrote {r.path}: shape {r.shape}, spacing {r.spacing} mm, {r.orientation}, "
+          f"HU [{r.hu_min:g}, {r.hu_max:g}]")
+    return 0
 
 
 if __name__ == "__main__":

@@ -99,6 +99,54 @@ def _is_complete(c: DemoCohort) -> bool:
     return all((c.root / f).is_file() for f in saved.get("files", [])) and all(p.is_file() for p in c.manifests().values())
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_params(n_phantoms: Any, seed: Any, spacing: Any, shape: Any, n_validation: Any, n_unlabeled: Any,
+                  n_msd: Any, include_real: Any, force: Any) -> tuple[tuple[float, ...], tuple[int, ...] | None]:
+    """Validate :func:`build_demo_cohort`'s parameters (before anything is written); errors name the parameter."""
+    from .phantom import _default_shape
+
+    for name, value, low in (("n_phantoms", n_phantoms, 2), ("n_validation", n_validation, 1),
+                             ("n_unlabeled", n_unlabeled, 0), ("n_msd", n_msd, 2), ("seed", seed, 0)):
+        if not _is_int(value) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if n_phantoms < n_validation + 1:
+        raise ValueError(f"need n_validation >= 1 and n_phantoms > n_validation, got {n_phantoms=} {n_validation=}")
+    for name, value in (("include_real", include_real), ("force", force)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        sp = ()
+    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp) or any(isinstance(s, (bool, str)) for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers in mm, got {spacing!r}")
+    if shape is not None:
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3 \
+                or not all(_is_int(v) and v >= 8 for v in shape):
+            raise ValueError(f"shape must be three ints >= 8 (or None), got {shape!r}")
+        shp: tuple[int, ...] | None = tuple(int(v) for v in shape)
+    else:
+        shp = None
+        grid = _default_shape(sp)  # type: ignore[arg-type]
+        if min(grid) < 8:
+            raise ValueError(f"spacing {list(sp)} mm is too coarse: the default field of view would be {list(grid)} "
+                             "voxels (each axis needs >= 8)")
+    return sp, shp
+
+
+def _check_out_dir(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out_dir {root} exists and is not a folder")
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out_dir {root}: {parent} is a file, not a folder")
+            break
+
+
 def build_demo_cohort(
     out_dir: str | os.PathLike[str] | None = None,
     n_phantoms: int = 12,
@@ -125,15 +173,21 @@ def build_demo_cohort(
     """
     from .. import paths
 
-    if n_phantoms < n_validation + 1 or n_validation < 1:
-        raise ValueError(f"need n_validation >= 1 and n_phantoms > n_validation, got {n_phantoms=} {n_validation=}")
+    spacing, shape = _check_params(n_phantoms, seed, spacing, shape, n_validation, n_unlabeled, n_msd,
+                                   include_real, force)
     root = Path(out_dir) if out_dir is not None else paths.demo_cohort_dir()
+    _check_out_dir(root)
     params = {"version": COHORT_VERSION, "generator": _generator_digest(), "n_phantoms": n_phantoms, "seed": seed, "spacing": [float(s) for s in spacing],
               "shape": None if shape is None else [int(s) for s in shape], "n_validation": n_validation,
               "n_unlabeled": n_unlabeled, "n_msd": n_msd, "include_real": include_real}
     cohort = _cohort(root, params)
     if not force and _is_complete(cohort):
         return cohort
+    if include_real:  # fetch (and verify) the real example before anything is written
+        from ..example_data import fetch_example
+
+        real = {name: fetch_example(name) for name in
+                ("example_ct_sm.nii.gz", "example_seg.nii.gz", "example_ct.nii.gz", "class_map.json")}
     root.mkdir(parents=True, exist_ok=True)
     (root / "cohort.json").unlink(missing_ok=True)
     files: list[str] = []
@@ -144,12 +198,10 @@ def build_demo_cohort(
     if include_real:
         import nibabel as nib
 
-        from ..example_data import fetch_example
-
-        ct, seg = fetch_example("example_ct_sm.nii.gz"), fetch_example("example_seg.nii.gz")
+        ct, seg = real["example_ct_sm.nii.gz"], real["example_seg.nii.gz"]
         nii = nib.load(seg)
-        btcv, report = totalseg_to_btcv(np.asanyarray(nii.dataobj), fetch_example("class_map.json"))
-        for src, rel in ((ct, "imagesTr/example_ct_sm.nii.gz"), (fetch_example("example_ct.nii.gz"), "unlabeled/example_ct.nii.gz")):
+        btcv, report = totalseg_to_btcv(np.asanyarray(nii.dataobj), real["class_map.json"])
+        for src, rel in ((ct, "imagesTr/example_ct_sm.nii.gz"), (real["example_ct.nii.gz"], "unlabeled/example_ct.nii.gz")):
             with atomic_path(root / rel) as tmp:
                 shutil.copyfile(src, tmp)
             files.append(rel)

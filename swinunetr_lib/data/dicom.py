@@ -31,12 +31,14 @@ class DicomError(ValueError):
 @dataclasses.dataclass
 class DicomSeriesInfo:
     folder: Path
-    series_uids: dict[str, int]  # SeriesInstanceUID -> number of slices
+    series_uids: dict[str, int]  # SeriesInstanceUID -> number of slices (damaged ones included)
     modality: str
     n_files: int
-    unreadable: list[str]
+    unreadable: list[str]  # files that are not part of any series (not DICOM, DICOMDIR, damaged beyond reading)
     files: dict[str, list[Path]] = dataclasses.field(default_factory=dict, repr=False)
     positions: dict[str, list[float]] = dataclasses.field(default_factory=dict, repr=False)  # along slice normal
+    damaged: dict[str, str] = dataclasses.field(default_factory=dict)  # DICOM file name -> problem (truncated, ...)
+    damaged_series: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # damaged name -> its UID
 
 
 @dataclasses.dataclass
@@ -50,26 +52,80 @@ class ConversionResult:
     n_slices: int
 
 
-def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
-    """Read headers only; lists the series found and files that are not DICOM."""
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def _read_file(f: Path) -> tuple[object | None, str | None, bool]:
+    """(dataset or None, problem or None, looks like DICOM) of one file; pixel data read, not decoded."""
+    import warnings
+
     import pydicom
 
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(132)
+    except OSError as err:
+        return None, f"cannot open: {err.strerror or err}", False
+    magic = head[128:132] == b"DICM"
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(f)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not a crash
+        return None, f"not readable ({type(err).__name__}: {str(err)[:80]})", magic
+    eof = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+    if eof:
+        return ds, "truncated (end of file reached while reading)", True
+    return ds, None, magic or "SeriesInstanceUID" in ds
+
+
+def _pixel_problem(ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
+    """Why an image's pixel data is missing or shorter than its header says, else None."""
+    if "Rows" not in ds or "Columns" not in ds:
+        return None  # not an image object: nothing to check
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "no pixel data (truncated?)"
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" in ds and ts is not None and not ts.is_compressed:
+        try:
+            expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                        * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated) + 7) // 8
+        except (AttributeError, TypeError, ValueError):
+            return None
+        got = len(ds.PixelData)
+        if got < expected:
+            return f"pixel data has {got} of {expected} bytes (truncated)"
+    return None
+
+
+def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
+    """Read every file (pixel bytes are read, not decoded); lists the series found, the files that are not
+    DICOM and the DICOM files that are damaged (truncated, no pixel data)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DicomError(f"{folder}: not a folder")
     series: dict[str, int] = {}
     files: dict[str, list[Path]] = {}
     positions: dict[str, list[float]] = {}
+    damaged: dict[str, str] = {}
+    damaged_series: dict[str, str] = {}
     modality, bad, n = "", [], 0
     for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         n += 1
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-            uid = str(ds.SeriesInstanceUID)
-        except Exception:  # noqa: BLE001 - any unreadable file is listed, not fatal here
+        ds, problem, is_dicom = _read_file(f)
+        uid = None if ds is None or "SeriesInstanceUID" not in ds else str(ds.SeriesInstanceUID)
+        if uid is None:
             bad.append(f.name)
+            sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+            if is_dicom and sop != _DICOMDIR_SOP_CLASS:  # a DICOM file whose header could not be read in full
+                damaged[f.name] = problem or "header incomplete, no SeriesInstanceUID (truncated?)"
             continue
+        problem = problem or _pixel_problem(ds)
         series[uid] = series.get(uid, 0) + 1
+        if problem is not None:
+            damaged[f.name] = problem
+            damaged_series[f.name] = uid
+            continue
         files.setdefault(uid, []).append(f)
         try:
             o = np.asarray(ds.ImageOrientationPatient, float)
@@ -78,13 +134,43 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
         except (AttributeError, TypeError, ValueError):
             pass
         modality = modality or str(getattr(ds, "Modality", ""))
-    return DicomSeriesInfo(folder, series, modality, n, bad, files, positions)
+    return DicomSeriesInfo(folder, series, modality, n, bad, files, positions, damaged, damaged_series)
+
+
+_AXIS_PAIRS = ("LR", "AP", "SI")
+
+
+def parse_orientation(orientation: str | None, option: str = "orientation") -> str | None:
+    """``"ras"`` -> ``"RAS"``; ``None``/``"none"`` -> ``None``. Raises :class:`DicomError` naming ``option``
+    unless it is 3 distinct axis codes, one from each of L/R, A/P, S/I."""
+    if orientation is None or (isinstance(orientation, str) and orientation.strip().lower() == "none"):
+        return None
+    codes = orientation.strip().upper() if isinstance(orientation, str) else ""
+    pairs = [next((p for p in _AXIS_PAIRS if c in p), None) for c in codes]
+    if len(codes) != 3 or None in pairs or len(set(pairs)) != 3:
+        raise DicomError(f"{option} {orientation!r} is not valid: give 3 axis codes, one from each of L/R, A/P, "
+                         "S/I (e.g. RAS, LAS, LPS), or 'none' to keep the reader's order")
+    return codes
+
+
+NIFTI_OUT_SUFFIXES = (".nii.gz", ".nii")
+
+
+def check_nifti_out(out_path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Raise :class:`DicomError` naming ``what`` unless ``out_path`` is a writable ``.nii``/``.nii.gz`` file name."""
+    from .manifest import check_output_file
+
+    try:
+        return check_output_file(out_path, what, NIFTI_OUT_SUFFIXES)
+    except ValueError as err:
+        raise DicomError(str(err)) from None
 
 
 def _reorient(arr: np.ndarray, affine: np.ndarray, orientation: str | None) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
     from nibabel import orientations as nio
 
+    orientation = parse_orientation(orientation)
     if orientation is None:
         return arr, affine
     start = nio.io_orientation(affine)
@@ -92,7 +178,8 @@ def _reorient(arr: np.ndarray, affine: np.ndarray, orientation: str | None) -> t
     xform = nio.ornt_transform(start, target)
     out = nio.apply_orientation(arr, xform)
     new_affine = affine @ nio.inv_ornt_aff(xform, arr.shape)
-    assert nib.aff2axcodes(new_affine) == tuple(orientation.upper())
+    if nib.aff2axcodes(new_affine) != tuple(orientation):
+        raise DicomError(f"reorienting to {orientation} gave {''.join(nib.aff2axcodes(new_affine))}")
     return np.ascontiguousarray(out), new_affine
 
 
@@ -102,23 +189,31 @@ def read_dicom_series(
     """Read one CT series; returns (HU float32 array (X, Y, Z), 4x4 RAS+ affine in mm).
 
     Raises :class:`DicomError` naming the folder when it holds no DICOM, several series (pass
-    ``series_uid``), or slices with unequal spacing.
+    ``series_uid``), damaged files (naming them), or slices with unequal spacing; naming ``orientation`` when
+    it is not valid (checked before anything is read).
     """
-    from monai.data import PydicomReader
-
+    orientation = parse_orientation(orientation)
     folder = Path(folder)
     info = dicom_series_info(folder)
     if not info.series_uids:
-        raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, e.g. {info.unreadable[:3]})")
+        detail = f"; damaged: {_damaged_list(info.damaged)}" if info.damaged else ""
+        raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, e.g. {info.unreadable[:3]}){detail}")
     if series_uid is None and len(info.series_uids) > 1:
         raise DicomError(f"{folder}: holds {len(info.series_uids)} series {info.series_uids}; pass series_uid=")
     if series_uid is not None and series_uid not in info.series_uids:
         raise DicomError(f"{folder}: no series {series_uid!r}; series found: {info.series_uids}")
+    chosen = series_uid if series_uid is not None else next(iter(info.series_uids))
+    broken = {name: why for name, why in info.damaged.items() if info.damaged_series.get(name, chosen) == chosen}
+    if broken:
+        raise DicomError(f"{folder}: {len(broken)} DICOM file(s) could not be read: {_damaged_list(broken)}; "
+                         "re-export or remove them")
+    from monai.data import PydicomReader  # imported only once the folder has passed the checks above
+
     reader = PydicomReader(affine_lps_to_ras=True)
     try:
-        if len(info.series_uids) > 1:  # read only the chosen series, through a folder of links to its files
+        if len(info.series_uids) > 1 or info.unreadable:  # read only the chosen series, through a folder of links to its files
             with tempfile.TemporaryDirectory() as tmp:
-                for f in info.files[str(series_uid)]:
+                for f in info.files[chosen]:
                     os.symlink(f.resolve(), Path(tmp) / f.name)
                 arr, meta = reader.get_data(reader.read(tmp))
         else:
@@ -129,9 +224,16 @@ def read_dicom_series(
     if arr.ndim != 3:
         raise DicomError(f"{folder}: expected one 3D series, got array of shape {arr.shape}")
     affine = np.asarray(meta["affine"], dtype=np.float64)
-    _check_slice_spacing(folder, info.positions.get(series_uid if series_uid is not None else next(iter(info.series_uids)), []))
+    if arr.shape[2] < len(info.files[chosen]):  # MONAI skips slices it cannot use (e.g. no InstanceNumber)
+        raise DicomError(f"{folder}: PydicomReader read {arr.shape[2]} of the series' {len(info.files[chosen])} slices")
+    _check_slice_spacing(folder, info.positions.get(chosen, []))
     arr, affine = _reorient(arr.astype(np.float32), affine, orientation)
     return arr, affine
+
+
+def _damaged_list(damaged: dict[str, str], limit: int = 5) -> str:
+    items = [f"{name} ({why})" for name, why in list(damaged.items())[:limit]]
+    return ", ".join(items) + (f", ... ({len(damaged) - limit} more)" if len(damaged) > limit else "")
 
 
 def _check_slice_spacing(folder: Path, positions: list[float]) -> None:
@@ -142,7 +244,7 @@ def _check_slice_spacing(folder: Path, positions: list[float]) -> None:
     if steps.min() < 1e-3:
         raise DicomError(f"{folder}: duplicate slice positions (two slices at the same location)")
     if not np.allclose(steps, np.median(steps), rtol=1e-2, atol=1e-2):
-        raise DicomError(f"{folder}: slices are not evenly spaced (steps {sorted(set(np.round(steps, 3)))} mm); "
+        raise DicomError(f"{folder}: slices are not evenly spaced (steps {sorted({round(float(s), 3) for s in steps})} mm); "
                          "missing slices?")
 
 
@@ -150,9 +252,14 @@ def dicom_to_nifti(
     folder: str | os.PathLike[str], out_path: str | os.PathLike[str], orientation: str | None = "RAS",
     series_uid: str | None = None,
 ) -> ConversionResult:
-    """Convert a CT series to NIfTI (int16 HU when the values are whole numbers, else float32); atomic write."""
+    """Convert a CT series to NIfTI (int16 HU when the values are whole numbers, else float32); atomic write.
+
+    ``out_path`` (``.nii``/``.nii.gz``, not a folder) and ``orientation`` are checked before the series is read.
+    """
     import nibabel as nib
 
+    check_nifti_out(out_path)
+    orientation = parse_orientation(orientation)
     arr, affine = read_dicom_series(folder, orientation, series_uid)
     data = arr.astype(np.int16) if np.all(arr == np.round(arr)) and arr.min() >= -32768 and arr.max() <= 32767 else arr
     nii = nib.Nifti1Image(data, affine)

@@ -143,9 +143,12 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Scan ``root`` and return a decathlon-style manifest with relative paths and k-fold ``"fold"`` keys.
 
-    Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found.
+    Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found or
+    ``n_folds`` < 1.
     """
     root = Path(root)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
+        raise ValueError(f"n_folds must be an int >= 1, got {n_folds!r}")
     if not root.is_dir():
         raise FileNotFoundError(f"data root {root} is not a folder")
     kind = detect_layout(root) if layout == "auto" else layout
@@ -184,6 +187,55 @@ _EXPECT = {"decathlon": "imagesTr/*.nii.gz (+ labelsTr/)", "btcv": "img/img*.nii
            "flat": "*.nii or *.nii.gz files"}
 
 
+def check_output_file(path: str | os.PathLike[str], what: str = "output",
+                      suffixes: Sequence[str] | None = None) -> Path:
+    """Raise ``ValueError`` naming ``what`` and ``path`` when a file cannot be written there.
+
+    Checked before any work is done: ``path`` must not be an existing folder, no existing ancestor may be a
+    regular file, and (when given) the name must end in one of ``suffixes`` (case-insensitive).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give a file name")
+    if suffixes is not None and not path.name.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise ValueError(f"{what} {path}: the file name must end in {' or '.join(suffixes)}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def parse_fractions(text: str, option: str = "--fractions") -> list[float]:
+    """``"0.1,0.25,1"`` -> ``[0.1, 0.25, 1.0]``; each value must be in (0, 1] and name a distinct
+    ``_fracNN`` file; errors name ``option``."""
+    out: list[float] = []
+    for item in str(text).split(","):
+        try:
+            f = float(item.strip())
+        except ValueError:
+            raise ValueError(f"{option} {text!r}: {item.strip()!r} is not a number "
+                             "(expected a comma list such as 0.1,0.25,0.5,1)") from None
+        if not 0 < f <= 1:
+            raise ValueError(f"{option} {text!r}: fraction {item.strip()} is not in (0, 1]")
+        out.append(f)
+    names: dict[int, float] = {}
+    for f in out:
+        pct = int(round(f * 100))
+        if pct in names and names[pct] != f:
+            raise ValueError(f"{option} {text!r}: fractions {names[pct]:g} and {f:g} would both be written "
+                             f"to the same _frac{pct}.json file")
+        names[pct] = f
+    return list(dict.fromkeys(out))
+
+
+def fraction_manifest_path(out: str | os.PathLike[str], fraction: float) -> Path:
+    """``m.json`` + 0.25 -> ``m_frac25.json`` (beside ``out``)."""
+    out = Path(out)
+    return out.with_name(out.stem + f"_frac{int(round(fraction * 100))}.json")
+
+
 def write_manifest(manifest: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write JSON atomically (indent 2, stable key order as given)."""
     return atomic_write_text(json.dumps(manifest, indent=2) + "\n", path)
@@ -192,6 +244,8 @@ def write_manifest(manifest: Mapping[str, Any], path: str | os.PathLike[str]) ->
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a manifest; errors name the file and the problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"manifest {path} is a directory, not a JSON file")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -209,20 +263,36 @@ def resolve_entries(
 ) -> list[dict[str, Any]]:
     """Entries of list ``key`` with ``image``/``label`` made absolute under ``root``.
 
-    ``root`` defaults to the manifest file's folder when ``manifest`` is a path.
+    ``root`` defaults to the manifest file's folder when ``manifest`` is a path. Raises ``ValueError`` naming
+    the manifest (when it is a file), the entry and the key when an entry is not an object or an
+    ``image``/``label`` is not a non-empty string (MSD's ``test`` lists of plain path strings are accepted).
     """
+    where = "manifest"
     if isinstance(manifest, (str, os.PathLike)):
+        where = f"manifest {manifest}"
         root = Path(manifest).parent if root is None else root
         manifest = load_manifest(manifest)
     if root is None:
         raise ValueError("root is required when the manifest is given as a dict")
+    if not isinstance(manifest, Mapping):
+        raise ValueError(f"{where}: must be a JSON object, got {type(manifest).__name__}")
     if key not in manifest:
-        raise KeyError(f"manifest has no list {key!r}; lists: {[k for k, v in manifest.items() if isinstance(v, list)]}")
+        raise KeyError(f"{where} has no list {key!r}; lists: "
+                       f"{[k for k, v in manifest.items() if isinstance(v, list)]}")
+    entries = manifest[key]
+    if not isinstance(entries, list):
+        raise ValueError(f"{where}: {key!r} must be a list of entries, got {type(entries).__name__}")
     out = []
-    for e in manifest[key]:
+    for i, e in enumerate(entries):
+        if isinstance(e, str) and key == "test":  # MSD dataset.json lists test images as plain strings
+            e = {"image": e}
+        if not isinstance(e, Mapping):
+            raise ValueError(f"{where}: {key}[{i}] must be an object with 'image', got {type(e).__name__}")
         e = dict(e)
         for k in ("image", "label"):
             if k in e:
+                if not isinstance(e[k], str) or not e[k].strip():
+                    raise ValueError(f"{where}: {key}[{i}][{k!r}] must be a non-empty path string, got {e[k]!r}")
                 e[k] = str(Path(root) / e[k])
         out.append(e)
     return out

@@ -107,6 +107,7 @@ def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
             raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit does: fixed crop size
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention).to(device)

@@ -251,12 +251,16 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
     device = ddp.init_distributed(device)
     torch.autograd.set_detect_anomaly(False)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_benchmark = torch.backends.cudnn.benchmark
     if cfg.deterministic:  # e.g. CPU index_put_ (relative position bias backward) uses atomic adds otherwise
         torch.use_deterministic_algorithms(True, warn_only=True)
+    # Crops have one fixed size, so cuDNN may time its 3D convolution algorithms once and keep the fastest.
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
     try:
         return _fit(model, step_fn, train_data, cfg, run_dir, device, val_fn, stop_after)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.backends.cudnn.benchmark = was_benchmark
 
 
 def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: Path,

@@ -153,3 +153,15 @@ def test_resume_from_a_corrupt_checkpoint_says_what_to_do(ct_dataset, tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="last.pt: cannot resume from this checkpoint.*resume=false"):
         fit(tiny_model(), SSLStep(), ct_dataset, cfg(max_steps=1, resume=True), tmp_path)
+
+
+def test_cudnn_autotuning_only_inside_fit_on_cuda(tmp_path, monkeypatch):
+    seen = []
+
+    def recording(model, batch, device):
+        seen.append(torch.backends.cudnn.benchmark)
+        return toy_step(model, batch, device)
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    fit(Toy(), recording, [torch.randn(4, 3)], cfg(max_steps=1), tmp_path, device="cpu")
+    assert seen == [False] and torch.backends.cudnn.benchmark is True  # off on CPU, the caller's value restored

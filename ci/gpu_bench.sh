@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU throughput check for self-supervised pretraining (issue: SSL, goal >= 45 sub-volumes/s on an H200).
 # One short script for a lent GPU machine, each part under its own time limit (all together < 600 s):
-#   1. the CUDA test of the SDPA window attention (memory-efficient kernel, gradients, memory saving);
+#   1. the CUDA tests: SDPA window attention (memory-efficient kernel, gradients, memory) and resume on a GPU;
 #   2. the SSL benchmark at the paper's size (96^3, feature 48, batch 4, bf16): MONAI attention (baseline),
 #      SDPA attention, SDPA attention + torch.compile.
 #   bash ci/gpu_bench.sh [OUT_DIR]       (JSON results land in OUT_DIR, default ./runs/gpu_bench)
@@ -18,7 +18,7 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-timeout 90 python -m pytest -q -p no:cacheprovider tests/test_window_attention.py 2>&1 | tail -5
+timeout 90 python -m pytest -q -p no:cacheprovider tests/test_window_attention.py tests/test_train.py -k "cuda or sdpa or aligned" 2>&1 | tail -5
 echo "sdpa test: rc=${PIPESTATUS[0]}"
 common=(ssl --roi-size 96 --feature-size 48 --batch-size 4 --precision bf16 --device cuda --steps 15 --warmup 5
         --reference-repeats 2)

@@ -44,11 +44,12 @@ class ContrastiveLoss(nn.Module):
         if self.gather_distributed:
             z1, z2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
         n = z1.shape[0]
-        u = F.normalize(torch.cat([z1, z2]).float(), dim=1)                       # (2N, D)
-        sim = u @ u.T / self.temperature
-        sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), float("-inf"))
-        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
-        return F.cross_entropy(sim, positives)
+        with torch.autocast(z1.device.type, enabled=False):  # similarities in fp32, also under bf16/fp16 AMP
+            u = F.normalize(torch.cat([z1, z2]).float(), dim=1)                   # (2N, D)
+            sim = u @ u.T / self.temperature
+            sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), float("-inf"))
+            positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)
+            return F.cross_entropy(sim, positives)
 
 
 class ReconstructionLoss(nn.Module):

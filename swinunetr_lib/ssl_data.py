@@ -21,6 +21,7 @@ from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, Ens
                               RandSpatialCropSamplesd, ScaleIntensityRanged, SpatialPadd, Spacingd)
 from monai.utils import ensure_tuple_rep
 
+from . import distributed as ddp
 from .loading import LoadImageNamed
 from .paths import resolve_path
 
@@ -74,8 +75,8 @@ class EpochDataLoader(DataLoader):
     """MONAI DataLoader whose order and random crops depend only on ``(seed, epoch)``.
 
     :func:`swinunetr_lib.train.fit` calls ``set_epoch`` before each epoch: it re-seeds the shuffling
-    generator, the random transforms of the dataset (in-process loading) and, under DDP, the
-    ``DistributedSampler``. Workers (``num_workers > 0``) get seeds derived from the same generator.
+    generator and the random transforms of the dataset (in-process loading) from (seed, epoch, rank) and,
+    under DDP, the ``DistributedSampler``. Workers (``num_workers > 0``) get seeds derived from the same generator.
     """
 
     def __init__(self, dataset: Any, batch_size: int, shuffle: bool = True, num_workers: int = 0,
@@ -91,8 +92,9 @@ class EpochDataLoader(DataLoader):
                          drop_last=drop_last, generator=generator, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed * 100_003 + epoch)
-        set_rnd(self.dataset, self.seed * 100_019 + epoch)
+        rank = ddp.rank()  # under DDP each rank must draw its own crops, not the same positions as rank 0
+        self.generator.manual_seed(self.seed * 100_003 + epoch + 1_000_003 * rank)
+        set_rnd(self.dataset, self.seed * 100_019 + epoch + 1_000_033 * rank)
         if isinstance(self.sampler, torch.utils.data.DistributedSampler):
             self.sampler.set_epoch(epoch)
 

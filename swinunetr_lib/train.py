@@ -136,9 +136,9 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states must be CPU byte tensors
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class _Batches:
@@ -282,7 +282,8 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     history: list[dict[str, float]] = []
     if cfg.resume and last_path.exists():
         try:
-            state = torch.load(last_path, map_location=device, weights_only=False)
+            # to CPU: load_state_dict moves weights and optimizer state to the parameters' device
+            state = torch.load(last_path, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

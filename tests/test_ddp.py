@@ -40,6 +40,18 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     result["local_only"] = ContrastiveLoss(0.5, gather_distributed=False)(z1, z2).item()
     result["grad"] = z1.grad.tolist()
 
+    # random crops under DDP: every rank draws its own crop positions (voxel values encode the position)
+    from monai.data import Dataset
+    from monai.transforms import RandSpatialCropd
+
+    from swinunetr_lib.ssl_data import EpochDataLoader
+
+    volumes = [{"image": torch.arange(16 ** 3, dtype=torch.float32).reshape(1, 16, 16, 16)} for _ in range(8)]
+    loader = EpochDataLoader(Dataset(volumes, RandSpatialCropd(keys="image", roi_size=8, random_size=False)),
+                             batch_size=2, distributed=True, seed=0)
+    loader.set_epoch(0)
+    result["crop_corners"] = [int(b["image"][i].min()) for b in loader for i in range(2)]
+
     # a DDP run of fit: rank-specific data, identical weights afterwards
     torch.manual_seed(0)
     model = SSLModel(feature_size=12, depths=(1, 1, 1, 1))
@@ -75,4 +87,5 @@ def test_two_process_gloo(tmp_path):
         expected = WORLD * z1_all.grad[3 * r:3 * r + 3]
         assert torch.allclose(torch.tensor(res[r]["grad"]), expected, atol=1e-5)
     assert res[0]["checksums"][0] == res[0]["checksums"][1]  # DDP kept the replicas identical
+    assert len(res[0]["crop_corners"]) == 4 and res[0]["crop_corners"] != res[1]["crop_corners"]
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

@@ -58,3 +58,15 @@ def test_ssl_loss_is_weighted_sum():
     assert out["loss"].item() == pytest.approx(2 * r.item() + 3 * c.item() + 0.5 * l.item(), rel=1e-6)
     default = SSLLoss()(logits, labels, z1, z2, rec, tgt)
     assert default["loss"].item() == pytest.approx(r.item() + c.item() + l.item(), rel=1e-6)
+
+
+def test_contrastive_loss_stays_fp32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    z1 = torch.randn(4, 512, generator=g)
+    z2 = z1 + 0.05 * torch.randn(4, 512, generator=g)  # near-positive pairs: where bf16 similarities err most
+    z1, z2 = z1.bfloat16(), z2.bfloat16()  # as the heads return them under autocast
+    reference = ContrastiveLoss(0.5, gather_distributed=False)(z1.float(), z2.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = ContrastiveLoss(0.5, gather_distributed=False)(z1, z2)
+    assert amp.dtype == torch.float32
+    assert abs(amp.item() - reference.item()) < 1e-5 * reference.item()  # bf16 similarities would be ~1e-3 off

@@ -165,3 +165,22 @@ def test_cudnn_autotuning_only_inside_fit_on_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
     fit(Toy(), recording, [torch.randn(4, 3)], cfg(max_steps=1), tmp_path, device="cpu")
     assert seen == [False] and torch.backends.cudnn.benchmark is True  # off on CPU, the caller's value restored
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run by ci/gpu_bench.sh)")
+def test_cuda_resume_matches_an_uninterrupted_run(tmp_path):
+    """On a GPU: 4 steps == 2 steps, stop, resume for 2 (RNG states come back as CPU tensors)."""
+    data = [torch.randn(8, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def run(run_dir, stop_after=None):
+        torch.manual_seed(0)
+        model = Toy()
+        res = fit(model, toy_step, data, cfg(max_steps=4, precision="fp32", deterministic=True), run_dir,
+                  device="cuda", stop_after=stop_after)
+        return model, res
+
+    full, _ = run(tmp_path / "a")
+    run(tmp_path / "b", stop_after=2)
+    resumed, res = run(tmp_path / "b")
+    assert res.step == 4 and all(p.is_cuda for p in resumed.parameters())
+    assert all(torch.allclose(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))

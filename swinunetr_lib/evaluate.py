@@ -2,7 +2,8 @@
 
 The model predicts on the preset's resampled grid; :func:`swinunetr_lib.infer.predict_original_grid`
 inverts the preprocessing (MONAI ``Invertd``), so metrics compare against the untouched ground-truth
-file at its own voxel spacing (HD95 in millimetres). Metrics are MONAI's ``DiceMetric`` and
+file at the image's own voxel spacing (HD95 in millimetres); a label stored in another voxel order than
+its image is first brought onto the image's grid (nearest neighbour, :func:`label_on_grid`). Metrics are MONAI's ``DiceMetric`` and
 ``HausdorffDistanceMetric(percentile=95)``; predictions are written as NIfTI with the image's affine.
 
 ::
@@ -69,10 +70,28 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
 
 
 def load_label(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth label map (X, Y, Z) in its file's voxel order, and its voxel spacing (mm)."""
+    """Ground-truth label map (X, Y, Z) in its file's voxel order, and its 4 x 4 affine (RAS, mm)."""
     img = T.LoadImage(image_only=True, reader=_reader_for([str(path)]))(str(path))
-    spacing = np.linalg.norm(np.asarray(img.meta.get("original_affine", img.affine))[:3, :3], axis=0)
-    return np.rint(np.asarray(img)).astype(np.int64), spacing
+    affine = np.asarray(img.meta.get("original_affine", img.affine), dtype=np.float64)
+    return np.rint(np.asarray(img)).astype(np.int64), affine
+
+
+def label_on_grid(label: np.ndarray, label_affine: np.ndarray, shape: Sequence[int],
+                  affine: np.ndarray) -> np.ndarray:
+    """``label`` (X, Y, Z) brought onto the voxel grid ``(shape, affine)`` by nearest neighbour.
+
+    A label file may store the same grid in another voxel order than its image (e.g. a LAS NIfTI of a DICOM
+    series read as LPI): comparing the raw arrays would then score a perfect prediction badly. Unchanged
+    when the grids already agree.
+    """
+    if label.shape == tuple(shape) and np.allclose(label_affine, affine, atol=1e-3):
+        return label
+    import nibabel as nib
+    from nibabel.processing import resample_from_to
+
+    moved = resample_from_to(nib.Nifti1Image(label.astype(np.int16), label_affine), (tuple(shape), affine),
+                             order=0, mode="constant", cval=0)
+    return np.asarray(moved.dataobj).astype(np.int64)
 
 
 def evaluate(checkpoint: str | Path, entries: Sequence[dict[str, Any]], out_dir: str | Path | None = None, *,
@@ -92,7 +111,9 @@ def evaluate(checkpoint: str | Path, entries: Sequence[dict[str, Any]], out_dir:
         name = Path(image[0] if isinstance(image, list) else image).name.split(".nii")[0]
         pred, affine = predict_original_grid(model, preset, image, sw_batch_size=sw_batch_size, overlap=overlap,
                                              device=device)
-        label, spacing = load_label(entry["label"])
+        label, label_affine = load_label(entry["label"])
+        label = label_on_grid(label, label_affine, pred.shape, affine)  # compare on the image's voxel grid
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
         if out is not None and write_predictions:
             ref = image[0] if isinstance(image, list) else image
             write_label_map(pred, affine, out / "predictions" / f"{name}_pred.nii.gz", reference=ref)

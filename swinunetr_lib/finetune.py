@@ -137,7 +137,12 @@ def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("spacing") == []:
         overrides["spacing"] = None
-    return get_preset(cfg.task, **overrides)
+    preset = get_preset(cfg.task, **overrides)
+    if preset.rot90_prob > 0 and preset.roi_size[0] != preset.roi_size[1]:
+        print(f"roi_size {list(preset.roi_size)} is not square in the axial plane: {preset.name}'s 90-degree "
+              "turns are left out (they would change the crop's shape)")
+        preset = preset.with_overrides(rot90_prob=0.0)
+    return preset
 
 
 def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -195,11 +200,14 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
 
 def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, with_indices: bool = False) -> list[dict]:
     """Run the deterministic pipeline once per case (the cache); optionally add foreground/background
-    voxel indices so that each random crop does not rescan the label."""
+    voxel indices so that each random crop does not rescan the label. The indices are flat positions, so
+    they are taken after padding to the ROI, on the array the crops are cut from (the training pipeline's
+    own padding is then a no-op)."""
     steps: list[Any] = [preprocess_transforms(preset)]
     if with_indices:
-        steps.append(T.FgBgToIndicesd(keys="label", image_key="image",
-                                      image_threshold=0.0 if preset.intensity == "ct_window" else -1e9))
+        steps += [T.SpatialPadd(keys=["image", "label"], spatial_size=preset.roi_size),
+                  T.FgBgToIndicesd(keys="label", image_key="image",
+                                   image_threshold=0.0 if preset.intensity == "ct_window" else -1e9)]
     pipeline = T.Compose(steps)
     out = []
     for e in entries:

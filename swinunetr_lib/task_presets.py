@@ -199,8 +199,14 @@ def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), r
 
 def augment_transforms(preset: TaskPreset, keys: Keys = ("image", "label")) -> T.Compose:
     """Random part of the training pipeline (official BTCV recipe): pad to the ROI, ``num_samples``
-    label-balanced ROI crops, flips on each axis, 90 degree rotations, intensity scale and shift."""
+    label-balanced ROI crops, flips on each axis, 90 degree rotations, intensity scale and shift.
+
+    The 90-degree turns are in the axial (x, y) plane, so they need ``roi_size[0] == roi_size[1]``.
+    """
     keys = list(keys)
+    if preset.rot90_prob > 0 and preset.roi_size[0] != preset.roi_size[1]:
+        raise ValueError(f"{preset.name}: 90-degree turns (rot90_prob={preset.rot90_prob}) need a square axial ROI, "
+                         f"got roi_size={list(preset.roi_size)}; use rot90_prob=0 or roi_size[0] == roi_size[1]")
     return T.Compose([
         T.SpatialPadd(keys=keys, spatial_size=preset.roi_size),
         T.RandCropByPosNegLabeld(keys=keys, label_key=keys[1], spatial_size=preset.roi_size, pos=preset.pos,

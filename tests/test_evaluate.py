@@ -136,3 +136,21 @@ def test_summary_counts_missed_organs_that_hd95_skips():
     table = summarize(pd.concat(rows, ignore_index=True))
     assert table.loc["spleen", "missed"] == 1 and table.loc["liver", "missed"] == 0 and table.loc["mean", "missed"] == 1
     assert table.loc["spleen", "dice"] == pytest.approx(0.5) and table.loc["spleen", "hd95_mm"] == pytest.approx(0.0)
+
+
+def test_label_in_another_voxel_order_is_scored_on_the_image_grid():
+    """E.g. a LAS label NIfTI for a DICOM series read as LPI: same voxels, other order and affine."""
+    from swinunetr_lib.evaluate import label_on_grid
+
+    rng = np.random.default_rng(0)
+    label = np.zeros((12, 10, 8), dtype=np.int64)
+    label[2:6, 3:8, 1:4], label[7:11, 1:4, 4:7] = 1, 2
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    affine[:3, 3] = rng.normal(size=3) * 10
+    flip_x_swap_yz = np.array([[-1, 0, 0, 11], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    stored = np.ascontiguousarray(np.flip(label, 0).transpose(0, 2, 1))  # voxel (i, k, j) of the file = voxel (11 - i, j, k) here
+    stored_affine = affine @ flip_x_swap_yz
+    assert case_metrics(stored.transpose(0, 2, 1), label, {0: "bg", 1: "a", 2: "b"}).dice.min() < 0.5  # raw: wrong
+    back = label_on_grid(stored, stored_affine, label.shape, affine)
+    assert np.array_equal(back, label)
+    assert label_on_grid(label, affine, label.shape, affine) is label  # same grid: untouched

@@ -205,3 +205,36 @@ def test_finetune_cli_one_line_errors_and_no_files_written(tmp_path, capsys):
         err = capsys.readouterr().err
         assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (extra, err)
         assert not (run_dir / "finetune_meta.json").exists()
+
+
+def test_label_balanced_crops_hit_the_organ_in_a_case_smaller_than_the_roi(tmp_path):
+    """The cached fg/bg indices are flat positions: they must refer to the padded array the crops come from."""
+    import nibabel as nib
+    import numpy as np
+    from swinunetr_lib.finetune import AugmentedCases, preprocess_cases
+    from swinunetr_lib.task_presets import get_preset
+
+    image = np.full((20, 96, 24), 100.0, dtype=np.float32)  # soft tissue; 20 and 24 voxels < the 32^3 ROI
+    label = np.zeros(image.shape, dtype=np.uint8)
+    label[15:18, 80:83, 18:21] = 1  # a small organ far along y, where the crop position matters
+    for name, arr in (("img", image), ("lab", label)):
+        nib.save(nib.Nifti1Image(arr, np.eye(4)), tmp_path / f"{name}.nii.gz")
+    preset = get_preset("demo_ct", spacing=None, roi_size=(32, 32, 32)).with_overrides(
+        pos=1.0, neg=0.0, num_samples=4, flip_prob=0.0, rot90_prob=0.0)
+    cases = preprocess_cases([{"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lab.nii.gz")}],
+                             preset, with_indices=True)
+    data = AugmentedCases(cases, preset)
+    np.random.seed(0)
+    crops = [c for _ in range(10) for c in data[0]]
+    assert all(c["label"].sum() > 0 for c in crops)  # pos=1: every crop is centred on the organ
+
+
+def test_non_square_axial_roi_drops_90_degree_turns_with_a_note(capsys):
+    from swinunetr_lib.finetune import resolve_preset
+    from swinunetr_lib.task_presets import augment_transforms, get_preset
+
+    preset = resolve_preset(FinetuneConfig(task="btcv", roi_size=[64, 96, 32]))
+    assert preset.rot90_prob == 0.0 and "90-degree turns are left out" in capsys.readouterr().out
+    assert resolve_preset(FinetuneConfig(task="btcv", roi_size=96)).rot90_prob > 0
+    with pytest.raises(ValueError, match="square axial ROI"):
+        augment_transforms(get_preset("btcv", roi_size=(64, 96, 32)))

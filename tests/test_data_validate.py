@@ -129,6 +129,13 @@ def raw_pixels_ct(root):
     return base([pair(root, "x", image=(ct() + 1024).astype(np.int16))])
 
 
+def raw_pixels_with_padding_ct(root):
+    """GE-style: stored values (water ~ +1024) with -2000 padding outside the field of view, intercept not applied."""
+    img = (ct() + 1024).astype(np.int16)
+    img[:3] = -2000
+    return base([pair(root, "x", image=img)])
+
+
 def constant_image(root):
     return base([pair(root, "x", image=np.zeros((16, 16, 12), np.int16))])
 
@@ -214,6 +221,7 @@ CORPUS = [
     (nan_image, "nan_inf", "training[0] image", "3 NaN and 1 Inf"),
     (normalised_ct, "implausible_hu", "training[0] image", "normalised, not Hounsfield"),
     (raw_pixels_ct, "implausible_hu", "training[0] image", "RescaleIntercept not applied"),
+    (raw_pixels_with_padding_ct, "implausible_hu", "training[0] image", "raw stored pixels with a padding value"),
     (constant_image, "constant_image", "training[0] image", "every voxel has the value 0"),
     (wrong_channels, "channels", "training[0] image", "3 channels"),
     (path_escapes_root, "outside_root", "training[0] image", "leaves the data root"),

@@ -78,6 +78,18 @@ class ValidationReport:
         return "\n".join([head, *map(str, self.problems)])
 
 
+def _looks_raw_with_padding(data: np.ndarray, lo: float) -> bool:
+    """Raw stored CT values (water ~ +1024) with a negative padding value such as -2000: apart from the
+    padding, almost no voxel is air (-1100..-900 HU) and a large share sits at +900..+1200 (raw soft tissue),
+    which in Hounsfield units would be dense bone."""
+    values = data[data > lo]  # the padding value is the minimum
+    if values.size == 0:
+        return False
+    air = np.count_nonzero((values >= -1100) & (values <= -900)) / values.size
+    raw_tissue = np.count_nonzero((values >= 900) & (values <= 1200)) / values.size
+    return air < 1e-3 and raw_tissue > 0.2
+
+
 class _Checker:
     def __init__(self, manifest_name: str, root: Path, modality: str | None, classes: set[int] | None,
                  channels: int | None):
@@ -202,6 +214,10 @@ class _Checker:
             elif lo >= 0 and hi > 1000:
                 self.add(entry, "implausible_hu", f"CT values span [{lo:g}, {hi:g}] with no negative values: raw "
                          "stored pixels (RescaleIntercept not applied?), not Hounsfield units", "image", rel)
+            elif _looks_raw_with_padding(data, lo):
+                self.add(entry, "implausible_hu", f"CT values span [{lo:g}, {hi:g}] but nothing lies near -1000 HU "
+                         "(air) while much lies near +1000: raw stored pixels with a padding value (RescaleIntercept "
+                         "not applied?), not Hounsfield units", "image", rel)
             elif lo < HU_SCALE[0] or hi > HU_SCALE[1]:
                 self.add(entry, "implausible_hu", f"CT values span [{lo:g}, {hi:g}], beyond the HU scale "
                          f"[{HU_SCALE[0]:g}, {HU_SCALE[1]:g}] (padding value or wrong scaling?)", "image", rel)

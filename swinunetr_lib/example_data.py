@@ -79,14 +79,25 @@ def fetch_example(
 ) -> Path:
     """Return a verified local path to example file ``name`` (e.g. ``"example_ct.nii.gz"``).
 
-    A folder name (``"example_ct_dicom"``) fetches every file of that series and returns the folder.
+    A folder name (``"example_ct_dicom"``) fetches every file of that series and returns the folder holding
+    them all: the mirror's (or cache's) folder when every file was found there, else the cache folder, into which
+    the files found elsewhere (e.g. in a partial mirror) are copied.
     """
     sums = example_checksums()
     if name.rstrip("/") in {n.split("/")[0] for n in sums if "/" in n}:
         members = sorted(n for n in sums if n.startswith(name.rstrip("/") + "/"))
         paths = [fetch_example(m, mirror_dir=mirror_dir, cache=cache, url_template=url_template,
                                timeout_s=timeout_s) for m in members]
-        return paths[0].parent
+        if all(p.parent == paths[0].parent for p in paths):
+            return paths[0].parent
+        # members found in different places (e.g. a partial mirror plus the cache): one folder holds them all
+        for member, path in zip(members, paths):
+            dest = cache_dir(cache) / member
+            if path.resolve() == dest.resolve() or (dest.is_file() and sha256_of(dest) == sums[member]):
+                continue
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(path, tmp)
+        return cache_dir(cache) / name.rstrip("/")
     if name not in sums:
         raise ExampleDataError(f"unknown example file {name!r}; known files: {sorted(n for n in sums if '/' not in n)}")
     expected = sums[name]

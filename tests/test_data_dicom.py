@@ -122,3 +122,74 @@ def test_damaged_files_are_named_and_junk_is_ignored(series, tmp_path):
     assert list(info.damaged) == ["s1.dcm"] and "16 of 32 bytes" in info.damaged["s1.dcm"]
     with pytest.raises(DicomError, match=r"could not be read: s1\.dcm"):
         read_dicom_series(short)
+
+
+def _edited_copy(series, dest, edit=None, names=None):
+    """Copy the series to ``dest``, applying ``edit(i, ds)`` to slice i (sorted by file name), optionally under
+    new file names (written in that name order, so the folder's listing order follows the new names)."""
+    dest.mkdir()
+    files = sorted(series.iterdir())
+    order = sorted(range(len(files)), key=lambda i: names[i]) if names else range(len(files))
+    for i in order:
+        ds = pydicom.dcmread(files[i])
+        if edit is not None:
+            edit(i, ds)
+        ds.save_as(dest / (names[i] if names else files[i].name))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def unmodified(series):
+    return read_dicom_series(series, orientation="RAS")
+
+
+@pytest.mark.parametrize("case", ["shuffled", "reversed", "all_equal_shuffled_names"])
+def test_instance_numbers_out_of_position_order_convert_unchanged(series, unmodified, tmp_path, case):
+    """MONAI stacks slices by InstanceNumber; numbers that do not follow the slice positions must not scramble
+    the volume or its affine."""
+    n = len(list(series.iterdir()))
+    perm = np.random.default_rng(0).permutation(n)
+    assert not (np.all(np.diff(perm) > 0) or np.all(np.diff(perm) < 0))
+    names = None
+    if case == "shuffled":
+        def edit(i, ds):
+            ds.InstanceNumber = int(perm[i]) + 1
+    elif case == "reversed":  # the reverse of the original order: still a consistent stack (fast path)
+        def edit(i, ds):
+            ds.InstanceNumber = 1000 - int(ds.InstanceNumber)
+    else:
+        def edit(i, ds):
+            ds.InstanceNumber = 1
+        names = [f"slice_{int(p):03d}.dcm" for p in perm]
+    folder = _edited_copy(series, tmp_path / case, edit, names)
+    arr, affine = read_dicom_series(folder, orientation="RAS")
+    ref_arr, ref_affine = unmodified
+    np.testing.assert_allclose(affine, ref_affine, atol=1e-6)
+    np.testing.assert_array_equal(arr, ref_arr)
+    assert len(list(folder.iterdir())) == n  # the copies with rewritten numbers were temporary
+
+
+def test_overlong_orientation_values_do_not_give_an_identity_affine(series, unmodified, tmp_path):
+    """A non-conformant ImageOrientationPatient (DS values over 16 characters) is dropped by MONAI's reader,
+    which then returns an identity affine: the affine is rebuilt from the header values, with a warning."""
+    def edit(i, ds):
+        ds.ImageOrientationPatient = ["1.00000000000000000", "0", "0", "0", "1.00000000000000000", "0"]
+    folder = _edited_copy(series, tmp_path / "iop", edit)
+    with pytest.warns(UserWarning, match=r"iop.*ImageOrientationPatient.*rebuilt"):
+        arr, affine = read_dicom_series(folder, orientation="RAS")
+    np.testing.assert_allclose(affine, unmodified[1], atol=1e-6)
+    np.testing.assert_array_equal(arr, unmodified[0])
+    # without any ImageOrientationPatient the geometry is unknown: an error, not an identity affine
+    def drop(i, ds):
+        del ds.ImageOrientationPatient
+    with pytest.raises(DicomError, match=r"no_iop.*ImageOrientationPatient"):
+        read_dicom_series(_edited_copy(series, tmp_path / "no_iop", drop))
+
+
+def test_consistent_series_takes_no_warning(series):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arr, _ = read_dicom_series(series, orientation=None)
+    assert arr.shape == (512, 512, 20)

@@ -99,3 +99,25 @@ def test_offline_without_mirror_says_what_to_do(tmp_path, monkeypatch):
 def test_unknown_name_lists_known_files():
     with pytest.raises(ExampleDataError, match="example_ct.nii.gz"):
         fetch_example("no_such_file.nii.gz")
+
+
+def test_dicom_folder_from_a_partial_mirror_is_assembled_in_the_cache(tmp_path, mirror):
+    """19 slices in the mirror, the 20th only in the cache: the returned folder holds all 20."""
+    members = sorted(n for n in example_checksums() if n.startswith("example_ct_dicom/"))
+    assert len(members) == 20
+    partial, cache = tmp_path / "mirror", tmp_path / "cache"
+    for m in members[:-1]:
+        (partial / m).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(mirror / m, partial / m)
+    (cache / members[-1]).parent.mkdir(parents=True)
+    shutil.copy(mirror / members[-1], cache / members[-1])
+    folder = fetch_example("example_ct_dicom", mirror_dir=partial, cache=cache,
+                           url_template="http://127.0.0.1:9/{name}", timeout_s=2)
+    got = sorted(p.name for p in folder.iterdir())
+    assert got == [m.split("/", 1)[1] for m in members]
+    sums = example_checksums()
+    assert all(sha256_of(folder / n) == sums[f"example_ct_dicom/{n}"] for n in got)
+    assert len(list((partial / "example_ct_dicom").iterdir())) == 19  # the mirror is left as it was
+    # a second call (everything now in the cache folder) returns the same complete folder
+    assert fetch_example("example_ct_dicom", mirror_dir=partial, cache=cache,
+                         url_template="http://127.0.0.1:9/{name}", timeout_s=2) == folder

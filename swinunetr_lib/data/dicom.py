@@ -7,9 +7,14 @@ API::
     result = dicom_to_nifti(folder, "ct.nii.gz", orientation="RAS")   # ConversionResult (shape, spacing, HU range)
 
 The pixel values are rescaled to HU with each slice's RescaleSlope/RescaleIntercept; slices are ordered by their
-ImagePositionPatient along the slice normal; the affine is built from ImageOrientationPatient/PixelSpacing and
-turned from DICOM's LPS+ into NIfTI's RAS+ world. ``orientation`` reorders/flips voxel axes to the given axis
-codes (e.g. ``"RAS"``, or ``"LAS"`` to match ``example_seg_dicom.nii.gz``); ``None`` keeps the reader's order.
+ImagePositionPatient along the slice normal (MONAI stacks by InstanceNumber: when those numbers do not follow the
+positions, the series is read from temporary copies renumbered by position); the affine is built from
+ImageOrientationPatient/PixelSpacing and turned from DICOM's LPS+ into NIfTI's RAS+ world. The reader's affine is
+checked against these header values; where it disagrees (MONAI drops a tag whose value is not valid DICOM, e.g. a
+decimal string longer than 16 characters, and falls back to an identity affine) it is rebuilt from the header
+values with a warning; a series without the geometry tags is an error, never an identity affine.
+``orientation`` reorders/flips voxel axes to the given axis codes (e.g. ``"RAS"``, or ``"LAS"`` to match
+``example_seg_dicom.nii.gz``); ``None`` keeps the reader's order.
 ITK is not needed (pydicom only).
 """
 from __future__ import annotations
@@ -39,6 +44,17 @@ class DicomSeriesInfo:
     positions: dict[str, list[float]] = dataclasses.field(default_factory=dict, repr=False)  # along slice normal
     damaged: dict[str, str] = dataclasses.field(default_factory=dict)  # DICOM file name -> problem (truncated, ...)
     damaged_series: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # damaged name -> its UID
+    headers: dict[str, list[_SliceHeader]] = dataclasses.field(default_factory=dict, repr=False)  # like ``files``
+
+
+@dataclasses.dataclass
+class _SliceHeader:
+    """The geometry tags of one slice, as pydicom reads them (None where missing or not numeric)."""
+    instance: int | None  # InstanceNumber
+    ipp: np.ndarray | None  # ImagePositionPatient (3,)
+    iop: np.ndarray | None  # ImageOrientationPatient (6,)
+    pixel_spacing: np.ndarray | None  # PixelSpacing (2,): between rows, between columns
+    position: float | None  # ImagePositionPatient along the slice normal (row x column direction)
 
 
 @dataclasses.dataclass
@@ -98,6 +114,24 @@ def _pixel_problem(ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
     return None
 
 
+def _numbers(ds, keyword: str, n: int) -> np.ndarray | None:  # noqa: ANN001 - a pydicom Dataset
+    try:
+        values = np.asarray(getattr(ds, keyword), dtype=np.float64).reshape(-1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return values if values.shape == (n,) and np.isfinite(values).all() else None
+
+
+def _slice_header(ds) -> _SliceHeader:  # noqa: ANN001 - a pydicom Dataset
+    try:
+        instance = int(ds.InstanceNumber)
+    except (AttributeError, TypeError, ValueError):
+        instance = None
+    ipp, iop = _numbers(ds, "ImagePositionPatient", 3), _numbers(ds, "ImageOrientationPatient", 6)
+    position = None if ipp is None or iop is None else float(np.dot(np.cross(iop[:3], iop[3:]), ipp))
+    return _SliceHeader(instance, ipp, iop, _numbers(ds, "PixelSpacing", 2), position)
+
+
 def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
     """Read every file (pixel bytes are read, not decoded); lists the series found, the files that are not
     DICOM and the DICOM files that are damaged (truncated, no pixel data)."""
@@ -109,6 +143,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
     positions: dict[str, list[float]] = {}
     damaged: dict[str, str] = {}
     damaged_series: dict[str, str] = {}
+    headers: dict[str, list[_SliceHeader]] = {}
     modality, bad, n = "", [], 0
     for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         n += 1
@@ -127,14 +162,12 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
             damaged_series[f.name] = uid
             continue
         files.setdefault(uid, []).append(f)
-        try:
-            o = np.asarray(ds.ImageOrientationPatient, float)
-            pos = float(np.dot(np.cross(o[:3], o[3:]), np.asarray(ds.ImagePositionPatient, float)))
-            positions.setdefault(uid, []).append(pos)
-        except (AttributeError, TypeError, ValueError):
-            pass
+        header = _slice_header(ds)
+        headers.setdefault(uid, []).append(header)
+        if header.position is not None:
+            positions.setdefault(uid, []).append(header.position)
         modality = modality or str(getattr(ds, "Modality", ""))
-    return DicomSeriesInfo(folder, series, modality, n, bad, files, positions, damaged, damaged_series)
+    return DicomSeriesInfo(folder, series, modality, n, bad, files, positions, damaged, damaged_series, headers)
 
 
 _AXIS_PAIRS = ("LR", "AP", "SI")
@@ -189,8 +222,9 @@ def read_dicom_series(
     """Read one CT series; returns (HU float32 array (X, Y, Z), 4x4 RAS+ affine in mm).
 
     Raises :class:`DicomError` naming the folder when it holds no DICOM, several series (pass
-    ``series_uid``), damaged files (naming them), or slices with unequal spacing; naming ``orientation`` when
-    it is not valid (checked before anything is read).
+    ``series_uid``), damaged files (naming them), slices without ImageOrientationPatient/ImagePositionPatient/
+    PixelSpacing, or slices with unequal spacing; naming ``orientation`` when it is not valid (checked before
+    anything is read). Slices are stacked by position whatever their InstanceNumbers say.
     """
     orientation = parse_orientation(orientation)
     folder = Path(folder)
@@ -207,28 +241,117 @@ def read_dicom_series(
     if broken:
         raise DicomError(f"{folder}: {len(broken)} DICOM file(s) could not be read: {_damaged_list(broken)}; "
                          "re-export or remove them")
+    files, headers = info.files[chosen], info.headers[chosen]
+    no_geometry = [f.name for f, h in zip(files, headers) if h.position is None]
+    if no_geometry:
+        raise DicomError(f"{folder}: {len(no_geometry)} slice(s) lack a usable ImageOrientationPatient or "
+                         f"ImagePositionPatient (e.g. {no_geometry[:3]}); the slice geometry is unknown")
+    no_spacing = [f.name for f, h in zip(files, headers) if h.pixel_spacing is None or (h.pixel_spacing <= 0).any()]
+    if no_spacing:
+        raise DicomError(f"{folder}: {len(no_spacing)} slice(s) lack a usable PixelSpacing (e.g. {no_spacing[:3]})")
+    positions = np.array([h.position for h in headers])
+    _check_slice_spacing(folder, list(positions))
+    numbers = [h.instance for h in headers]
+    by_number = np.argsort(np.array(numbers), kind="stable") if None not in numbers else None
+    if by_number is not None and len(set(numbers)) == len(numbers) and _monotonic(positions[by_number]):
+        order = by_number  # MONAI's InstanceNumber order already follows the slice positions (either way)
+        renumber = None
+    else:  # read copies numbered by position rank, so MONAI stacks them in position order
+        order = np.argsort(positions, kind="stable")
+        renumber = {int(i): rank + 1 for rank, i in enumerate(order)}
+
+    import warnings
+
     from monai.data import PydicomReader  # imported only once the folder has passed the checks above
 
-    reader = PydicomReader(affine_lps_to_ras=True)
+    reader = PydicomReader(affine_lps_to_ras=True, swap_ij=True)
     try:
-        if len(info.series_uids) > 1 or info.unreadable:  # read only the chosen series, through a folder of links to its files
-            with tempfile.TemporaryDirectory() as tmp:
-                for f in info.files[chosen]:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if renumber is not None:
+                _write_renumbered(files, renumber, Path(tmp))
+                source = tmp
+            elif len(info.series_uids) > 1 or info.unreadable:  # only the chosen series, through links to its files
+                for f in files:
                     os.symlink(f.resolve(), Path(tmp) / f.name)
-                arr, meta = reader.get_data(reader.read(tmp))
-        else:
-            arr, meta = reader.get_data(reader.read(str(folder)))
+                source = tmp
+            else:
+                source = str(folder)
+            arr, meta = reader.get_data(reader.read(source))
     except Exception as err:  # noqa: BLE001
         raise DicomError(f"{folder}: PydicomReader failed: {err}") from err
     arr = np.asarray(arr)
     if arr.ndim != 3:
         raise DicomError(f"{folder}: expected one 3D series, got array of shape {arr.shape}")
+    if arr.shape[2] < len(files):  # MONAI skips slices it cannot use (e.g. no InstanceNumber)
+        raise DicomError(f"{folder}: PydicomReader read {arr.shape[2]} of the series' {len(files)} slices")
     affine = np.asarray(meta["affine"], dtype=np.float64)
-    if arr.shape[2] < len(info.files[chosen]):  # MONAI skips slices it cannot use (e.g. no InstanceNumber)
-        raise DicomError(f"{folder}: PydicomReader read {arr.shape[2]} of the series' {len(info.files[chosen])} slices")
-    _check_slice_spacing(folder, info.positions.get(chosen, []))
+    expected = _header_affine(headers[order[0]], headers[order[-1]], len(files))
+    problem = _affine_problem(affine, expected)
+    if problem is not None:
+        dropped = [name for tag, name in _GEOMETRY_TAGS if tag not in meta]
+        why = (f"the reader dropped {', '.join(dropped)} (a value that is not valid DICOM, e.g. a decimal string "
+               "longer than 16 characters)" if dropped else "the reader's geometry differs from the header")
+        warnings.warn(f"{folder}: PydicomReader's affine does not match the DICOM header ({problem}): {why}; the "
+                      "affine was rebuilt from the header's ImageOrientationPatient, ImagePositionPatient and "
+                      "PixelSpacing values", UserWarning, stacklevel=2)
+        affine = expected
+    for w in caught:  # pass the reader's warnings on, except its "identity affine" one when that was replaced
+        if problem is None or "affine matrix cannot be derived" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     arr, affine = _reorient(arr.astype(np.float32), affine, orientation)
     return arr, affine
+
+
+_GEOMETRY_TAGS = (("00200037", "ImageOrientationPatient"), ("00200032", "ImagePositionPatient"),
+                  ("00280030", "PixelSpacing"))
+
+
+def _monotonic(values: np.ndarray) -> bool:
+    steps = np.diff(values)
+    return bool((steps > 0).all() or (steps < 0).all())
+
+
+def _write_renumbered(files: list[Path], renumber: dict[int, int], folder: Path) -> None:
+    """Copies of ``files`` in ``folder``, file i with InstanceNumber ``renumber[i]`` (nothing else changed)."""
+    import warnings
+
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-conformant values were already read (and reported) once
+        for i, f in enumerate(files):
+            ds = pydicom.dcmread(f)
+            ds.InstanceNumber = renumber[i]
+            ds.save_as(folder / f.name)
+
+
+def _header_affine(first: _SliceHeader, last: _SliceHeader, n: int) -> np.ndarray:
+    """The RAS+ affine PydicomReader(swap_ij=True) builds for slices stacked from ``first`` to ``last``."""
+    affine = np.eye(4)
+    row_spacing, column_spacing = first.pixel_spacing
+    affine[:3, 0] = first.iop[:3] * column_spacing  # voxel axis 0: along a row (column index)
+    affine[:3, 1] = first.iop[3:] * row_spacing  # voxel axis 1: down a column (row index)
+    affine[:3, 2] = (last.ipp - first.ipp) / max(n - 1, 1)
+    affine[:3, 3] = first.ipp
+    affine[:2] *= -1  # LPS+ -> RAS+
+    return affine
+
+
+def _affine_problem(affine: np.ndarray, expected: np.ndarray, rtol: float = 1e-3) -> str | None:
+    """What differs between the reader's affine and the one from the header values (None: they agree)."""
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        return "not a finite 4x4 matrix"
+    sizes, want = np.linalg.norm(affine[:3, :3], axis=0), np.linalg.norm(expected[:3, :3], axis=0)
+    if not np.allclose(sizes, want, rtol=rtol, atol=0):
+        return (f"voxel sizes {np.round(sizes, 4).tolist()} mm, expected {np.round(want, 4).tolist()} mm from "
+                "PixelSpacing and the slice positions")
+    if not np.allclose(affine[:3, :3], expected[:3, :3], rtol=0, atol=rtol * want.max()):
+        return "axis directions differ from ImageOrientationPatient"
+    if not np.allclose(affine[:3, 3], expected[:3, 3], rtol=0, atol=rtol * want.max()):
+        return (f"origin {np.round(affine[:3, 3], 3).tolist()} mm, expected {np.round(expected[:3, 3], 3).tolist()} "
+                "mm from ImagePositionPatient")
+    return None
 
 
 def _damaged_list(damaged: dict[str, str], limit: int = 5) -> str:

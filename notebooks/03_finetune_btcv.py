@@ -112,9 +112,8 @@ import nibabel as nib  # noqa: E402
 
 case = val_entries[0]
 pred_path = run_dir / "eval" / "predictions" / (resolve_path(case["image"]).name.split(".nii")[0] + "_pred.nii.gz")
-ct = nib.load(case["image"])
-plot_prediction_vs_truth(ct.get_fdata(), nib.load(pred_path).get_fdata(), nib.load(case["label"]).get_fdata(),
-                         spacing=ct.header.get_zooms()[:3])
+ct, pred, truth = (nib.as_closest_canonical(nib.load(p)) for p in (case["image"], pred_path, case["label"]))  # RAS
+plot_prediction_vs_truth(ct.get_fdata(), pred.get_fdata(), truth.get_fdata(), spacing=ct.header.get_zooms()[:3])
 
 # %% [markdown]
 # ## Results for notebook 06

@@ -65,7 +65,7 @@ def label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), st
 
 
 def plot_label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), step_size: int = 1,
-                        labels: Sequence[int] | None = None, elev: float = 15.0, azim: float = -60.0,
+                        labels: Sequence[int] | None = None, elev: float = 15.0, azim: float = 60.0,
                         alpha: float = 0.9, legend: bool = True, title: str | None = None,
                         size: float = 5.0) -> Figure:
     """3D surface rendering of a label map (one colour per organ), headless.
@@ -74,7 +74,8 @@ def plot_label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0
         label: integer label volume (D, H, W) in RAS orientation.
         spacing: voxel size in mm (x, y, z), so organs keep their true proportions.
         step_size: marching-cubes step; 2 is about 4x faster and still recognisable.
-        elev, azim: camera angles in degrees (the default looks at the patient's front-right).
+        elev, azim: camera angles in degrees. The default camera stands at the patient's front-right (RAS
+            +y anterior, +x right), so, as on axial CT slices, the patient's right shows on the viewer's left.
     """
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 

@@ -113,7 +113,9 @@ def plot_organ_metrics(results: pd.DataFrame | str | os.PathLike[str], *, metric
     df = _read_table(results, "per_case.csv").copy()
     if kind not in ("bar", "box"):
         raise ValueError(f"kind must be 'bar' or 'box'; got {kind!r}")
-    oc = _pick(df, organ_col, ("organ", "class_name", "class", "label", "organ_name"), "organ", "results")
+    # evaluate() tables hold a numeric class_id beside snake_case names: the id gives the right colours
+    oc = _pick(df, organ_col, ("class_id", "organ", "class_name", "class", "label", "organ_name"), "organ", "results")
+    df = df.rename(columns={"hd95_mm": "hd95"}) if "hd95" not in df.columns else df
     ids = df[oc] if pd.api.types.is_numeric_dtype(df[oc]) else None
     df["_organ"] = _organ_labels(df[oc])
     wanted = [metrics] if isinstance(metrics, str) else list(metrics)

@@ -270,3 +270,29 @@ def test_plot_windows_titles_and_pixels():
     assert [ax.get_title() for ax in fig.axes] == ["abdomen W400/L40", "bone W1800/L400", "custom W100/L0"]
     shown = fig.axes[1].get_images()[0].get_array()
     assert np.allclose(np.unique(shown), [500 / 1800, 900 / 1800])  # 0 HU and 400 HU in W1800/L400
+
+
+def test_default_3d_view_shows_the_patients_right_on_the_viewers_left():
+    from mpl_toolkits.mplot3d import proj3d
+
+    label = np.zeros((20, 16, 12), dtype=np.int64)
+    label[13:18, 5:10, 3:8] = 6   # liver: patient's right = +x in RAS
+    label[2:6, 5:10, 3:8] = 1     # spleen: patient's left
+    fig = viz3d.plot_label_surfaces(label, spacing=(2.0, 2.0, 2.0))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    (right_x,), _, _ = proj3d.proj_transform(np.array([31.0]), np.array([15.0]), np.array([11.0]), ax.get_proj())
+    (left_x,), _, _ = proj3d.proj_transform(np.array([7.0]), np.array([15.0]), np.array([11.0]), ax.get_proj())
+    assert right_x < left_x  # as on axial CT slices (radiological convention)
+
+
+def test_organ_metrics_on_an_evaluate_table_uses_ids_for_colours_and_finds_hd95():
+    from swinunetr_lib.data.labels import BTCV_LABELS
+
+    rows = [{"case": c, "class_id": k, "class": name, "dice": 0.8, "hd95_mm": 5.0}
+            for c in ("a", "b") for k, name in BTCV_LABELS.items()]
+    fig = viz_metrics.plot_organ_metrics(pd.DataFrame(rows))
+    assert len(fig.axes) == 2  # Dice and HD95 panels
+    bars = fig.axes[0].patches
+    assert [tuple(np.round(b.get_facecolor()[:3], 3)) for b in bars] == \
+        [tuple(np.round(np.asarray(viz.label_color(k))[:3], 3)) for k in sorted(BTCV_LABELS)]

@@ -27,7 +27,7 @@ tasks = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-t
 data_manifests = []  # one manifest per task; empty means the demo cohort (phantom tasks) or data_dir()/msd/<task>/dataset.json
 init = "auto"  # scratch, ssl (encoder from notebook 02), official (model_swinvit.pt) or auto (ssl if exported)
 pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-spacing = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None = each task's preset spacing, [] = native grid
+spacing = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None means each task's preset spacing, an empty list the native grid
 roi_size = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
 feature_size = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 num_samples = 1  # label-balanced crops per volume per step

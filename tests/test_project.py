@@ -49,6 +49,11 @@ def test_one_plain_parameters_cell_after_title(py):
     assert re.search(r"runtime", text) and "cpu" in text, f"{py}: title cell does not state the expected runtime"
     assert nb.cells[-1].cell_type == "markdown" and "recap" in nb.cells[-1].source.lower(), f"{py}: no closing recap"
     assert ".cuda()" not in py.read_text(), f"{py}: bare .cuda()"
+    # papermill reads the same cell with its own line parser (a "=" in a comment defeats it): every name must survive
+    from papermill.translators import PythonTranslator
+
+    seen = {p.name for p in PythonTranslator.inspect({"source": cells[0].source})}
+    assert seen == set(params), f"{py}: papermill cannot parse parameters {sorted(set(params) - seen)}"
 
 
 @pytest.mark.parametrize("profile", ["smoke", "demo"])

@@ -197,7 +197,7 @@ else:
 # A slice scroller (ipywidgets): pick the view, drag the slider.
 
 # %%
-viz3d.slice_scroller(ct, seg, window_preset=window_preset)
+viz3d.slice_scroller(ct, seg, window_preset=window_preset, spacing=spacing)
 
 # %% [markdown]
 # The 3D viewer: itkwidgets' `view(image, label_image=...)` when it is installed

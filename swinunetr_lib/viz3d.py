@@ -23,7 +23,8 @@ from urllib.parse import urlparse
 import numpy as np
 from matplotlib.figure import Figure
 
-from .viz import AXES, as_volume, new_figure, display_slice, label_color, organ_legend, organ_name, overlay_rgb
+from .viz import (AXES, _aspect, as_volume, display_slice, label_color, new_figure, organ_legend, organ_name,
+                  overlay_rgb)
 
 VIEWER_ENV = "SWINUNETR_3D_VIEWER"
 """Environment override for :func:`show_3d`'s default: ``itkwidgets``, ``static`` or ``auto``."""
@@ -115,11 +116,13 @@ def _png(rgb: np.ndarray) -> bytes:
 
 def slice_scroller(image: Any, label: Any = None, *, axis: str = "axial",
                    window_preset: str | tuple[float, float] | None = "abdomen", alpha: float = 0.45,
-                   zoom: int = 3) -> Any:
+                   zoom: int = 3, spacing: Sequence[float] | None = None) -> Any:
     """An ipywidgets box: a view selector, a slice slider and the slice with its label overlay.
 
     Returns an ``ipywidgets.VBox`` (display it as a cell's last expression). Each slice is rendered to a
-    PNG by :func:`~swinunetr_lib.viz.overlay_rgb`, upsampled ``zoom`` times (nearest) for visibility.
+    PNG by :func:`~swinunetr_lib.viz.overlay_rgb`, upsampled ``zoom`` times (nearest) for visibility;
+    with ``spacing`` (mm, x y z) the coarser direction is stretched further, so anisotropic voxels (e.g.
+    0.7 x 0.7 x 2.5 mm) keep their true proportions in coronal and sagittal views.
     """
     import ipywidgets as w
 
@@ -139,7 +142,7 @@ def slice_scroller(image: Any, label: Any = None, *, axis: str = "axial",
         k = min(slider.value, slider.max)
         ls = None if lab is None else display_slice(lab, a, k)
         rgb = overlay_rgb(display_slice(img, a, k), ls, alpha=alpha, window_preset=window_preset)
-        picture.value = _png(np.kron(rgb, np.ones((zoom, zoom, 1))))
+        picture.value = _png(_upsample(rgb, zoom, _aspect(spacing, a)))
         present = [] if ls is None else [int(v) for v in np.unique(ls) if v > 0]
         caption.value = " ".join(
             f"<span style='color:rgb{tuple(int(255 * c) for c in label_color(v))}'>■</span> {organ_name(v)}"
@@ -149,6 +152,16 @@ def slice_scroller(image: Any, label: Any = None, *, axis: str = "axial",
     slider.observe(render, names="value")
     render()
     return w.VBox([w.HBox([view, slider]), picture, caption])
+
+
+def _upsample(rgb: np.ndarray, zoom: int, aspect: float) -> np.ndarray:
+    """Nearest-neighbour enlargement of an (H, W, 3) slice: ``zoom`` times, and the coarser axis by
+    ``aspect`` (= row spacing / column spacing) on top."""
+    h, w = rgb.shape[:2]
+    out_h, out_w = round(h * zoom * max(aspect, 1.0)), round(w * zoom * max(1.0 / aspect, 1.0))
+    rows = (np.arange(out_h) * h) // out_h
+    cols = (np.arange(out_w) * w) // out_w
+    return rgb[rows][:, cols]
 
 
 # --------------------------------------------------------------------------------------------- itkwidgets
@@ -227,5 +240,5 @@ def static_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0,
     if label is not None:
         fig = plot_label_surfaces(label, spacing=spacing, step_size=step_size)
         parts.append(w.Image(value=figure_to_png(fig, dpi=80), format="png"))
-    parts.append(slice_scroller(image, label, window_preset=window_preset))
+    parts.append(slice_scroller(image, label, window_preset=window_preset, spacing=spacing))
     return w.VBox(parts)

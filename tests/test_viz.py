@@ -296,3 +296,20 @@ def test_organ_metrics_on_an_evaluate_table_uses_ids_for_colours_and_finds_hd95(
     bars = fig.axes[0].patches
     assert [tuple(np.round(b.get_facecolor()[:3], 3)) for b in bars] == \
         [tuple(np.round(np.asarray(viz.label_color(k))[:3], 3)) for k in sorted(BTCV_LABELS)]
+
+
+def test_slice_scroller_keeps_true_proportions_of_anisotropic_voxels():
+    import io
+
+    from PIL import Image
+
+    img = np.zeros((10, 12, 5), dtype=np.float32)  # x, y, z with 1 x 1 x 4 mm voxels: 10 x 12 x 20 mm
+    box = viz3d.slice_scroller(img, spacing=(1.0, 1.0, 4.0), zoom=3)
+    view, picture = box.children[0].children[0], box.children[1]
+    sizes = {}
+    for name in ("axial", "coronal", "sagittal"):
+        view.value = name
+        sizes[name] = Image.open(io.BytesIO(picture.value)).size  # (width, height) in pixels
+    assert sizes["axial"] == (30, 36)      # x across, y down: 10 x 12 mm at 3 px/mm
+    assert sizes["coronal"] == (30, 60)    # x across, z down: 10 x 20 mm
+    assert sizes["sagittal"] == (36, 60)   # y across, z down: 12 x 20 mm

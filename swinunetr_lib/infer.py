@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 
 from .finetune_model import build_swinunetr
 from .task_presets import TaskPreset, preprocess_transforms
-from .utils import atomic_path, resolve_device, run_cli
+from .utils import atomic_path, check_folder_creatable, resolve_device, run_cli
 
 Paths = str | Path | Sequence[str | Path]
 
@@ -152,13 +152,10 @@ def check_output(output: str | Path, inputs: Paths = ()) -> Path:
     for src in _as_list(inputs):
         if path.exists() and Path(src).exists() and os.path.samefile(path, src):
             raise InferenceError(f"{path}: output would overwrite the input scan")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise InferenceError(f"{path}: output folder cannot be created, {folder} is a file")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InferenceError(f"{path}: output folder {folder} is not writable")
+    try:
+        check_folder_creatable(path.parent, f"{path}: output folder")
+    except ValueError as err:
+        raise InferenceError(str(err)) from None
     return path
 
 

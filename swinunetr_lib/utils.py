@@ -53,6 +53,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_folder_creatable(folder: str | os.PathLike[str], what: str) -> Path:
+    """``folder``, if it is a writable folder or can be created (its first existing ancestor is a writable
+    folder); else ``ValueError("<what>: ...")``. Nothing is created: for checks before any work starts."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}: cannot be created, {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: folder {existing} is not writable")
+    return folder
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to a temporary file, then rename."""
     with atomic_path(path) as tmp:

@@ -158,7 +158,7 @@ def test_output_path_checked_before_the_model_is_loaded(cli, tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("keep me")
     code, err = cli("--checkpoint", missing_ckpt, "--input", src, "--output", blocker / "sub" / "seg.nii.gz")
-    assert code == 2 and f"output folder cannot be created, {blocker} is a file" in err
+    assert code == 2 and f"output folder: cannot be created, {blocker} is a file" in err
     code, err = cli("--checkpoint", missing_ckpt, "--input", src, "--output", tmp_path / "seg.txt")
     assert code == 2 and "seg.txt: output must end in .nii or .nii.gz" in err
     code, err = cli("--checkpoint", missing_ckpt, "--input", src, "--output", src)

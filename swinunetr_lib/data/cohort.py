@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..utils import atomic_path, atomic_write_text
+from ..utils import atomic_path, atomic_write_text, check_folder_creatable
 from .labels import BTCV_LABELS, totalseg_to_btcv
 from .manifest import assign_folds, labeled_fraction_subsets, write_manifest
 from .phantom import PHANTOM_DESCRIP, make_abdomen_phantom, make_msd_phantom, write_phantom
@@ -140,11 +140,7 @@ def _check_params(n_phantoms: Any, seed: Any, spacing: Any, shape: Any, n_valida
 def _check_out_dir(root: Path) -> None:
     if root.exists() and not root.is_dir():
         raise ValueError(f"out_dir {root} exists and is not a folder")
-    for parent in root.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"out_dir {root}: {parent} is a file, not a folder")
-            break
+    check_folder_creatable(root, f"out_dir {root}")
 
 
 def build_demo_cohort(

@@ -24,7 +24,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, check_folder_creatable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 Layout = Literal["auto", "decathlon", "btcv", "flat"]
@@ -199,11 +199,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "output",
         raise ValueError(f"{what} {path} is a directory; give a file name")
     if suffixes is not None and not path.name.lower().endswith(tuple(s.lower() for s in suffixes)):
         raise ValueError(f"{what} {path}: the file name must end in {' or '.join(suffixes)}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
-            break
+    check_folder_creatable(path.parent, f"{what} {path}: its folder")
     return path
 
 

@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 
 from .finetune_model import build_swinunetr
 from .task_presets import TaskPreset, preprocess_transforms
-from .utils import atomic_path, check_folder_creatable, resolve_device, run_cli
+from .utils import atomic_path, check_folder_creatable, error_message, resolve_device, run_cli
 
 Paths = str | Path | Sequence[str | Path]
 
@@ -188,19 +188,6 @@ def check_input_paths(inputs: Paths) -> list[str]:
     return paths
 
 
-def check_inputs(inputs: Paths) -> list[str]:
-    """Existing, readable image paths (NIfTI/other file or DICOM folder), else :class:`InferenceError`."""
-    paths = check_input_paths(inputs)
-    for p in paths:
-        try:
-            reader = _reader_for([p])
-            T.LoadImage(image_only=True, reader=reader)(p)
-        except Exception as err:  # noqa: BLE001 - report the file MONAI could not read
-            msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise InferenceError(f"{p}: cannot be read as an image or DICOM series ({type(err).__name__}: {msg})") from err
-    return paths
-
-
 def predict_original_grid(model: torch.nn.Module, preset: TaskPreset, inputs: Paths, *, sw_batch_size: int = 4,
                           overlap: float = 0.5, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Label map (X, Y, Z) uint8 on the input's voxel grid, and the input's affine (RAS, 4 x 4).
@@ -210,10 +197,14 @@ def predict_original_grid(model: torch.nn.Module, preset: TaskPreset, inputs: Pa
     from .finetune import sliding_window_predict
 
     check_window_options(sw_batch_size, overlap)
-    paths = check_inputs(inputs)
+    paths = check_input_paths(inputs)
     pipeline = preprocess_transforms(preset, keys=("image",), reader=_reader_for(paths))
     src = paths[0] if len(paths) == 1 else paths
-    data = pipeline({"image": src})
+    try:  # the pipeline's loader names the file it could not read; no separate read beforehand
+        data = pipeline({"image": src})
+    except Exception as err:  # noqa: BLE001 - report it as this module's error, in one line
+        raise InferenceError(f"{', '.join(paths)}: cannot be read as an image or DICOM series "
+                             f"({error_message(err)})") from err
     image = data["image"]
     if image.shape[0] != preset.in_channels:
         raise InferenceError(f"{', '.join(paths)}: {image.shape[0]} channel(s), but task {preset.name} expects "

@@ -41,7 +41,6 @@ class DicomSeriesInfo:
     n_files: int
     unreadable: list[str]  # files that are not part of any series (not DICOM, DICOMDIR, damaged beyond reading)
     files: dict[str, list[Path]] = dataclasses.field(default_factory=dict, repr=False)
-    positions: dict[str, list[float]] = dataclasses.field(default_factory=dict, repr=False)  # along slice normal
     damaged: dict[str, str] = dataclasses.field(default_factory=dict)  # DICOM file name -> problem (truncated, ...)
     damaged_series: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # damaged name -> its UID
     headers: dict[str, list[_SliceHeader]] = dataclasses.field(default_factory=dict, repr=False)  # like ``files``
@@ -140,7 +139,6 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
         raise DicomError(f"{folder}: not a folder")
     series: dict[str, int] = {}
     files: dict[str, list[Path]] = {}
-    positions: dict[str, list[float]] = {}
     damaged: dict[str, str] = {}
     damaged_series: dict[str, str] = {}
     headers: dict[str, list[_SliceHeader]] = {}
@@ -164,10 +162,8 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
         files.setdefault(uid, []).append(f)
         header = _slice_header(ds)
         headers.setdefault(uid, []).append(header)
-        if header.position is not None:
-            positions.setdefault(uid, []).append(header.position)
         modality = modality or str(getattr(ds, "Modality", ""))
-    return DicomSeriesInfo(folder, series, modality, n, bad, files, positions, damaged, damaged_series, headers)
+    return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers)
 
 
 _AXIS_PAIRS = ("LR", "AP", "SI")

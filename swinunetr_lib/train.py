@@ -42,6 +42,7 @@ from torch import nn
 
 from . import distributed as ddp
 from .config import Config
+from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
 from .utils import atomic_torch_save, atomic_write_text, error_message, seed_everything
 
 StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
@@ -80,7 +81,20 @@ class FitResult:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; the message names the step, the loss terms and the last good checkpoint."""
+    """The loss or the gradient became NaN/inf; the message names the step, the loss terms, the last good
+    checkpoint and what to try."""
+
+
+def _nonfinite_hint(dtype: torch.dtype, cfg: TrainConfig) -> str:
+    """What to try after a non-finite loss or gradient, for this run's settings."""
+    tips = []
+    if dtype != torch.float32:
+        tips.append(f"precision='fp32' (this run used {str(dtype).split('.')[-1]} autocast)")
+    tips.append(f"a lower lr (this run: {cfg.lr:g})")
+    if cfg.grad_clip <= 0:
+        tips.append("grad_clip=1.0")
+    tips.append("checking the data: python -m swinunetr_lib.data validate MANIFEST")
+    return "try " + ", ".join(tips)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -175,12 +189,17 @@ class _Batches:
 
 
 class _Logger:
-    """metrics.csv (one row per logged step; the header grows when new keys appear) + TensorBoard."""
+    """metrics.csv (one row per logged step) + TensorBoard.
+
+    Every row reaches the CSV as it is logged: a run that stops (a non-finite loss, a crash, a kill) keeps
+    every step it logged. Rows are appended; the file is rewritten (atomically) only at the first row of
+    this process, so that a resumed run's file matches its checkpoint, and when a new column appears."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.path, self.enabled, self.rows = run_dir / "metrics.csv", enabled, []
         self.tb: Any = None
         self._tb_dir, self._tb_tried = run_dir / "tb", False
+        self._keys: list[str] | None = None  # the header on disk; None: not written by this process yet
 
     def log(self, row: dict[str, float]) -> None:
         self.rows.append(row)
@@ -197,10 +216,16 @@ class _Logger:
             for k, v in row.items():
                 if k != "step":
                     self.tb.add_scalar(k, v, int(row["step"]))
-        if len(self.rows) == 1 or len(self.rows) % 20 == 0:
+            if len(self.rows) % 20 == 0:
+                self.tb.flush()
+        if self._keys is not None and set(row) <= set(self._keys):
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._keys).writerow(row)
+        else:
             self.flush()
 
     def flush(self) -> None:
+        """Rewrite metrics.csv from all rows (header = every key seen, in order of appearance)."""
         if not self.enabled:
             return
         keys: list[str] = []
@@ -211,13 +236,23 @@ class _Logger:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(buf.getvalue(), self.path)
+        self._keys = keys
         if self.tb is not None:
             self.tb.flush()
 
     def close(self) -> None:
-        self.flush()
+        if self.enabled and self._keys is None and self.rows:
+            self.flush()
         if self.tb is not None:
             self.tb.close()
+
+
+def _guard_cpu_bf16(model: nn.Module, verbose: bool) -> None:
+    """bf16 autocast on a CPU: the smallest 3D convolutions run in fp32 (see :mod:`swinunetr_lib.cpu_bf16`)."""
+    n = keep_small_convs_fp32(model)
+    if verbose and n and cpu_bf16_conv3d_grad_is_wrong():
+        print(f"bf16 on this CPU: its oneDNN bf16 Conv3d weight gradient is wrong for inputs 2 voxels deep, so the "
+              f"{n} 3D convolutions run in fp32 where an input axis is <= 2 voxels (precision='fp32' avoids bf16 entirely)")
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
@@ -273,6 +308,8 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     dtype = resolve_precision(cfg.precision, device)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        _guard_cpu_bf16(model, main)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_adamw(params, cfg.lr, cfg.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
@@ -341,11 +378,18 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
             shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values.tolist()))
             kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
             raise NonFiniteLossError(f"non-finite loss at step {step + 1} (rank {rank}): {shown}; "
-                                     f"stopped before the optimizer step; {kept}")
+                                     f"stopped before the optimizer step; {kept}; {_nonfinite_hint(dtype, cfg)}")
         if cfg.grad_clip > 0:
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             terms["grad_norm"] = grad_norm.detach().float()
+            # under fp16 the GradScaler skips such a step by design; otherwise clipping an inf norm would write
+            # NaN into the weights (inf * 0) and the loss would only turn NaN steps later
+            if not scaler.is_enabled() and not bool(ddp.all_reduce_min(torch.isfinite(grad_norm).to(torch.int32))):
+                kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
+                raise NonFiniteLossError(f"non-finite gradient at step {step + 1} (rank {rank}): grad_norm={float(grad_norm):.4g}, "
+                                         f"loss={float(terms['loss']):.4g}; stopped before the optimizer step; {kept}; "
+                                         f"{_nonfinite_hint(dtype, cfg)}")
         lr = optimizer.param_groups[0]["lr"]
         scaler.step(optimizer)
         scaler.update()

@@ -1,55 +1,57 @@
-"""Benchmarks. ``python -m swinunetr_lib.bench ssl --roi-size 96 --feature-size 48 --batch-size 4 --precision bf16``.
+"""Benchmarks at the paper's size, each against MONAI's plain eager model in the same process and run.
 
-``ssl`` times full pretraining steps (two-view augmentation on the device, one forward/backward of both
-views, AdamW) on synthetic sub-volumes and reports sub-volumes per second, the share of the step spent
-in augmentation, and peak memory. It also times a reference-style augmentation — per sample and per
-cutout block in a Python loop with NumPy random numbers, as the official pretraining code does — on
-the same batch and prints how many times slower it is than the batched one.
-CPU smoke: ``python -m swinunetr_lib.bench ssl --roi-size 64 --feature-size 12 --batch-size 2 --steps 2 --warmup 1``.
+``python -m swinunetr_lib.bench ssl|finetune|infer [options]``; defaults are the paper's size (96^3,
+feature 48, batch 4; inference on a 320 x 320 x 192 volume). Each subcommand times the same model in
+several *variants*: ``monai_eager`` (MONAI's model, eager, no option of ours; for inference fp32),
+``ours`` (the options given: ``--precision``, ``--sdpa-attention``, ``--channels-last``,
+``--grad-checkpoint``, ``--compile``) and, with ``--ablation``, the options added one at a time in eager
+mode. It reports time per step (or per volume), the ratio against ``monai_eager``, peak memory per
+variant and the split of ``ours``'s step into data (host-to-device copies), augmentation and model,
+measured inside the step (CUDA events on a GPU). JSON (``--json``) is rewritten after every variant,
+so a run stopped by a time limit still leaves the finished variants.
+
+- ``ssl``: full pretraining steps (two-view augmentation on the device, forward/backward of both views,
+  AdamW) on synthetic sub-volumes; also times a reference-style augmentation (per sample and per cutout
+  block in a Python loop, as the official code does) against the batched one.
+- ``finetune``: :mod:`swinunetr_lib.bench_finetune` (DiceCE on random crops and labels).
+- ``infer``: :mod:`swinunetr_lib.bench_infer` (sliding window with Gaussian blending; Dice vs fp32).
+
+``--compile`` compiles the repeated Swin regions (``--compile-scope layers``: each MONAI ``BasicLayer``,
+i.e. one stage of two blocks plus its patch merging; ``blocks``: each ``SwinTransformerBlock``;
+``model``: the whole network), with static shapes.
+CPU smoke: ``python -m swinunetr_lib.bench ssl --roi-size 32 --feature-size 12 --batch-size 1 --steps 1 --warmup 0
+--device cpu``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import resource
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .config import Config
+from .bench_common import (BenchBase, Phases, TimedModule, check_common, finish, format_table, header, host_tensor,
+                           plain_options, prepare, run_variants, time_call, to_device, train_timing, variants)
 from .pretrain import SSLStep
 from .ssl_model import SSLModel
-from .ssl_transforms import TwoViewTransform, make_generator
-from .train import _enable_checkpointing, make_adamw, resolve_precision
+from .ssl_transforms import make_generator
+from .train import resolve_precision
 from .utils import atomic_write_text, resolve_device, run_cli
+
+__all__ = ["BenchConfig", "bench_ssl", "format_table", "main", "reference_augment"]
 
 
 @dataclass
-class BenchConfig(Config):
-    roi_size: int = 96            # cubic sub-volume side
-    feature_size: int = 48        # Swin UNETR feature size
+class BenchConfig(BenchBase):
+    """``bench ssl``."""
+    roi_size: int = 96            # cubic sub-volume side in voxels (paper: 96)
     batch_size: int = 4           # sub-volumes per step (each gives two views)
-    precision: str = "auto"       # auto | bf16 | fp16 | fp32
-    device: str = "auto"          # auto | cpu | cuda
-    compile: bool = False         # torch.compile the model
-    grad_checkpoint: bool = False  # MONAI use_checkpoint
-    sdpa_attention: bool = False  # window attention through scaled_dot_product_attention (window_attention.py)
-    steps: int = 10               # timed steps
-    warmup: int = 3               # untimed steps first (compilation, cuDNN autotuning)
-    reference_repeats: int = 3    # timed calls of each augmentation
-    seed: int = 0
-    json: str = ""                # also write the results to this JSON file
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    grad_checkpoint: bool = False  # ours: MONAI use_checkpoint
+    baseline_precision: str = "same"  # monai_eager's precision: same (as ours) | fp32 | bf16 | fp16
+    reference_repeats: int = 3    # timed calls of each augmentation (batched and reference loop)
 
 
 def _ref_block_drop(x: torch.Tensor, other: torch.Tensor | None = None, max_drop: float = 0.3,
@@ -88,111 +90,75 @@ def reference_augment(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out, torch.tensor(labels, device=x.device)
 
 
-def _time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    fn()
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - t) / repeats
-
-
-def bench_ssl(cfg: BenchConfig) -> dict[str, Any]:
-    """Run the SSL benchmark; returns the numbers printed by :func:`format_table`."""
-    if cfg.roi_size <= 0 or cfg.roi_size % 32:
-        raise ValueError(f"roi_size={cfg.roi_size} must be a positive multiple of 32")
-    for name in ("batch_size", "steps"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
+def bench_ssl(cfg: BenchConfig, emit: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
+    """Run the SSL benchmark; returns the numbers printed by :func:`format_table`. ``emit(result)`` is
+    called after every variant (the CLI rewrites the JSON file there)."""
+    check_common(cfg)
     device = resolve_device(cfg.device)
-    dtype = resolve_precision(cfg.precision, device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit does: fixed crop size
-    torch.manual_seed(cfg.seed)
+    ours = {"precision": resolve_precision(cfg.precision, device), "sdpa_attention": cfg.sdpa_attention,
+            "channels_last": cfg.channels_last, "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile}
+    base = plain_options(ours)
+    if cfg.baseline_precision != "same":
+        base["precision"] = resolve_precision(cfg.baseline_precision, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_host = host_tensor(torch.rand(cfg.batch_size, 1, *(cfg.roi_size,) * 3, generator=gen), device)
+    result = header("ssl", cfg, device)
+
+    def measure(opts: dict[str, Any]) -> dict[str, Any]:
+        torch.manual_seed(cfg.seed)
+        model = SSLModel(feature_size=cfg.feature_size)
+        net = prepare(model, opts, cfg, device)
+        phases = Phases(device)
+        step = SSLStep()
+        step.views = TimedModule(step.views, phases, "augmentation")  # type: ignore[assignment]
+
+        def step_fn() -> torch.Tensor:
+            with phases("data"):
+                x = to_device(x_host, device, opts["channels_last"])
+            return step(net, x, device)["loss"]
+        run = train_timing(model, opts, device, phases, step_fn, cfg.steps, cfg.warmup)
+        return {**run, "subvolumes_per_s": cfg.batch_size / run["step_s"]}
+
+    run_variants(result, variants(ours, base, cfg), device, measure, emit, "step_s")
+    finish(result, "step_s", "subvolumes_per_s", cfg.batch_size,
+           device.type == "cuda" and (cfg.roi_size, cfg.feature_size, cfg.batch_size) == (96, 48, 4))
+    # the batched two-view augmentation against the official-style loop, alone on the same batch
+    x = x_host.to(device)
+    views, g = SSLStep().views, make_generator(device, cfg.seed)
     np.random.seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention).to(device)
-    if cfg.grad_checkpoint:
-        _enable_checkpointing(model)
-    net = torch.compile(model) if cfg.compile else model
-    opt = make_adamw(model.parameters(), 4e-4, 1e-5, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step = SSLStep()
-    views = TwoViewTransform()
-    x = torch.rand(cfg.batch_size, 1, cfg.roi_size, cfg.roi_size, cfg.roi_size, device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def train_step() -> float:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = step(net, x, device)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(out["loss"]).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-        return float(out["loss"].detach())
-
-    for _ in range(cfg.warmup):
-        train_step()
-    _sync(device)
-    t = time.perf_counter()
-    losses = [train_step() for _ in range(cfg.steps)]
-    _sync(device)
-    step_s = (time.perf_counter() - t) / max(1, cfg.steps)
-
-    gen = make_generator(device, cfg.seed)
-    ours_s = _time(lambda: views(x, gen), device, cfg.reference_repeats)
-    ref_s = _time(lambda: (reference_augment(x), reference_augment(x)), device, cfg.reference_repeats)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-        name = torch.cuda.get_device_name(device)
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB (process RSS)
-        name = platform.processor() or platform.machine()
-    return {"device": f"{device.type} ({name}), {torch.get_num_threads()} threads" if device.type == "cpu"
-            else f"{device} ({name})", "torch": torch.__version__, "roi_size": cfg.roi_size,
-            "feature_size": cfg.feature_size, "batch_size": cfg.batch_size, "precision": str(dtype).split(".")[-1],
-            "compile": cfg.compile, "grad_checkpoint": cfg.grad_checkpoint,
-            "sdpa_attention": cfg.sdpa_attention, "steps": cfg.steps,
-            "step_s": step_s, "subvolumes_per_s": cfg.batch_size / step_s, "augment_s": ours_s,
-            "augment_share": ours_s / step_s, "reference_augment_s": ref_s, "reference_over_ours": ref_s / ours_s,
-            "reference_share_if_used": ref_s / (step_s - ours_s + ref_s), "peak_memory_gib": peak,
-            "peak_memory_kind": "max_memory_allocated" if device.type == "cuda" else "process max RSS",
-            "final_loss": losses[-1] if losses else float("nan")}
-
-
-def format_table(r: dict[str, Any]) -> str:
-    rows = [("device", r["device"]), ("torch", r["torch"]),
-            ("ROI / feature size / batch", f"{r['roi_size']}^3 / {r['feature_size']} / {r['batch_size']} sub-volumes"),
-            ("precision / compile / grad ckpt / SDPA", f"{r['precision']} / {r['compile']} / {r['grad_checkpoint']}"
-                                                        f" / {r.get('sdpa_attention', False)}"),
-            ("time per step", f"{r['step_s'] * 1e3:.1f} ms (mean of {r['steps']})"),
-            ("sub-volumes / s", f"{r['subvolumes_per_s']:.2f}"),
-            ("augmentation (batched, 2 views)", f"{r['augment_s'] * 1e3:.2f} ms = {100 * r['augment_share']:.1f} % of a step"),
-            ("augmentation (reference loop)", f"{r['reference_augment_s'] * 1e3:.2f} ms = "
-                                              f"{100 * r['reference_share_if_used']:.1f} % of such a step"),
-            ("reference / batched", f"{r['reference_over_ours']:.1f}x"),
-            (f"peak memory ({r['peak_memory_kind']})", f"{r['peak_memory_gib']:.2f} GiB"),
-            ("last loss", f"{r['final_loss']:.4f}")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    alone = time_call(lambda: views(x, g), device, cfg.reference_repeats)
+    ref = time_call(lambda: (reference_augment(x), reference_augment(x)), device, cfg.reference_repeats)
+    step_s, aug = result["step_s"], result["split_s"].get("augmentation", 0.0)
+    result.update({"final_loss": result["runs"]["ours"]["final_loss"], "augment_s": aug,
+                   "augment_share": aug / step_s, "augment_alone_s": alone, "reference_augment_s": ref,
+                   "reference_over_ours": ref / alone, "reference_share_if_used": ref / (step_s - alone + ref),
+                   "complete": True})
+    emit(result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .bench_finetune import FinetuneBenchConfig, bench_finetune
+    from .bench_infer import InferBenchConfig, bench_infer
+
+    commands = {"ssl": (BenchConfig, bench_ssl, "SSL pretraining step throughput"),
+                "finetune": (FinetuneBenchConfig, bench_finetune, "fine-tuning step throughput (DiceCE, AdamW)"),
+                "infer": (InferBenchConfig, bench_infer, "sliding-window inference time per volume, Dice vs fp32")}
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
-    BenchConfig.add_arguments(sub.add_parser("ssl", help="SSL pretraining step throughput"))
+    for name, (cls, _, help_text) in commands.items():
+        cls.add_arguments(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
 
     def body() -> int:
-        cfg = BenchConfig.from_args(args)
-        if cfg.json and (Path(cfg.json).is_dir() or Path(cfg.json).suffix != ".json"):
-            raise ValueError(f"--json {cfg.json}: expected a .json file path")
-        result = bench_ssl(cfg)
-        print(format_table(result))
-        if cfg.json:
-            atomic_write_text(json.dumps(result, indent=2), cfg.json)
+        cls, fn, _ = commands[args.benchmark]
+        cfg = cls.from_args(args)
+
+        def emit(result: dict[str, Any]) -> None:
+            if cfg.json:
+                atomic_write_text(json.dumps(result, indent=2), cfg.json)
+        print(format_table(fn(cfg, emit)))
         return 0
 
     return run_cli("python -m swinunetr_lib.bench", body)

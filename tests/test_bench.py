@@ -1,24 +1,118 @@
-"""The SSL benchmark runs end to end at tiny size and reports consistent numbers."""
+"""The benchmarks (ssl, finetune, infer) run end to end at tiny size on a CPU and report consistent numbers;
+ci/gpu_bench.sh runs all of them in DRY_RUN mode."""
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
+import torch
 
 from swinunetr_lib.bench import BenchConfig, bench_ssl, main
+from swinunetr_lib.bench_common import variants
+from swinunetr_lib.bench_finetune import FinetuneBenchConfig, bench_finetune
+from swinunetr_lib.bench_infer import InferBenchConfig, label_agreement
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--feature-size", "12", "--device", "cpu", "--steps", "1", "--warmup", "0"]
 
 
-def test_bench_cli_writes_consistent_numbers(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["ssl", "--roi-size", "64", "--feature-size", "12", "--batch-size", "1", "--device", "cpu",
-                 "--steps", "1", "--warmup", "0", "--reference-repeats", "1", "--sdpa-attention",
-                 "--json", str(out)]) == 0
+def _check_common(r, time_key, split):
+    assert r["complete"] is True and list(r["runs"]) == ["monai_eager", "ours"]
+    base, ours = r["runs"]["monai_eager"], r["runs"]["ours"]
+    assert r["speedup_vs_monai_eager"] > 0
+    assert r["speedup_vs_monai_eager"] == pytest.approx(base[time_key] / ours[time_key])
+    assert base["speedup_vs_monai_eager"] == 1.0 and base["options"]["compile"] is False
+    assert set(r["split_s"]) == set(split) and all(v >= 0 for v in r["split_s"].values())
+    assert sum(r["split_share"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert r["peak_memory_gib"] > 0 and ours["peak_memory_gib"] > 0
+    assert r["goal"]["at_paper_size"] is False and r["goal"]["met"] is None
+
+
+def test_bench_ssl_cli_writes_consistent_numbers(tmp_path, capsys):
+    out = tmp_path / "ssl.json"
+    assert main(["ssl", "--roi-size", "32", "--batch-size", "1", "--reference-repeats", "1", "--sdpa-attention",
+                 *TINY, "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["sdpa_attention"] is True and r["compile"] is False and r["precision"] == "float32"
+    assert r["benchmark"] == "ssl" and r["config"]["sdpa_attention"] is True
+    _check_common(r, "step_s", {"data", "augmentation", "model"})
+    assert r["runs"]["ours"]["options"] == {"precision": "float32", "sdpa_attention": True, "channels_last": False,
+                                            "grad_checkpoint": False, "compile": False}
+    assert r["runs"]["monai_eager"]["options"]["sdpa_attention"] is False
     assert r["subvolumes_per_s"] == pytest.approx(1 / r["step_s"])
-    assert 0 < r["augment_share"] < 1 and r["reference_over_ours"] == pytest.approx(r["reference_augment_s"] / r["augment_s"])
-    assert r["final_loss"] > 0
-    assert "sub-volumes / s" in capsys.readouterr().out
+    assert 0 < r["augment_share"] < 1
+    assert r["reference_over_ours"] == pytest.approx(r["reference_augment_s"] / r["augment_alone_s"])
+    # same initial weights and batch: SDPA attention computes the same loss as MONAI's attention
+    assert r["final_loss"] > 0 and r["final_loss"] == pytest.approx(r["runs"]["monai_eager"]["final_loss"], rel=1e-4)
+    printed = capsys.readouterr().out
+    assert "monai_eager [float32]" in printed and "goal: subvolumes_per_s >= 45.0" in printed
 
 
-def test_bench_refuses_roi_not_divisible_by_32():
-    with pytest.raises(ValueError, match="positive multiple of 32"):
-        bench_ssl(BenchConfig(roi_size=48, feature_size=12, device="cpu"))
+def test_bench_finetune_channels_last_and_loader_augmentation(tmp_path):
+    out = tmp_path / "finetune.json"
+    assert main(["finetune", "--roi-size", "64", "--batch-size", "1", "--channels-last", "--volume-size", "64,64,64",
+                 "--loader-repeats", "1", *TINY, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _check_common(r, "step_s", {"data", "model"})
+    assert r["volumes_per_s"] == pytest.approx(1 / r["step_s"]) and r["runs"]["ours"]["options"]["channels_last"]
+    assert r["final_loss"] == pytest.approx(r["runs"]["monai_eager"]["final_loss"], rel=1e-4)  # same function
+    assert r["loader_augment_s"] > 0 and r["loader_workers_needed"] >= 1
+
+
+def test_bench_infer_fp32_agrees_with_itself(tmp_path, capsys):
+    out = tmp_path / "infer.json"
+    assert main(["infer", "--roi-size", "64", "--volume-size", "64,64,64", "--precision", "fp32", "--fit-steps", "1",
+                 *TINY, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _check_common(r, "seconds_per_volume", {"data", "model", "window_blending"})
+    assert r["windows"] == 1 and r["runs"]["monai_eager"]["options"]["sw_batch_size"] == 4
+    assert r["dice_vs_fp32"] == 1.0 and r["voxel_agreement"] == 1.0 and r["dice_min_class"] == 1.0
+    assert r["goal"]["dice_target"] == ">= 0.99" and r["fit_loss"] > 0 and 0 <= r["dice_vs_truth"] <= 1
+    assert "Dice vs fp32 1.0000" in capsys.readouterr().out
+
+
+def test_label_agreement():
+    a = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert label_agreement(a, a, 4) == {"dice": 1.0, "dice_min_class": 1.0, "voxel_agreement": 1.0,
+                                        "classes_present": 3}
+    r = label_agreement(a, torch.tensor([0, 0, 1, 2, 2, 2]), 4)
+    assert r["dice"] == pytest.approx((1 + 2 / 3 + 4 / 5) / 3) and r["voxel_agreement"] == pytest.approx(5 / 6)
+    assert r["dice_min_class"] == pytest.approx(2 / 3)
+
+
+def test_variants_add_eager_options_one_at_a_time():
+    ours = {"precision": torch.bfloat16, "sw_batch_size": 12, "sdpa_attention": True, "channels_last": True,
+            "compile": True}
+    base = {"precision": torch.float32, "sw_batch_size": 4, "sdpa_attention": False, "channels_last": False,
+            "compile": False}
+    plan = variants(ours, base, InferBenchConfig(ablation=True))
+    assert [n for n, _ in plan] == ["monai_eager", "+bfloat16", "+sw_batch_12", "+sdpa", "+channels_last", "ours"]
+    assert plan[-2][1] == {**ours, "compile": False} and plan[0][1] == base and plan[-1][1] == ours
+    assert [n for n, _ in variants(ours, base, InferBenchConfig(baseline=False))] == ["ours"]
+
+
+@pytest.mark.parametrize("bench, cfg, match", [
+    (bench_ssl, BenchConfig(roi_size=48, feature_size=12, device="cpu"), "positive multiple of 32"),
+    (bench_finetune, FinetuneBenchConfig(roi_size=32, feature_size=12, device="cpu"), "at least 64"),
+    (bench_ssl, BenchConfig(roi_size=32, feature_size=12, device="cpu", warmup=-1), "warmup"),
+])
+def test_bench_refuses_bad_options(bench, cfg, match):
+    with pytest.raises(ValueError, match=match):
+        bench(cfg)
+
+
+@pytest.mark.slow
+def test_gpu_bench_script_dry_run(tmp_path):
+    """The whole GPU script on a CPU at the smallest sizes (compile traced with the eager backend)."""
+    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(["bash", "ci/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "gpu_bench.log").read_text()
+    assert "cuda tests: rc=0" in log
+    for name in ("ssl", "finetune", "infer"):
+        assert f"bench {name}: rc=0" in log, log[-3000:]
+        r = json.loads((tmp_path / f"{name}.json").read_text())
+        assert r["complete"] and r["runs"]["ours"]["options"]["compile"] is True
+        assert list(r["runs"]) == ["monai_eager", "ours"]
+        assert f"summary {name}: complete=True" in log

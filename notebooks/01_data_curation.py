@@ -33,14 +33,14 @@ from swinunetr_lib.example_data import fetch_example
 from swinunetr_lib.viz import new_figure, plot_triplanar
 
 # %% tags=["parameters"]
-dicom_folder = ""  # a CT DICOM series folder; empty: the bundled example series (20 slices)
-n_phantoms = 12  # labeled phantoms in the demo cohort (the last n_validation are held out)
-n_validation = 3  # held-out phantoms in the fine-tuning manifest's "validation" list
-seed = 0  # first phantom seed; the same seed always draws the same phantoms
-phantom_spacing = [3.0, 3.0, 3.0]  # voxel size (mm) of the demo phantoms, like the real example CT
-n_folds = 5  # k for the k-fold split written into scanned manifests
-labeled_fractions = [0.1, 0.25, 0.5, 1.0]  # labeled-fraction subsets for label-efficiency runs (notebook 06)
-data_manifest = ""  # a manifest to validate at the end; empty: the demo cohort's finetune.json
+dicom_folder: str = ""  # a CT DICOM series folder; empty: the bundled example series (20 slices)
+n_phantoms: int = 12  # labeled phantoms in the demo cohort (the last n_validation are held out)
+n_validation: int = 3  # held-out phantoms in the fine-tuning manifest's "validation" list
+seed: int = 0  # first phantom seed; the same seed always draws the same phantoms
+phantom_spacing: list[float] = [3.0, 3.0, 3.0]  # voxel size (mm) of the demo phantoms, like the real example CT
+n_folds: int = 5  # k for the k-fold split written into scanned manifests
+labeled_fractions: list[float] = [0.1, 0.25, 0.5, 1.0]  # labeled-fraction subsets for label-efficiency runs (notebook 06)
+data_manifest: str = ""  # a manifest to validate at the end; empty: the demo cohort's finetune.json
 
 # %% [markdown]
 # ## 1. A DICOM series becomes one NIfTI volume

@@ -11,7 +11,9 @@
 # mean Dice. Notebook 06 runs this notebook many times to measure label efficiency.
 #
 # **Kind:** tutorial. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores; demo parameters (feature size 48,
-# 4.5 mm, 360 steps, bf16) ~13.5 min on 2 CPU cores (more when the cores are shared), ~1 min on one GPU. The
+# 4.5 mm, 360 steps, fp32) ~17 min on 2 CPU cores (more when the cores are shared), ~1 min on one GPU; with
+# `precision = "bf16"` ~27 % less on CPUs with AMX or AVX512-BF16 (fit keeps the few convolutions that oneDNN's
+# bf16 gets wrong on AVX512-BF16 CPUs in fp32; issue #10). The
 # paper fine-tunes at 1.5 x 1.5 x 2 mm, ROI 96³, feature size 48 for far longer; the demo uses a coarse 4.5 mm
 # grid and 64 x 64 x 32 crops so that a CPU learns all 13 organs in minutes.
 
@@ -30,25 +32,25 @@ from swinunetr_lib.viz import plot_prediction_vs_truth
 from swinunetr_lib.viz_metrics import plot_learning_curves
 
 # %% tags=["parameters"]
-data_manifest = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo cohort's
-task = "demo_btcv"  # task preset (swinunetr_lib.task_presets): btcv, demo_btcv, an MSD task, ...
-init = "scratch"  # scratch, ssl (notebook 02's encoder: pretrain with the same feature_size), official, or auto (ssl if exported)
-pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-labeled_fraction = 1.0  # fraction of the training list used (nested subsets; notebook 06 varies it)
-spacing = [4.5, 4.5, 4.5]  # target voxel spacing in mm (paper: 1.5 x 1.5 x 2.0)
-roi_size = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
-feature_size = 48  # Swin UNETR embedding size (paper: 48); divisible by 12; 12 learns several times slower
-num_samples = 1  # label-balanced crops per volume per step (official: 4)
-batch_size = 1  # volumes per step
-max_steps = 360  # optimizer steps
-val_interval = 120  # steps between sliding-window validations
-lr = 1e-3  # AdamW learning rate (official BTCV fine-tuning: 1e-4, for far longer runs)
-warmup_steps = 20  # linear warm-up steps before the cosine decay
-seed = 0  # seed for the labeled subset, data order, augmentation and initialisation
-device = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
-precision = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "bf16" (fast on CPUs with AMX / AVX512-BF16), "fp32"
-run_name = ""  # sub-folder of runs_dir()/finetune_btcv; empty means <init>_frac<fraction>_seed<seed>
-results_json = ""  # where to write the final metrics as JSON; empty means <run_dir>/results.json
+data_manifest: str = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo cohort's
+task: str = "demo_btcv"  # task preset (swinunetr_lib.task_presets): btcv, demo_btcv, an MSD task, ...
+init: str = "scratch"  # scratch, ssl (notebook 02's encoder: pretrain with the same feature_size), official, or auto (ssl if exported)
+pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
+labeled_fraction: float = 1.0  # fraction of the training list used (nested subsets; notebook 06 varies it)
+spacing: list[float] = [4.5, 4.5, 4.5]  # target voxel spacing in mm (paper: 1.5 x 1.5 x 2.0)
+roi_size: list[int] = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
+feature_size: int = 48  # Swin UNETR embedding size (paper: 48); divisible by 12; 12 learns several times slower
+num_samples: int = 1  # label-balanced crops per volume per step (official: 4)
+batch_size: int = 1  # volumes per step
+max_steps: int = 360  # optimizer steps
+val_interval: int = 120  # steps between sliding-window validations
+lr: float = 1e-3  # AdamW learning rate (official BTCV fine-tuning: 1e-4, for far longer runs)
+warmup_steps: int = 20  # linear warm-up steps before the cosine decay
+seed: int = 0  # seed for the labeled subset, data order, augmentation and initialisation
+device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
+precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "bf16" (fast on CPUs with AMX / AVX512-BF16), "fp32"
+run_name: str = ""  # sub-folder of runs_dir()/finetune_btcv; empty means <init>_frac<fraction>_seed<seed>
+results_json: str = ""  # where to write the final metrics as JSON; empty means <run_dir>/results.json
 
 # %% [markdown]
 # ## The data

@@ -23,20 +23,20 @@ from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
 from swinunetr_lib.task_presets import get_preset, msd_tasks
 
 # %% tags=["parameters"]
-tasks = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]
-data_manifests = []  # one manifest per task; empty means the demo cohort (phantom tasks) or data_dir()/msd/<task>/dataset.json
-init = "auto"  # scratch, ssl (encoder from notebook 02), official (model_swinvit.pt) or auto (ssl if exported)
-pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-spacing = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None means each task's preset spacing, an empty list the native grid
-roi_size = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
-feature_size = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
-num_samples = 1  # label-balanced crops per volume per step
-max_steps = 300  # optimizer steps per task
-val_interval = 75  # steps between sliding-window validations
-lr = 2e-3  # AdamW learning rate
-warmup_steps = 10  # linear warm-up steps
-seed = 0  # seed for data order, augmentation and initialisation
-device = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
+tasks: list[str] = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]
+data_manifests: list[str] = []  # one manifest per task; empty means the demo cohort (phantom tasks) or data_dir()/msd/<task>/dataset.json
+init: str = "auto"  # scratch, ssl (encoder from notebook 02), official (model_swinvit.pt) or auto (ssl if exported)
+pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
+spacing: "Optional[list[float]]" = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None means each task's preset spacing, an empty list the native grid
+roi_size: list[int] = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
+feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
+num_samples: int = 1  # label-balanced crops per volume per step
+max_steps: int = 300  # optimizer steps per task
+val_interval: int = 75  # steps between sliding-window validations
+lr: float = 2e-3  # AdamW learning rate
+warmup_steps: int = 10  # linear warm-up steps
+seed: int = 0  # seed for data order, augmentation and initialisation
+device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
 
 # %% [markdown]
 # ## The ten MSD task presets

@@ -46,14 +46,14 @@ from swinunetr_lib.paths import runs_dir as default_runs_dir
 from swinunetr_lib.utils import resolve_device, seed_everything
 
 # %% tags=["parameters"]
-window_preset = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
-n_cohort_cases = 4  # how many demo-cohort cases to show side by side
-surface_step_size = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
-runs_dir = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
-roi_size = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
-viewer = "auto"  # 3D viewer: auto (itkwidgets if it can load, else static), itkwidgets, static
-seed = 0  # random seed for the SSL augmentations
-device = "auto"  # "auto" picks CUDA when present
+window_preset: str = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
+n_cohort_cases: int = 4  # how many demo-cohort cases to show side by side
+surface_step_size: int = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
+runs_dir: str = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
+roi_size: list[int] = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
+viewer: str = "auto"  # 3D viewer: auto (itkwidgets if it can load, else static), itkwidgets, static
+seed: int = 0  # random seed for the SSL augmentations
+device: str = "auto"  # "auto" picks CUDA when present
 
 # %% [markdown]
 # ## 1 · The real example CT and its organs
@@ -132,7 +132,9 @@ ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt")) 
 if ssl_ckpts:
     from swinunetr_lib.ssl_model import SSLModel
 
-    state = torch.load(ssl_ckpts[0], map_location="cpu", weights_only=False)
+    from swinunetr_lib.utils import safe_torch_load
+
+    state = safe_torch_load(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
     state = state.get("model", state)
     w = state["swinViT.patch_embed.proj.weight"]  # (feature_size, in_channels, 2, 2, 2)
     ssl_model = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0])

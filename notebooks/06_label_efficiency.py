@@ -21,13 +21,13 @@ from swinunetr_lib.label_efficiency import LabelEfficiencyConfig, run_sweep
 from swinunetr_lib.paths import resolve_path, runs_dir
 
 # %% tags=["parameters"]
-fractions = [0.1, 0.25, 0.5, 1.0]  # labeled fractions of the training list (paper: 10 %..100 %)
-inits = ["scratch", "ssl"]  # initialisations compared: scratch, ssl (notebook 02's encoder), official
-seeds = [0]  # seeds per setting (each changes the labeled subset, data order and initialisation)
-finetune_params = "ci/params/label_efficiency/demo_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for every run; empty means its defaults
-pretrained = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-output = ""  # results folder; empty means runs_dir()/label_efficiency
-rerun = False  # rerun settings whose results already exist (else they are reused)
+fractions: list[float] = [0.1, 0.25, 0.5, 1.0]  # labeled fractions of the training list (paper: 10 %..100 %)
+inits: list[str] = ["scratch", "ssl"]  # initialisations compared: scratch, ssl (notebook 02's encoder), official
+seeds: list[int] = [0]  # seeds per setting (each changes the labeled subset, data order and initialisation)
+finetune_params: str = "ci/params/label_efficiency/demo_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for every run; empty means its defaults
+pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
+output: str = ""  # results folder; empty means runs_dir()/label_efficiency
+rerun: bool = False  # rerun settings whose results already exist (else they are reused)
 
 # %% [markdown]
 # ## The plan

@@ -3,11 +3,19 @@
 Every entry point (pretraining, fine-tuning, inference, benchmark) has one ``@dataclass`` config that
 inherits :class:`Config`. ``Config.from_dict`` rejects unknown keys and values of the wrong type with a
 message that names the key, so a misspelled papermill or command-line parameter fails loudly.
+``Config.add_arguments`` turns the fields into command-line options whose ``--help`` is each field's
+trailing source comment (what it means, its unit, the paper's value) followed by its default.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from typing import Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -64,6 +72,12 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def check_type(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` checked against a type annotation (``int``, ``list[float]``, ``str | None``...): returned with
+    ints widened to float where a float is expected, else :class:`ConfigError` naming ``name``."""
+    return _check_type(name, value, annotation)
+
+
 def _is_list_type(annotation: Any) -> bool:
     """True for list/tuple annotations, also inside ``X | None``."""
     if get_origin(annotation) in (list, tuple):
@@ -78,6 +92,63 @@ def _only_list_type(annotation: Any) -> bool:
     options = [a for a in get_args(annotation) if a is not type(None)]
     return get_origin(annotation) in (Union, types.UnionType) and bool(options) and all(
         get_origin(a) in (list, tuple) for a in options)
+
+
+def _comment_text(token: str) -> str:
+    return token.lstrip("#").strip()
+
+
+def _class_field_comments(klass: type) -> dict[str, str]:
+    """``{field: comment}`` from ``klass``'s own source: the comment(s) on a field's line(s), plus the
+    comment-only lines right below it that are indented deeper than the field (continuation lines).
+    A blank line, code or a comment at the field's own indentation ends a field's comment. Returns ``{}``
+    when the source is unavailable (built in a REPL, frozen, ...) or cannot be parsed."""
+    try:
+        source = textwrap.dedent(inspect.getsource(klass))
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError, IndentationError):
+        return {}
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
+    if node is None:
+        return {}
+    lines = source.splitlines()
+    comments: dict[int, tuple[int, str]] = {}  # line number -> (column, text)
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = (tok.start[1], _comment_text(tok.string))
+    result: dict[str, str] = {}
+    for stmt in node.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        end = stmt.end_lineno or stmt.lineno
+        parts = [comments[n][1] for n in range(stmt.lineno, end + 1) if n in comments]
+        line = end + 1
+        while line in comments and not lines[line - 1][:comments[line][0]].strip() \
+                and comments[line][0] > stmt.col_offset:
+            parts.append(comments[line][1])
+            line += 1
+        text = " ".join(p for p in parts if p)
+        if text:
+            result[stmt.target.id] = text
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's source comment for a dataclass, including fields inherited from dataclass bases
+    (a subclass that redeclares a field without a comment keeps the base class's comment)."""
+    result: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            result.update(_class_field_comments(klass))
+    return result
+
+
+def _format_default(value: Any) -> str:
+    if value == "" and isinstance(value, str):
+        return '""'
+    return str(value)
 
 
 @dataclasses.dataclass
@@ -105,16 +176,22 @@ class Config:
         """Add one ``--name`` option per field; values are parsed as YAML (``--roi-size "[64,64,64]"``).
 
         A bool option given alone means true (``--compile``); list options also take comma-separated
-        values (``--seeds 0,1,2`` is ``--seeds "[0,1,2]"``).
+        values (``--seeds 0,1,2`` is ``--seeds "[0,1,2]"``). Each option's help is the field's
+        ``metadata["help"]`` or else its trailing comment in the class source, then its default:
+        ``max_steps: int = 1000  # optimizer steps in total`` gives "optimizer steps in total (default: 1000)".
         """
         hints = get_type_hints(cls)
+        comments = field_comments(cls)
         for f in dataclasses.fields(cls):
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if hints[f.name] is bool else {}
+            text = str(f.metadata.get("help") or comments.get(f.name, ""))
+            shown = f"default: {_format_default(default)}"
+            help_text = f"{text} ({shown})" if text else shown
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                help=f"default: {default}", **extra)
+                                help=help_text.replace("%", "%%"), **extra)
 
     @classmethod
     def from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -24,7 +24,7 @@ from monai import transforms as T
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
-from .infer import _reader_for, load_finetuned, predict_original_grid, write_label_map
+from .infer import load_finetuned, predict_original_grid, write_label_map
 from .task_presets import TaskPreset
 from .utils import atomic_write_text
 
@@ -70,8 +70,14 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
 
 
 def load_label(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth label map (X, Y, Z) in its file's voxel order, and its 4 x 4 affine (RAS, mm)."""
-    img = T.LoadImage(image_only=True, reader=_reader_for([str(path)]))(str(path))
+    """Ground-truth label map (X, Y, Z) in its file's voxel order, and its 4 x 4 affine (RAS, mm); a DICOM
+    folder is read by :func:`swinunetr_lib.data.dicom.read_dicom_series` (RAS), as every command reads DICOM."""
+    if Path(path).is_dir():
+        from .data.dicom import read_dicom_series
+
+        arr, affine = read_dicom_series(path, orientation="RAS")
+        return np.rint(arr).astype(np.int64), affine
+    img = T.LoadImage(image_only=True)(str(path))
     affine = np.asarray(img.meta.get("original_affine", img.affine), dtype=np.float64)
     return np.rint(np.asarray(img)).astype(np.int64), affine
 

@@ -18,6 +18,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -37,10 +38,14 @@ from monai.losses import DiceCELoss
 from .config import Config
 from .evaluate import dice_scores
 from .finetune_model import LoadReport, build_finetune_model
-from .paths import resolve_path, runs_dir
-from .task_presets import TaskPreset, augment_transforms, get_preset, preprocess_transforms
+from .infer import check_window_options
+from .loading import DataError, data_error_in, refuse_paths_outside_root
+from .paths import absolute_from_cwd, resolve_path, runs_dir
+from .task_presets import (TaskPreset, augment_transforms, format_labels, get_preset, manifest_mismatch,
+                           matching_presets, msd_tasks, named_preset, preprocess_transforms)
 from .train import FitResult, TrainConfig, fit
-from .utils import atomic_torch_save, atomic_write_text, error_message, resolve_device, run_cli, seed_everything
+from .utils import (atomic_torch_save, atomic_write_text, error_message, resolve_device, run_cli, run_dir_lock,
+                    safe_torch_load, seed_everything)
 from .window_attention import use_sdpa_window_attention
 
 META_FILE = "finetune_meta.json"
@@ -49,41 +54,47 @@ MODEL_FILE = "model.pt"
 
 @dataclass
 class FinetuneConfig(Config):
-    task: str = "btcv"                    # preset name: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct, demo_mr
+    task: str = ""                        # task preset: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct, demo_mr;
+                                          # "" = the task the manifest names (its name or folder, e.g. Spleen ->
+                                          # Task09_Spleen) or whose labels and modality it lists
     data_manifest: str = ""               # decathlon JSON with "training" and "validation" lists (relative paths)
     data_root: str = ""                   # folder the manifest's paths are relative to; "" = the manifest's folder
     val_fold: int | None = None           # validate on this "fold" of the training list (None: the manifest's
                                           # "validation" list, or fold 0 when it has none)
-    run_dir: str = ""                     # "" = runs_dir()/finetune/<task>
+    run_dir: str = ""                     # output folder (checkpoints, metrics.csv, model.pt);
+                                          # "" = runs_dir()/finetune/<task>
     init: str = "scratch"                 # scratch | ssl | official | auto (ssl if our export exists, else scratch)
     pretrained: str = ""                  # encoder checkpoint; "" with init=ssl: runs_dir()/ssl_pretraining/model_swinvit.pt
     allow_partial: bool = False           # accept a pretrained checkpoint that does not fill every encoder tensor
-    feature_size: int = 48                # paper Sec. 4.1
-    roi_size: int | list[int] | None = None  # None = the preset's (BTCV 96^3); an int is a cube
-    spacing: list[float] | None = None    # None = the preset's target spacing; [] = keep each image's grid
-    num_samples: int | None = None        # crops per volume; None = the preset's
-    labeled_fraction: float = 1.0         # fraction of the training list used (nested subsets, seeded)
+    feature_size: int = 48                # Swin UNETR embedding size, divisible by 12 (paper Sec. 4.1: 48)
+    roi_size: int | list[int] | None = None  # training crop / sliding window in voxels, each divisible by 32;
+                                             # None = the preset's (BTCV: 96^3, as the paper); an int is a cube
+    spacing: list[float] | None = None    # target voxel spacing in mm; None = the preset's (BTCV: 1.5 x 1.5 x 2.0,
+                                          # as the paper); [] = keep each image's grid
+    num_samples: int | None = None        # label-balanced crops per volume per step; None = the preset's (official BTCV: 4)
+    labeled_fraction: float = 1.0         # fraction (0..1] of the training list used (nested subsets, seeded)
     batch_size: int = 1                   # volumes per step (each gives num_samples crops)
-    max_steps: int = 30000
-    lr: float = 1e-4                      # official BTCV fine-tuning: AdamW 1e-4, weight decay 1e-5
-    weight_decay: float = 1e-5
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    precision: str = "auto"
-    grad_checkpoint: bool = False
-    compile: bool = False
+    max_steps: int = 30000                # optimizer steps in total (MONAI's BTCV tutorial: 30000)
+    lr: float = 1e-4                      # peak AdamW learning rate, after warm-up (official BTCV fine-tuning: 1e-4)
+    weight_decay: float = 1e-5            # AdamW weight decay (official BTCV fine-tuning: 1e-5)
+    warmup_steps: int = 500               # linear warm-up steps, then cosine decay to 0 at max_steps
+    grad_clip: float = 1.0                # max global gradient L2 norm; 0 disables
+    precision: str = "auto"               # autocast dtype: auto | bf16 | fp16 | fp32 (auto: bf16/fp16 on GPU, fp32 on CPU)
+    grad_checkpoint: bool = False         # recompute activations in backward to save memory (MONAI use_checkpoint)
+    compile: bool = False                 # torch.compile the model
     sdpa_attention: bool = False          # fused scaled_dot_product_attention for window attention (same weights)
-    val_interval: int = 500               # steps between validations (sliding window on the val list)
-    val_max_cases: int = 0                # 0 = all validation cases
+    val_interval: int = 500               # optimizer steps between sliding-window validations on the val list
+                                          # (MONAI's BTCV tutorial: 500)
+    val_max_cases: int = 0                # validate on at most this many cases; 0 = all validation cases
     sw_batch_size: int = 4                # windows per forward pass in sliding-window inference
-    overlap: float = 0.5                  # paper: 0.5 overlap, Gaussian blending
-    checkpoint_every: int = 100
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = True
+    overlap: float = 0.5                  # sliding-window overlap, 0 <= overlap < 1 (paper: 0.5, Gaussian blending)
+    checkpoint_every: int = 100           # optimizer steps between checkpoints/last.pt; 0: at the end only
+    log_every: int = 10                   # optimizer steps between metrics.csv / TensorBoard rows
+    seed: int = 0                         # random seed (labeled subset, data order, augmentation, initialisation)
+    resume: bool = True                   # continue from run_dir/checkpoints/last.pt if present
     deterministic: bool = False           # torch deterministic algorithms: bitwise-exact resume on CPU (see fit)
-    device: str = "auto"
-    progress: bool = True
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N (auto: CUDA if present)
+    progress: bool = True                 # show a tqdm progress bar
 
 
 @dataclass
@@ -137,12 +148,66 @@ def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("spacing") == []:
         overrides["spacing"] = None
-    preset = get_preset(cfg.task, **overrides)
+    preset = get_preset(cfg.task or "btcv", **overrides)
     if preset.rot90_prob > 0 and preset.roi_size[0] != preset.roi_size[1]:
         print(f"roi_size {list(preset.roi_size)} is not square in the axial plane: {preset.name}'s 90-degree "
               "turns are left out (they would change the crop's shape)")
         preset = preset.with_overrides(rot90_prob=0.0)
     return preset
+
+
+def _manifest_path(cfg: FinetuneConfig) -> Path:
+    if not cfg.data_manifest:
+        raise ValueError("data_manifest is required: a decathlon JSON with 'training' and 'validation' lists")
+    path = resolve_path(cfg.data_manifest)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: data manifest not found")
+    return path
+
+
+def resolve_task(cfg: FinetuneConfig) -> FinetuneConfig:
+    """``cfg`` with its task checked against the manifest, or taken from it when ``cfg.task`` is empty.
+
+    Before anything is trained, the manifest's ``labels``, ``modality`` and channel count are compared with
+    the preset: a mismatch is a ``ValueError`` naming the manifest, both label sets and the task(s) that fit.
+    With no task, the task is the one the manifest names (``name`` or its folder: ``BTCV``, ``Spleen``,
+    ``Task09_Spleen``, ...), else the one real task (BTCV or an MSD task) whose labels and modality it lists;
+    the choice is printed.
+    """
+    from .data.manifest import load_manifest
+
+    path = _manifest_path(cfg)
+    manifest = load_manifest(path)
+    real = ["btcv", *msd_tasks()]
+
+    def fits() -> str:
+        names = matching_presets(manifest)
+        return (f"use --task {' or --task '.join(names)}" if names else
+                "no task preset has these classes and channels (presets: " + ", ".join(real) + ", demo_*)")
+
+    if cfg.task:
+        problem = manifest_mismatch(get_preset(cfg.task), manifest)
+        if problem is not None:
+            raise ValueError(f"{path}: {problem}; {fits()}")
+        return cfg
+    named = named_preset(manifest.get("name"), path.parent.name,
+                         Path(cfg.data_root).name if cfg.data_root else None)
+    if named is not None:
+        task, why = named[0], f"it names {named[1]!r}"
+        problem = manifest_mismatch(get_preset(task), manifest)
+        if problem is not None:
+            raise ValueError(f"{path}: names task {task} ({named[1]!r}) but {problem}; {fits()}")
+    else:
+        found = matching_presets(manifest, real)
+        if len(found) != 1:
+            listed = "labels " + format_labels(manifest["labels"]) if isinstance(manifest.get("labels"), dict) \
+                and manifest["labels"] else "no 'labels'"
+            raise ValueError(f"{path}: no --task given and the manifest names no task ({listed}, name "
+                             f"{manifest.get('name')!r}); {fits() if found else 'pass --task'} "
+                             f"(presets: {', '.join(real)}, demo_btcv, demo_ct, demo_mr)")
+        task, why = found[0], f"its labels {format_labels(manifest['labels'])} and modality"
+    print(f"task {task}: taken from {path} ({why}); pass --task to choose another")
+    return dataclasses.replace(cfg, task=task)
 
 
 def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -156,11 +221,7 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
     """
     from .data.manifest import assign_folds, labeled_fraction_subsets, load_manifest, resolve_entries, split_fold
 
-    if not cfg.data_manifest:
-        raise ValueError("data_manifest is required: a decathlon JSON with 'training' and 'validation' lists")
-    path = resolve_path(cfg.data_manifest)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: data manifest not found")
+    path = _manifest_path(cfg)
     root = resolve_path(cfg.data_root) if cfg.data_root else path.parent
     manifest = load_manifest(path)
     if "training" not in manifest:
@@ -191,7 +252,9 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
             paths = e[k] if isinstance(e[k], list) else [e[k]]
             for p in paths:
                 if not Path(p).is_file():
-                    raise FileNotFoundError(f"{p}: listed in {path} ({k}) but not found")
+                    hint = "" if cfg.data_root else (f"; its paths are taken relative to the manifest's folder {root}: "
+                                                     "give the data folder as --data-root")
+                    raise FileNotFoundError(f"{p}: listed in {path} ({k}) but not found{hint}")
     def pair(e: dict[str, Any]) -> dict[str, Any]:
         return {"image": e["image"], "label": e["label"]}
 
@@ -199,7 +262,9 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, with_indices: bool = False) -> list[dict]:
-    """Run the deterministic pipeline once per case (the cache); optionally add foreground/background
+    """Run the deterministic pipeline once per case (the cache), checking each case as it is loaded (finite
+    voxels, the label on the image's grid: :class:`~swinunetr_lib.loading.DataError` naming the file; label
+    values: :func:`check_label_values`); optionally add foreground/background
     voxel indices so that each random crop does not rescan the label. The indices are flat positions, so
     they are taken after padding to the ROI, on the array the crops are cut from (the training pipeline's
     own padding is then a no-op)."""
@@ -214,8 +279,30 @@ def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, w
         try:
             out.append(pipeline(dict(e)))
         except Exception as err:  # noqa: BLE001 - name the case that broke
+            bad = data_error_in(err)  # NaN voxels, a label on another grid: already names its file
+            if bad is not None:
+                raise DataError(bad.path, bad.problem) from err
             raise ValueError(f"{e['image']}: preprocessing failed ({error_message(err)})") from err
+        channels = out[-1]["image"].shape[0]
+        if channels != preset.in_channels:  # before the label values: another task's data shows here first
+            raise ValueError(f"{e['image']}: {channels} channel(s), task {preset.name} expects "
+                             f"{preset.in_channels} ({', '.join(preset.channel_names)})")
+        if "label" in e:
+            check_label_values(out[-1]["label"], preset, e["label"])
     return out
+
+
+def check_label_values(label: Any, preset: TaskPreset, path: Any) -> None:
+    """``ValueError`` naming ``path`` unless every value of ``label`` is a class id of ``preset``
+    (0..K-1, whole numbers): labels of another task would otherwise crash the loss mid-run or train silently."""
+    values = torch.unique(torch.as_tensor(label).detach().float())
+    k = preset.out_channels
+    bad = values[(values < 0) | (values >= k) | (values != torch.round(values))]
+    if bad.numel():
+        shown = [int(v) if float(v).is_integer() else float(v) for v in bad[:10].tolist()]
+        raise ValueError(f"{path}: label values {shown}{' ...' if bad.numel() > 10 else ''} are not classes of task "
+                         f"{preset.name} (0..{k - 1}: {format_labels(preset.labels)}); these labels belong to "
+                         "another task (choose it with --task) or need remapping")
 
 
 class AugmentedCases(torch.utils.data.Dataset):
@@ -292,16 +379,51 @@ def _meta(cfg: FinetuneConfig, preset: TaskPreset, report: LoadReport | None, n_
             "load_report": None if report is None else dataclasses.asdict(report), "config": cfg.to_dict()}
 
 
+def _train_config(cfg: FinetuneConfig) -> TrainConfig:
+    """The :class:`TrainConfig` of a fine-tuning run (best.pt by validation mean Dice when it validates)."""
+    return TrainConfig(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                       warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, precision=cfg.precision,
+                       grad_checkpoint=cfg.grad_checkpoint, compile=cfg.compile,
+                       checkpoint_every=cfg.checkpoint_every, val_interval=cfg.val_interval,
+                       log_every=cfg.log_every, seed=cfg.seed, resume=cfg.resume,
+                       best_metric="mean_dice" if cfg.val_interval > 0 else "", progress=cfg.progress)
+
+
+def _run_settings(cfg: FinetuneConfig, preset: TaskPreset, pretrained: Path | None) -> dict[str, Any]:
+    """What defines a fine-tuning run beyond its TrainConfig (task, data, model, crops): a resume with any of
+    these changed is refused (:func:`swinunetr_lib.train.fit`'s ``run_settings``)."""
+    return {"task": preset.name, "data_manifest": str(resolve_path(cfg.data_manifest)),
+            "data_root": str(resolve_path(cfg.data_root)) if cfg.data_root else "", "val_fold": cfg.val_fold,
+            "labeled_fraction": cfg.labeled_fraction, "init": cfg.init,
+            "pretrained": None if pretrained is None else str(pretrained), "feature_size": cfg.feature_size,
+            "in_channels": preset.in_channels, "out_channels": preset.out_channels,
+            "roi_size": list(preset.roi_size), "spacing": None if preset.spacing is None else list(preset.spacing),
+            "num_samples": preset.num_samples, "batch_size": cfg.batch_size}
+
+
 def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneResult:
-    """Fine-tune on ``cfg.data_manifest``; returns the best validation mean Dice and where the model is."""
+    """Fine-tune on ``cfg.data_manifest``; returns the best validation mean Dice and where the model is.
+
+    The run folder is locked for the whole call (a second run there is refused, see
+    :func:`~swinunetr_lib.utils.run_dir_lock`); every case is checked as it is loaded (``preprocess_cases``)."""
+    with contextlib.ExitStack() as stack:
+        return _finetune(cfg, stop_after, stack)
+
+
+def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.ExitStack) -> FinetuneResult:
     tic = time.perf_counter()
     for name in ("max_steps", "batch_size"):  # cheap checks first: nothing is written before they pass
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
+    _train_config(cfg).check()  # log_every, lr, ... before any data is read
+    check_window_options(cfg.sw_batch_size, cfg.overlap)
     resolve_device(cfg.device)
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
+    cfg = resolve_task(cfg)
     preset = resolve_preset(cfg)
     run_dir = resolve_path(cfg.run_dir) if cfg.run_dir else runs_dir() / "finetune" / preset.name
+    stack.enter_context(run_dir_lock(run_dir))  # before anything is read or written for this run
+    refuse_paths_outside_root(_manifest_path(cfg), resolve_path(cfg.data_root) if cfg.data_root else None)
     train_entries, val_entries = split_entries(cfg)
     if cfg.val_interval <= 0:
         val_entries = []
@@ -325,12 +447,7 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
                              f"{preset.in_channels} ({', '.join(preset.channel_names)})")
     loader = torch.utils.data.DataLoader(AugmentedCases(train_cases, preset), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=0, collate_fn=list_data_collate)
-    tcfg = TrainConfig(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, precision=cfg.precision,
-                       grad_checkpoint=cfg.grad_checkpoint, compile=cfg.compile,
-                       checkpoint_every=cfg.checkpoint_every, val_interval=cfg.val_interval,
-                       log_every=cfg.log_every, seed=cfg.seed, resume=cfg.resume,
-                       best_metric="mean_dice" if cfg.val_interval > 0 else "", progress=cfg.progress)
+    tcfg = _train_config(cfg)
     val_fn = make_val_fn(val_cases, preset, cfg) if cfg.val_interval > 0 else None
     meta = _meta(cfg, preset, report, len(train_entries))  # written once the inputs have been read
     meta.update(init=init, pretrained=None if pretrained is None else str(pretrained))
@@ -341,12 +458,12 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
     torch.use_deterministic_algorithms(cfg.deterministic or previous, warn_only=True)
     try:
         result = fit(model, dice_step_fn(), loader, tcfg, run_dir, device=cfg.device, val_fn=val_fn,
-                     stop_after=stop_after)
+                     stop_after=stop_after, run_settings=_run_settings(cfg, preset, pretrained))
     finally:
         torch.use_deterministic_algorithms(previous)
 
     source = result.best_checkpoint or result.last_checkpoint
-    state = torch.load(source, map_location="cpu", weights_only=False)
+    state = safe_torch_load(source)
     model_path = atomic_torch_save({"state_dict": state["model"], "finetune": meta,
                                     "best_mean_dice": result.best_value, "step": state["step"]},
                                    run_dir / MODEL_FILE)
@@ -357,7 +474,7 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.finetune", description=__doc__.split("\n\n")[0])
     FinetuneConfig.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "data_root", "run_dir", "pretrained")
 
     def body() -> int:
         res = finetune(FinetuneConfig.from_args(args))

@@ -25,6 +25,8 @@ from typing import Any, Mapping
 import torch
 from monai.networks.nets import SwinUNETR
 
+from .utils import CheckpointError, safe_torch_load
+
 ENCODER_PREFIX = "swinViT."
 # The relative position index is a constant buffer computed from the window size; a checkpoint may
 # omit it without losing anything, but if present it must match.
@@ -122,7 +124,8 @@ def load_encoder(
 ) -> LoadReport:
     """Copy pretrained encoder weights into ``model.swinViT``; raise unless every tensor was loaded.
 
-    ``checkpoint`` is a path or an already loaded object. Keys outside the encoder (projection heads,
+    ``checkpoint`` is a path (read with ``weights_only=True``: tensors and plain values only) or an already
+    loaded object. Keys outside the encoder (projection heads,
     decoder, optimizer) are reported as unexpected and ignored. A single-channel patch embedding
     (the official CT weights) is copied into every input channel and divided by C when the model takes
     C > 1 channels (``adapt_in_channels``), so a BraTS-style 4-channel model starts from CT weights.
@@ -134,10 +137,10 @@ def load_encoder(
         source = str(path)
         if not path.is_file():
             raise EncoderLoadError(f"{path}: pretrained checkpoint not found")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any unpickling problem is reported with the file name
-            raise EncoderLoadError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
+        try:  # tensors and plain values only: a file that would run code when unpickled is refused
+            obj = safe_torch_load(path)
+        except CheckpointError as err:
+            raise EncoderLoadError(str(err)) from err
     mapped, other, layout = encoder_state_from_checkpoint(_find_state_dict(obj, source))
 
     target = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIX)}

@@ -11,7 +11,10 @@ The checkpoint (``model.pt`` from :func:`swinunetr_lib.finetune.finetune`, or ``
 intensity preset and ROI are rebuilt here. The prediction is made on the preset's grid by sliding-window
 inference (overlap 0.5, Gaussian) and mapped back by inverting the preprocessing (MONAI ``Invertd``:
 crop, resampling and reorientation undone, nearest neighbour for labels), so the output has the input's
-shape and affine. Errors name the file: unreadable input, wrong channel count, checkpoint of another task.
+shape and affine. A DICOM folder is read as ``python -m swinunetr_lib.data dicom-to-nifti`` reads it (slices
+by position, per-slice rescale; :mod:`swinunetr_lib.data.dicom`) and the label map lies on that NIfTI's grid
+(RAS); the top of a TCIA download tree gives its single CT series, several series are listed.
+Errors name the file: unreadable input, wrong channel count, checkpoint of another task.
 Options, the output path and the inputs' presence are checked before the checkpoint is loaded; on the
 command line every such error is one line (``... infer: error: <file>: <problem>``, exit status 2) and
 nothing is written.
@@ -19,12 +22,14 @@ nothing is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +37,10 @@ from monai import transforms as T
 from monai.data import MetaTensor
 
 from .finetune_model import build_swinunetr
+from .loading import data_error_in
 from .task_presets import TaskPreset, preprocess_transforms
-from .utils import atomic_path, check_folder_creatable, error_message, resolve_device, run_cli
+from .utils import (CheckpointError, atomic_path, check_folder_creatable, error_message, resolve_device, run_cli,
+                    safe_torch_load)
 
 Paths = str | Path | Sequence[str | Path]
 
@@ -93,10 +100,10 @@ def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
     path = Path(checkpoint)
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise InferenceError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
+    try:  # tensors and plain values only: a checkpoint that would run code when unpickled is refused
+        obj = safe_torch_load(path)
+    except CheckpointError as err:
+        raise InferenceError(str(err)) from err
     if not isinstance(obj, dict):
         raise InferenceError(f"{path}: not a fine-tuning checkpoint (a {type(obj).__name__})")
     meta, meta_source = _read_meta(path, obj)
@@ -163,12 +170,52 @@ def _as_list(inputs: Paths) -> list[str]:
     return [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
 
 
-def _reader_for(paths: list[str]) -> str | None:
-    return "PydicomReader" if any(Path(p).is_dir() for p in paths) else None
+def locate_inputs(inputs: Paths, *, say: bool = True) -> list[str]:
+    """The inputs, with the top of a DICOM download tree (TCIA ``Patient/Study/Series/``) replaced by its single
+    CT series folder (:func:`swinunetr_lib.data.dicom.locate_series`; printed when ``say``); several series
+    there are an error that lists them."""
+    from .data.dicom import DicomError, locate_series
+
+    out = []
+    for p in _as_list(inputs):
+        if Path(p).is_dir():
+            try:
+                located, note = locate_series(p)
+            except DicomError as err:
+                raise InferenceError(str(err)) from None
+            if note and say:
+                print(note)
+            p = str(located)
+        out.append(p)
+    return out
+
+
+@contextlib.contextmanager
+def dicom_as_nifti(paths: Sequence[str]) -> Iterator[list[str]]:
+    """``paths`` with each DICOM series folder replaced by a temporary NIfTI written by
+    :func:`swinunetr_lib.data.dicom.dicom_to_nifti` (HU, RAS: slices ordered by position, rescaled slice by
+    slice), the one DICOM reading path of every command; files pass unchanged. The NIfTI files are deleted
+    when the block ends."""
+    from .data.dicom import DicomError, dicom_to_nifti
+
+    if not any(Path(p).is_dir() for p in paths):
+        yield list(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="swinunetr_dicom_") as tmp:
+        out = []
+        for i, p in enumerate(paths):
+            if Path(p).is_dir():
+                try:
+                    p = str(dicom_to_nifti(p, Path(tmp) / f"series{i}.nii.gz").path)
+                except DicomError as err:
+                    raise InferenceError(str(err)) from None
+            out.append(p)
+        yield out
 
 
 def check_input_paths(inputs: Paths) -> list[str]:
-    """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series."""
+    """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series (or is the
+    top of a download tree with a single CT series below it)."""
     from .data.dicom import dicom_series_info
 
     paths = _as_list(inputs)
@@ -178,7 +225,7 @@ def check_input_paths(inputs: Paths) -> list[str]:
         if not Path(p).exists():
             raise InferenceError(f"{p}: input not found")
         if Path(p).is_dir():
-            info = dicom_series_info(p)
+            info = dicom_series_info(locate_inputs([p], say=False)[0])
             if not info.series_uids:
                 detail = (f" ({info.n_files} file(s), none readable as DICOM, e.g. {', '.join(info.unreadable[:3])})"
                           if info.n_files else " (the folder is empty)")
@@ -192,22 +239,34 @@ def predict_original_grid(model: torch.nn.Module, preset: TaskPreset, inputs: Pa
                           overlap: float = 0.5, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Label map (X, Y, Z) uint8 on the input's voxel grid, and the input's affine (RAS, 4 x 4).
 
-    Several single-channel files are stacked as channels; a 4D file gives its channels directly.
+    Several single-channel files are stacked as channels; a 4D file gives its channels directly. A DICOM
+    series folder is read as ``data dicom-to-nifti`` reads it (its grid: RAS).
     """
-    from .finetune import sliding_window_predict
-
     check_window_options(sw_batch_size, overlap)
     paths = check_input_paths(inputs)
-    pipeline = preprocess_transforms(preset, keys=("image",), reader=_reader_for(paths))
-    src = paths[0] if len(paths) == 1 else paths
+    with dicom_as_nifti(locate_inputs(paths, say=False)) as files:
+        return _predict_files(model, preset, files, paths, sw_batch_size=sw_batch_size, overlap=overlap,
+                              device=device)
+
+
+def _predict_files(model: torch.nn.Module, preset: TaskPreset, files: list[str], names: list[str], *,
+                   sw_batch_size: int, overlap: float, device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_original_grid` on NIfTI ``files``; messages name the inputs as given (``names``)."""
+    from .finetune import sliding_window_predict
+
+    pipeline = preprocess_transforms(preset, keys=("image",))
     try:  # the pipeline's loader names the file it could not read; no separate read beforehand
-        data = pipeline({"image": src})
+        data = pipeline({"image": files[0] if len(files) == 1 else files})
     except Exception as err:  # noqa: BLE001 - report it as this module's error, in one line
-        raise InferenceError(f"{', '.join(paths)}: cannot be read as an image or DICOM series "
+        bad = data_error_in(err)  # e.g. NaN voxels: the scan was read, its values are unusable
+        if bad is not None:
+            shown = dict(zip(files, names)).get(bad.path, ", ".join(names) if len(files) > 1 else bad.path)
+            raise InferenceError(f"{shown}: {bad.problem}") from err
+        raise InferenceError(f"{', '.join(names)}: cannot be read as an image or DICOM series "
                              f"({error_message(err)})") from err
     image = data["image"]
     if image.shape[0] != preset.in_channels:
-        raise InferenceError(f"{', '.join(paths)}: {image.shape[0]} channel(s), but task {preset.name} expects "
+        raise InferenceError(f"{', '.join(names)}: {image.shape[0]} channel(s), but task {preset.name} expects "
                              f"{preset.in_channels} ({', '.join(preset.channel_names)})")
     logits = sliding_window_predict(model, image[None].as_tensor(), preset.roi_size, sw_batch_size=sw_batch_size,
                                     overlap=overlap, device=device)
@@ -252,16 +311,17 @@ def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: st
     check_window_options(sw_batch_size, overlap)
     resolve_device(device)  # ValueError for a name that is no device
     check_output(output, inputs)
-    paths = check_input_paths(inputs)
+    paths = check_input_paths(locate_inputs(inputs))
     model, meta = load_finetuned(checkpoint, task=task, device=device)
     try:
         preset = TaskPreset.from_dict(meta["preset"])
     except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild
         raise InferenceError(f"{checkpoint}: recorded task preset cannot be rebuilt "
                              f"({type(err).__name__}: {err})") from err
-    label, affine = predict_original_grid(model, preset, paths, sw_batch_size=sw_batch_size, overlap=overlap,
-                                          device=device)
-    return write_label_map(label, affine, output, reference=paths[0] if Path(paths[0]).is_file() else None)
+    with dicom_as_nifti(paths) as files:  # a DICOM series: the label map lies on dicom-to-nifti's grid and header
+        label, affine = _predict_files(model, preset, files, paths, sw_batch_size=sw_batch_size, overlap=overlap,
+                                       device=device)
+        return write_label_map(label, affine, output, reference=files[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,8 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_window_options(args.sw_batch_size, args.overlap, cli=True)
         try:
             resolve_device(args.device)
-        except ValueError:
-            raise InferenceError(f"--device {args.device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        except ValueError as err:  # "device='x': ..." -> "--device 'x': ..."; a GPU that is not there stays an error
+            detail = str(err).split(": ", 1)[-1] if str(err).startswith("device=") and ": " in str(err) else str(err)
+            if "is not a device" in str(err):
+                detail = "is not a device; use auto, cpu, cuda or cuda:N"
+                raise InferenceError(f"--device {args.device!r} {detail}") from None
+            raise InferenceError(f"--device {args.device!r}: {detail}") from None
         out = infer(args.checkpoint, args.input, args.output, task=args.task, device=args.device,
                     sw_batch_size=args.sw_batch_size, overlap=args.overlap)
         print(f"wrote {out}")

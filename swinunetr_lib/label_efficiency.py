@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .config import Config
-from .paths import REPO_ROOT, resolve_path, runs_dir
+from .paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from .utils import atomic_write_text, run_cli
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"
@@ -39,14 +39,17 @@ NOTEBOOK = "notebooks/03_finetune_btcv.py"
 @dataclass
 class LabelEfficiencyConfig(Config):
     params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/label_efficiency/demo_03_finetune_btcv.yml)
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # paper: 10 %..100 %
-    inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])
-    seeds: list[int] = field(default_factory=lambda: [0])
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # labeled fractions of the training
+                                                                                   # list, 0..1 (paper: 10 %..100 %)
+    inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])  # initialisations compared:
+                                                                          # scratch | ssl | official | auto
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds per setting (each changes the labeled
+                                                           # subset, data order and initialisation)
     pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
     output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
-    notebook: str = NOTEBOOK
+    notebook: str = NOTEBOOK             # fine-tuning notebook run (through papermill) for each setting
     rerun: bool = False                  # rerun runs whose results.json already exists
-    progress: bool = False
+    progress: bool = False               # show papermill's per-cell progress bar
 
 
 @dataclass
@@ -154,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.label_efficiency",
                                      description=__doc__.split("\n\n")[0])
     LabelEfficiencyConfig.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = absolute_from_cwd(parser.parse_args(argv), "params", "pretrained", "output", "notebook")
 
     def body() -> int:
         res = run_sweep(LabelEfficiencyConfig.from_args(args))

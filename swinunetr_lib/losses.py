@@ -3,7 +3,8 @@
 - :class:`RotationLoss`: cross-entropy over the 4 rotation classes.
 - :class:`ContrastiveLoss`: NT-Xent (normalised temperature-scaled cross-entropy), temperature 0.5,
   any batch size; under DDP it gathers the embeddings of all ranks (with gradients) so every sample
-  sees the global batch as negatives.
+  sees the global batch as negatives (default), or, with ``gather_distributed=False``, uses the local
+  batch only, as the official code does ("per GPU" negatives).
 - :class:`ReconstructionLoss`: L1 between the reconstruction and the uncorrupted (rotated) view.
 - :class:`SSLLoss`: the weighted sum, weights 1/1/1 (paper: lambda_1 = lambda_2 = lambda_3 = 1).
 """
@@ -64,15 +65,17 @@ class SSLLoss(nn.Module):
 
     Args of ``forward``: rotation logits (2B, 4) and labels (2B,) of both views, contrastive
     embeddings of view 1 and view 2 (B, D) each, reconstructions and targets (2B, C, D, H, W).
-    Returns ``{"loss", "rotation", "contrastive", "reconstruction"}`` scalars.
+    ``gather_distributed``: contrastive negatives from the global batch across ranks (True, default) or
+    from this rank's batch only (False, as the official code). Returns ``{"loss", "rotation", "contrastive", "reconstruction"}`` scalars.
     """
 
     def __init__(self, rotation_weight: float = 1.0, contrastive_weight: float = 1.0,
-                 reconstruction_weight: float = 1.0, temperature: float = 0.5) -> None:
+                 reconstruction_weight: float = 1.0, temperature: float = 0.5,
+                 gather_distributed: bool = True) -> None:
         super().__init__()
         self.weights = (rotation_weight, contrastive_weight, reconstruction_weight)
         self.rotation = RotationLoss()
-        self.contrastive = ContrastiveLoss(temperature)
+        self.contrastive = ContrastiveLoss(temperature, gather_distributed)
         self.reconstruction = ReconstructionLoss()
 
     def forward(self, rotation_logits: torch.Tensor, rotation_labels: torch.Tensor, z1: torch.Tensor,

@@ -7,12 +7,15 @@ Usage (from the repository root)::
     python -m swinunetr_lib.notebooks params notebooks/03_finetune_btcv.py   # show a notebook's parameters
 
 ``--params DIR`` holds one YAML file per notebook (``DIR/NN_topic.yml``); a notebook without one runs with
-its defaults. Each key must exist in the notebook's single ``tags=["parameters"]`` cell and keep the
-type of its default: a misspelled or unknown parameter is an error naming the file and the key, never
-silently injected. Executed notebooks and their figures go to ``--output`` (default ``runs/<profile>``,
-profile = the params folder's name); a failing notebook is left there, partially executed, and the error
-names the notebook and the cell. ``$SWINUNETR_DATA_DIR`` and ``$SWINUNETR_RUNS_DIR`` are pointed into the
-output folder so that runs of different profiles never mix.
+its defaults. Each key must exist in the notebook's single ``tags=["parameters"]`` cell and match the
+type annotation there, or the type of its default when a parameter has no annotation: a misspelled or
+unknown parameter is an error naming the file and the key, never silently injected. Parameters are written
+``roi_size: int = 64  # help`` so that papermill's ``--help-notebook`` shows the type and the comment
+(papermill reads no ``|`` in a type: write ``spacing: "Optional[list[float]]" = [...]``, quoted so that
+the kernel needs no import). Executed notebooks and their figures go to ``--output`` (default
+``runs/<profile>``, profile = the params folder's name); a failing notebook is left there, partially
+executed, and the error names the notebook and the cell. ``$SWINUNETR_DATA_DIR`` and ``$SWINUNETR_RUNS_DIR``
+are pointed into the output folder so that runs of different profiles never mix.
 """
 from __future__ import annotations
 
@@ -23,10 +26,12 @@ import difflib
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError, check_type
 from .paths import DATA_ENV, REPO_ROOT, RUNS_ENV
 from .utils import run_cli
 
@@ -55,32 +60,103 @@ def parameters_cells(nb) -> list[Any]:
     return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
-def parse_parameters(source: str, where: str) -> dict[str, Any]:
-    """Names and default values of a parameters cell; only ``name = <plain literal>`` lines are allowed."""
+@dataclass
+class NotebookParameter:
+    """One line of a parameters cell: ``name: annotation = default  # help``."""
+
+    name: str
+    default: Any
+    annotation: Any = None   # the type (``int``, ``list[float]``, ``Optional[str]``...); None: not annotated
+    type_text: str = ""      # the annotation as written, without quotes; "" when not annotated
+    help: str = ""           # the trailing comment
+
+
+# the names a parameter annotation may use (evaluated with nothing else in scope)
+_ANNOTATION_NAMES: dict[str, Any] = {
+    "int": int, "float": float, "str": str, "bool": bool, "list": list, "tuple": tuple, "dict": dict,
+    "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any, "List": typing.List,
+    "Tuple": typing.Tuple, "Dict": typing.Dict,
+}
+
+
+def _annotation(node: ast.expr, where: str) -> tuple[Any, str]:
+    """``(type, text)`` of a parameter annotation: builtins, ``list[float]``, ``Optional[...]``, ``X | None``;
+    a quoted annotation (``"Optional[list[float]]"``, never evaluated by the kernel) is read the same way."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            node = ast.parse(node.value.strip(), mode="eval").body
+        except SyntaxError as err:
+            raise NotebookError(f"{where}: annotation {node.value!r} is not a type") from err
+    text = ast.unparse(node)
+    allowed = (ast.Name, ast.Subscript, ast.Tuple, ast.BinOp, ast.BitOr, ast.Load)
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id not in _ANNOTATION_NAMES or \
+                not (isinstance(sub, allowed) or isinstance(sub, ast.Constant) and sub.value is None):
+            raise NotebookError(f"{where}: annotation {text!r} is not understood; use "
+                                f"{', '.join(_ANNOTATION_NAMES)} and None, e.g. list[float] or Optional[str]")
+    return eval(compile(ast.Expression(node), where, "eval"), {"__builtins__": {}}, dict(_ANNOTATION_NAMES)), text
+
+
+def _line_comments(source: str) -> dict[int, str]:
+    import io
+    import tokenize
+
+    try:
+        return {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return {}
+
+
+def parse_parameter_cell(source: str, where: str) -> dict[str, NotebookParameter]:
+    """The parameters of a parameters cell; only ``name = <plain literal>`` and
+    ``name: <type> = <plain literal>`` lines are allowed, and an annotated default must match its type."""
     try:
         tree = ast.parse(source)
     except SyntaxError as err:
         raise NotebookError(f"{where}: parameters cell is not valid Python ({err})") from err
-    params: dict[str, Any] = {}
+    comments = _line_comments(source)
+    params: dict[str, NotebookParameter] = {}
     for node in tree.body:
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise NotebookError(f"{where}: parameters cell line {node.lineno} is not 'name = plain value'")
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value, ann = node.targets[0].id, node.value, None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value, ann = node.target.id, node.value, node.annotation
+        else:
+            raise NotebookError(f"{where}: parameters cell line {node.lineno} is not 'name: type = plain value'")
         try:
-            params[node.targets[0].id] = ast.literal_eval(node.value)
+            default = ast.literal_eval(value)
         except ValueError as err:
-            raise NotebookError(
-                f"{where}: parameter {node.targets[0].id!r} (line {node.lineno}) is not a plain value"
-            ) from err
+            raise NotebookError(f"{where}: parameter {name!r} (line {node.lineno}) is not a plain value") from err
+        param = NotebookParameter(name, default, help=comments.get(node.end_lineno or node.lineno, ""))
+        if ann is not None:
+            param.annotation, param.type_text = _annotation(ann, f"{where}: parameter {name!r}")
+            try:
+                check_type(name, default, param.annotation)
+            except ConfigError as err:
+                raise NotebookError(f"{where}: parameter {name!r} default {default!r} does not match its "
+                                    f"annotation {param.type_text}") from err
+        params[name] = param
     return params
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The defaults of the notebook's single parameters cell."""
+def parse_parameters(source: str, where: str) -> dict[str, Any]:
+    """Names and default values of a parameters cell (see :func:`parse_parameter_cell`)."""
+    return {k: p.default for k, p in parse_parameter_cell(source, where).items()}
+
+
+def notebook_parameter_specs(path: Path) -> dict[str, NotebookParameter]:
+    """The parameters (default, type, help) of the notebook's single parameters cell."""
     nb = _read(path)
     cells = parameters_cells(nb)
     if len(cells) != 1:
         raise NotebookError(f"{path}: expected exactly one parameters cell, found {len(cells)}")
-    return parse_parameters(cells[0].source, str(path))
+    return parse_parameter_cell(cells[0].source, str(path))
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The defaults of the notebook's single parameters cell."""
+    return {k: p.default for k, p in notebook_parameter_specs(path).items()}
 
 
 def _same_kind(default: Any, value: Any) -> bool:
@@ -96,7 +172,9 @@ def _same_kind(default: Any, value: Any) -> bool:
 
 
 def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
-    """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters."""
+    """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters:
+    an annotated parameter's value must match its annotation (an int is widened to a float where a float is
+    declared); an unannotated one must keep the kind of its default."""
     import yaml
 
     try:
@@ -107,13 +185,20 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
         raise NotebookError(f"{params_file}: cannot read parameters ({err.strerror or err})") from err
     if not isinstance(values, dict):
         raise NotebookError(f"{params_file}: expected a mapping of parameter names to values")
-    defaults = notebook_parameters(notebook)
+    specs = notebook_parameter_specs(notebook)
+    defaults = {k: p.default for k, p in specs.items()}
     problems = []
     for key, value in values.items():
         if key not in defaults:
             close = difflib.get_close_matches(str(key), list(defaults), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown parameter {key!r}{hint}")
+        elif specs[key].annotation is not None:
+            try:
+                values[key] = check_type(key, value, specs[key].annotation)
+            except ConfigError:
+                problems.append(f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                                f"the notebook declares {key}: {specs[key].type_text} = {defaults[key]!r}")
         elif not _same_kind(defaults[key], value):
             problems.append(
                 f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
@@ -238,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.command == "params":
-            for k, v in notebook_parameters(args.notebook).items():
-                print(f"{k} = {v!r}")
+            for p in notebook_parameter_specs(args.notebook).values():
+                typed = f"{p.name}: {p.type_text}" if p.type_text else p.name
+                print(f"{typed} = {p.default!r}" + (f"  # {p.help}" if p.help else ""))
             return 0
         notebooks = [p.resolve() for p in args.notebooks] or list_notebooks()
         if not notebooks:

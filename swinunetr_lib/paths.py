@@ -4,13 +4,16 @@
 - ``$SWINUNETR_RUNS_DIR`` (default ``<repo>/runs/notebooks``): checkpoints, logs, figures of runs.
 
 The notebook runner points both into ``runs/<profile>/`` so smoke and demo runs never mix.
-Relative paths given by users are resolved against the repository root, so a notebook behaves the same
-whether JupyterLab runs it from ``notebooks/`` or papermill from the repository root.
+Relative paths given to library calls (notebook parameters) are resolved against the repository root, so a
+notebook behaves the same whether JupyterLab runs it from ``notebooks/`` or papermill from the repository
+root. Command lines resolve the relative paths their user types against the current directory, as Unix tools
+do (:func:`absolute_from_cwd`), before they reach the library.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "SWINUNETR_DATA_DIR"
@@ -21,6 +24,16 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     """Absolute path; a relative one is taken relative to the repository root."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def absolute_from_cwd(args: Any, *names: str) -> Any:
+    """Command lines: the options ``names`` of ``args`` (an ``argparse.Namespace``) that hold a relative path
+    made absolute against the current directory; options not given and empty values are left alone."""
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+            setattr(args, name, os.path.abspath(os.path.expanduser(value)))
+    return args
 
 
 def data_dir() -> Path:

@@ -13,42 +13,50 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from . import distributed as ddp
 from .losses import SSLLoss
-from .paths import resolve_path
+from .paths import absolute_from_cwd, resolve_path
 from .ssl_data import ssl_dataloader
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit
-from .utils import run_cli
+from .utils import run_cli, run_dir_lock
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
     data_manifest: str = ""              # decathlon-style JSON listing {"image": path} entries (required)
-    split: str = "training"              # list of the manifest to train on
-    run_dir: str = "runs/ssl_pretraining"  # checkpoints, metrics.csv, tb/, model_swinvit.pt (relative: repo root)
-    device: str = "auto"                 # auto | cpu | cuda
-    roi_size: int = 96                   # cubic sub-volume side (paper: 96), divisible by 32
-    feature_size: int = 48               # Swin UNETR embedding size (paper: 48)
+    data_root: str = ""                  # folder the manifest's paths are relative to; "" = the manifest's folder
+    split: str = "training"              # name of the manifest's list to train on
+    run_dir: str = "runs/ssl_pretraining"  # checkpoints, metrics.csv, tb/, model_swinvit.pt (the default is in
+                                           # the repository; a relative --run-dir is taken from the current folder)
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N (auto: CUDA if present)
+    roi_size: int = 96                   # cubic sub-volume side in voxels, divisible by 32 (paper: 96)
+    feature_size: int = 48               # Swin UNETR embedding size, divisible by 12 (paper: 48)
     batch_size: int = 2                  # volumes per step and rank (official: 2)
     num_samples: int = 2                 # random crops per volume (official sw_batch_size 2) -> 4 sub-volumes
-    spacing: list[float] | None = None   # resample to this (mm); None = no resampling, as the official code
-    cache_rate: float = 1.0              # fraction of volumes kept in memory after the deterministic transforms
-    num_workers: int = 0                 # DataLoader workers
+    spacing: list[float] | None = None   # resample to this voxel size in mm; None = no resampling, as the official code
+    cache_rate: float = 1.0              # fraction (0..1) of volumes kept in memory after the deterministic transforms
+    num_workers: int = 0                 # DataLoader worker processes; 0 loads in the main process
     temperature: float = 0.5             # NT-Xent temperature (paper: 0.5)
-    rotation_weight: float = 1.0         # paper Eq. 4 lambda_1
-    contrastive_weight: float = 1.0      # lambda_2
-    reconstruction_weight: float = 1.0   # lambda_3
-    cutout_fraction: float = 0.3         # max fraction of each sub-volume cut out (official: 0.3)
+    rotation_weight: float = 1.0         # weight of the rotation-prediction loss (paper Eq. 4 lambda_1: 1)
+    contrastive_weight: float = 1.0      # weight of the contrastive loss (paper Eq. 4 lambda_2: 1)
+    reconstruction_weight: float = 1.0   # weight of the inpainting (L1 reconstruction) loss (paper Eq. 4 lambda_3: 1)
+    cutout_fraction: float = 0.3         # max fraction (0..1) of each sub-volume's voxels cut out (official: 0.3)
+    cutout_mode: Literal["single", "official"] = "single"  # single: one pass, as the paper describes (mean 13.5 % cut out at 96^3, uniform noise); official: two passes as the official code (mean 22 %, normal noise min-max scaled per box); default single: the paper's "up to 30 %" and reproducible with earlier runs
+    cutout_min_block: float = 0.05       # smallest cutout box side, as a fraction of each axis (official: 0.05)
+    cutout_max_block: float = 0.25       # largest cutout box side, as a fraction of each axis (official: 0.25)
+    cutout_noise_prob: float = 0.5       # single mode: probability a box is noise rather than another sample's content
+    contrastive_negatives: Literal["global", "per_gpu"] = "global"  # global: all-gather embeddings across GPUs (with gradients); per_gpu: local batch only, as the official code
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
     sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
 
@@ -87,8 +95,11 @@ class SSLStep:
 
 
 def build_ssl_step(cfg: PretrainConfig) -> SSLStep:
-    loss = SSLLoss(cfg.rotation_weight, cfg.contrastive_weight, cfg.reconstruction_weight, cfg.temperature)
-    return SSLStep(loss, TwoViewTransform(SSLViewTransform(cutout=InnerCutout(max_fraction=cfg.cutout_fraction))))
+    loss = SSLLoss(cfg.rotation_weight, cfg.contrastive_weight, cfg.reconstruction_weight, cfg.temperature,
+                   gather_distributed=cfg.contrastive_negatives == "global")
+    cutout = InnerCutout(max_fraction=cfg.cutout_fraction, min_block=cfg.cutout_min_block,
+                         max_block=cfg.cutout_max_block, noise_prob=cfg.cutout_noise_prob, mode=cfg.cutout_mode)
+    return SSLStep(loss, TwoViewTransform(SSLViewTransform(cutout=cutout)))
 
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
@@ -97,13 +108,63 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         raise ValueError("PretrainConfig.data_manifest is required (a JSON manifest of CT volumes)")
     if cfg.roi_size <= 0 or cfg.roi_size % 32:
         raise ValueError(f"roi_size={cfg.roi_size} must be a positive multiple of 32 (Swin UNETR downsamples 5 times)")
+    check_pretrain_config(cfg)
     device = ddp.init_distributed(cfg.device)
+    check_contrastive_batch(cfg, ddp.world_size())
     run_dir = resolve_path(cfg.run_dir)
+    with run_dir_lock(run_dir):  # the whole run: data, fit and export (a second run here is refused)
+        return _pretrain(cfg, device, run_dir)
+
+
+def check_pretrain_config(cfg: PretrainConfig) -> None:
+    """``ValueError`` naming the first setting out of range; nothing is read or written before these pass."""
+    cfg.train_config().check()
+    for name in ("batch_size", "num_samples", "feature_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
+    if cfg.feature_size % 12:
+        raise ValueError(f"feature_size={cfg.feature_size} must be a multiple of 12 (Swin UNETR's attention heads)")
+    if not 0 <= cfg.cache_rate <= 1:
+        raise ValueError(f"cache_rate={cfg.cache_rate} must be between 0 and 1 (fraction of volumes kept in memory)")
+    if cfg.num_workers < 0:
+        raise ValueError(f"num_workers={cfg.num_workers} must be >= 0")
+    if cfg.spacing is not None and (len(cfg.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in cfg.spacing)):
+        raise ValueError(f"spacing={cfg.spacing}: need 3 positive voxel sizes in mm (or leave it out: no resampling)")
+    if not 0 <= cfg.cutout_fraction < 1:
+        raise ValueError(f"cutout_fraction={cfg.cutout_fraction} must be at least 0 and below 1")
+    if not cfg.temperature > 0:
+        raise ValueError(f"temperature={cfg.temperature} must be > 0")
+
+
+def check_contrastive_batch(cfg: PretrainConfig, world_size: int = 1) -> None:
+    """The contrastive loss contrasts each sub-volume with the others of the (global) batch: with only one
+    (``batch_size * num_samples * world_size == 1``) it is exactly 0 and that proxy task learns nothing."""
+    if cfg.contrastive_weight > 0 and cfg.batch_size * cfg.num_samples * world_size < 2:
+        raise ValueError(f"batch_size={cfg.batch_size} with num_samples={cfg.num_samples} gives one sub-volume per "
+                         "step: the contrastive loss needs at least 2 (it would be exactly 0); use num_samples >= 2 "
+                         "or batch_size >= 2 (or contrastive_weight=0 to leave that task out)")
+
+
+def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
+    """What defines a pretraining run beyond its TrainConfig (data, model, crops, loss): a resume with any of
+    these changed is refused (:func:`swinunetr_lib.train.fit`'s ``run_settings``)."""
+    names = ("split", "roi_size", "feature_size", "batch_size", "num_samples", "spacing", "temperature",
+             "rotation_weight", "contrastive_weight", "reconstruction_weight", "cutout_fraction")
+    out: dict[str, Any] = {n: getattr(cfg, n) for n in names}
+    out["data_manifest"] = str(resolve_path(cfg.data_manifest))
+    out["data_root"] = str(resolve_path(cfg.data_root)) if cfg.data_root else ""
+    return out
+
+
+def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> PretrainResult:
+    """:func:`pretrain` once the settings are checked and the run folder is locked."""
     loader = ssl_dataloader(cfg.data_manifest, cfg.roi_size, cfg.batch_size, cfg.num_samples, cfg.spacing,
-                            cfg.cache_rate, cfg.num_workers, cfg.seed, cfg.split, distributed=ddp.is_distributed())
+                            cfg.cache_rate, cfg.num_workers, cfg.seed, cfg.split, distributed=ddp.is_distributed(),
+                            base_dir=resolve_path(cfg.data_root) if cfg.data_root else None)
     torch.manual_seed(cfg.seed)
     model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention)
-    result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device)
+    result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device,
+                 run_settings=run_settings(cfg))
     encoder = None
     if cfg.export and ddp.is_main_process():
         encoder = export_encoder(model, run_dir / "model_swinvit.pt")
@@ -114,7 +175,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.pretrain", description=__doc__.splitlines()[0])
     PretrainConfig.add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "data_root", "run_dir")
 
     def body() -> int:
         res = pretrain(PretrainConfig.from_args(args))

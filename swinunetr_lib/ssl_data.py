@@ -11,6 +11,7 @@ A batch of ``batch_size`` volumes yields ``batch_size * num_samples`` sub-volume
 from __future__ import annotations
 
 import os
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +23,7 @@ from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, Ens
 from monai.utils import ensure_tuple_rep
 
 from . import distributed as ddp
-from .loading import LoadImageNamed
+from .loading import LoadImageNamed, refuse_paths_outside_root
 from .paths import resolve_path
 
 
@@ -46,11 +47,13 @@ def ssl_transforms(roi_size: int | Sequence[int] = 96, num_samples: int = 2,
 def load_image_list(manifest: str | os.PathLike[str], split: str = "training",
                     base_dir: str | os.PathLike[str] | None = None) -> list[dict[str, str]]:
     """``[{"image": absolute path}, ...]`` from a decathlon-style manifest (paths relative to ``base_dir``,
-    default the manifest's folder). Missing manifest, split or image files raise with the file named."""
+    default the manifest's folder). Missing manifest, split or image files, and relative paths that leave
+    ``base_dir``, raise with the file named."""
     path = resolve_path(manifest)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found")
     base = Path(base_dir) if base_dir is not None else path.parent
+    refuse_paths_outside_root(path, base, (split,))  # "../../etc/passwd": refused, as `validate` does
     try:
         items = load_decathlon_datalist(str(path), is_segmentation=False, data_list_key=split, base_dir=str(base))
     except (ValueError, KeyError) as err:
@@ -60,15 +63,38 @@ def load_image_list(manifest: str | os.PathLike[str], split: str = "training",
     files = [{"image": str(it["image"])} for it in items]
     missing = [f["image"] for f in files if not Path(f["image"]).exists()]
     if missing:
-        raise FileNotFoundError(f"{path}: {len(missing)} image(s) not found, e.g. {missing[0]}")
+        hint = "" if base_dir is not None else (f"; its paths are taken relative to the manifest's folder {base}: "
+                                                "give the data folder as --data-root")
+        raise FileNotFoundError(f"{path}: {len(missing)} image(s) not found, e.g. {missing[0]}{hint}")
     return files
 
 
 def ssl_dataset(files: Sequence[dict[str, str]], roi_size: int | Sequence[int] = 96, num_samples: int = 2,
                 spacing: Sequence[float] | None = None, cache_rate: float = 1.0, num_workers: int = 0) -> CacheDataset:
-    """Cached dataset; each item is a list of ``num_samples`` dicts with ``"image"`` (1, X, Y, Z) in [0, 1]."""
-    return CacheDataset(list(files), ssl_transforms(roi_size, num_samples, spacing), cache_rate=cache_rate,
-                        num_workers=num_workers, progress=False)
+    """Cached dataset; each item is a list of ``num_samples`` dicts with ``"image"`` (1, X, Y, Z) in [0, 1].
+    Each volume is checked as it is loaded (NaN / Inf voxels: an error naming the file)."""
+    return _CheckedCacheDataset(list(files), ssl_transforms(roi_size, num_samples, spacing), cache_rate=cache_rate,
+                                num_workers=num_workers, progress=False)
+
+
+class _CheckedCacheDataset(CacheDataset):
+    """``CacheDataset`` whose cache is filled in the calling thread (``num_workers`` <= 1) or by worker threads that
+    have all ended before an error of one volume propagates: MONAI's pool leaves a thread running the next
+    volume's transforms, and a thread inside a torch operation when the interpreter exits aborts the process
+    (``terminate called without an active exception``) after the one-line error."""
+
+    def _fill_cache(self, indices: Sequence[int] | None = None) -> list:
+        if self.cache_num <= 0:
+            return []
+        indices = list(range(self.cache_num)) if indices is None else list(indices)
+        if (self.num_workers or os.cpu_count() or 1) <= 1:
+            return [self._load_cache_item(i) for i in indices]
+        pool = ThreadPool(self.num_workers)
+        try:
+            return list(pool.imap(self._load_cache_item, indices))
+        finally:
+            pool.terminate()  # queued volumes are dropped ...
+            pool.join()       # ... and the ones being loaded finish before anything is raised
 
 
 class EpochDataLoader(DataLoader):

@@ -6,23 +6,25 @@ channels, label set, target spacing, intensity preset and ROI. The fine-tuning c
 
 - BTCV (Tang et al. 2022, Sec. 4.1 / official fine-tuning recipe): 14 outputs (background + 13 organs),
   spacing 1.5 x 1.5 x 2.0 mm, HU [-175, 250] -> [0, 1], ROI 96^3, label-balanced positive/negative crops,
-  random flips, 90 degree rotations, intensity scale and shift.
+  random flips and 90 degree rotations (p 0.2), intensity scale and shift (p 0.1), as the official script.
 - MSD (Simpson et al. 2019; Sec. 4.1 of the paper): CT tasks clip to a per-task HU window and scale to
-  [0, 1]; MR tasks z-score each channel over its non-zero voxels. Windows and spacings are nnU-Net's
-  median spacing / foreground 0.5-99.5 percentile windows (as in MONAI's DynUNet MSD recipe); channels
-  and label sets are those of the datasets' ``dataset.json``.
+  [0, 1]; MR tasks z-score each channel over its non-zero voxels. Windows and spacings are those of MONAI's
+  DynUNet MSD recipe (``task_params.py``: nnU-Net-style target spacings and foreground 0.5-99.5 percentile
+  windows; Task09_Spleen 0.79 x 0.79 x 1.6 mm); channels and label sets are those of the datasets'
+  ``dataset.json``.
 - ``demo_*``: the synthetic phantom cohort (:mod:`swinunetr_lib.data.phantom`), coarser spacing to be
   CPU-sized.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Literal, Sequence
 
 from monai import transforms as T
 
 from .data.labels import BTCV_LABELS
-from .loading import LoadImageNamed
+from .loading import CheckSameGridd, LoadImageNamed
 
 Keys = Sequence[str]
 
@@ -74,10 +76,17 @@ class TaskPreset:
         return dataclasses.replace(self, **changes)
 
 
-BTCV = TaskPreset("btcv", "CT", {0: "background", **BTCV_LABELS})
+# Augmentation probabilities of the official BTCV script (research-contributions SwinUNETR/BTCV/main.py:
+# RandFlipd 0.2, RandRotate90d 0.2, RandScaleIntensityd 0.1, RandShiftIntensityd 0.1). MONAI's BTCV tutorial
+# notebook shifts with probability 0.5; the official script, which this preset follows, with 0.1.
+BTCV = TaskPreset("btcv", "CT", {0: "background", **BTCV_LABELS}, flip_prob=0.2, rot90_prob=0.2,
+                  scale_intensity_prob=0.1, shift_intensity_prob=0.1)
 
-# Preprocessing per MSD task (target spacing mm, CT window HU or None for MR). Channels and label sets
-# come from the dataset registry (data_manifests/registry.json, i.e. each task's dataset.json).
+# Preprocessing per MSD task (target spacing mm, CT window HU or None for MR): the ``spacing`` and
+# ``clip_values`` tables of MONAI's DynUNet MSD pipeline (Project-MONAI/tutorials,
+# modules/dynunet_pipeline/task_params.py), checked value by value; a 0/0 clip there means MR (z-score).
+# Task09_Spleen's slices are 1.6 mm there, not the dataset's 5 mm median slice thickness. Channels and
+# label sets come from the dataset registry (data_manifests/registry.json, i.e. each task's dataset.json).
 _MSD: dict[str, tuple[tuple[float, float, float], tuple[float, float] | None]] = {
     "Task01_BrainTumour": ((1.0, 1.0, 1.0), None),
     "Task02_Heart": ((1.25, 1.25, 1.37), None),
@@ -87,7 +96,7 @@ _MSD: dict[str, tuple[tuple[float, float, float], tuple[float, float] | None]] =
     "Task06_Lung": ((0.79, 0.79, 1.24), (-1024.0, 325.0)),
     "Task07_Pancreas": ((0.8, 0.8, 2.5), (-96.0, 215.0)),
     "Task08_HepaticVessel": ((0.8, 0.8, 1.5), (-3.0, 243.0)),
-    "Task09_Spleen": ((0.79, 0.79, 5.0), (-41.0, 176.0)),
+    "Task09_Spleen": ((0.79, 0.79, 1.6), (-41.0, 176.0)),
     "Task10_Colon": ((0.78, 0.78, 3.0), (-30.0, 165.82)),
 }
 
@@ -114,8 +123,9 @@ _DEMO: dict[str, TaskPreset] = {
     # No flips or 90-degree turns: a lateral flip swaps left and right kidney / adrenal gland without
     # swapping their labels, and every scan is reoriented to RAS anyway, so a short CPU schedule spends no
     # steps on views it will never see (the BTCV preset keeps the official recipe's flips and turns).
+    # Intensity shifts keep p 0.5, the value the demo results in the README were measured with.
     "demo_btcv": BTCV.with_overrides(name="demo_btcv", spacing=DEMO_SPACING, roi_size=(64, 64, 64), num_samples=2,
-                                     flip_prob=0.0, rot90_prob=0.0),
+                                     flip_prob=0.0, rot90_prob=0.0, shift_intensity_prob=0.5),
     "demo_ct": TaskPreset("demo_ct", "CT", {0: "background", 1: "spleen"}, spacing=DEMO_SPACING,
                           window=(-41.0, 176.0), roi_size=(64, 64, 64), num_samples=2),
     "demo_mr": TaskPreset("demo_mr", "MR", {0: "background", 1: "liver", 2: "kidney", 3: "spleen"}, in_channels=2,
@@ -154,6 +164,86 @@ def get_preset(name: str, **overrides: Any) -> TaskPreset:
     return preset.with_overrides(**overrides) if overrides else preset
 
 
+# ------------------------------------------------------------------ which preset fits a dataset's data list
+
+# BTCV's dataset_0.json (Swin UNETR / MONAI layout) names its classes in short; tumour / tumor both occur in MSD.
+_SHORT_NAMES = {"bg": "background", "rkid": "kidney right", "lkid": "kidney left", "gall": "gallbladder",
+                "eso": "esophagus", "sto": "stomach", "ivc": "inferior vena cava", "veins": "portal and splenic veins",
+                "rad": "adrenal gland right", "lad": "adrenal gland left"}
+# MSD dataset.json "name"s that are not their task folder's suffix.
+_MSD_DATASET_NAMES = {"brats": "Task01_BrainTumour", "leftatrium": "Task02_Heart"}
+
+
+def _words(name: Any) -> tuple[str, ...]:
+    text = re.sub(r"[^a-z0-9]+", " ", str(name).lower()).strip()
+    text = _SHORT_NAMES.get(text.replace(" ", ""), text)
+    return tuple(sorted(w.replace("tumour", "tumor") for w in text.split()))
+
+
+def _class_map(labels: Any) -> dict[int, tuple[str, ...]] | None:
+    try:
+        return {int(k): _words(v) for k, v in dict(labels).items()}
+    except (TypeError, ValueError):
+        return None
+
+
+def format_labels(labels: Any) -> str:
+    """``{0: background, 1: spleen}`` for a message (keys as numbers, names unquoted)."""
+    try:
+        items = sorted(dict(labels).items(), key=lambda kv: int(kv[0]))
+    except (TypeError, ValueError):
+        return repr(labels)
+    return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+
+
+def manifest_mismatch(preset: TaskPreset, manifest: Any) -> str | None:
+    """What the data list's ``labels`` / ``modality`` say that ``preset`` contradicts; None when they agree
+    (or the list says nothing). Label names compare by their words (``kidney_right`` = ``Right kidney``;
+    BTCV's short names such as ``rkid`` are known); channels compare by count and CT versus not CT."""
+    if not isinstance(manifest, dict):
+        return None
+    problems = []
+    labels = manifest.get("labels")
+    if isinstance(labels, dict) and labels and _class_map(labels) != {k: _words(v) for k, v in preset.labels.items()}:
+        problems.append(f"its labels {format_labels(labels)} are not task {preset.name}'s "
+                        f"{format_labels(preset.labels)}")
+    modality = manifest.get("modality")
+    if isinstance(modality, dict) and modality:
+        values = [str(v).strip() for v in modality.values()]
+        is_ct = all(v.upper() == "CT" for v in values)
+        if len(values) != preset.in_channels or is_ct != (preset.modality == "CT"):
+            problems.append(f"its modality {format_labels(modality)} ({len(values)} channel(s)) is not task "
+                            f"{preset.name}'s ({preset.modality}, {preset.in_channels} channel(s): "
+                            f"{', '.join(preset.channel_names)})")
+    return "; ".join(problems) or None
+
+
+def matching_presets(manifest: Any, names: Sequence[str] | None = None) -> list[str]:
+    """Presets (of ``names``, default all) whose classes and channels fit a data list that declares its labels."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("labels"), dict) or not manifest["labels"]:
+        return []
+    return [n for n in (names or preset_names()) if manifest_mismatch(get_preset(n), manifest) is None]
+
+
+def _squash(text: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
+
+
+def named_preset(*names: Any) -> tuple[str, str] | None:
+    """(preset, the name that gave it) for the first of ``names`` (a data list's ``name``, its folder's name)
+    that names a preset: ``btcv``/``BTCV``, ``Task09_Spleen`` or the MSD dataset name ``Spleen``, ``BRATS``, ..."""
+    for value in names:
+        if not isinstance(value, str) or not value.strip():
+            continue
+        key = _squash(value)
+        for preset in preset_names():
+            if key == _squash(preset) or (preset in _MSD and key == _squash(preset.split("_", 1)[1])):
+                return preset, value
+        if key in _MSD_DATASET_NAMES:
+            return _MSD_DATASET_NAMES[key], value
+    return None
+
+
 # --------------------------------------------------------------------------------------- transforms
 
 
@@ -174,7 +264,9 @@ def _foreground(preset: TaskPreset):
 
 
 def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), reader: str | None = None) -> T.Compose:
-    """Deterministic, invertible part: load, channel first, RAS, resample, crop to the body, intensity.
+    """Deterministic, invertible part: load (refusing NaN / Inf voxels and a label on another grid than its
+    image: :class:`~swinunetr_lib.loading.DataError` naming the file), channel first, RAS, resample, crop to
+    the body, intensity.
 
     Output ``image`` (C, X, Y, Z) float32 on the preset's grid; ``label`` (1, X, Y, Z) class ids.
     ``keys[0]`` is the image; a label key, if given, is resampled with nearest neighbour. ``reader``
@@ -183,8 +275,9 @@ def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), r
     keys = list(keys)
     modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
     steps: list[Any] = [
-        LoadImageNamed(keys=keys, image_only=False, reader=reader),
+        LoadImageNamed(keys=keys, image_only=False, reader=reader),  # refuses NaN / Inf voxels, naming the file
         T.EnsureChannelFirstd(keys=keys),
+        CheckSameGridd(keys=keys),  # a label on another grid than its image: an error naming the label file
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
         T.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
     ]

@@ -5,7 +5,10 @@ lr 4e-4, 500 warm-up steps), mixed precision (bf16 where the GPU supports it, fp
 other GPUs, fp32 on CPU), gradient clipping (after unscaling, so it also works under fp16), gradient
 checkpointing, optional ``torch.compile``, DDP under ``torchrun``, CSV + TensorBoard logs, tqdm,
 atomic checkpoints and exact resume. A non-finite loss raises :class:`NonFiniteLossError` before the
-optimizer step, so the last checkpoint on disk stays the last good one.
+optimizer step, so the last checkpoint on disk stays the last good one. Checkpoints hold tensors and
+plain values only (RNG states included), so a resume reads them with ``weights_only=True``; the run folder
+is locked, changed settings are checked on resume, and SIGINT / SIGTERM end the run with a checkpoint
+(see :func:`fit`).
 
 Contract for exact resume (bitwise on CPU):
 
@@ -26,15 +29,18 @@ Contract for exact resume (bitwise on CPU):
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -43,7 +49,8 @@ from torch import nn
 from . import distributed as ddp
 from .config import Config
 from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
-from .utils import atomic_torch_save, atomic_write_text, error_message, seed_everything
+from .utils import (CheckpointError, RunInterrupted, atomic_torch_save, atomic_write_text, error_message,
+                    remove_stale_temp_files, run_dir_lock, safe_torch_load, seed_everything)
 
 StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
 ValFn = Callable[[nn.Module, int], dict[str, float]]
@@ -52,21 +59,50 @@ ValFn = Callable[[nn.Module, int], dict[str, float]]
 @dataclass
 class TrainConfig(Config):
     max_steps: int = 1000         # optimizer steps in total
-    lr: float = 4e-4              # paper Sec. 4: AdamW lr 4e-4
-    weight_decay: float = 1e-5
-    warmup_steps: int = 500       # paper: 500 warm-up steps, then cosine decay to 0 at max_steps
-    grad_clip: float = 1.0        # max global grad norm; 0 disables; unscaled first under fp16
-    precision: str = "auto"       # auto | bf16 | fp16 | fp32 (auto: bf16 if supported, else fp16 on GPU; fp32 on CPU)
+    lr: float = 4e-4              # peak AdamW learning rate, reached after warm-up (paper Sec. 4: 4e-4)
+    weight_decay: float = 1e-5    # AdamW weight decay (paper: 1e-5)
+    warmup_steps: int = 500       # linear warm-up steps, then cosine decay to 0 at max_steps (paper: 500)
+    grad_clip: float = 1.0        # max global gradient L2 norm; 0 disables; unscaled first under fp16
+    precision: str = "auto"       # autocast dtype: auto | bf16 | fp16 | fp32
+                                  # (auto: bf16 if supported, else fp16 on GPU; fp32 on CPU)
     grad_checkpoint: bool = False  # recompute activations in backward (MONAI use_checkpoint)
     compile: bool = False         # torch.compile the model
-    checkpoint_every: int = 100   # steps between checkpoints/last.pt (also written at the end); 0: end only
-    val_interval: int = 0         # 0: no validation
-    log_every: int = 1            # steps between metrics.csv / TensorBoard rows
-    seed: int = 0
+    checkpoint_every: int = 100   # optimizer steps between checkpoints/last.pt (also written at the end); 0: end only
+    val_interval: int = 0         # optimizer steps between validations; 0: no validation
+    log_every: int = 1            # optimizer steps between metrics.csv / TensorBoard rows
+    seed: int = 0                 # random seed (initialisation, data order, augmentation)
     resume: bool = True           # resume from run_dir/checkpoints/last.pt if present
     best_metric: str = ""         # key of val_fn's dict to maximise; best.pt saved when it improves
-    progress: bool = True         # tqdm bar
+    progress: bool = True         # show a tqdm progress bar
     deterministic: bool = False   # torch.use_deterministic_algorithms during fit: bitwise resume on multi-threaded CPU
+
+    def check(self) -> TrainConfig:
+        """``self``, or a ``ValueError`` naming the first setting out of range. ``fit`` calls it; pretraining and
+        fine-tuning call it before any data is read."""
+        whole = [("max_steps", 1), ("log_every", 1), ("warmup_steps", 0), ("checkpoint_every", 0), ("val_interval", 0)]
+        for name, low in whole:
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= {low}")
+        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(f"{name}={value} must be a finite number {'> 0' if positive else '>= 0'}")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision={self.precision!r}: expected one of auto, bf16, fp16, fp32")
+        return self
+
+
+# Settings a resumed run may change (applied from the new config, reported in one line): the schedule's length
+# and shape, logging, validation and checkpoint cadence (a new best_metric starts best.pt over), and how the run
+# executes, not what it computes. Every other TrainConfig field (seed, weight_decay, grad_clip, precision)
+# defines the run: a change is refused.
+RESUME_MAY_CHANGE = frozenset({"max_steps", "lr", "warmup_steps", "checkpoint_every", "val_interval", "log_every",
+                               "progress", "best_metric", "resume", "grad_checkpoint", "compile", "deterministic"})
+_SCHEDULE = ("lr", "warmup_steps", "max_steps")
+
+
+class ResumeMismatchError(ValueError):
+    """``last.pt`` was written with settings that define the run and now differ."""
 
 
 @dataclass
@@ -141,7 +177,13 @@ def seed_for(seed: int, *keys: int) -> int:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
+    legacy = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key": uint32 array, "pos"}, ...}
+    numpy_state = {"bit_generator": str(legacy["bit_generator"]),
+                   "key": torch.from_numpy(np.asarray(legacy["state"]["key"]).astype(np.int64)),
+                   "pos": int(legacy["state"]["pos"]), "has_gauss": int(legacy["has_gauss"]),
+                   "gauss": float(legacy["gauss"])}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -149,7 +191,12 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["gauss"]))
+    else:  # checkpoints of earlier versions: np.random.get_state()'s tuple
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"].cpu())  # RNG states must be CPU byte tensors
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -264,10 +311,106 @@ def _enable_checkpointing(model: nn.Module) -> None:
         m.use_checkpoint = True
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (a setting compares equal whether it came from YAML, JSON or a checkpoint)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _resume_changes(state: Mapping[str, Any], cfg: TrainConfig, run_settings: Mapping[str, Any] | None,
+                    last_path: Path) -> dict[str, tuple[Any, Any]]:
+    """The TrainConfig settings that differ from ``last.pt``'s and may change (name -> (saved, new)).
+
+    A changed setting that defines the run (a TrainConfig field outside :data:`RESUME_MAY_CHANGE`, or any of the
+    caller's ``run_settings``: model size, ROI, task, data) raises :class:`ResumeMismatchError` naming them all.
+    Checkpoints that did not record a setting are not compared on it."""
+    saved_cfg = state.get("config") if isinstance(state.get("config"), Mapping) else {}
+    new_cfg = cfg.to_dict()
+    fixed, changes = [], {}
+    for name, new in new_cfg.items():
+        if name in saved_cfg and _plain(saved_cfg[name]) != _plain(new):
+            if name in RESUME_MAY_CHANGE:
+                changes[name] = (saved_cfg[name], new)
+            else:
+                fixed.append(f"{name} was {saved_cfg[name]!r}, now {new!r}")
+    saved_run = state.get("run") if isinstance(state.get("run"), Mapping) else None
+    if saved_run is not None and run_settings is not None:
+        for name, new in run_settings.items():
+            if name in saved_run and _plain(saved_run[name]) != _plain(new):
+                fixed.append(f"{name} was {saved_run[name]!r}, now {new!r}")
+    if fixed:
+        raise ResumeMismatchError(f"{last_path}: cannot resume with other settings that define the run: "
+                                  f"{'; '.join(fixed)}; restore them, choose another run folder, or start over "
+                                  "with resume=false")
+    return changes
+
+
+def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> None:
+    """After loading a checkpoint: the LR schedule of the new ``cfg`` (lr, warm-up, max_steps) from the current
+    step on. The scheduler's lambda is already the new one; its base LR and the optimizer's LR are set here, as
+    ``LambdaLR`` computes them, so the next step uses the new LR."""
+    factor = warmup_cosine(cfg.warmup_steps, cfg.max_steps)
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+class _StopRequest:
+    """Set by SIGINT / SIGTERM during ``fit``: the run ends after the current step, with a checkpoint."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopRequest]:
+    """SIGINT and SIGTERM only ask to stop (a second one stops at once); the previous handlers are restored on
+    exit. Signal handlers can only be installed in the main thread: elsewhere nothing changes."""
+    request = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if request.signum is not None:
+            raise KeyboardInterrupt
+        request.signum = signum
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def _stop_signal(request: _StopRequest, device: torch.device) -> int | None:
+    """The signal that asks this run to stop, agreed over all ranks (every rank stops at the same step)."""
+    if not ddp.is_distributed():
+        return request.signum
+    go_on = ddp.all_reduce_min(torch.tensor(0 if request.signum else 1, dtype=torch.int32, device=device))
+    return None if bool(go_on) else (request.signum or signal.SIGTERM)
+
+
 def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: str | Path, *,
         device: str | torch.device = "auto", val_fn: ValFn | None = None,
-        stop_after: int | None = None) -> FitResult:
+        stop_after: int | None = None, run_settings: Mapping[str, Any] | None = None) -> FitResult:
     """Train ``model`` for ``cfg.max_steps`` optimizer steps; see the module docstring for the contracts.
+
+    Safety: rank 0 holds ``run_dir``'s lock (:func:`~swinunetr_lib.utils.run_dir_lock`: a second live run in the
+    folder is refused) and removes temporary files of interrupted checkpoint writes. A resume refuses a
+    checkpoint that holds more than tensors and plain values, and one written with other settings that define
+    the run; changed settings of :data:`RESUME_MAY_CHANGE` are applied and reported in one line (a new lr or
+    max_steps takes effect at the next step). SIGINT / SIGTERM stop after the current step with a checkpoint
+    and raise :class:`~swinunetr_lib.utils.RunInterrupted`; the same call resumes exactly.
 
     Args:
         model: the plain module (moved to ``device`` here; wrapped for DDP / compile internally).
@@ -279,9 +422,10 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
         val_fn: ``(plain model, step) -> {name: float}``, run on rank 0 every ``cfg.val_interval`` steps.
         stop_after: stop (with a checkpoint) after this many steps although the LR schedule spans
             ``max_steps`` — an interruption, e.g. a time-limited job that resumes later.
+        run_settings: the caller's settings that define the run (model size, ROI, task, data; plain values),
+            saved in the checkpoint; a resume with any of them changed is refused.
     """
-    if cfg.max_steps <= 0:
-        raise ValueError(f"max_steps must be positive, got {cfg.max_steps}")
+    cfg.check()
     run_dir = Path(run_dir)
     device = ddp.init_distributed(device)
     torch.autograd.set_detect_anomaly(False)
@@ -292,14 +436,21 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
     # Crops have one fixed size, so cuDNN may time its 3D convolution algorithms once and keep the fastest.
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
     try:
-        return _fit(model, step_fn, train_data, cfg, run_dir, device, val_fn, stop_after)
+        with run_dir_lock(run_dir), _stop_on_signals() as stop:
+            if ddp.is_main_process():
+                stale = remove_stale_temp_files(run_dir / "checkpoints", run_dir)
+                if stale:
+                    print(f"{run_dir}: removed {len(stale)} temporary file(s) of an interrupted write "
+                          f"({', '.join(p.name for p in stale[:3])})")
+            return _fit(model, step_fn, train_data, cfg, run_dir, device, val_fn, stop_after, run_settings, stop)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.backends.cudnn.benchmark = was_benchmark
 
 
 def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: Path,
-         device: torch.device, val_fn: ValFn | None, stop_after: int | None) -> FitResult:
+         device: torch.device, val_fn: ValFn | None, stop_after: int | None,
+         run_settings: Mapping[str, Any] | None, stop: _StopRequest) -> FitResult:
     rank, main = ddp.rank(), ddp.is_main_process()
     ckpt_dir = run_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -317,10 +468,16 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
 
     step, epoch, consumed, best = 0, 0, 0, None
     history: list[dict[str, float]] = []
+    changes: dict[str, tuple[Any, Any]] = {}
     if cfg.resume and last_path.exists():
+        try:  # tensors and plain values only (to CPU: load_state_dict moves them to the parameters' device)
+            state = safe_torch_load(last_path, allow_numpy_rng=True)
+        except CheckpointError as err:
+            raise ValueError(f"{last_path}: cannot resume from this checkpoint ({err.problem}); "
+                             "delete it or start with resume=false") from err
+        if isinstance(state, dict):
+            changes = _resume_changes(state, cfg, run_settings, last_path)
         try:
-            # to CPU: load_state_dict moves weights and optimizer state to the parameters' device
-            state = torch.load(last_path, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -331,6 +488,13 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign checkpoint: say which and what to do
             raise ValueError(f"{last_path}: cannot resume from this checkpoint ({error_message(err).splitlines()[0]}); "
                              "delete it or start with resume=false") from err
+        if any(k in changes for k in _SCHEDULE):
+            _follow_schedule(optimizer, scheduler, cfg)
+        if "best_metric" in changes:
+            best = None  # the saved best value measured another metric
+        if changes and main:
+            print(f"{last_path}: resuming at step {step} with changed settings: "
+                  + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
 
     net: nn.Module = model
     if ddp.is_distributed():
@@ -348,7 +512,7 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                "step": step, "epoch": batches.epoch, "consumed": batches.consumed,
                                "best_value": best, "history": logger.rows, "rng": _rng_state(),
-                               "config": cfg.to_dict()}, path)
+                               "config": cfg.to_dict(), "run": _plain(dict(run_settings or {}))}, path)
             if path not in checkpoints:
                 checkpoints.append(path)
         if sync:
@@ -418,8 +582,17 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
             ddp.barrier()
         if bar is not None:
             bar.update(1)
-        if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end:
+        saved = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end
+        if saved:
             save(last_path)
+        if step < end and (signum := _stop_signal(stop, device)) is not None:  # SIGINT / SIGTERM: stop here
+            if not saved:
+                save(last_path)
+            if bar is not None:
+                bar.close()
+            logger.close()
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after step {step} of {end}; checkpoint "
+                                 f"{last_path}; run the same command again to resume", signum)
     if bar is not None:
         bar.close()
     logger.close()

@@ -238,3 +238,69 @@ def test_non_square_axial_roi_drops_90_degree_turns_with_a_note(capsys):
     assert resolve_preset(FinetuneConfig(task="btcv", roi_size=96)).rot90_prob > 0
     with pytest.raises(ValueError, match="square axial ROI"):
         augment_transforms(get_preset("btcv", roi_size=(64, 96, 32)))
+
+
+# --- checked data, untrusted checkpoints, early option checks (issue #12) --------------------------------
+
+def _one_line_error(main, argv, capsys) -> str:
+    """Run the CLI; assert exit status 2 and a one-line error without a traceback; return it."""
+    assert main([str(a) for a in argv]) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("python -m swinunetr_lib.finetune: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_label_of_another_shape_is_refused_naming_the_file(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+    from swinunetr_lib.finetune import main
+
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=0)
+    label = tmp_path / "cohort" / "labelsTr" / "case1.nii.gz"
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :-3], img.affine, img.header), label)
+    run_dir = tmp_path / "run"
+    err = _one_line_error(main, ["--task", "demo_btcv", "--data-manifest", manifest, "--run-dir", run_dir,
+                                 "--feature-size", "12", "--roi-size", "[64,32,32]", "--spacing", "8,8,8",
+                                 "--max-steps", "1", "--val-interval", "0", "--device", "cpu"], capsys)
+    assert f"{label}: label shape (" in err and "differs from its image's (" in err and "not on the image grid" in err
+    assert not run_dir.exists() or not any(run_dir.rglob("*"))
+
+
+def test_booby_trapped_checkpoints_are_refused_without_running_them(cohort, tmp_path, capsys, booby_trap):
+    from swinunetr_lib.finetune import main
+
+    evil = tmp_path / "model_swinvit.pt"
+    marker = booby_trap(evil)
+    run_dir = tmp_path / "run"
+    err = _one_line_error(main, ["--task", "demo_btcv", "--data-manifest", cohort, "--run-dir", run_dir,
+                                 "--feature-size", "12", "--init", "ssl", "--pretrained", evil, "--device", "cpu"],
+                          capsys)
+    assert f"{evil}: refused to load: the file holds Python objects (posix.system)" in err and not marker.exists()
+    booby_trap(run_dir / "checkpoints" / "last.pt", lambda trap: {"model": {}, "rng": trap})
+    with pytest.raises(ValueError, match=r"last.pt: cannot resume from this checkpoint \(refused to load"):
+        finetune(_cfg(cohort, run_dir, max_steps=1))
+    assert not marker.exists()
+
+
+def test_bad_options_and_paths_outside_the_data_root_fail_before_any_data_is_read(tmp_path, capsys):
+    from swinunetr_lib.finetune import main
+
+    missing = tmp_path / "no_manifest.json"  # the option errors come first: the manifest is never looked at
+    base = ["--task", "demo_btcv", "--data-manifest", missing, "--run-dir", tmp_path / "run", "--device", "cpu"]
+    for extra, expected in [(["--sw-batch-size", "0"], "sw_batch_size must be a whole number >= 1"),
+                            (["--overlap", "1.5"], "overlap must be at least 0 and below 1"),
+                            (["--log-every", "0"], "log_every=0 must be >= 1")]:
+        assert expected in _one_line_error(main, base + extra, capsys), extra
+    cohort = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=0)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.nii.gz").write_bytes((tmp_path / "cohort" / "imagesTr" / "case0.nii.gz").read_bytes())
+    data = json.loads(cohort.read_text())
+    data["training"][1]["image"] = "../elsewhere/secret.nii.gz"
+    cohort.write_text(json.dumps(data))
+    err = _one_line_error(main, ["--task", "demo_btcv", "--data-manifest", cohort, "--run-dir", tmp_path / "run",
+                                 "--device", "cpu", "--max-steps", "1"], capsys)
+    assert f"{cohort}: training[1] image '../elsewhere/secret.nii.gz' leaves the data root" in err
+    assert not (tmp_path / "run").exists()

@@ -103,3 +103,10 @@ def test_missing_or_unreadable_file(tmp_path):
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     with pytest.raises(EncoderLoadError, match="bad.pt"):
         load_encoder(model, tmp_path / "bad.pt")
+
+
+def test_a_booby_trapped_checkpoint_is_refused_without_running_it(tmp_path, booby_trap):
+    marker = booby_trap(tmp_path / "evil.pt")
+    with pytest.raises(EncoderLoadError, match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):
+        load_encoder(build_swinunetr(1, 2, feature_size=FS), tmp_path / "evil.pt")
+    assert not marker.exists()

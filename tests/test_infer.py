@@ -176,3 +176,37 @@ def test_python_dash_m_reports_one_line(tmp_path):
     assert res.stderr == ("python -m swinunetr_lib.infer: error: --sw-batch-size must be a whole number >= 1 "
                           "(windows per forward pass), got 0\n")
     assert _files(tmp_path) == []
+
+
+# --- untrusted checkpoints, damaged scans, a GPU that is not there (issue #12) ---------------------------
+
+def test_a_booby_trapped_checkpoint_is_refused_without_running_it(cli, tmp_path, booby_trap):
+    ckpt = tmp_path / "evil.pt"
+    marker = booby_trap(ckpt, lambda trap: {"state_dict": {}, "finetune": trap})
+    out = tmp_path / "seg.nii.gz"
+    code, err = cli("--checkpoint", ckpt, "--input", fetch_example("example_ct_sm.nii.gz"), "--output", out,
+                    "--device", "cpu")
+    assert code == 2 and f"{ckpt}: refused to load: the file holds Python objects (posix.system)" in err
+    assert not marker.exists() and not out.exists()
+
+
+def test_a_scan_with_nan_voxels_is_an_error_naming_the_file_and_the_count(ct_model, cli, tmp_path):
+    data = np.full((40, 40, 24), -500.0, dtype=np.float32)
+    data[10:30, 10:30, 5:20] = 40.0
+    data[3, 4, 5:12] = np.nan  # 7 NaN voxels
+    data[0, 0, 0] = np.inf
+    scan = tmp_path / "nan_scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0])), scan)
+    out = tmp_path / "seg.nii.gz"
+    code, err = cli("--checkpoint", ct_model, "--input", scan, "--output", out, "--device", "cpu")
+    assert code == 2 and f"{scan}: 8 of 38400 voxels are not finite (7 NaN, 1 Inf)" in err
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_an_error(ct_model, cli, tmp_path):
+    out = tmp_path / "seg.nii.gz"
+    code, err = cli("--checkpoint", ct_model, "--input", fetch_example("example_ct_sm.nii.gz"), "--output", out,
+                    "--device", "cuda")
+    assert code == 2 and "--device 'cuda': " in err and "use device=cpu" in err
+    assert not out.exists()

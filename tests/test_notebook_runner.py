@@ -1,6 +1,7 @@
 """The notebook runner: a failing cell names the notebook and the cell; bad parameter files are refused."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from swinunetr_lib.notebooks import NotebookError, check_pair, load_params_file, run_all
+from swinunetr_lib.notebooks import (NotebookError, check_pair, load_params_file, parse_parameter_cell,
+                                     parse_parameters, run_all)
 
 SOURCE = '''# %% [markdown]
 # # Toy
@@ -93,3 +95,51 @@ def test_cli_exit_codes(tmp_path):
     missing = subprocess.run(cmd[:6] + [str(tmp_path / "no_such_dir")] + cmd[7:], capture_output=True, text=True)
     assert missing.returncode == 2 and "no_such_dir: --params must be a folder" in missing.stderr
     assert not (tmp_path / "out" / "00_toy.ipynb").exists() or refused.returncode == 2
+
+
+TYPED_CELL = """\
+steps: int = 2  # how many
+lr: float = 1e-3  # AdamW learning rate
+spacing: "Optional[list[float]]" = [3.0, 3.0]  # voxel size in mm; None keeps the grid
+names: list[str] = ["a"]  # which
+tag = ""  # not annotated: checked against the default's type
+"""
+
+
+def test_annotated_parameters_are_parsed_with_type_and_help():
+    params = parse_parameter_cell(TYPED_CELL, "cell")
+    assert parse_parameters(TYPED_CELL, "cell") == {"steps": 2, "lr": 1e-3, "spacing": [3.0, 3.0], "names": ["a"],
+                                                    "tag": ""}
+    assert params["steps"].annotation is int and params["steps"].help == "how many"
+    assert params["spacing"].type_text == "Optional[list[float]]" and params["tag"].annotation is None
+    with pytest.raises(NotebookError, match=r"'steps' default 'x' does not match its annotation int"):
+        parse_parameter_cell('steps: int = "x"  # how many\n', "cell")
+    with pytest.raises(NotebookError, match="annotation 'Path' is not understood"):
+        parse_parameter_cell('out: Path = "a"  # folder\n', "cell")
+    with pytest.raises(NotebookError, match="line 1 is not 'name: type = plain value'"):
+        parse_parameter_cell("steps: int  # no value\n", "cell")
+
+
+def test_annotated_parameters_type_check(tmp_path):
+    py = make_pair(tmp_path / "nb")
+    py.write_text(SOURCE.replace("steps = 2  # how many\nfail_at = -1", TYPED_CELL + "fail_at: int = -1"))
+    params = tmp_path / "00_toy.yml"
+    params.write_text("lr: 1\nspacing: null\nnames: [b, c]\nsteps: 3\n")
+    values = load_params_file(params, py)
+    assert values == {"lr": 1.0, "spacing": None, "names": ["b", "c"], "steps": 3} and isinstance(values["lr"], float)
+    for bad, needle in [("steps: three", "'steps' = 'three' is a str, the notebook declares steps: int = 2"),
+                        ("steps: 2.5", "'steps' = 2.5 is a float"), ("steps: true", "'steps' = True is a bool"),
+                        ("names: [1]", "names: list[str]"), ("spacing: [1, x]", "Optional[list[float]]"),
+                        ("tag: 3", "'tag' = 3 is a int, the notebook's default '' is a str")]:
+        params.write_text(bad + "\n")
+        with pytest.raises(NotebookError, match=re.escape(needle)):
+            load_params_file(params, py)
+
+
+def test_params_command_shows_types_and_help(tmp_path):
+    py = make_pair(tmp_path / "nb")
+    py.write_text(SOURCE.replace("steps = 2", "steps: int = 2"))
+    out = subprocess.run([sys.executable, "-m", "swinunetr_lib.notebooks", "params", str(py)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["steps: int = 2  # how many", "fail_at = -1  # the step that raises, -1 never"]

@@ -56,6 +56,23 @@ def test_one_plain_parameters_cell_after_title(py):
     assert seen == set(params), f"{py}: papermill cannot parse parameters {sorted(set(params) - seen)}"
 
 
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=ids)
+def test_every_parameter_is_typed_for_papermill_help(py):
+    """``name: type = value  # help``: papermill --help-notebook shows the type and the comment."""
+    import papermill
+
+    from swinunetr_lib.notebooks import notebook_parameter_specs
+
+    specs = notebook_parameter_specs(py)
+    untyped = [k for k, p in specs.items() if p.annotation is None]
+    assert not untyped, f"{py}: parameters without a type annotation: {untyped}"
+    inspected = papermill.inspect_notebook(str(py.with_suffix(".ipynb")))
+    assert set(inspected) == set(specs)
+    for name, p in inspected.items():
+        assert p["inferred_type_name"] == specs[name].type_text != "None", (py, name, p)
+        assert p["help"] and p["help"] == specs[name].help, (py, name, p)
+
+
 @pytest.mark.parametrize("profile", ["smoke", "demo"])
 def test_param_files_validate(profile):
     folder = REPO_ROOT / "ci" / "params" / profile

@@ -1,5 +1,6 @@
 """The training loop: learning on the real example CT, exact resume, non-finite loss, validation/best."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,3 +185,163 @@ def test_cuda_resume_matches_an_uninterrupted_run(tmp_path):
     resumed, res = run(tmp_path / "b")
     assert res.step == 4 and all(p.is_cuda for p in resumed.parameters())
     assert all(torch.allclose(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+
+
+# --- untrusted checkpoints, shared run folders, changed settings, signals (issue #12) ---------------------------
+
+def test_a_booby_trapped_last_pt_is_refused_without_running_it(tmp_path, booby_trap):
+    marker = booby_trap(tmp_path / "checkpoints" / "last.pt", lambda trap: {"model": {}, "step": 1, "rng": trap})
+    with pytest.raises(ValueError, match=r"last.pt: cannot resume from this checkpoint \(refused to load: .*posix.system"):
+        fit(Toy(), toy_step, [torch.randn(4, 3)], cfg(max_steps=1), tmp_path, device="cpu")
+    assert not marker.exists()
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.utils import run_dir_lock\n"
+         "with run_dir_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        data = [torch.randn(4, 3)]
+        with pytest.raises(RuntimeError, match=rf"run: in use by another run \(pid {holder.pid} holds .*\.lock\)"):
+            fit(Toy(), toy_step, data, cfg(max_steps=1), run_dir, device="cpu")
+        assert not (run_dir / "checkpoints").exists()  # the refused run wrote nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock: its lock file stays behind
+        holder.wait()
+    assert (run_dir / ".lock").read_text().strip() == str(holder.pid)
+    res = fit(Toy(), toy_step, data, cfg(max_steps=1), run_dir, device="cpu")
+    assert res.step == 1 and f"took over the stale lock of pid {holder.pid}" in capsys.readouterr().out
+    assert not (run_dir / ".lock").exists()  # released at the end
+
+
+def test_resume_with_a_changed_lr_uses_the_new_lr_and_refuses_a_changed_seed(tmp_path, capsys):
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(3)]
+    fit(Toy(), toy_step, data, cfg(max_steps=6, warmup_steps=2, lr=1e-3), tmp_path, device="cpu", stop_after=3,
+        run_settings={"roi_size": 32})
+    with pytest.raises(ValueError, match=r"cannot resume with other settings .*: seed was 0, now 1; roi_size was 32, now 64"):
+        fit(Toy(), toy_step, data, cfg(max_steps=6, warmup_steps=2, lr=1e-3, seed=1), tmp_path, device="cpu",
+            run_settings={"roi_size": 64})
+    capsys.readouterr()
+    res = fit(Toy(), toy_step, data, cfg(max_steps=8, warmup_steps=2, lr=5e-4), tmp_path, device="cpu",
+              run_settings={"roi_size": 32})
+    out = capsys.readouterr().out
+    assert "resuming at step 3 with changed settings: max_steps 6 -> 8, lr 0.001 -> 0.0005" in out
+    lrs = {int(r["step"]): r["lr"] for r in res.history if "lr" in r}
+    factor = warmup_cosine(2, 8)
+    assert lrs[1] == pytest.approx(1e-3 * warmup_cosine(2, 6)(0))  # before the resume: the old schedule
+    assert [lrs[s] for s in range(4, 9)] == pytest.approx([5e-4 * factor(s - 1) for s in range(4, 9)])
+    assert res.step == 8
+
+
+def test_bad_settings_fail_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="log_every=0 must be >= 1"):
+        fit(Toy(), toy_step, [torch.randn(4, 3)], cfg(log_every=0), tmp_path, device="cpu")
+    with pytest.raises(ValueError, match="lr=-1.0 must be a finite number > 0"):
+        fit(Toy(), toy_step, [torch.randn(4, 3)], cfg(lr=-1.0), tmp_path, device="cpu")
+    assert not any(tmp_path.iterdir())
+
+
+def test_stale_temp_files_are_removed_and_checkpoints_get_the_umask(tmp_path):
+    import os
+
+    stale = tmp_path / "checkpoints" / ".last.pt.k2x_9abc.tmp.pt"  # what a kill during torch.save leaves
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "checkpoints" / "notes.tmp.txt"
+    keep.write_text("not ours")
+    old = os.umask(0o027)
+    try:
+        res = fit(Toy(), toy_step, [torch.randn(4, 3)], cfg(max_steps=1), tmp_path, device="cpu")
+    finally:
+        os.umask(old)
+    assert not stale.exists() and keep.exists()
+    assert (res.last_checkpoint.stat().st_mode & 0o777) == 0o640  # 0666 less the umask, not mkstemp's 0600
+    assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o640
+
+
+SIGNAL_SCRIPT = """
+import os, signal, sys
+import torch
+from torch import nn
+from swinunetr_lib.train import TrainConfig, fit
+from swinunetr_lib.utils import run_cli
+
+run_dir, kill_at = sys.argv[1], int(sys.argv[2])
+calls = []
+
+def step(model, batch, device):
+    calls.append(1)
+    if len(calls) == kill_at:  # a SIGTERM arrives in the middle of this step
+        os.kill(os.getpid(), signal.SIGTERM)
+    x = batch.to(device)
+    return {"loss": ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()}
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+data = [torch.randn(4, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+cfg = TrainConfig(max_steps=8, warmup_steps=2, lr=1e-2, checkpoint_every=0, progress=False, deterministic=True)
+sys.exit(run_cli("toy", lambda: fit(model, step, data, cfg, run_dir, device="cpu") and 0))
+"""
+
+
+def test_sigterm_mid_run_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import swinunetr_lib
+
+    script = tmp_path / "toy_fit.py"
+    script.write_text(SIGNAL_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "SWINUNETR_TRACEBACK"}
+    env["PYTHONPATH"] = str(Path(swinunetr_lib.__file__).parents[1])  # the library under test
+
+    def run(run_dir, kill_at):
+        return subprocess.run([sys.executable, str(script), str(run_dir), str(kill_at)], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    straight = run(tmp_path / "a", 0)
+    assert straight.returncode == 0, straight.stderr
+    stopped = run(tmp_path / "b", 3)
+    assert stopped.returncode == 128 + 15, stopped.stderr
+    assert stopped.stderr == (f"toy: stopped by SIGTERM after step 3 of 8; checkpoint {tmp_path / 'b'}/checkpoints/"
+                              "last.pt; run the same command again to resume\n")
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+    resumed = run(tmp_path / "b", 0)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 8
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_last_pt_of_the_earlier_format_still_resumes_exactly(tmp_path):
+    """Earlier versions stored np.random.get_state()'s tuple (an ndarray): exactly those NumPy types are allowed."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(3)]
+
+    def run(run_dir, stop_after=None):
+        torch.manual_seed(0)
+        model = Toy()
+        fit(model, toy_step, data, cfg(max_steps=6, warmup_steps=2), run_dir, device="cpu", stop_after=stop_after)
+        return model
+
+    full = run(tmp_path / "a")
+    run(tmp_path / "b", stop_after=3)
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    n = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    torch.save(state, last)  # as the earlier versions wrote it
+    resumed = run(tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))

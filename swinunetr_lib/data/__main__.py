@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..utils import run_cli
 from .cohort import DemoCohortConfig
-from .dicom import DicomError, check_nifti_out, dicom_to_nifti, parse_orientation
+from .dicom import DicomError, check_nifti_out, dicom_to_nifti, locate_series, parse_orientation
 from .manifest import (build_manifest, check_output_file, detect_layout, fraction_manifest_path, labeled_fraction_subsets,
                        parse_fractions, write_manifest)
 from .validate import validate_manifest
@@ -34,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build-manifest", help="scan a folder into a decathlon-style manifest")
     p.add_argument("root")
-    p.add_argument("--layout", default="auto", choices=["auto", "decathlon", "btcv", "flat"])
+    p.add_argument("--layout", default="auto", choices=["auto", "decathlon", "btcv", "flat"],
+                   help="btcv: img/ + label/, RawData/Training/ + RawData/Testing/ (from the folder holding RawData/, "
+                        "RawData/ or RawData/Training/) or imagesTr/img0001 + labelsTr/label0001 + imagesTs/; "
+                        "decathlon: imagesTr/ + labelsTr/ + imagesTs/ (MSD); flat: every NIfTI but label maps, "
+                        "unlabeled (pretraining); auto: the first that fits")
     p.add_argument("--out", required=True, help="manifest JSON to write (paths inside are relative to ROOT)")
     p.add_argument("--n-folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -87,7 +91,19 @@ def _build_manifest(args: argparse.Namespace) -> int:
                              "labeled fractions need image/label pairs")
         subsets = labeled_fraction_subsets(m["training"], fracs, seed=args.seed)
     out = write_manifest(m, args.out)
-    print(f"wrote {out}: {len(m['training'])} training entries ({args.layout} layout) relative to {args.root}")
+    layout = detect_layout(args.root) if args.layout == "auto" else args.layout
+    labeled = sum("label" in e for e in m["training"] + m.get("validation", []))
+    parts = [f"{len(m['training'])} training"]
+    if m.get("validation"):
+        parts.append(f"{len(m['validation'])} validation (the dataset's own split)")
+    parts.append(f"{len(m.get('test', []))} test entries")
+    classes = f", {len(m['labels'])} classes" if "labels" in m else ""
+    hint = "" if out.resolve().parent == Path(args.root).resolve() else " (give finetune/pretrain --data-root)"
+    print(f"wrote {out}: {', '.join(parts)}; {labeled} labeled{classes} ({layout} layout); paths relative to "
+          f"{args.root}{hint}")
+    unpaired = [e["image"] for e in m["training"] + m.get("validation", []) if "label" not in e]
+    if unpaired and layout != "flat":
+        print(f"note: {len(unpaired)} image(s) have no label, e.g. {unpaired[0]}")
     for f, subset in subsets.items():
         path = write_manifest({**m, "labeled_fraction": f, "numTraining": len(subset), "training": subset},
                               fraction_manifest_path(args.out, f))
@@ -108,7 +124,10 @@ def _dicom_to_nifti(args: argparse.Namespace) -> int:
     orient = parse_orientation(args.orientation, "--orientation")
     if not Path(args.folder).is_dir():
         raise DicomError(f"FOLDER {args.folder} is not a folder")
-    r = dicom_to_nifti(args.folder, args.out, orientation=orient, series_uid=args.series_uid)
+    folder, note = locate_series(args.folder, args.series_uid)  # the top of a TCIA download tree: its CT series
+    if note:
+        print(note)
+    r = dicom_to_nifti(folder, args.out, orientation=orient, series_uid=args.series_uid)
     print(f"wrote {r.path}: shape {r.shape}, spacing {r.spacing} mm, {r.orientation}, "
           f"HU [{r.hu_min:g}, {r.hu_max:g}]")
     return 0

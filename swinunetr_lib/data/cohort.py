@@ -286,15 +286,15 @@ def _build_msd_tasks(root: Path, n: int, seed: int, spacing, shape, note: str) -
 class DemoCohortConfig(Config):
     """Parameters of :func:`build_demo_cohort` as plain values (for the CLI and notebooks)."""
 
-    out_dir: str | None = None
-    n_phantoms: int = 12
-    seed: int = 0
-    spacing: list[float] = dataclasses.field(default_factory=lambda: [3.0, 3.0, 3.0])
-    n_validation: int = 3
-    n_unlabeled: int = 4
-    n_msd: int = 6
-    include_real: bool = True
-    force: bool = False
+    out_dir: str | None = None     # target folder; None = data_dir()/demo_cohort ($SWINUNETR_DATA_DIR or data/)
+    n_phantoms: int = 12           # labeled abdomen phantoms; the last n_validation are held out
+    seed: int = 0                  # first phantom seed (phantoms use seed .. seed+n_phantoms-1)
+    spacing: list[float] = dataclasses.field(default_factory=lambda: [3.0, 3.0, 3.0])  # phantom voxel size (mm)
+    n_validation: int = 3          # held-out phantoms in finetune.json's validation list
+    n_unlabeled: int = 4           # extra phantoms used only for pretraining
+    n_msd: int = 6                 # cases per MSD-style phantom task (CT spleen; 2-channel MR-like)
+    include_real: bool = True      # add the real TotalSegmentator example CT (labels remapped to BTCV ids)
+    force: bool = False            # rebuild even when a complete build with the same parameters exists
 
     def build(self) -> DemoCohort:
         kw = self.to_dict()

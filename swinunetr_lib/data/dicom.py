@@ -3,6 +3,7 @@
 API::
 
     info = dicom_series_info(folder)                       # DicomSeriesInfo: series, slice count, spacing
+    folder, note = locate_series(tree)                     # a TCIA download tree's top -> its single CT series
     arr, affine = read_dicom_series(folder, orientation="RAS")   # HU float32 (X, Y, Z), world RAS+ mm affine
     result = dicom_to_nifti(folder, "ct.nii.gz", orientation="RAS")   # ConversionResult (shape, spacing, HU range)
 
@@ -13,6 +14,9 @@ ImageOrientationPatient/PixelSpacing and turned from DICOM's LPS+ into NIfTI's R
 checked against these header values; where it disagrees (MONAI drops a tag whose value is not valid DICOM, e.g. a
 decimal string longer than 16 characters, and falls back to an identity affine) it is rebuilt from the header
 values with a warning; a series without the geometry tags is an error, never an identity affine.
+Given the top of a download tree (TCIA: ``Patient/Study/Series/1-01.dcm``), the series below it are listed and
+the single CT series is read when there is exactly one (:func:`locate_series`). Every command reads DICOM
+this way (``infer --input FOLDER`` converts through :func:`dicom_to_nifti`).
 ``orientation`` reorders/flips voxel axes to the given axis codes (e.g. ``"RAS"``, or ``"LAS"`` to match
 ``example_seg_dicom.nii.gz``); ``None`` keeps the reader's order.
 ITK is not needed (pydicom only).
@@ -166,6 +170,97 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
     return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers)
 
 
+@dataclasses.dataclass
+class SeriesLocation:
+    """One DICOM series found below a folder (headers only: pixel data is not read)."""
+    folder: Path
+    uid: str
+    modality: str
+    n_files: int
+    description: str = ""
+    localizer: bool = False  # ImageType says LOCALIZER (scout views are CT too)
+
+    def describe(self, top: Path) -> str:
+        where = self.folder.relative_to(top).as_posix() if self.folder != top else "."
+        desc = f", {self.description!r}" if self.description else ""
+        return f"{where} ({self.modality or '?'}{', localizer' if self.localizer else ''}, {self.n_files} files{desc})"
+
+
+def _series_header(f: Path) -> object | None:
+    """The header of a DICOM file with a SeriesInstanceUID (pixel data not read), else None."""
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(f, stop_before_pixels=True,
+                                 specific_tags=["SeriesInstanceUID", "Modality", "SeriesDescription", "ImageType"])
+    except Exception:  # noqa: BLE001 - not DICOM (metadata.csv, LICENSE, ...) or unreadable: not a series file
+        return None
+    return ds if "SeriesInstanceUID" in ds else None
+
+
+def _holds_dicom(folder: Path) -> bool:
+    return any(f.is_file() and not f.name.startswith(".") and _series_header(f) is not None
+               for f in sorted(folder.iterdir()))
+
+
+def find_series(top: str | os.PathLike[str]) -> list[SeriesLocation]:
+    """Every DICOM series in ``top`` and its sub-folders, one per (folder, SeriesInstanceUID), in path order."""
+    top = Path(top)
+    found: dict[tuple[Path, str], SeriesLocation] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            ds = _series_header(Path(dirpath) / name)
+            if ds is None:
+                continue
+            key = (Path(dirpath), str(ds.SeriesInstanceUID))
+            if key not in found:
+                image_type = [str(v).upper() for v in (ds.get("ImageType") or [])] \
+                    if not isinstance(ds.get("ImageType"), str) else [str(ds.ImageType).upper()]
+                found[key] = SeriesLocation(Path(dirpath), key[1], str(ds.get("Modality", "") or ""), 0,
+                                            str(ds.get("SeriesDescription", "") or "").strip(),
+                                            "LOCALIZER" in image_type)
+            found[key].n_files += 1
+    return list(found.values())
+
+
+def locate_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> tuple[Path, str | None]:
+    """(folder holding the series to read, a note saying which was taken, or None when it is ``folder`` itself).
+
+    A folder that holds DICOM files itself is returned as it is. A download tree such as TCIA's (NBIA Data
+    Retriever: ``Collection/Patient/Study/Series/1-01.dcm`` with ``metadata.csv`` at the top) holds them only in
+    sub-folders: the series found there are listed, and the one with ``series_uid``, or else the single CT
+    series (localizers aside) when there is exactly one, is taken; otherwise :class:`DicomError` lists them
+    all. A folder without any DICOM below it is returned unchanged (the reader then says what it holds).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DicomError(f"{folder}: not a folder")
+    if _holds_dicom(folder):
+        return folder, None
+    series = find_series(folder)
+    if not series:
+        return folder, None
+    listing = "; ".join(s.describe(folder) for s in series)
+    if series_uid is not None:
+        chosen = [s for s in series if s.uid == series_uid]
+        if not chosen:
+            raise DicomError(f"{folder}: no series {series_uid!r} below it; series found: {listing}")
+    else:
+        chosen = [s for s in series if s.modality.upper() == "CT" and not s.localizer]
+        if len(chosen) != 1:
+            raise DicomError(f"{folder}: no DICOM files in the folder itself; {len(series)} series below it, "
+                             f"{len(chosen)} of them CT: {listing}; give one series folder")
+    return chosen[0].folder, (f"{folder}: no DICOM files in the folder itself; {len(series)} series below it: "
+                              f"{listing}; reading {chosen[0].folder}")
+
+
 _AXIS_PAIRS = ("LR", "AP", "SI")
 
 
@@ -223,7 +318,7 @@ def read_dicom_series(
     anything is read). Slices are stacked by position whatever their InstanceNumbers say.
     """
     orientation = parse_orientation(orientation)
-    folder = Path(folder)
+    folder, _ = locate_series(folder, series_uid)  # a download tree's top: its single CT series
     info = dicom_series_info(folder)
     if not info.series_uids:
         detail = f"; damaged: {_damaged_list(info.damaged)}" if info.damaged else ""

@@ -12,7 +12,10 @@ A manifest is ``{"name", "description", "modality": {"0": "CT"}, "labels": {"0":
 "numTraining", "training": [{"image": rel, "label": rel, "fold": k}, ...], "validation": [...],
 "test": [...]}``, readable by ``monai.data.load_decathlon_datalist(path, base_dir=root)``.
 Layouts: MSD ``imagesTr/labelsTr/imagesTs`` (Antonelli et al. 2022); BTCV ``img/imgXXXX`` + ``label/labelXXXX``
-(``RawData/Training`` in the challenge archive); ``flat``: every NIfTI under a folder, unlabeled (pretraining).
+(``RawData/Training`` + ``RawData/Testing`` in the challenge archive, found from the folder holding ``RawData/``,
+from ``RawData/`` or from ``RawData/Training/``) or the Swin UNETR / MONAI layout ``imagesTr/img0001`` +
+``labelsTr/label0001`` + ``imagesTs/`` beside ``dataset_0.json``; images and labels pair by file name, else by
+case number. ``flat``: every NIfTI under a folder except label maps, unlabeled (pretraining).
 """
 from __future__ import annotations
 
@@ -45,50 +48,137 @@ def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
-def detect_layout(root: str | os.PathLike[str]) -> str:
-    """``"decathlon"`` if ``imagesTr/`` exists, ``"btcv"`` if ``img/`` and ``label/``, else ``"flat"``."""
+def _case_number(p: Path) -> int | None:
+    m = re.search(r"(\d+)$", _stem(p))
+    return int(m.group(1)) if m else None
+
+
+def _niftis(folder: Path | None) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_nifti(p)) if folder is not None and folder.is_dir() else []
+
+
+_BTCV_IMAGE = re.compile(r"img\d+", re.IGNORECASE)
+
+
+def btcv_folders(root: str | os.PathLike[str]) -> tuple[Path, Path, Path | None] | None:
+    """(images, labels, test images) folders of a BTCV download at ``root``; None when there is none.
+
+    Recognised: the challenge archive ``RawData/Training/{img,label}`` + ``RawData/Testing/img`` with ``root``
+    the folder holding ``RawData/``, ``RawData/`` itself or ``RawData/Training/``; and the Swin UNETR / MONAI
+    layout ``imagesTr/img0001.nii.gz`` + ``labelsTr/label0001.nii.gz`` + ``imagesTs/`` (beside ``dataset_0.json``).
+    The folders returned need not exist (a missing label folder is reported by the scan).
+    """
     root = Path(root)
+    for base, test in ((root, None), (root / "Training", root / "Testing"),
+                       (root / "RawData" / "Training", root / "RawData" / "Testing")):
+        if (base / "img").is_dir():
+            return base / "img", base / "label", None if test is None else test / "img"
+    images = _niftis(root / "imagesTr")
+    if images and all(_BTCV_IMAGE.fullmatch(_stem(p)) for p in images):
+        return root / "imagesTr", root / "labelsTr", root / "imagesTs"
+    return None
+
+
+def detect_layout(root: str | os.PathLike[str]) -> str:
+    """``"btcv"`` for a BTCV download (:func:`btcv_folders`, with its label folder), ``"decathlon"`` if
+    ``imagesTr/`` exists, else ``"flat"``."""
+    root = Path(root)
+    found = btcv_folders(root)
+    if found is not None and found[1].is_dir():
+        return "btcv"
     if (root / "imagesTr").is_dir():
         return "decathlon"
-    if (root / "img").is_dir() and (root / "label").is_dir():
-        return "btcv"
     return "flat"
 
 
-def scan_decathlon(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """Pair ``imagesTr/X.nii.gz`` with ``labelsTr/X.nii.gz`` (MSD names, e.g. ``spleen_2.nii.gz``)."""
-    labels = {p.name: p for p in (root / "labelsTr").glob("*") if _is_nifti(p)} if (root / "labelsTr").is_dir() else {}
-    training = []
-    for img in sorted(p for p in (root / "imagesTr").glob("*") if _is_nifti(p)):
+def pair_images_and_labels(root: Path, image_dir: Path, label_dir: Path) -> list[dict[str, Any]]:
+    """One entry per image of ``image_dir``, with the label of ``label_dir`` that has the same file name (MSD:
+    ``spleen_2.nii.gz``) or, when no name matches, the same case number (BTCV: ``img0001`` + ``label0001``).
+
+    Raises ``ValueError`` naming both folders when there are images but not one of them pairs with a label.
+    An image without a label is kept, unlabeled (the validator flags it)."""
+    images, labels = _niftis(image_dir), _niftis(label_dir)
+    by_name = {p.name: p for p in labels}
+    use_names = any(img.name in by_name for img in images)
+    by_number: dict[int | None, Path] = {}
+    numbers = [_case_number(p) for p in labels]
+    img_numbers = [_case_number(p) for p in images]
+    if None not in numbers + img_numbers and len(set(numbers)) == len(numbers) \
+            and len(set(img_numbers)) == len(img_numbers):
+        by_number = dict(zip(numbers, labels))
+    entries = []
+    for img, number in zip(images, img_numbers):
         entry: dict[str, Any] = {"image": _rel(img, root)}
-        if img.name in labels:
-            entry["label"] = _rel(labels[img.name], root)
-        training.append(entry)
-    test = [{"image": _rel(p, root)} for p in sorted((root / "imagesTs").glob("*")) if _is_nifti(p)] \
-        if (root / "imagesTs").is_dir() else []
-    return {"training": training, "test": test}
+        lab = by_name.get(img.name) if use_names else by_number.get(number)
+        if lab is not None:
+            entry["label"] = _rel(lab, root)
+        entries.append(entry)
+    if images and not any("label" in e for e in entries):
+        found = (f"{len(labels)} label file(s), e.g. {labels[0].name}" if labels else
+                 "no label files" if label_dir.is_dir() else "that folder does not exist")
+        raise ValueError(f"{root}: none of the {len(images)} images in {image_dir} (e.g. {images[0].name}) pairs with "
+                         f"a label in {label_dir} ({found}); an image pairs with the label of the same file name "
+                         "(MSD: spleen_2.nii.gz) or the same case number (BTCV: img0001 + label0001); unlabeled "
+                         "images are --layout flat")
+    return entries
+
+
+def scan_decathlon(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Pair ``imagesTr/X.nii.gz`` with ``labelsTr/X.nii.gz`` (MSD names, e.g. ``spleen_2.nii.gz``; by case
+    number when no name matches); ``imagesTs/`` is the test list."""
+    training = pair_images_and_labels(root, root / "imagesTr", root / "labelsTr")
+    return {"training": training, "test": [{"image": _rel(p, root)} for p in _niftis(root / "imagesTs")]}
 
 
 def scan_btcv(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """Pair ``img/img0001.nii.gz`` with ``label/label0001.nii.gz`` by the case number."""
-    def number(p: Path) -> str | None:
-        m = re.search(r"(\d+)$", _stem(p))
-        return m.group(1) if m else None
+    """Pair ``img0001`` with ``label0001`` by the case number, in either BTCV layout (:func:`btcv_folders`)."""
+    found = btcv_folders(root)
+    if found is None:
+        return {"training": []}
+    image_dir, label_dir, test_dir = found
+    return {"training": pair_images_and_labels(root, image_dir, label_dir),
+            "test": [{"image": _rel(p, root)} for p in _niftis(test_dir)]}
 
-    labels = {number(p): p for p in (root / "label").glob("*") if _is_nifti(p)}
-    training = []
-    for img in sorted(p for p in (root / "img").glob("*") if _is_nifti(p)):
-        entry: dict[str, Any] = {"image": _rel(img, root)}
-        lab = labels.get(number(img))
-        if lab is not None:
-            entry["label"] = _rel(lab, root)
-        training.append(entry)
-    return {"training": training}
+
+_LABEL_FOLDERS = {"labelstr", "labelsts", "label", "labels"}
+
+
+def is_label_path(rel: str | os.PathLike[str]) -> bool:
+    """True for a file inside a label folder (``labelsTr/``, ``label/``, ...) or named ``label*``."""
+    rel = Path(rel)
+    return any(part.lower() in _LABEL_FOLDERS for part in rel.parts[:-1]) or rel.name.lower().startswith("label")
 
 
 def scan_flat(root: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every NIfTI below ``root`` (recursively) as an unlabeled pretraining entry."""
-    return {"training": [{"image": _rel(p, root)} for p in sorted(root.rglob("*")) if _is_nifti(p)]}
+    """Every NIfTI below ``root`` (recursively) as an unlabeled pretraining entry; label maps (files in
+    ``labelsTr/``, ``label/``, ... or named ``label*``) are never taken as scans."""
+    return {"training": [{"image": _rel(p, root)} for p in sorted(root.rglob("*"))
+                         if _is_nifti(p) and not is_label_path(p.relative_to(root))]}
+
+
+def _datalist(root: Path) -> tuple[dict[str, Any], str | None]:
+    """The dataset's own data list beside its folders (MSD ``dataset.json``, BTCV's ``dataset_0.json``)."""
+    for name in ("dataset.json", "dataset_0.json"):
+        f = root / name
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+            if isinstance(data, dict):
+                return data, name
+    return {}, None
+
+
+def _take_validation_split(lists: dict[str, list[dict[str, Any]]], meta: Mapping[str, Any]) -> int:
+    """Move the training entries the dataset's own list names under ``validation`` there; returns how many."""
+    wanted = {os.path.normpath(e["image"]) for e in meta.get("validation") or []
+              if isinstance(e, Mapping) and isinstance(e.get("image"), str)}
+    moved = [e for e in lists["training"] if os.path.normpath(e["image"]) in wanted]
+    if moved:
+        lists["validation"] = moved
+        lists["training"] = [e for e in lists["training"] if os.path.normpath(e["image"]) not in wanted]
+    return len(moved)
 
 
 def assign_folds(entries: Sequence[dict[str, Any]], n_folds: int = 5, seed: int = 0) -> list[dict[str, Any]]:
@@ -143,8 +233,14 @@ def build_manifest(
 ) -> dict[str, Any]:
     """Scan ``root`` and return a decathlon-style manifest with relative paths and k-fold ``"fold"`` keys.
 
-    Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found or
-    ``n_folds`` < 1.
+    Name, description, modality and labels come from the arguments, else from the dataset's own data list
+    beside its folders (MSD ``dataset.json``, BTCV ``dataset_0.json``), else (BTCV layouts) from the dataset
+    registry (``data_manifests/registry.json``: BTCV's 14 classes). When that data list has a ``validation``
+    list (BTCV's ``dataset_0.json``: 24 training / 6 validation), those cases form the manifest's
+    ``validation`` list and only the others get folds.
+
+    Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found,
+    when a labeled layout pairs no image with a label (naming both folders), or ``n_folds`` < 1.
     """
     root = Path(root)
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
@@ -158,13 +254,15 @@ def build_manifest(
     lists = scanners[kind](root)
     if not lists["training"]:
         raise ValueError(f"{root}: no NIfTI images found for layout {kind!r} (expected {_EXPECT[kind]})")
-    dataset_json = root / "dataset.json"
     meta: dict[str, Any] = {}
-    if kind == "decathlon" and dataset_json.is_file():
-        try:
-            meta = json.loads(dataset_json.read_text())
-        except (OSError, ValueError):
-            meta = {}
+    if kind in ("decathlon", "btcv"):
+        meta, _ = _datalist(root)
+        _take_validation_split(lists, meta)
+    if kind == "btcv" and "labels" not in meta:
+        from .registry import dataset_info
+
+        btcv = dataset_info("BTCV")
+        meta = {"name": "BTCV", "modality": dict(btcv.modality), **meta, "labels": dict(btcv.labels or {})}
     if n_folds > 1:
         lists["training"] = assign_folds(lists["training"], n_folds, seed)
     out: dict[str, Any] = {
@@ -178,12 +276,15 @@ def build_manifest(
         out["labels"] = {str(k): v for k, v in labels.items()}
     elif "labels" in meta:
         out["labels"] = meta["labels"]
-    if lists.get("test"):
-        out["test"] = lists["test"]
+    for key in ("validation", "test"):
+        if lists.get(key):
+            out[key] = lists[key]
     return out
 
 
-_EXPECT = {"decathlon": "imagesTr/*.nii.gz (+ labelsTr/)", "btcv": "img/img*.nii.gz + label/label*.nii.gz",
+_EXPECT = {"decathlon": "imagesTr/*.nii.gz + labelsTr/",
+           "btcv": "img/img0001.nii.gz + label/label0001.nii.gz, RawData/Training/{img,label}/ or "
+                   "imagesTr/img0001.nii.gz + labelsTr/label0001.nii.gz",
            "flat": "*.nii or *.nii.gz files"}
 
 

@@ -13,7 +13,7 @@ CLI: ``python -m swinunetr_lib.data validate MANIFEST --root DIR`` (exit status 
 Checks. Manifest: missing/unreadable JSON, not an object, no data list, list not a list or empty, task classes
 (``"labels"``) malformed. Entry: not an object, missing ``image`` (or ``label`` where the manifest declares classes),
 path not a string, absolute, or leaving the root, duplicate image (within or across lists), missing file, folder
-instead of file, unreadable/not NIfTI, corrupt gzip, truncated data, not 3D (4D only with channels last), image
+instead of file, macOS AppleDouble ``._`` file, unreadable/not NIfTI, corrupt gzip, truncated data, not 3D (4D only with channels last), image
 and label spatial shape or affine differing, label values not integers or outside the task's classes, NaN/Inf,
 constant image, and for CT: values that look normalised or raw (intercept not applied) or beyond the HU scale.
 A class absent from one case is not a problem.
@@ -276,6 +276,11 @@ class _Checker:
                 else:
                     seen[key] = name
             full = self.resolve(name, field, value)
+            if full is not None and full.name.startswith("._"):
+                self.add(name, "appledouble", "macOS AppleDouble file ('._' prefix: Finder metadata that macOS "
+                         f"archivers put beside each file), not an image; list {full.name[2:]} instead and delete "
+                         "the '._' files", field, value)
+                full = None
             loaded[field] = self.load(name, field, value, full) if full is not None else None
         img, lab = loaded.get("image"), loaded.get("label")
         if img is not None:

@@ -1,0 +1,125 @@
+"""Pretraining command: its data and settings are checked before a step runs; untrusted or foreign checkpoints
+are refused on resume (issue #12). The loop itself is tested in test_train.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from swinunetr_lib.pretrain import main
+
+PROG = "python -m swinunetr_lib.pretrain"
+
+
+def _volume(path, nan: int = 0) -> str:
+    """A small CT-like volume (40^3, 4 mm) with ``nan`` NaN voxels (-1: all of them)."""
+    data = np.full((40, 40, 40), -1000.0, dtype=np.float32)
+    data[8:32, 8:32, 8:32] = 40.0
+    if nan < 0:
+        data[:] = np.nan
+    else:
+        data.reshape(-1)[:nan] = np.nan
+    nib.save(nib.Nifti1Image(data, np.diag([4.0, 4.0, 4.0, 1.0])), path)
+    return path.name
+
+
+def _manifest(tmp_path, *images: str):
+    path = tmp_path / "pretrain.json"
+    path.write_text(json.dumps({"training": [{"image": i} for i in images]}))
+    return path
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """Run the command; return (exit status, stdout, stderr); an error must be one line without a traceback."""
+    monkeypatch.delenv("SWINUNETR_TRACEBACK", raising=False)
+
+    def call(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        if code != 0:
+            assert err.startswith(f"{PROG}: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        return code, out, err
+
+    return call
+
+
+def _args(manifest, run_dir, *extra):
+    return ["--data-manifest", manifest, "--run-dir", run_dir, "--roi-size", "32", "--feature-size", "12",
+            "--max-steps", "1", "--warmup-steps", "1", "--device", "cpu", "--progress", "false", *extra]
+
+
+def test_volumes_with_nan_voxels_are_refused_naming_the_file(tmp_path, run):
+    good = _volume(tmp_path / "good.nii.gz")
+    for name, nan, expected in (("all_nan.nii.gz", -1, "64000 of 64000 voxels are not finite (64000 NaN, 0 Inf)"),
+                                ("some_nan.nii.gz", 5, "5 of 64000 voxels are not finite (5 NaN, 0 Inf)")):
+        bad = tmp_path / name
+        _volume(bad, nan)
+        run_dir = tmp_path / f"run_{name}"
+        code, _, err = run(*_args(_manifest(tmp_path, good, bad.name), run_dir))
+        assert code == 2 and f"{bad}: {expected}" in err, err
+        assert not run_dir.exists() or not any(run_dir.rglob("*"))
+
+
+def test_bad_settings_fail_before_the_manifest_is_read(tmp_path, run):
+    missing = tmp_path / "no_manifest.json"  # never looked at: the settings are checked first
+    cases = [(["--log-every", "0"], "log_every=0 must be >= 1"),
+             (["--cache-rate", "5"], "cache_rate=5.0 must be between 0 and 1"),
+             (["--spacing", "[0,0,0]"], "spacing=[0.0, 0.0, 0.0]: need 3 positive voxel sizes"),
+             (["--batch-size", "1", "--num-samples", "1"], "gives one sub-volume per step: the contrastive loss "
+                                                            "needs at least 2 (it would be exactly 0)")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "device='cuda': "))
+    for extra, expected in cases:
+        code, _, err = run(*_args(missing, tmp_path / "run", *extra))
+        assert code == 2 and expected in err, (extra, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_manifest_path_leaving_the_data_root_is_refused(tmp_path, run):
+    (tmp_path / "data").mkdir()
+    _volume(tmp_path / "secret.nii.gz")
+    manifest = tmp_path / "data" / "pretrain.json"
+    manifest.write_text(json.dumps({"training": [{"image": "../secret.nii.gz"}]}))
+    code, _, err = run(*_args(manifest, tmp_path / "run"))
+    assert code == 2 and f"{manifest}: training[0] image '../secret.nii.gz' leaves the data root" in err
+
+
+def test_resume_refuses_a_booby_trap_and_a_checkpoint_of_other_run_settings(tmp_path, run, booby_trap):
+    manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"model": {}, "step": 5, "config": {"max_steps": 10}, "run": {"feature_size": 24, "roi_size": 32}}, last)
+    code, _, err = run(*_args(manifest, run_dir, "--max-steps", "10"))
+    assert code == 2 and f"{last}: cannot resume with other settings that define the run: feature_size was 24, " \
+                         "now 12; restore them" in err
+
+    marker = booby_trap(last, lambda trap: {"model": {}, "step": 3, "config": trap})
+    code, _, err = run(*_args(manifest, run_dir, "--max-steps", "4"))
+    assert code == 2 and f"{last}: cannot resume from this checkpoint (refused to load: the file holds Python " \
+                         "objects (posix.system)" in err
+    assert not marker.exists()
+
+
+def test_python_dash_m_exits_cleanly_when_every_volume_is_bad(tmp_path):
+    """Two damaged volumes: one line and exit status 2, not an abort at exit from a caching thread left running."""
+    import os
+    import subprocess
+    import sys
+
+    import swinunetr_lib
+
+    names = [_volume(tmp_path / f"bad{i}.nii.gz", nan=5) for i in range(2)]
+    env = {k: v for k, v in os.environ.items() if k != "SWINUNETR_TRACEBACK"}
+    env["PYTHONPATH"] = str(Path(swinunetr_lib.__file__).parents[1])
+    res = subprocess.run([sys.executable, "-m", "swinunetr_lib.pretrain",
+                          *map(str, _args(_manifest(tmp_path, *names), tmp_path / "run"))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr == (f"{PROG}: error: {tmp_path / 'bad0.nii.gz'}: 5 of 64000 voxels are not finite (5 NaN, 0 Inf): "
+                          "the scan is damaged or was written wrongly; repair or leave out this file\n")

@@ -42,13 +42,13 @@ from typing import Any, Sequence
 import torch
 
 from .finetune_model import build_swinunetr
+from .infer import InferenceError, load_finetuned
 from .task_presets import TaskPreset
-from .utils import check_folder_creatable, run_cli
+from .utils import check_folder_creatable, run_cli, safe_torch_load
 
 PROG = "python -m swinunetr_lib.export"
 OVERLAP = 0.5
 SW_BATCH_SIZE = 4
-REQUIRED_META = ("task", "in_channels", "out_channels", "feature_size", "preset")
 ORIENTATION_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]]  # as task_presets.preprocess_transforms
 
 
@@ -58,28 +58,14 @@ class ExportError(ValueError):
 
 def load_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TaskPreset, dict[str, Any]]:
     """(state dict, fine-tuning metadata, task preset, whole checkpoint) of a ``model.pt`` written by
-    :func:`swinunetr_lib.finetune.finetune`, read with ``weights_only=True``; the weights are checked to load
-    into the SwinUNETR the metadata describes."""
+    :func:`swinunetr_lib.finetune.finetune`: read and checked exactly as :func:`swinunetr_lib.infer.load_finetuned`
+    does (``weights_only=True``, metadata complete, weights loading into the SwinUNETR it describes)."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise ExportError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated, not a torch file, or objects weights_only refuses
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExportError(f"{path}: cannot be read as a torch checkpoint with weights_only=True ({first})") from err
-    if not isinstance(obj, dict):
-        raise ExportError(f"{path}: not a fine-tuning checkpoint (a {type(obj).__name__})")
-    meta, state = obj.get("finetune"), obj.get("state_dict")
-    if meta is None or state is None:
-        raise ExportError(f"{path}: no fine-tuning metadata ('finetune' and 'state_dict' entries); expected "
-                          "model.pt written by swinunetr_lib.finetune")
-    if not isinstance(meta, dict):
-        raise ExportError(f"{path}: fine-tuning metadata is a {type(meta).__name__}, not a mapping")
-    lacking = [k for k in REQUIRED_META if k not in meta]
-    if lacking:
-        raise ExportError(f"{path}: fine-tuning metadata lacks {', '.join(lacking)} "
-                          f"(has: {', '.join(map(str, meta)) or 'nothing'})")
+        model, meta = load_finetuned(path, device="cpu")
+    except InferenceError as err:
+        raise ExportError(str(err)) from err
+    obj = safe_torch_load(path)  # best_mean_dice and step for metadata.json
     try:
         preset = TaskPreset.from_dict(meta["preset"])
     except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild
@@ -87,16 +73,7 @@ def load_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], di
     if (preset.in_channels, preset.out_channels) != (meta["in_channels"], meta["out_channels"]):
         raise ExportError(f"{path}: metadata says {meta['in_channels']} input / {meta['out_channels']} output "
                           f"channels but its preset {preset.name} {preset.in_channels} / {preset.out_channels}")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ExportError(f"{path}: 'state_dict' is not a mapping of names to tensors")
-    try:
-        model = build_swinunetr(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
-        model.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 - wrong feature_size / channels, missing tensors
-        raise ExportError(f"{path}: weights do not fit the model its metadata records (feature_size="
-                          f"{meta['feature_size']}, in_channels={meta['in_channels']}, out_channels="
-                          f"{meta['out_channels']}): {str(err).strip().splitlines()[0]}") from err
-    return dict(state), meta, preset, obj
+    return model.state_dict(), meta, preset, obj if isinstance(obj, dict) else {}
 
 
 def preprocessing_config(preset: TaskPreset) -> list[dict[str, Any]]:

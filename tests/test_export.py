@@ -164,8 +164,8 @@ def test_checkpoint_without_finetune_meta(cli, checkpoint, tmp_path):
     plain = tmp_path / "plain.pt"
     torch.save({"state_dict": torch.load(checkpoint, weights_only=True)["state_dict"]}, plain)
     code, err = cli("bundle", "--checkpoint", plain, "--out", tmp_path / "b")
-    assert code == 2 and err == (f"{PROG}: error: {plain}: no fine-tuning metadata ('finetune' and 'state_dict' "
-                                 "entries); expected model.pt written by swinunetr_lib.finetune\n")
+    assert code == 2 and err.startswith(f"{PROG}: error: {plain}: no fine-tuning metadata (task, channels, classes); "
+                                        "expected model.pt written by swinunetr_lib.finetune") and err.count("\n") == 1
     assert not (tmp_path / "b").exists()
 
 
@@ -173,7 +173,7 @@ def test_pickled_code_is_not_loaded(cli, tmp_path):
     evil = tmp_path / "evil.pt"
     torch.save({"finetune": {"task": "x"}, "state_dict": {}, "obj": Path("x")}, evil)  # needs weights_only=False
     code, err = cli("bundle", "--checkpoint", evil, "--out", tmp_path / "b")
-    assert code == 2 and "weights_only=True" in err and err.count("\n") == 1
+    assert code == 2 and f"{evil}: refused to load: the file holds Python objects" in err and err.count("\n") == 1
 
 
 def test_existing_non_empty_out(cli, checkpoint, tmp_path):

@@ -37,7 +37,7 @@ from monai.losses import DiceCELoss
 
 from .config import Config
 from .evaluate import dice_scores
-from .finetune_model import LoadReport, build_finetune_model
+from .finetune_model import LoadReport, build_finetune_model, encoder_feature_size
 from .infer import check_window_options
 from .loading import DataError, data_error_in, refuse_paths_outside_root
 from .paths import absolute_from_cwd, resolve_path, runs_dir
@@ -419,6 +419,11 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
     check_window_options(cfg.sw_batch_size, cfg.overlap)
     resolve_device(cfg.device)
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
+    if pretrained is not None and (size := encoder_feature_size(pretrained)) not in (None, cfg.feature_size):
+        # the model must be the size of the encoder it starts from (notebook 02's demo encoder is feature size 12)
+        print(f"{pretrained}: the pretrained encoder has feature size {size}; fine-tuning at feature_size={size} "
+              f"instead of {cfg.feature_size}")
+        cfg = dataclasses.replace(cfg, feature_size=size)
     cfg = resolve_task(cfg)
     preset = resolve_preset(cfg)
     run_dir = resolve_path(cfg.run_dir) if cfg.run_dir else runs_dir() / "finetune" / preset.name

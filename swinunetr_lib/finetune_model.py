@@ -180,6 +180,18 @@ def load_encoder(
     return report
 
 
+def encoder_feature_size(checkpoint: str | os.PathLike[str]) -> int | None:
+    """The ``feature_size`` of the encoder in ``checkpoint`` (any layout :func:`load_encoder` reads): the output
+    channels of its patch embedding, (feature_size, in_channels, 2, 2, 2). ``None`` when it cannot be told; then
+    :func:`load_encoder` reports what is wrong with the file."""
+    try:
+        mapped, _, _ = encoder_state_from_checkpoint(_find_state_dict(safe_torch_load(checkpoint), str(checkpoint)))
+    except Exception:  # noqa: BLE001 - load_encoder names the problem
+        return None
+    weight = mapped.get(ENCODER_PREFIX + "patch_embed.proj.weight")
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 5 else None
+
+
 def build_finetune_model(
     in_channels: int,
     out_channels: int,

@@ -10,7 +10,7 @@ import torch
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom, make_msd_phantom, write_phantom
 from swinunetr_lib.finetune import FinetuneConfig, finetune
-from swinunetr_lib.finetune_model import build_swinunetr
+from swinunetr_lib.finetune_model import build_swinunetr, encoder_feature_size
 from swinunetr_lib.ssl_model import export_encoder
 from swinunetr_lib.task_presets import TaskPreset
 
@@ -304,3 +304,14 @@ def test_bad_options_and_paths_outside_the_data_root_fail_before_any_data_is_rea
                                  "--device", "cpu", "--max-steps", "1"], capsys)
     assert f"{cohort}: training[1] image '../elsewhere/secret.nii.gz' leaves the data root" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_ssl_init_takes_the_encoders_feature_size_and_says_so(cohort, tmp_path, capsys):
+    """Notebook 02's demo encoder is feature size 12; notebook 03 defaults to 48: init='ssl' must not fail."""
+    encoder = export_encoder(build_swinunetr(1, 14, feature_size=12), tmp_path / "model_swinvit.pt")
+    assert encoder_feature_size(encoder) == 12
+    res = finetune(_cfg(cohort, tmp_path / "r", init="ssl", pretrained=str(encoder), feature_size=48, max_steps=1))
+    assert "has feature size 12; fine-tuning at feature_size=12 instead of 48" in capsys.readouterr().out
+    assert res.load_report is not None and res.load_report.loaded == res.load_report.total
+    assert torch.load(res.model_path)["finetune"]["feature_size"] == 12
+    assert encoder_feature_size(tmp_path / "missing.pt") is None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .finetune_model import build_swinunetr
+from .example_data import sha256_of
 from .infer import InferenceError, load_finetuned
 from .task_presets import TaskPreset
 from .utils import check_folder_creatable, run_cli, safe_torch_load
@@ -185,18 +184,10 @@ def metadata(meta: dict[str, Any], preset: TaskPreset, obj: dict[str, Any], sour
         },
         "swinunetr_lib": {"task": preset.name, "preset": preset.to_dict(), "feature_size": meta["feature_size"],
                           "best_mean_dice": obj.get("best_mean_dice"), "step": obj.get("step"),
-                          "source_checkpoint": source.name, "source_sha256": _sha256(source),
+                          "source_checkpoint": source.name, "source_sha256": sha256_of(source),
                           "sliding_window": {"roi_size": roi, "overlap": OVERLAP, "mode": "gaussian",
                                              "sw_batch_size": SW_BATCH_SIZE}},
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _readme(md: dict[str, Any], preset: TaskPreset, torchscript: bool) -> str:

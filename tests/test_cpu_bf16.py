@@ -10,6 +10,7 @@ from torch import nn
 from swinunetr_lib.cpu_bf16 import keep_small_convs_fp32
 from swinunetr_lib.finetune_model import build_swinunetr
 from swinunetr_lib.train import NonFiniteLossError, TrainConfig, fit
+from test_train import Toy, toy_step  # the toy model and step of the training-loop tests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,19 +71,6 @@ def test_swinunetr_bottleneck_gradient_is_right_under_bf16_fit(tmp_path):
     ref, low = grads("fp32"), grads("bf16")
     rel = float((low - ref).abs().max() / ref.abs().max())
     assert rel < 1.0, f"bf16 bottleneck weight gradient is off by {rel:.3g} relative to fp32"
-
-
-class Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(3, 1)
-
-    def forward(self, x):
-        return self.lin(x)
-
-
-def toy_step(model, batch, device):
-    return {"loss": ((model(batch) - batch.sum(1, keepdim=True)) ** 2).mean()}
 
 
 def cfg(**kw):

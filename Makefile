@@ -1,29 +1,56 @@
 # Two commands: `make demo` (run every notebook on the demo data) and `make test` (tests + notebook smoke runs).
-# Both create .venv on first use and install the project into it.
+# Both create .venv on first use and install the project into it. Workshops: `make lab` (set up and open
+# JupyterLab), `make check` (is this laptop ready?), `make pack` / `make unpack ARCHIVE=...` (precomputed runs);
+# docs/workshop.md.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch first, pinned: here it resolves to the CPU wheel on disk; on a GPU machine the same pin takes
-# PyPI's CUDA build. Override e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
-TORCH_SPEC ?= torch==2.13.0
+# torch first, pinned (TORCH_PIN). Without an NVIDIA GPU (no working `nvidia-smi`) from PyTorch's CPU index
+# (TORCH_INDEX), so a laptop does not download gigabytes of CUDA libraries; with one, PyPI's CUDA build. When
+# the CPU index cannot be reached (offline, firewall), pip's configured indexes and local wheels are used, as on
+# our CI machines. Override e.g. TORCH_INDEX= (plain PyPI), or the whole pip argument list:
+# TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128". A torch already in .venv is kept.
+TORCH_PIN ?= torch==2.13.0
+HAVE_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo yes)
+TORCH_INDEX ?= $(if $(HAVE_GPU),,https://download.pytorch.org/whl/cpu)
+TORCH_SPEC ?=
 EXAMPLES_MIRROR ?= $(abspath ../shared/data/totalsegmentator_examples)
-export SWINUNETR_EXAMPLES_MIRROR ?= $(if $(wildcard $(EXAMPLES_MIRROR)),$(EXAMPLES_MIRROR),)
+# the example scans from a USB stick or a LAN folder: make lab SWINUNETR_EXAMPLES_MIRROR=/media/usb/totalsegmentator_examples
+# (made absolute here, so that kernels running in notebooks/ find it too)
+SWINUNETR_EXAMPLES_MIRROR ?= $(if $(wildcard $(EXAMPLES_MIRROR)),$(EXAMPLES_MIRROR),)
+override SWINUNETR_EXAMPLES_MIRROR := $(abspath $(SWINUNETR_EXAMPLES_MIRROR))
+export SWINUNETR_EXAMPLES_MIRROR
+# make lab: LAB_OPEN=0 starts JupyterLab without opening a browser; LAB_PORT its port; LAB_ARGS more options
+LAB_PORT ?= 8888
+LAB_OPEN ?= 1
+LAB_ARGS ?=
+# make pack: the runs folder `make demo` wrote, and the archive (default <PACK_RUNS>.precomputed.tar.gz)
+PACK_RUNS ?= runs/demo
+PACK_OUT ?=
+ARCHIVE ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test env pytest smoke browser notebooks clean
+.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_SPEC)
+	@$(PY) -c "import torch" 2>/dev/null || { spec="$(TORCH_SPEC)"; \
+	  if [ -z "$$spec" ]; then spec="$(TORCH_PIN)"; \
+	    if [ -n "$(TORCH_INDEX)" ]; then \
+	      if $(PY) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=20)' "$(TORCH_INDEX)/torch/" 2>/dev/null; \
+	      then spec="$$spec --index-url $(TORCH_INDEX)"; \
+	      else echo "$(TORCH_INDEX) cannot be reached: $(TORCH_PIN) from pip's configured indexes"; fi; fi; fi; \
+	  echo "$(PY) -m pip install --quiet $$spec"; $(PY) -m pip install --quiet $$spec; }
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $@
 
 env: $(VENV)/.installed
 
-notebooks: env  ## regenerate the .ipynb files from the reviewed .py sources
+notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from the reviewed .py sources
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py  # (--sync would also add a header to the .py)
+	$(PY) -m swinunetr_lib.exercises generate  # the student versions in notebooks/exercises/
 
 demo: env
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/demo --output runs/demo
@@ -43,6 +70,22 @@ test: env
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress
 	bash ci/install_browser.sh
 	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)
+
+lab: env  ## workshop: set up (examples, demo cohort) and open JupyterLab on notebooks/
+	$(PY) -m swinunetr_lib.workshop setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --port=$(LAB_PORT) $(if $(filter 0,$(LAB_OPEN)),--no-browser) \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+check:  ## workshop: one line per check, OK or FAIL with its fix; under a minute
+	@test -x $(PY) || { echo "FAIL  environment: no $(VENV)  -> fix: run make lab"; exit 1; }
+	@$(PY) -m swinunetr_lib.workshop check
+
+pack: env  ## instructor: pack runs/demo (after make demo) into one archive with checksums
+	$(PY) -m swinunetr_lib.precomputed pack --runs $(PACK_RUNS) $(if $(PACK_OUT),--out $(PACK_OUT))
+
+unpack: env  ## attendee: verify and unpack the instructor's archive into runs/notebooks/precomputed
+	@test -n "$(ARCHIVE)" || { echo "make unpack: give the archive, e.g. make unpack ARCHIVE=/media/usb/demo.precomputed.tar.gz" >&2; exit 2; }
+	$(PY) -m swinunetr_lib.precomputed unpack "$(ARCHIVE)"
 
 clean:
 	rm -rf runs

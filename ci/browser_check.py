@@ -12,8 +12,13 @@ For every ``notebooks/NN_*.ipynb`` (enumerated, so new notebooks are picked up a
 
 Checks per notebook: no ``error`` output in any cell, no "Error displaying widget" in the page, every
 ``image/png`` output rendered as a loaded ``<img>`` (a run notebook must have at least one), and the
-JupyterLab shell has no error dialog. Screenshots go to ``--out`` (default ``runs/browser``): the top
-of each notebook, its first and last figure. A JSON report (``browser_report.json``) lists the results.
+JupyterLab shell has no error dialog. Every ``<canvas>`` in an output (the NiiVue 3D viewer, drawn with WebGL,
+which headless Chromium runs in software through SwiftShader) is photographed and must not be blank: enough
+pixels off the background, many colours, and, for a CT with labels, coloured (organ) pixels among the grey
+(:func:`canvas_stats`). Notebook 05, run with ``ipyniivue`` installed, must show at least one such canvas.
+Screenshots go to ``--out`` (default ``runs/browser``): the top of each notebook, its first and last figure,
+each canvas (``<stem>_3canvas<i>.png``) and the page around it (``<stem>_3canvas<i>_page.png``). A JSON
+report (``browser_report.json``) lists the results.
 
 Usage (from the repository root)::
 
@@ -28,6 +33,7 @@ settings/workspace folders (notebook windowing off, so every output is in the DO
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -44,10 +50,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# WebGL without a GPU: ANGLE on SwiftShader (software); newer Chromium needs the "unsafe" flag to allow it
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
 DEFAULT_RUN = ("00", "01", "05")
+CANVAS_NOTEBOOKS = ("05",)  # run with ipyniivue installed, these must show a NiiVue (WebGL) canvas
+# a canvas is blank unless this share of its pixels differs from the corner (background) colour and it has
+# this many distinct colours; a CT with labels also needs this share of coloured pixels (organs over grey)
+CANVAS_MIN_FOREGROUND = 0.02
+CANVAS_MIN_COLOURS = 16
+CANVAS_MIN_LABEL_SHARE = 0.005
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Result:
     widgets: int = 0
     errors: list[str] = field(default_factory=list)
     screenshots: list[str] = field(default_factory=list)
+    canvases: list[dict[str, Any]] = field(default_factory=list)  # canvas_stats of each output canvas
+    webgl: str = ""  # the WebGL renderer the page got (e.g. SwiftShader)
 
 
 # ---------------------------------------------------------------------------------------- preparation
@@ -178,6 +193,71 @@ JS_INSPECT = """() => {
 }"""
 
 
+JS_WEBGL = """() => { const g = document.createElement('canvas').getContext('webgl2');
+  if (!g) return 'no WebGL2';
+  const info = g.getExtension('WEBGL_debug_renderer_info');
+  return info ? g.getParameter(info.UNMASKED_RENDERER_WEBGL) : g.getParameter(g.RENDERER); }"""
+
+
+def canvas_stats(png: Path) -> dict[str, Any]:
+    """What a screenshot of a canvas shows: its size, the share of pixels that differ from the background
+    (its most common colour) by more than 8/255, the number of distinct colours (64 levels per channel, so
+    dithering does not count), and the share of coloured pixels
+    (channel spread above 20/255: organ labels over a grey CT, even the dull liver brown at half opacity;
+    pure red, the crosshair, left out)."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    rgb = np.round(imread(str(png))[..., :3] * 255).astype(np.int16)  # (H, W, 3)
+    h, w = rgb.shape[:2]
+    levels, counts = np.unique(rgb.reshape(-1, 3) // 4, axis=0, return_counts=True)  # 64 levels per channel
+    background = levels[np.argmax(counts)] * 4  # the most common colour
+    foreground = np.abs(rgb - background).max(axis=-1) > 8
+    spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+    crosshair = (rgb[..., 0] > 230) & (rgb[..., 1] < 30) & (rgb[..., 2] < 30)
+    colours = len(levels)
+    return {"path": str(png.relative_to(REPO)) if png.is_relative_to(REPO) else str(png), "width": int(w),
+            "height": int(h), "foreground": round(float(foreground.mean()), 4), "colours": int(colours),
+            "label_share": round(float(((spread > 20) & ~crosshair).mean()), 4)}
+
+
+def canvas_problem(stats: dict[str, Any], *, labels: bool = True) -> str | None:
+    """Why a canvas counts as blank (or as a CT without its labels), or ``None``."""
+    if stats["width"] < 50 or stats["height"] < 50:
+        return f"canvas {stats['path']} is {stats['width']} x {stats['height']} px"
+    if stats["foreground"] < CANVAS_MIN_FOREGROUND or stats["colours"] < CANVAS_MIN_COLOURS:
+        return (f"blank canvas {stats['path']}: {stats['foreground']:.1%} of pixels off the background, "
+                f"{stats['colours']} colours")
+    if labels and stats["label_share"] < CANVAS_MIN_LABEL_SHARE:
+        return f"canvas {stats['path']} shows no coloured labels ({stats['label_share']:.2%} coloured pixels)"
+    return None
+
+
+def check_canvases(page: Any, shots: Path, stem: str, res: Result, *, wait_s: float = 30.0) -> None:
+    """Photograph every canvas in the open notebook's outputs (retrying while it is still blank: WebGL
+    drawing in software takes a moment) and record its :func:`canvas_stats`; a blank one is an error."""
+    canvases = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output canvas")
+    for i in range(canvases.count()):
+        canvas = canvases.nth(i)
+        canvas.scroll_into_view_if_needed(timeout=10_000)
+        path = shots / f"{stem}_3canvas{i}.png"
+        t0 = time.monotonic()
+        while True:
+            time.sleep(1.0)
+            canvas.screenshot(path=str(path))
+            stats = canvas_stats(path)
+            problem = canvas_problem(stats)
+            if problem is None or time.monotonic() - t0 > wait_s:
+                break
+        canvas.evaluate("c => (c.closest('.jp-OutputArea-output') || c).scrollIntoView({block: 'center'})")
+        time.sleep(0.5)  # the page around it: the widget's controls too
+        page.screenshot(path=str(shots / f"{stem}_3canvas{i}_page.png"))
+        res.canvases.append(stats)
+        res.screenshots += [stats["path"], str((shots / f"{stem}_3canvas{i}_page.png").relative_to(REPO))]
+        if problem is not None:
+            res.errors.append(problem)
+
+
 def wait_for(page: Any, js: str, done: Any, timeout_s: float, what: str) -> Any:
     t0 = time.monotonic()
     value = None
@@ -189,7 +269,10 @@ def wait_for(page: Any, js: str, done: Any, timeout_s: float, what: str) -> Any:
     raise TimeoutError(f"{what}: not done after {timeout_s:.0f} s (last state {value})")
 
 
-def check_notebook(page: Any, base: str, rel: str, mode: str, out: Path, timeout_s: float) -> Result:
+def check_notebook(page: Any, base: str, rel: str, mode: str, out: Path, timeout_s: float, *,
+                   expect_canvas: bool = False) -> Result:
+    """Open (and in ``run`` mode execute) one notebook in Lab and check it as rendered; with ``expect_canvas``
+    it must show at least one non-blank canvas (the NiiVue viewer)."""
     res = Result(notebook=rel, mode=mode)
     t0 = time.monotonic()
     stem = Path(rel).stem
@@ -222,9 +305,13 @@ def check_notebook(page: Any, base: str, rel: str, mode: str, out: Path, timeout
                 res.errors.append(f"only {res.executed_cells} of {res.code_cells} code cells executed")
             if res.png_outputs == 0 and res.rendered_imgs == 0:
                 res.errors.append("no figure rendered")
-        # screenshots: the top, the first and the last figure
+        # screenshots: every canvas, the top, the first and the last figure
         shots = out / "screenshots"
         shots.mkdir(parents=True, exist_ok=True)
+        res.webgl = page.evaluate(JS_WEBGL)
+        check_canvases(page, shots, stem, res)
+        if expect_canvas and not res.canvases:
+            res.errors.append(f"no canvas in the outputs (NiiVue viewer expected; WebGL: {res.webgl})")
         page.evaluate("() => window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0")
         first = shots / f"{stem}_0top.png"
         page.screenshot(path=str(first))
@@ -329,12 +416,15 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(60_000)
+                niivue = importlib.util.find_spec("ipyniivue") is not None  # the kernel runs this Python
                 for rel, mode in plan:
                     print(f"[browser] {mode:13s} {rel} ...", flush=True)
-                    r = check_notebook(page, base, rel, mode, out, args.timeout)
+                    expect = niivue and mode == "run" and Path(rel).name[:2] in CANVAS_NOTEBOOKS
+                    r = check_notebook(page, base, rel, mode, out, args.timeout, expect_canvas=expect)
                     results.append(r)
                     print(f"[browser]   {'ok' if r.ok else 'FAILED'} in {r.seconds:.0f} s: {r.executed_cells}/"
-                          f"{r.code_cells} cells, {r.rendered_imgs} images, {r.widgets} widgets"
+                          f"{r.code_cells} cells, {r.rendered_imgs} images, {r.widgets} widgets, "
+                          f"{len(r.canvases)} canvases (WebGL: {r.webgl or '-'})"
                           + "".join(f"\n[browser]   ! {e}" for e in r.errors), flush=True)
             finally:
                 browser.close()

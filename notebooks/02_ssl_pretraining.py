@@ -4,28 +4,40 @@
 # **Goal.** Pretrain the Swin UNETR encoder on unlabeled CT with the paper's three proxy tasks
 # (Tang et al., CVPR 2022, Sec. 3): predict the rotation of a sub-volume (0/90/180/270° about the
 # z axis), pull two augmented views of the same sub-volume together (contrastive coding), and inpaint
-# cut-out boxes (masked volume inpainting). We look at the augmented views, train with the library's
-# one training loop (`swinunetr_lib.train.fit`, via `swinunetr_lib.pretrain.pretrain`), plot the three
-# losses, compare reconstructions with the originals and export the encoder as `model_swinvit.pt`,
-# the file notebook 03 can start fine-tuning from.
+# cut-out boxes (masked volume inpainting). We first see *why* each task should teach anatomy and what the
+# encoder looks like, compute each task once by hand in plain torch, then train with the library's one
+# training loop (`swinunetr_lib.train.fit`, via `swinunetr_lib.pretrain.pretrain`), read each loss against
+# the value a model that learned nothing would get, compare reconstructions with the originals and export
+# the encoder as `model_swinvit.pt`, the file notebook 03 can start fine-tuning from.
 #
-# **Kind:** tutorial. **Runtime:** smoke parameters ~1 min on 2 CPU cores; demo parameters (80 steps, ~12 s each) ~16 min
-# on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature size 48, for far longer on
-# 5,050 CTs: these runs show the mechanics, not a useful encoder.
+# **Kind:** tutorial, with three exercises (predict, change, observe; the workshop version without the
+# solutions is `notebooks/exercises/02_ssl_pretraining_ex.ipynb`). **Runtime:** the defaults below (20 steps)
+# ~3 min on 2 CPU cores (2.7 min measured, ~7 s per step; more when the cores are shared), under 1 min on
+# one GPU; smoke parameters ~1 min; demo parameters (80 steps of 4
+# sub-volumes, ~12 s each) ~16 min on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature
+# size 48, for far longer on 5,050 CTs: these runs show the mechanics, not a useful encoder. When the
+# instructor's finished run is installed (`runs_dir()/precomputed/ssl_pretraining`), it is shown beside yours.
 
 # %%
+import math
+
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from IPython.display import display
 from monai.networks.nets import SwinUNETR
 
+from swinunetr_lib.baselines import (add_baselines, contrastive_chance, rotation_chance, ssl_batch_subvolumes,
+                                     trivial_fill_l1)
 from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.losses import ContrastiveLoss
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain import PretrainConfig, pretrain
 from swinunetr_lib.ssl_data import ssl_dataloader
 from swinunetr_lib.ssl_model import SSLModel
-from swinunetr_lib.ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
+from swinunetr_lib.ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator, rotate_axial
 from swinunetr_lib.utils import resolve_device, safe_torch_load
-from swinunetr_lib.viz import plot_ssl_panels
+from swinunetr_lib.viz import new_figure, plot_ssl_panels
 from swinunetr_lib.viz_metrics import plot_learning_curves
 
 # %% tags=["parameters"]
@@ -34,8 +46,8 @@ roi_size: int = 64  # cubic sub-volume side in voxels (paper: 96); divisible by 
 feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 batch_size: int = 1  # volumes per step (official: 2); each gives num_samples sub-volumes
 num_samples: int = 2  # random sub-volumes cropped per volume (official: 2)
-max_steps: int = 40  # optimizer steps (paper: 450k+ iterations on 5,050 CTs)
-warmup_steps: int = 5  # linear warm-up steps before the cosine decay (paper: 500)
+max_steps: int = 20  # optimizer steps (paper: 450k+ iterations on 5,050 CTs)
+warmup_steps: int = 3  # linear warm-up steps before the cosine decay (paper: 500)
 lr: float = 4e-4  # AdamW learning rate (paper: 4e-4)
 seed: int = 0  # seed for data order, augmentations and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
@@ -46,6 +58,80 @@ cutout_min_block: float = 0.05  # smallest cutout box side, fraction of each axi
 cutout_max_block: float = 0.25  # largest cutout box side, fraction of each axis (official: 0.25)
 cutout_noise_prob: float = 0.5  # "single" mode: probability a box gets noise rather than another sample's content
 contrastive_negatives: str = "global"  # "global" (all GPUs' batches) or "per_gpu" (local batch only, as the official code)
+show_precomputed: bool = True  # also show the instructor's finished run from runs_dir()/precomputed/ssl_pretraining when it is there
+
+# %% [markdown]
+# ## Why these three tasks should teach anatomy
+# Tang et al. (Sec. 3) pick proxy tasks that a network can only solve by modelling the body, with no labels:
+#
+# - **Inpainting** (masked volume inpainting): to fill a cut-out box with plausible tissue, the network must
+#   know what is around it (a liver continues as liver, a vessel continues along its course): *local
+#   anatomy and texture in context*.
+# - **Rotation** (0/90/180/270° about z): the spine is posterior, the liver on the right; telling which way
+#   a sub-volume was turned needs the *layout of structures*, not only intensities.
+# - **Contrastive coding**: two differently cut-out and rotated views of one sub-volume must map close
+#   together and away from the other sub-volumes of the batch: *features that identify a region* whatever
+#   the corruption, the property fine-tuning needs to tell organs apart.
+#
+# The three losses are summed with weight 1 each (paper Eq. 4).
+
+# %% [markdown]
+# ## The Swin UNETR encoder in one figure
+# The encoder (MONAI's `SwinTransformer`, the `swinViT` inside `SwinUNETR`) cuts the volume into 2³-voxel
+# **patches**, each embedded as a vector of `feature_size` numbers. Self-attention runs inside **windows** of
+# 7³ patches only (left panel below, in 2D), so cost grows linearly with the volume; every second block
+# **shifts** the windows by half a window (middle panel) so that information crosses window borders. After
+# each of the **four stages** (two blocks each) a patch-merging step halves the resolution and doubles the
+# channels. `feature_size` is the width of the first stage, so it scales every stage's width: `f, 2f, 4f,
+# 8f, 16f` channels. *Look at:* the windows of the shifted grid straddle the borders of the regular grid, and
+# the channels (right) double while the side halves. The shapes are those of a real forward pass.
+
+# %%
+encoder = SwinUNETR(in_channels=1, out_channels=14, feature_size=feature_size).swinViT
+with torch.no_grad():
+    hidden = encoder(torch.zeros(1, 1, roi_size, roi_size, roi_size))
+stages = pd.DataFrame([(f"stage {i}" if i else "embed", h.shape[1], h.shape[2]) for i, h in enumerate(hidden)],
+                      columns=["output of", "channels", "side (patches)"])
+stages.T
+
+# %% [markdown]
+# A stage attends within the map it receives (the side of the row before it). Where that is smaller than
+# 7³, as for the fourth stage at `roi_size` 64 or 96, MONAI shrinks the window to the whole map and does not shift.
+
+# %%
+tokens, win, shift = 8, 4, 2  # a 2D cartoon: 8 x 8 patches, windows of 4 x 4 (the encoder: 7³), shift 2
+i, j = torch.meshgrid(torch.arange(tokens), torch.arange(tokens), indexing="ij")
+fig = new_figure((11, 3.4))
+axs = fig.subplots(1, 3)
+for ax, (name, ids) in zip(axs, [("windows", (i // win) * 8 + j // win),
+                                 ("shifted windows", ((i + shift) // win) * 8 + (j + shift) // win)]):
+    ax.imshow(ids, cmap="tab20", interpolation="nearest")
+    ax.set_xticks(torch.arange(tokens) - 0.5, minor=True), ax.set_yticks(torch.arange(tokens) - 0.5, minor=True)
+    ax.grid(which="minor", color="w", lw=0.6), ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.set_title(f"{name}: {win}x{win} patches (white lines)", fontsize=9)
+axs[2].bar(stages["output of"], stages["channels"], color="tab:blue")
+axs[2].set_title(f"channels per stage at feature_size={feature_size} (side on top)", fontsize=9)
+for k, (c, s) in enumerate(zip(stages["channels"], stages["side (patches)"])):
+    axs[2].text(k, c, f"{s}³", ha="center", va="bottom", fontsize=8)
+fig
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1.** `feature_size` sets the width of every stage. Most of the encoder's weights sit in linear
+# layers whose size is (width in) x (width out). **Predict** how many times more parameters the encoder has at
+# `feature_size = 48` (the paper's) than at `12`, then **build** both encoders and **count**. Why is the
+# measured ratio not exactly your prediction?
+
+# %% tags=["solution"]
+sizes = {f: sum(p.numel() for p in SwinUNETR(in_channels=1, out_channels=14, feature_size=f).swinViT.parameters())
+         for f in (12, 48)}
+print(f"encoder parameters: {sizes[12]:,} at 12, {sizes[48]:,} at 48; ratio {sizes[48] / sizes[12]:.1f} "
+      f"(pure width-squared scaling would give {(48 / 12) ** 2:.0f})")
+
+# %% [markdown] tags=["solution"]
+# The linear layers (attention projections, MLPs, patch merging) grow with width², 16 x. The ratio is lower
+# because some weights grow only linearly (biases, layer norms, the patch embedding with its one input
+# channel) and the relative-position bias tables do not grow at all (they depend on the window size and
+# the number of heads, which `feature_size` does not change).
 
 # %% [markdown]
 # ## The data
@@ -63,11 +149,66 @@ x = next(iter(loader))["image"].as_tensor().to(dev)
 print(f"{len(loader.dataset)} volumes; one batch: {tuple(x.shape)} (B, C, X, Y, Z), range [{x.min():.2f}, {x.max():.2f}]")
 
 # %% [markdown]
+# ## Each proxy task once, by hand
+# The library applies the tasks to a whole batch on the device at once. Here each is written out in plain
+# torch on a toy input and checked equal (`torch.testing.assert_close`) to the library's batched version.
+#
+# **Contrastive coding (NT-Xent).** Three sub-volumes, two views each: six embeddings. Cosine similarities
+# divided by the temperature 0.5 fill a 6 x 6 matrix; each row is a softmax over the *other* five entries
+# (the diagonal is left out) and the loss is minus the log-probability of the row's positive, the other view
+# of the same sub-volume. *Look at:* the positives (`a'` for `a`, ...) are the largest entries of their rows.
+
+# %%
+z1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.2]])      # view 1 of sub-volumes a, b, c
+z2 = torch.tensor([[0.9, 0.3], [0.2, 1.0], [-1.0, -0.3]])      # view 2: a', b', c'
+u = F.normalize(torch.cat([z1, z2]), dim=1)
+sim = u @ u.T / 0.5
+sim.fill_diagonal_(float("-inf"))                               # a view is not its own candidate
+positive = [3, 4, 5, 0, 1, 2]                                   # row i's other view
+by_hand = torch.stack([-(sim[r, positive[r]] - torch.logsumexp(sim[r], dim=0)) for r in range(6)]).mean()
+torch.testing.assert_close(by_hand, ContrastiveLoss(0.5, gather_distributed=False)(z1, z2))
+names = ["a", "b", "c", "a'", "b'", "c'"]
+print(f"NT-Xent by hand {by_hand:.4f} = library; chance level with 3 sub-volumes ln(2*3 - 1) = {math.log(5):.4f}")
+pd.DataFrame(sim.numpy(), index=names, columns=names).round(2)
+
+# %% [markdown]
+# **Rotation about z.** A 90° turn in the axial (X, Y) plane of a side-S volume: the new voxel (i, j) is the
+# old voxel (j, S - 1 - i), on every axial slice z. *Look at:* the first row of the rotated slice is the
+# last column of the original.
+
+# %%
+vol = torch.arange(4 * 4 * 2, dtype=torch.float32).view(1, 1, 4, 4, 2)   # (B, C, X, Y, Z), side S = 4
+turned = torch.empty_like(vol)
+for i in range(4):
+    for j in range(4):
+        turned[0, 0, i, j, :] = vol[0, 0, j, 3 - i, :]
+torch.testing.assert_close(turned, rotate_axial(vol, torch.tensor([1])))
+pd.concat({"original z=0": pd.DataFrame(vol[0, 0, :, :, 0].int().numpy()),
+           "rotated 90° z=0": pd.DataFrame(turned[0, 0, :, :, 0].int().numpy())}, axis=1)
+
+# %% [markdown]
+# **Cutout box.** A box is a start and a length per axis; its mask is the product of three 1D indicators. The
+# library builds the masks of all boxes of all samples at once with one batched matrix product
+# (`InnerCutout._cover`), then fills them with noise or another sample's content. *Look at:* 3 x 4 x 2 = 24
+# voxels are cut, on the two slices the box spans.
+
+# %%
+start, length, S = (2, 1, 3), (3, 4, 2), 8
+box = torch.zeros(1, 1, S, S, S, dtype=torch.bool)
+box[0, 0, start[0]:start[0] + length[0], start[1]:start[1] + length[1], start[2]:start[2] + length[2]] = True
+batched = InnerCutout._cover((S, S, S), [torch.tensor([[s]]) for s in start], [torch.tensor([[n]]) for n in length],
+                             [torch.ones(1, 1)])[0] > 0.5
+torch.testing.assert_close(box, batched)
+print(f"{int(box.sum())} voxels cut out; slices z = {sorted(set(box.nonzero()[:, 4].tolist()))}")
+pd.DataFrame(box[0, 0, :, :, start[2]].int().numpy())
+
+# %% [markdown]
 # ## Two augmented views
 # Each view is rotated about z (label 0-3 = k·90°) and has voxels cut out in random boxes, filled with
 # noise or with another sub-volume's content: with `cutout_mode="single"` one pass of up to ~30 % (mean
 # 13.5 %), with `"official"` two passes as the official code (mean 22 %). Both are made on the tensor's
-# device for the whole batch at once.
+# device for the whole batch at once. *Look at:* the same sub-volume, turned differently and cut in
+# different places in the two views.
 
 # %%
 cutout = InnerCutout(max_fraction=cutout_fraction, min_block=cutout_min_block, max_block=cutout_max_block,
@@ -94,27 +235,138 @@ cfg = PretrainConfig(data_manifest=data_manifest, run_dir=str(run_dir), device=d
 result = pretrain(cfg)
 print(f"{result.fit.step} steps; last loss {result.fit.metrics['loss']:.3f}; checkpoint {result.fit.last_checkpoint}")
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 2.** Before looking at the curves: this run contrasts `batch_size * num_samples` sub-volumes per
+# step. **Predict** the contrastive loss of an encoder that has learned nothing (all similarities equal) for
+# this batch, then **check** it against the first logged value (`result.fit.history[0]["contrastive"]`). What
+# would it be with `batch_size = 2`?
+
+# %% tags=["solution"]
+n = batch_size * num_samples
+first = result.fit.history[0]["contrastive"]
+print(f"N = {n} sub-volumes, 2N = {2 * n} views: chance ln(2N - 1) = {math.log(2 * n - 1):.4f}; "
+      f"first logged {first:.4f}; with batch_size = 2: ln({4 * num_samples - 1}) = {math.log(4 * num_samples - 1):.4f}")
+
+# %% [markdown] tags=["solution"]
+# Each of the 2N rows of the similarity matrix is a softmax over the 2N - 1 other views, one of which is the
+# positive; equal similarities give it probability 1 / (2N - 1), so the loss is ln(2N - 1), whatever the
+# temperature. A freshly initialised encoder maps all views to nearly the same direction, so the first logged
+# value sits on the chance level. More sub-volumes per step make the task harder and the chance level higher.
+
 # %% [markdown]
-# ## The three losses
-# Rotation (cross-entropy, chance level ln 4 ≈ 1.39), contrastive (NT-Xent, temperature 0.5) and
-# reconstruction (L1) all feed the total with weight 1.
+# ## The three losses against their baselines
+# Rotation is a cross-entropy over 4 classes: guessing gives ln 4 ≈ 1.39. Contrastive is NT-Xent over
+# 2N views: chance ln(2N - 1). Reconstruction is the L1 over the whole sub-volume; two baselines, measured on
+# the views above: a decoder that ignores its input and returns the crop's mean grey everywhere ("constant",
+# its chance level), and one that copies the visible voxels and fills every cut-out voxel with that mean
+# ("trivial fill", what copying alone would reach). The total's chance level is the sum of the three.
+# *Look at:* a curve below its chance line has learned something. In short runs the rotation loss falls
+# toward its line from above (a random head is worse than a uniform guess), the contrastive loss sits on its
+# line (few views to tell apart), and the reconstruction, far above both of its lines at first, stays above
+# even the constant image: the decoder, starting from noise, has not yet learned a crop's average grey.
 
 # %%
+n_sub = ssl_batch_subvolumes(batch_size, num_samples, contrastive_negatives=contrastive_negatives)
+fill_all, constant = (sum(trivial_fill_l1(v.target, v.mask, region="all", copy_visible=c) for v in (v1, v2)) / 2
+                      for c in (True, False))
+baselines = {"rotation": {"chance ln 4": rotation_chance()},
+             "contrastive": {f"chance ln(2·{n_sub}-1)": contrastive_chance(n_sub)},
+             "reconstruction": {"constant": constant, "trivial fill": fill_all}}
+baselines["loss"] = {"sum of chance levels": rotation_chance() + contrastive_chance(n_sub) + constant}
 hist = pd.DataFrame([r for r in result.fit.history if "loss" in r])
-display(plot_learning_curves(hist, columns=["loss", "rotation", "contrastive", "reconstruction"], smoothing=0.6, ncols=4))
-hist.set_index("step")[["loss", "rotation", "contrastive", "reconstruction"]].iloc[[0, -1]]
+curves = plot_learning_curves(hist, columns=["loss", "rotation", "contrastive", "reconstruction"], smoothing=0.6, ncols=4)
+display(add_baselines(curves, baselines))
+lines = pd.Series({k: ", ".join(f"{name} {v:.4f}" for name, v in d.items()) for k, d in baselines.items()}, name="baselines")
+pd.concat([hist.set_index("step")[list(baselines)].iloc[[0, -1]].T.add_prefix("step ").round(4), lines], axis=1)
 
 # %% [markdown]
 # ## Inpainting: reconstructions next to the originals
-# The decoder sees the corrupted view and must return the uncorrupted (rotated) one.
+# The decoder sees the corrupted view and must return the uncorrupted (rotated) one. The L1 inside the
+# cut-out boxes is the part that needs anatomy; the trivial fill is its baseline. *Look at:* whether the
+# reconstructed boxes show structure or only the mean grey of the trivial fill.
 
 # %%
 model = SSLModel(feature_size=feature_size).to(dev).eval()
 model.load_state_dict(safe_torch_load(result.fit.last_checkpoint)["model"])
 with torch.no_grad():
     rec = model(v1.image)["reconstruction"].clamp(0, 1)
-print(f"L1 inside the cut-out boxes: {(rec - v1.target).abs()[v1.mask.expand_as(rec)].mean():.3f}")
+inside = v1.mask.expand_as(rec)
+l1_inside, fill_inside = float((rec - v1.target).abs()[inside].mean()), trivial_fill_l1(v1.target, v1.mask)
+print(f"L1 inside the cut-out boxes: model {l1_inside:.3f}, trivial fill {fill_inside:.3f}")
 plot_ssl_panels(x, v1.target, v1.image, rec, rotation_labels=v1.rotation.tolist())
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 3.** The reconstruction loss is averaged over *all* voxels of the sub-volume. **Predict** what
+# happens to (a) the cut-out fraction, (b) the whole-volume L1 and (c) the L1 inside the boxes when
+# `cutout_fraction` doubles, then **make** new views of `x` with twice the fraction, run the model above on
+# both settings and **compare** (with the trivial fill beside each number).
+
+# %% tags=["solution"]
+rows = []
+for frac in (cutout_fraction, min(2 * cutout_fraction, 0.95)):
+    cut = InnerCutout(max_fraction=frac, min_block=cutout_min_block, max_block=cutout_max_block,
+                      noise_prob=cutout_noise_prob, mode=cutout_mode)
+    for draw in range(2):                                     # two random draws: one alone is noisy
+        view = SSLViewTransform(cutout=cut)(x, make_generator(dev, seed + 1 + draw))
+        with torch.no_grad():
+            out = model(view.image)["reconstruction"].clamp(0, 1)
+        err, m = (out - view.target).abs(), view.mask.expand_as(out)
+        rows.append({"cutout_fraction": frac, "cut out": float(view.mask.float().mean()), "L1 all voxels": float(err.mean()),
+                     "trivial fill, all": trivial_fill_l1(view.target, view.mask, region="all"),
+                     "L1 inside boxes": float(err[m].mean()), "trivial fill, inside": trivial_fill_l1(view.target, view.mask)})
+pd.DataFrame(rows).groupby("cutout_fraction").mean().T.round(4)
+
+# %% [markdown] tags=["solution"]
+# The cut-out fraction roughly doubles (the boxes are drawn until the fraction is reached). The L1 inside
+# the boxes barely moves: a box is as hard to fill whether there are few or many. The whole-volume L1 of
+# the trivial fill grows in proportion to the cut-out fraction (its error is all inside the boxes), and the
+# model's whole-volume L1 grows too, by less if it reproduces the visible voxels imperfectly anyway. So a
+# larger logged reconstruction loss with more cutout does not mean a worse model: compare with the baseline
+# at the same setting.
+
+# %% [markdown]
+# ## The instructor's precomputed run
+# A short run shows the mechanics; the instructor's finished run (if installed in
+# `runs_dir()/precomputed/ssl_pretraining`, e.g. the demo settings) shows where they lead. Its curves are drawn
+# against the baselines of *its* batch, and its model reconstructs the same views as above.
+
+# %%
+pre = None
+if show_precomputed:
+    try:
+        from swinunetr_lib.precomputed import find_precomputed
+    except ImportError:
+        print("swinunetr_lib.precomputed is not in this version of the library: no precomputed run to show")
+    else:
+        pre = find_precomputed("ssl_pretraining")
+        print(f"instructor's precomputed run: {pre}" if pre else
+              f"no precomputed run in {runs_dir() / 'precomputed' / 'ssl_pretraining'}: only this notebook's run is shown")
+pre_ckpt = safe_torch_load(pre / "checkpoints" / "last.pt") if pre else None
+pd.Series({**pre_ckpt["run"], "steps": pre_ckpt["step"], "lr": pre_ckpt["config"]["lr"]},
+          name="instructor's precomputed run").astype(str).to_frame() if pre_ckpt else None
+
+# %% [markdown]
+# *Look at:* how far below the chance lines the instructor's curves end, and whether its reconstructed boxes
+# show more structure than the short run's.
+
+# %%
+if pre_ckpt:
+    pre_hist = pd.read_csv(pre / "metrics.csv")
+    pre_n = ssl_batch_subvolumes(pre_ckpt["run"]["batch_size"], pre_ckpt["run"]["num_samples"])
+    pre_lines = {**baselines, "contrastive": {f"chance ln(2·{pre_n}-1)": contrastive_chance(pre_n)}}
+    pre_lines["loss"] = {"sum of chance levels": rotation_chance() + contrastive_chance(pre_n) + constant}
+    fig = plot_learning_curves(pre_hist, columns=list(pre_lines), smoothing=0.6, ncols=4)
+    fig.suptitle(f"instructor's precomputed run ({pre_ckpt['step']} steps)", fontsize=10)
+    display(add_baselines(fig, pre_lines))
+    pre_model = SSLModel(feature_size=pre_ckpt["run"]["feature_size"]).to(dev).eval()
+    pre_model.load_state_dict(pre_ckpt["model"])
+    with torch.no_grad():
+        pre_rec = pre_model(v1.image)["reconstruction"].clamp(0, 1)
+    print(f"L1 inside the boxes: instructor's run {(pre_rec - v1.target).abs()[inside].mean():.3f}, "
+          f"this run {l1_inside:.3f}, trivial fill {fill_inside:.3f}")
+    fig = plot_ssl_panels(x, v1.target, v1.image, pre_rec, rotation_labels=v1.rotation.tolist())
+    fig.suptitle("reconstructed by the instructor's precomputed run", fontsize=10)
+    display(fig)
 
 # %% [markdown]
 # ## The exported encoder
@@ -131,12 +383,27 @@ print(result.encoder_path)
 print(f"{matched} of {len(theirs)} encoder tensors matched")
 
 # %% [markdown]
+# ## The numbers of this run
+
+# %%
+last = hist.iloc[-1]
+pd.DataFrame({"this run": [result.fit.step, f"{last['rotation']:.4f}", f"{last['contrastive']:.4f}",
+                           f"{last['reconstruction']:.4f}", f"{l1_inside:.4f}", f"{matched}/{len(theirs)}"],
+              "baseline": ["", f"{rotation_chance():.4f} (chance)", f"{contrastive_chance(n_sub):.4f} (chance)",
+                           f"{constant:.4f} (constant) / {fill_all:.4f} (trivial fill)",
+                           f"{fill_inside:.4f} (trivial fill)", ""]},
+             index=["steps", "rotation loss (last)", "contrastive loss (last)", "reconstruction L1 (last)",
+                    "L1 inside cut-outs", "encoder tensors exported"])
+
+# %% [markdown]
 # ## Recap
-# We cropped sub-volumes from CT, made two rotated and cut-out views of each on the device, trained
-# the encoder on rotation, contrastive and inpainting losses with the shared `fit` loop, and exported
-# the encoder for fine-tuning. With a handful of volumes and steps the losses only start to fall and
-# the reconstructions are blurry; the paper's encoder saw 5,050 CTs. Next: notebook 03 fine-tunes
-# Swin UNETR on the labeled cohort, from this encoder (`runs_dir()/ssl_pretraining/model_swinvit.pt`)
-# with `init = "ssl"` and the same `feature_size` (notebook 06 does exactly that), or from scratch;
-# try more `max_steps`, `roi_size = 96` and `feature_size = 48` on a GPU, or
+# We saw why each proxy task needs anatomy, how the Swin encoder's windows and stages are laid out, and each
+# task written out by hand and checked against the library. We then cropped sub-volumes from CT, made two
+# rotated and cut-out views of each on the device, trained the encoder on the three losses with the shared
+# `fit` loop and exported it for fine-tuning. The table above puts this run's last losses beside what a model
+# that learned nothing would score: with a handful of volumes and steps they only start to move away from
+# it, and the reconstructions are blurry; the paper's encoder saw 5,050 CTs. Next: notebook 03 fine-tunes
+# Swin UNETR on the labeled cohort, from this encoder (`runs_dir()/ssl_pretraining/model_swinvit.pt`) with
+# `init = "ssl"` and the same `feature_size` (notebook 06 does exactly that), or from scratch; try more
+# `max_steps`, `roi_size = 96` and `feature_size = 48` on a GPU, or
 # `torchrun --nproc-per-node N -m swinunetr_lib.pretrain ...` for several GPUs.

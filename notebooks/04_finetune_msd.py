@@ -10,17 +10,25 @@
 # MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead: their official
 # `dataset.json` has no validation list, so fine-tuning validates on fold 0 of 5 deterministic folds.
 #
-# **Kind:** how-to. **Runtime:** smoke parameters ~1-2 min on 2 CPU cores; demo parameters ~15 min on
-# 2 CPU cores (~7 min per task), ~1 min on one GPU.
+# **Kind:** how-to. **Runtime:** the defaults below (2 tasks x 40 steps, a short run that shows the loop at
+# work) ~3 min on 2 CPU cores (~1.4 s per step), under 1 min on one GPU; smoke parameters ~1-2 min; demo parameters
+# (`ci/params/demo`, 2 tasks x 300 steps) ~15 min on 2 CPU cores, ~1 min on one GPU. When the instructor's
+# finished runs are installed (`make unpack`, into `runs_dir()/precomputed/finetune_msd/<task>`), they are
+# shown at once beside yours.
 
 # %%
+import json
+
 import pandas as pd
+from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.evaluate import evaluate, summarize
 from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init, split_entries
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
+from swinunetr_lib.precomputed import find_precomputed
 from swinunetr_lib.task_presets import get_preset, msd_tasks
+from swinunetr_lib.viz_metrics import plot_learning_curves
 
 # %% tags=["parameters"]
 tasks: list[str] = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]
@@ -31,12 +39,13 @@ spacing: "Optional[list[float]]" = [4.5, 4.5, 4.5]  # target spacing in mm for e
 roi_size: list[int] = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
 feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 num_samples: int = 1  # label-balanced crops per volume per step
-max_steps: int = 300  # optimizer steps per task
-val_interval: int = 75  # steps between sliding-window validations
+max_steps: int = 40  # optimizer steps per task (demo: 300); a short run that shows the loop at work
+val_interval: int = 20  # steps between sliding-window validations (demo: 75)
 lr: float = 2e-3  # AdamW learning rate
 warmup_steps: int = 10  # linear warm-up steps
 seed: int = 0  # seed for data order, augmentation and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
+show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()/precomputed/finetune_msd/<task>) when installed
 
 # %% [markdown]
 # ## The ten MSD task presets
@@ -65,7 +74,46 @@ pd.DataFrame({"manifest": {t: str(m) for t, m in manifests.items()},
               "channels": {t: get_preset(t).in_channels for t in tasks}})
 
 # %% [markdown]
+# ## The instructor's finished runs (precomputed)
+# Fine-tuning to a useful Dice takes the demo's 300 steps per task (~15 min on a laptop). The instructor ran
+# them once before the workshop (`make demo`, then `make pack`); `make unpack ARCHIVE=...` installs them in
+# `runs_dir()/precomputed`. Everything below labelled *precomputed* is read from those files: nothing is
+# trained here. Without them, this section says so and the notebook goes on with your own short runs.
+
+# %%
+precomputed = {}
+if show_precomputed:
+    precomputed = {t: p for t in tasks if (p := find_precomputed(f"finetune_msd/{t}")) is not None}
+    missing = [t for t in tasks if t not in precomputed]
+    print(f"precomputed runs found for {sorted(precomputed) or 'no task'}"
+          + (f"; none for {missing} in {runs_dir() / 'precomputed' / 'finetune_msd'}" if missing else ""))
+
+# %%
+def run_table(folder, label):
+    """One row of what a finished fine-tuning run wrote: its settings, steps and Dice."""
+    meta = json.loads((folder / "finetune_meta.json").read_text())
+    hist = pd.read_csv(folder / "metrics.csv")
+    summary = folder / "eval" / "summary.csv"
+    mean = pd.read_csv(summary).set_index("class").loc["mean", "dice"] if summary.is_file() else float("nan")
+    return {"run": label, "init": meta.get("init"), "steps": int(hist["step"].max()),
+            "roi_size": meta.get("roi_size"), "spacing (mm)": meta.get("spacing"),
+            "best val mean Dice": hist.get("val_mean_dice", pd.Series(dtype=float)).max(), "eval mean Dice": mean}
+
+
+pd.DataFrame({t: run_table(p, "precomputed") for t, p in precomputed.items()}).T if precomputed else None
+
+# %% [markdown]
+# The precomputed learning curves: training loss and the validation Dice per task (*look at:* how many
+# steps pass before the Dice leaves 0, and where it levels off).
+
+# %%
+if precomputed:
+    display(plot_learning_curves({f"{t} (precomputed)": p for t, p in precomputed.items()},
+                                 columns=["loss", "val_mean_dice"], smoothing=0.6))
+
+# %% [markdown]
 # ## Fine-tune each task
+# Your own short run (`max_steps` per task): the same call the instructor's runs used, with fewer steps.
 # The same `finetune` call for every task; only the preset differs. The checkpoint records the task, so
 # `python -m swinunetr_lib.infer --task <task>` refuses a checkpoint of another task.
 
@@ -91,10 +139,27 @@ tables = {t: summarize(evaluate(r.model_path, split_entries(configs[t])[1], r.ru
 pd.concat(tables, names=["task", "class"]).round(3)
 
 # %% [markdown]
+# ## Your short runs beside the precomputed ones
+# The same files, read the same way, for both (*look at:* where your curve ends on the precomputed one; after
+# 40 steps the loss has fallen but the Dice of a single small organ is often still near 0).
+
+# %%
+if precomputed:
+    rows = [run_table(r.run_dir, "yours") | {"task": t} for t, r in results.items()]
+    rows += [run_table(p, "precomputed") | {"task": t} for t, p in precomputed.items()]
+    display(pd.DataFrame(rows).set_index(["task", "run"]).round(3))
+    curves = {f"{t} (yours)": r.run_dir for t, r in results.items()}
+    curves.update({f"{t} (precomputed)": p for t, p in precomputed.items()})
+    display(plot_learning_curves(curves, columns=["val_mean_dice"], ncols=1, panel_size=4.5))
+else:
+    print("no precomputed runs to compare with (make unpack ARCHIVE=...)")
+
+# %% [markdown]
 # ## Recap
 # One preset per task carries everything task-specific — channels, labels, spacing, intensity
 # normalisation — and the fine-tuning, evaluation and inference code stays the same for CT and
 # multi-channel MR. The phantom tasks are easy (large organs, clean contrast), so a few hundred CPU steps
-# reach a useful Dice; real MSD tasks need the paper's resolution (`spacing = None` uses each task's
+# reach a useful Dice (the precomputed runs, 300 steps each), while the short runs of the defaults only show
+# the loop at work; real MSD tasks need the paper's resolution (`spacing = None` uses each task's
 # preset spacing), `roi_size = [96, 96, 96]`, `feature_size = 48` and a GPU. Next: notebook 05 looks at
 # predictions in 3D; notebook 06 measures how much pretraining helps when labels are scarce.

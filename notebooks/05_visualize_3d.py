@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from swinunetr_lib import viz, viz3d, viz_metrics
+from swinunetr_lib import viz, viz3d, viz_metrics, viz_niivue
 from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.data.labels import totalseg_to_btcv
 from swinunetr_lib.example_data import fetch_example
@@ -51,7 +51,7 @@ n_cohort_cases: int = 4  # how many demo-cohort cases to show side by side
 surface_step_size: int = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
 runs_dir: str = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
 roi_size: list[int] = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
-viewer: str = "auto"  # 3D viewer: auto (itkwidgets if it can load, else static), itkwidgets, static
+viewer: str = "auto"  # 3D viewer: auto (NiiVue if installed, else itkwidgets if it can load, else static), niivue, itkwidgets, static
 seed: int = 0  # random seed for the SSL augmentations
 device: str = "auto"  # "auto" picks CUDA when present
 
@@ -159,8 +159,9 @@ viz.plot_ssl_panels(batch, view.target, view.image, reconstruction,
 # %%
 ft_models = sorted((run_root / "finetune_btcv").glob("*/model.pt"))
 if ft_models:
-    from swinunetr_lib.finetune import preprocess_cases, sliding_window_predict
+    from swinunetr_lib.finetune_data import preprocess_cases
     from swinunetr_lib.infer import load_finetuned
+    from swinunetr_lib.segmentation import sliding_window_predict
     from swinunetr_lib.task_presets import TaskPreset
 
     model, meta = load_finetuned(ft_models[0], device="cpu")
@@ -184,6 +185,20 @@ else:
     print("(no prediction to show)")
 
 # %% [markdown]
+# The same prediction in 3D, next to the ground truth: two linked NiiVue views (the crosshair and the 3D camera of
+# one follow the other). The image is the model's input, scaled to [0, 1], hence the window (width 1, level 0.5).
+
+# %%
+niivue_ok, niivue_why = viz_niivue.niivue_status()
+if pred is None:
+    print("(no prediction to show)")
+elif not niivue_ok or viewer not in ("auto", "niivue"):
+    print(f"(no 3D comparison: {niivue_why if not niivue_ok else f'viewer={viewer!r}'}; the figures above show it)")
+else:
+    display(viz_niivue.niivue_compare(case["image"][0].numpy(), pred, truth, spacing=preset.spacing or (1.0, 1.0, 1.0),  # noqa: F821
+                                      window_preset=(1.0, 0.5)))
+
+# %% [markdown]
 # ## 6 · Learning curves of the runs
 # Every `fit` run writes `metrics.csv` (a `step` column plus one column per logged scalar).
 
@@ -202,9 +217,12 @@ else:
 viz3d.slice_scroller(ct, seg, window_preset=window_preset, spacing=spacing)
 
 # %% [markdown]
-# The 3D viewer: itkwidgets' `view(image, label_image=...)` when it is installed
-# (`pip install -e ".[viewer]"` in the project folder) and its JavaScript can be fetched from the web; otherwise a
-# one-line message and the static fallback (surface rendering + slice scroller).
+# The 3D viewer: NiiVue (`ipyniivue`, installed with the project; its JavaScript comes with the Python package, so it
+# works without internet): the three planes and a 3D rendering, organs in the same colours as every figure. Click
+# to move the crosshair, scroll through slices, drag in the 3D view to turn it; the controls set the CT window, the
+# layout and the label opacity. Without ipyniivue, itkwidgets' `view(image, label_image=...)` when it is installed
+# (`pip install -e ".[viewer]"`) and its JavaScript can be fetched from the web; otherwise a one-line message and the
+# static fallback (surface rendering + slice scroller).
 
 # %%
 viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_preset)
@@ -212,6 +230,8 @@ viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_pres
 # %% [markdown]
 # ## Recap
 # - One colour per BTCV organ everywhere (`viz.BTCV_COLORS`); windows `abdomen`, `btcv`, `lung`, `bone`.
+# - `viz3d.show_3d` picks the interactive viewer that can load: NiiVue (offline), itkwidgets (online), or static
+#   pictures; `viz_niivue.niivue_compare` puts a prediction and its ground truth side by side in 3D.
 # - `viz.plot_triplanar` / `viz3d.plot_label_surfaces` show any CT + label map; `viz.figure_to_rgb` turns a
 #   figure into pixels, which is how the tests check that labels are drawn where they are.
 # - SSL panels show what the encoder is asked to undo; after notebook 02 they include its reconstructions.

@@ -1,6 +1,6 @@
 """Benchmarks at the paper's size, each against MONAI's plain eager model in the same process and run.
 
-``python -m swinunetr_lib.bench ssl|finetune|infer [options]``; defaults are the paper's size (96^3,
+``python -m swinunetr_lib.bench ssl|finetune|infer|data [options]``; defaults are the paper's size (96^3,
 feature 48, batch 4; inference on a 320 x 320 x 192 volume). Each subcommand times the same model in
 several *variants*: ``monai_eager`` (MONAI's model, eager, no option of ours; for inference fp32),
 ``ours`` (the options given: ``--precision``, ``--sdpa-attention``, ``--channels-last``,
@@ -15,6 +15,7 @@ so a run stopped by a time limit still leaves the finished variants.
   block in a Python loop, as the official code does) against the batched one.
 - ``finetune``: :mod:`swinunetr_lib.bench_finetune` (DiceCE on random crops and labels).
 - ``infer``: :mod:`swinunetr_lib.bench_infer` (sliding window with Gaussian blending; Dice vs fp32).
+- ``data``: :mod:`swinunetr_lib.bench_data` (pretraining sub-volumes/s per CPU core: NIfTI, cache, prepared).
 
 ``--compile`` compiles the repeated Swin regions (``--compile-scope layers``: each MONAI ``BasicLayer``,
 i.e. one stage of two blocks plus its patch merging; ``blocks``: each ``SwinTransformerBlock``;
@@ -139,12 +140,14 @@ def bench_ssl(cfg: BenchConfig, emit: Callable[[dict[str, Any]], None] = lambda 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .bench_data import DataBenchConfig, bench_data, format_data_table
     from .bench_finetune import FinetuneBenchConfig, bench_finetune
     from .bench_infer import InferBenchConfig, bench_infer
 
     commands = {"ssl": (BenchConfig, bench_ssl, "SSL pretraining step throughput"),
                 "finetune": (FinetuneBenchConfig, bench_finetune, "fine-tuning step throughput (DiceCE, AdamW)"),
-                "infer": (InferBenchConfig, bench_infer, "sliding-window inference time per volume, Dice vs fp32")}
+                "infer": (InferBenchConfig, bench_infer, "sliding-window inference time per volume, Dice vs fp32"),
+                "data": (DataBenchConfig, bench_data, "pretraining sub-volumes/s per core: NIfTI, cache, prepared")}
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="benchmark", required=True)
     for name, (cls, _, help_text) in commands.items():
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         def emit(result: dict[str, Any]) -> None:
             if cfg.json:
                 atomic_write_text(json.dumps(result, indent=2), cfg.json)
-        print(format_table(fn(cfg, emit)))
+        print((format_data_table if args.benchmark == "data" else format_table)(fn(cfg, emit)))
         return 0
 
     return run_cli("python -m swinunetr_lib.bench", body)

@@ -12,6 +12,7 @@ import os
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .utils import resolve_device
 
@@ -43,6 +44,11 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: float = 180
     Backend: ``nccl`` when the device is CUDA, ``gloo`` otherwise. On CUDA each rank uses
     ``cuda:$LOCAL_RANK``. Without torchrun's variables (or with ``WORLD_SIZE=1``) nothing is
     initialised and the resolved ``device`` is returned.
+
+    ``timeout_s``: how long a rank waits in a collective (all-reduce, barrier) for the others before the job
+    fails with an error instead of hanging (``TrainConfig.dist_timeout_min``; PyTorch's NCCL default is 10
+    minutes, too short while rank 0 validates or writes a large checkpoint to a slow file system). It is fixed
+    when the group is created: the first call decides.
     """
     dev = resolve_device(device)
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
@@ -113,9 +119,31 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return y / dist.get_world_size()
 
 
+def all_gather_ints(values: list[int], device: torch.device) -> list[list[int]]:
+    """Every rank's ``values`` (the same length on every rank), indexed by rank; ``[values]`` in a single process.
+    ``device``: this rank's device (NCCL gathers CUDA tensors only)."""
+    if not is_distributed():
+        return [list(values)]
+    x = torch.tensor(values, dtype=torch.int64, device=device)
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x)
+    return [p.tolist() for p in parts]
+
+
 def all_reduce_min(x: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return x
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.MIN)
     return y
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

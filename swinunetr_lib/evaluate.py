@@ -21,23 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 from monai import transforms as T
-from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.metrics import HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
 from .infer import load_finetuned, predict_original_grid, write_label_map
+from .segmentation import dice_one_hot, dice_scores  # noqa: F401 - dice_scores: this module's name for it too
 from .task_presets import TaskPreset
 from .utils import atomic_write_text
-
-
-def dice_scores(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Per-class Dice (without background) of label maps (B, 1, D, H, W) -> (B, K-1); NaN where the
-    class is absent from the ground truth (MONAI ``DiceMetric``)."""
-    return _dice_one_hot(one_hot(pred, num_classes), one_hot(label, num_classes))
-
-
-def _dice_one_hot(p: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
-    return metric(p, y).cpu().numpy()
 
 
 def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
@@ -55,7 +45,7 @@ def case_metrics(pred: np.ndarray, label: np.ndarray, labels: dict[int, str],
         if extra:
             raise ValueError(f"{name} holds class ids {extra} outside the task's labels {labels}")
     p, y = (one_hot(torch.as_tensor(a, dtype=torch.long)[None, None], k) for a in (pred, label))
-    dice = _dice_one_hot(p, y)[0]
+    dice = dice_one_hot(p, y)[0]
     with warnings.catch_warnings():  # MONAI warns about empty classes; they become NaN below
         warnings.simplefilter("ignore")
         hd = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")(

@@ -41,9 +41,9 @@ from typing import Any, Sequence
 import torch
 
 from .example_data import sha256_of
-from .infer import InferenceError, load_finetuned
+from .infer import InferenceError, build_finetuned, read_finetuned
 from .task_presets import TaskPreset
-from .utils import check_folder_creatable, run_cli, safe_torch_load
+from .utils import check_folder_creatable, run_cli
 
 PROG = "python -m swinunetr_lib.export"
 OVERLAP = 0.5
@@ -57,14 +57,14 @@ class ExportError(ValueError):
 
 def load_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TaskPreset, dict[str, Any]]:
     """(state dict, fine-tuning metadata, task preset, whole checkpoint) of a ``model.pt`` written by
-    :func:`swinunetr_lib.finetune.finetune`: read and checked exactly as :func:`swinunetr_lib.infer.load_finetuned`
+    :func:`swinunetr_lib.finetune.finetune`, read once and checked exactly as :func:`swinunetr_lib.infer.load_finetuned`
     does (``weights_only=True``, metadata complete, weights loading into the SwinUNETR it describes)."""
     path = Path(checkpoint)
-    try:
-        model, meta = load_finetuned(path, device="cpu")
+    try:  # the file is read once: weights, metadata, and best_mean_dice and step for metadata.json
+        ckpt = read_finetuned(path)
+        model, meta, obj = build_finetuned(ckpt, device="cpu"), ckpt.meta, ckpt.obj
     except InferenceError as err:
         raise ExportError(str(err)) from err
-    obj = safe_torch_load(path)  # best_mean_dice and step for metadata.json
     try:
         preset = TaskPreset.from_dict(meta["preset"])
     except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild

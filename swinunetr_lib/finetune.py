@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import json
 import sys
@@ -30,21 +29,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from monai import transforms as T
 from monai.data import list_data_collate
-from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 
 from .config import Config
-from .evaluate import dice_scores
-from .finetune_model import LoadReport, build_finetune_model, encoder_feature_size
-from .infer import check_window_options
-from .loading import DataError, data_error_in, refuse_paths_outside_root
+from .finetune_data import AugmentedCases, check_label_values, preprocess_cases  # noqa: F401 - also finetune's names
+from .finetune_model import (SSL_EXPORT, LoadReport, build_finetune_model, encoder_feature_size,  # noqa: F401
+                             read_encoder_checkpoint, resolve_init)
+from .loading import refuse_paths_outside_root
 from .paths import absolute_from_cwd, resolve_path, runs_dir
-from .task_presets import (TaskPreset, augment_transforms, format_labels, get_preset, manifest_mismatch,
-                           matching_presets, msd_tasks, named_preset, preprocess_transforms)
+from .segmentation import check_window_options, dice_scores, sliding_window_predict
+from .task_presets import (TaskPreset, format_labels, get_preset, manifest_mismatch, matching_presets, msd_tasks,
+                           named_preset)
 from .train import FitResult, TrainConfig, fit
-from .utils import (atomic_torch_save, atomic_write_text, error_message, resolve_device, run_cli, run_dir_lock,
+from .utils import (atomic_torch_save, atomic_write_text, resolve_device, run_cli, run_dir_lock,
                     safe_torch_load, seed_everything)
 from .window_attention import use_sdpa_window_attention
 
@@ -107,32 +105,6 @@ class FinetuneResult:
     seconds: float
     n_train: int
     n_val: int
-
-
-SSL_EXPORT = Path("ssl_pretraining") / "model_swinvit.pt"  # under runs_dir(), written by notebook 02
-
-
-def resolve_init(init: str, pretrained: str = "") -> tuple[str, Path | None]:
-    """``(kind, checkpoint)`` for an initialisation name (Sec. 4.2: scratch vs. self-supervised).
-
-    ``scratch``; ``ssl`` (our SSL run: ``pretrained`` or ``runs_dir()/ssl_pretraining/model_swinvit.pt``);
-    ``official`` (the released ``model_swinvit.pt``, path in ``pretrained``); ``auto``: ``ssl`` when our
-    export exists, else ``scratch``.
-    """
-    default = runs_dir() / SSL_EXPORT
-    if init == "auto":
-        init = "ssl" if (pretrained and resolve_path(pretrained).is_file()) or default.is_file() else "scratch"
-    if init == "scratch":
-        return "scratch", None
-    if init not in ("ssl", "official"):
-        raise ValueError(f"init={init!r}: expected scratch, ssl, official or auto")
-    if init == "official" and not pretrained:
-        raise ValueError("init='official' needs `pretrained` = path of the downloaded model_swinvit.pt")
-    path = resolve_path(pretrained) if pretrained else default
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained encoder for init={init!r} not found"
-                                + ("; run notebook 02_ssl_pretraining first" if not pretrained else ""))
-    return init, path
 
 
 def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
@@ -261,76 +233,6 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
     return [pair(e) for e in train], [pair(e) for e in val]
 
 
-def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, with_indices: bool = False) -> list[dict]:
-    """Run the deterministic pipeline once per case (the cache), checking each case as it is loaded (finite
-    voxels, the label on the image's grid: :class:`~swinunetr_lib.loading.DataError` naming the file; label
-    values: :func:`check_label_values`); optionally add foreground/background
-    voxel indices so that each random crop does not rescan the label. The indices are flat positions, so
-    they are taken after padding to the ROI, on the array the crops are cut from (the training pipeline's
-    own padding is then a no-op)."""
-    steps: list[Any] = [preprocess_transforms(preset)]
-    if with_indices:
-        steps += [T.SpatialPadd(keys=["image", "label"], spatial_size=preset.roi_size),
-                  T.FgBgToIndicesd(keys="label", image_key="image",
-                                   image_threshold=0.0 if preset.intensity == "ct_window" else -1e9)]
-    pipeline = T.Compose(steps)
-    out = []
-    for e in entries:
-        try:
-            out.append(pipeline(dict(e)))
-        except Exception as err:  # noqa: BLE001 - name the case that broke
-            bad = data_error_in(err)  # NaN voxels, a label on another grid: already names its file
-            if bad is not None:
-                raise DataError(bad.path, bad.problem) from err
-            raise ValueError(f"{e['image']}: preprocessing failed ({error_message(err)})") from err
-        channels = out[-1]["image"].shape[0]
-        if channels != preset.in_channels:  # before the label values: another task's data shows here first
-            raise ValueError(f"{e['image']}: {channels} channel(s), task {preset.name} expects "
-                             f"{preset.in_channels} ({', '.join(preset.channel_names)})")
-        if "label" in e:
-            check_label_values(out[-1]["label"], preset, e["label"])
-    return out
-
-
-def check_label_values(label: Any, preset: TaskPreset, path: Any) -> None:
-    """``ValueError`` naming ``path`` unless every value of ``label`` is a class id of ``preset``
-    (0..K-1, whole numbers): labels of another task would otherwise crash the loss mid-run or train silently."""
-    values = torch.unique(torch.as_tensor(label).detach().float())
-    k = preset.out_channels
-    bad = values[(values < 0) | (values >= k) | (values != torch.round(values))]
-    if bad.numel():
-        shown = [int(v) if float(v).is_integer() else float(v) for v in bad[:10].tolist()]
-        raise ValueError(f"{path}: label values {shown}{' ...' if bad.numel() > 10 else ''} are not classes of task "
-                         f"{preset.name} (0..{k - 1}: {format_labels(preset.labels)}); these labels belong to "
-                         "another task (choose it with --task) or need remapping")
-
-
-class AugmentedCases(torch.utils.data.Dataset):
-    """Cached preprocessed cases + random augmentation whose seed comes from the global NumPy RNG.
-
-    ``fit`` re-seeds the global RNGs before each batch, so batch ``k`` is the same on a resumed run.
-    Each item is a list of ``num_samples`` crops {"image": (C, *roi), "label": (1, *roi)}.
-    """
-
-    def __init__(self, cases: list[dict], preset: TaskPreset) -> None:
-        self.cases = cases
-        self.augment = augment_transforms(preset)
-        # use the cached indices instead of scanning the label for every crop
-        for t in self.augment.transforms:
-            if isinstance(t, T.RandCropByPosNegLabeld) and "label_fg_indices" in cases[0]:
-                t.fg_indices_key, t.bg_indices_key = "label_fg_indices", "label_bg_indices"
-
-    def __len__(self) -> int:
-        return len(self.cases)
-
-    def __getitem__(self, i: int) -> list[dict]:
-        self.augment.set_random_state(seed=int(np.random.randint(0, 2**31 - 1)))
-        case = self.cases[i]
-        item = {k: (v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)) for k, v in case.items()}
-        crops = self.augment(item)
-        return [{"image": c["image"], "label": c["label"]} for c in crops]
-
-
 def dice_step_fn(loss: torch.nn.Module | None = None):
     """``step_fn`` for :func:`fit`: DiceCE (Sec. 4.1) between logits (B, K, D, H, W) and labels (B, 1, D, H, W)."""
     loss = loss or DiceCELoss(to_onehot_y=True, softmax=True)
@@ -339,16 +241,6 @@ def dice_step_fn(loss: torch.nn.Module | None = None):
         x, y = batch["image"].to(device), batch["label"].to(device)
         return {"loss": loss(model(x), y)}
     return step
-
-
-@torch.no_grad()
-def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, roi_size: Sequence[int], *,
-                           sw_batch_size: int = 4, overlap: float = 0.5, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits (B, K, D, H, W) for image (B, C, D, H, W) by sliding-window inference with Gaussian blending."""
-    device = resolve_device(device)
-    model.eval()
-    x = torch.as_tensor(image).to(device)
-    return sliding_window_inference(x, roi_size, sw_batch_size, model, overlap=overlap, mode="gaussian")
 
 
 def make_val_fn(cases: list[dict], preset: TaskPreset, cfg: FinetuneConfig):
@@ -419,7 +311,8 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
     check_window_options(cfg.sw_batch_size, cfg.overlap)
     resolve_device(cfg.device)
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
-    if pretrained is not None and (size := encoder_feature_size(pretrained)) not in (None, cfg.feature_size):
+    encoder = None if pretrained is None else read_encoder_checkpoint(pretrained)  # read once: size, then weights
+    if encoder is not None and (size := encoder_feature_size(encoder)) not in (None, cfg.feature_size):
         # the model must be the size of the encoder it starts from (notebook 02's demo encoder is feature size 12)
         print(f"{pretrained}: the pretrained encoder has feature size {size}; fine-tuning at feature_size={size} "
               f"instead of {cfg.feature_size}")
@@ -439,7 +332,9 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
 
     seed_everything(cfg.seed)
     model, report = build_finetune_model(preset.in_channels, preset.out_channels, feature_size=cfg.feature_size,
-                                         pretrained=pretrained, allow_partial=cfg.allow_partial)
+                                         pretrained=encoder, allow_partial=cfg.allow_partial,
+                                         source=None if pretrained is None else str(pretrained))
+    encoder = None  # the checkpoint's tensors are in the model now: free them before training
     if cfg.sdpa_attention:
         use_sdpa_window_attention(model)
     if report is not None:

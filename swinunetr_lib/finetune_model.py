@@ -9,6 +9,10 @@ Fig. 2: Swin Transformer encoder ``swinViT`` + CNN decoder). Three initialisatio
 - the official ``model_swinvit.pt``: ``{"state_dict": {"module.patch_embed.proj.weight", ...,
   "module.layers1.0.blocks.0.mlp.fc1.weight", ...}}``.
 
+:func:`resolve_init` turns an initialisation name (``scratch``, ``ssl``, ``official``, ``auto``) into the checkpoint
+to start from; :func:`read_encoder_checkpoint` reads it once for both :func:`encoder_feature_size` and
+:func:`load_encoder`.
+
 Unlike the official fine-tuning script, which calls ``load_state_dict(strict=False)`` after a key
 rewrite that matches nothing and so silently loads no weights, :func:`load_encoder` counts what it
 loaded and raises :class:`EncoderLoadError` unless every encoder tensor was loaded (pass
@@ -25,6 +29,7 @@ from typing import Any, Mapping
 import torch
 from monai.networks.nets import SwinUNETR
 
+from .paths import resolve_path, runs_dir
 from .utils import CheckpointError, safe_torch_load
 
 ENCODER_PREFIX = "swinViT."
@@ -57,6 +62,32 @@ class LoadReport:
         return (f"{self.source}: loaded {self.loaded}/{self.total} encoder tensors ({self.layout} layout); "
                 f"missing {len(self.missing)}, shape-mismatched {len(self.mismatched)}, "
                 f"unexpected {len(self.unexpected)}, adapted {len(self.adapted)}")
+
+
+SSL_EXPORT = Path("ssl_pretraining") / "model_swinvit.pt"  # under runs_dir(), written by notebook 02
+
+
+def resolve_init(init: str, pretrained: str = "") -> tuple[str, Path | None]:
+    """``(kind, checkpoint)`` for an initialisation name (Sec. 4.2: scratch vs. self-supervised).
+
+    ``scratch``; ``ssl`` (our SSL run: ``pretrained`` or ``runs_dir()/ssl_pretraining/model_swinvit.pt``);
+    ``official`` (the released ``model_swinvit.pt``, path in ``pretrained``); ``auto``: ``ssl`` when our
+    export exists, else ``scratch``.
+    """
+    default = runs_dir() / SSL_EXPORT
+    if init == "auto":
+        init = "ssl" if (pretrained and resolve_path(pretrained).is_file()) or default.is_file() else "scratch"
+    if init == "scratch":
+        return "scratch", None
+    if init not in ("ssl", "official"):
+        raise ValueError(f"init={init!r}: expected scratch, ssl, official or auto")
+    if init == "official" and not pretrained:
+        raise ValueError("init='official' needs `pretrained` = path of the downloaded model_swinvit.pt")
+    path = resolve_path(pretrained) if pretrained else default
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained encoder for init={init!r} not found"
+                                + ("; run notebook 02_ssl_pretraining first" if not pretrained else ""))
+    return init, path
 
 
 def build_swinunetr(
@@ -115,32 +146,45 @@ def encoder_state_from_checkpoint(
     return mapped, other, ("official" if official > len(mapped) // 2 else "swinunetr")
 
 
+def read_encoder_checkpoint(checkpoint: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The object in a pretrained checkpoint file, read with ``weights_only=True`` (tensors and plain values
+    only); a missing, unreadable or unsafe file, or one that holds no mapping, is an :class:`EncoderLoadError`
+    naming it. Read it once and hand it to :func:`encoder_feature_size` and :func:`load_encoder`."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise EncoderLoadError(f"{path}: pretrained checkpoint not found")
+    try:  # tensors and plain values only: a file that would run code when unpickled is refused
+        obj = safe_torch_load(path)
+    except CheckpointError as err:
+        raise EncoderLoadError(str(err)) from err
+    if not isinstance(obj, Mapping):
+        raise EncoderLoadError(f"{path}: holds a {type(obj).__name__}, not a checkpoint mapping with a state dict")
+    return obj
+
+
 def load_encoder(
     model: SwinUNETR,
     checkpoint: str | os.PathLike[str] | Mapping[str, Any],
     *,
     allow_partial: bool = False,
     adapt_in_channels: bool = True,
+    source: str | None = None,
 ) -> LoadReport:
     """Copy pretrained encoder weights into ``model.swinViT``; raise unless every tensor was loaded.
 
-    ``checkpoint`` is a path (read with ``weights_only=True``: tensors and plain values only) or an already
-    loaded object. Keys outside the encoder (projection heads,
-    decoder, optimizer) are reported as unexpected and ignored. A single-channel patch embedding
-    (the official CT weights) is copied into every input channel and divided by C when the model takes
-    C > 1 channels (``adapt_in_channels``), so a BraTS-style 4-channel model starts from CT weights.
+    ``checkpoint`` is a path (read by :func:`read_encoder_checkpoint`) or an already loaded object, named
+    ``source`` in the report and in errors (default: the path, or ``<in-memory checkpoint>``). Keys outside
+    the encoder (projection heads, decoder, optimizer) are reported as unexpected and ignored. A
+    single-channel patch embedding (the official CT weights) is copied into every input channel and divided
+    by C when the model takes C > 1 channels (``adapt_in_channels``), so a BraTS-style 4-channel model starts
+    from CT weights.
     """
     if isinstance(checkpoint, Mapping):
-        source, obj = "<in-memory checkpoint>", checkpoint
+        obj = checkpoint
+        source = source or "<in-memory checkpoint>"
     else:
-        path = Path(checkpoint)
-        source = str(path)
-        if not path.is_file():
-            raise EncoderLoadError(f"{path}: pretrained checkpoint not found")
-        try:  # tensors and plain values only: a file that would run code when unpickled is refused
-            obj = safe_torch_load(path)
-        except CheckpointError as err:
-            raise EncoderLoadError(str(err)) from err
+        obj = read_encoder_checkpoint(checkpoint)
+        source = source or str(checkpoint)
     mapped, other, layout = encoder_state_from_checkpoint(_find_state_dict(obj, source))
 
     target = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIX)}
@@ -180,12 +224,14 @@ def load_encoder(
     return report
 
 
-def encoder_feature_size(checkpoint: str | os.PathLike[str]) -> int | None:
-    """The ``feature_size`` of the encoder in ``checkpoint`` (any layout :func:`load_encoder` reads): the output
-    channels of its patch embedding, (feature_size, in_channels, 2, 2, 2). ``None`` when it cannot be told; then
-    :func:`load_encoder` reports what is wrong with the file."""
+def encoder_feature_size(checkpoint: str | os.PathLike[str] | Mapping[str, Any]) -> int | None:
+    """The ``feature_size`` of the encoder in ``checkpoint`` (a path or the object :func:`read_encoder_checkpoint`
+    returned; any layout :func:`load_encoder` reads): the output channels of its patch embedding,
+    (feature_size, in_channels, 2, 2, 2). ``None`` when it cannot be told; then :func:`load_encoder` reports
+    what is wrong with the checkpoint."""
     try:
-        mapped, _, _ = encoder_state_from_checkpoint(_find_state_dict(safe_torch_load(checkpoint), str(checkpoint)))
+        obj = checkpoint if isinstance(checkpoint, Mapping) else safe_torch_load(checkpoint)
+        mapped, _, _ = encoder_state_from_checkpoint(_find_state_dict(obj, str(checkpoint)))
     except Exception:  # noqa: BLE001 - load_encoder names the problem
         return None
     weight = mapped.get(ENCODER_PREFIX + "patch_embed.proj.weight")
@@ -197,14 +243,17 @@ def build_finetune_model(
     out_channels: int,
     *,
     feature_size: int = 48,
-    pretrained: str | os.PathLike[str] | None = None,
+    pretrained: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     allow_partial: bool = False,
     use_checkpoint: bool = False,
     dropout_path_rate: float = 0.0,
+    source: str | None = None,
 ) -> tuple[SwinUNETR, LoadReport | None]:
     """Build SwinUNETR; ``pretrained=None`` is "scratch", else the encoder loads from that checkpoint
-    (our SSL checkpoint, our exported encoder or the official ``model_swinvit.pt``)."""
+    (our SSL checkpoint, our exported encoder or the official ``model_swinvit.pt``), given as a path or as
+    the object :func:`read_encoder_checkpoint` read from the file ``source``."""
     model = build_swinunetr(in_channels, out_channels, feature_size=feature_size,
                             use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate)
-    report = None if pretrained is None else load_encoder(model, pretrained, allow_partial=allow_partial)
+    report = None if pretrained is None else load_encoder(model, pretrained, allow_partial=allow_partial,
+                                                           source=source)
     return model, report

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -36,17 +36,15 @@ import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
+from .config import Config, field_comments
 from .finetune_model import build_swinunetr
 from .loading import data_error_in
+from .segmentation import InferenceError, check_window_options, sliding_window_predict
 from .task_presets import TaskPreset, preprocess_transforms
 from .utils import (CheckpointError, atomic_path, check_folder_creatable, error_message, resolve_device, run_cli,
                     safe_torch_load)
 
 Paths = str | Path | Sequence[str | Path]
-
-
-class InferenceError(RuntimeError):
-    """Bad checkpoint or input for inference; the message names the file and the problem."""
 
 
 # What load_finetuned needs from the metadata (finetune writes them all).
@@ -90,13 +88,21 @@ def _check_weights(path: Path, model: torch.nn.Module, state: Any, meta: dict[st
         "- the weights were trained with another feature_size or channel count")
 
 
-def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
-                   device: str | torch.device = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the fine-tuned model and its metadata; refuse a checkpoint trained for another ``task``.
+@dataclasses.dataclass
+class FinetunedCheckpoint:
+    """A fine-tuning checkpoint read once: the whole object (``state_dict``, ``best_mean_dice``, ``step``...),
+    its weights, its metadata and the file the metadata came from (the checkpoint or ``finetune_meta.json``)."""
 
-    Every problem (missing file, missing metadata keys, weights of another shape) is an
-    :class:`InferenceError` whose message names the checkpoint.
-    """
+    path: Path
+    obj: dict[str, Any]
+    state: Any
+    meta: dict[str, Any]
+    meta_source: str
+
+
+def read_finetuned(checkpoint: str | Path) -> FinetunedCheckpoint:
+    """Read ``checkpoint`` (tensors and plain values only) and check that its metadata is complete; every
+    problem is an :class:`InferenceError` naming the file."""
     path = Path(checkpoint)
     if not path.is_file():
         raise InferenceError(f"{path}: checkpoint not found")
@@ -117,35 +123,40 @@ def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
     if lacking:
         raise InferenceError(f"{meta_source}: fine-tuning metadata lacks {', '.join(lacking)} "
                              f"(has: {', '.join(map(str, meta)) or 'nothing'})")
-    if task is not None and meta["task"] != task:
-        raise InferenceError(f"{path}: checkpoint was fine-tuned for task {meta['task']!r} "
-                             f"({meta['out_channels']} classes), not {task!r}")
+    return FinetunedCheckpoint(path, obj, state, meta, meta_source)
+
+
+def build_finetuned(ckpt: FinetunedCheckpoint, *, device: str | torch.device = "auto") -> torch.nn.Module:
+    """The SwinUNETR that ``ckpt``'s metadata describes, with its weights, on ``device``, in eval mode."""
+    meta = ckpt.meta
     try:
         model = build_swinunetr(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
     except Exception as err:  # noqa: BLE001 - a model the metadata cannot describe
-        raise InferenceError(f"{meta_source}: metadata describes no valid model (in_channels={meta['in_channels']!r}, "
-                             f"out_channels={meta['out_channels']!r}, feature_size={meta['feature_size']!r}: "
-                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
-    _check_weights(path, model, state, meta)
+        raise InferenceError(f"{ckpt.meta_source}: metadata describes no valid model (in_channels="
+                             f"{meta['in_channels']!r}, out_channels={meta['out_channels']!r}, feature_size="
+                             f"{meta['feature_size']!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                             ) from err
+    _check_weights(ckpt.path, model, ckpt.state, meta)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(ckpt.state)
     except RuntimeError as err:
-        raise InferenceError(f"{path}: weights do not match the recorded model ({str(err).splitlines()[0]})") from err
-    return model.to(resolve_device(device)).eval(), meta
+        raise InferenceError(f"{ckpt.path}: weights do not match the recorded model ({str(err).splitlines()[0]})") from err
+    return model.to(resolve_device(device)).eval()
 
 
-def check_window_options(sw_batch_size: Any, overlap: Any, *, cli: bool = False) -> None:
-    """Sliding-window settings: ``sw_batch_size`` a whole number >= 1, ``0 <= overlap < 1``."""
-    bs_name, ov_name = ("--sw-batch-size", "--overlap") if cli else ("sw_batch_size", "overlap")
-    if isinstance(sw_batch_size, bool) or not isinstance(sw_batch_size, int) or sw_batch_size < 1:
-        raise InferenceError(f"{bs_name} must be a whole number >= 1 (windows per forward pass), got {sw_batch_size!r}")
-    try:
-        ok = math.isfinite(float(overlap)) and 0 <= float(overlap) < 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise InferenceError(f"{ov_name} must be at least 0 and below 1 (fraction of a window shared with its "
-                             f"neighbour), got {overlap!r}")
+def load_finetuned(checkpoint: str | Path, *, task: str | None = None,
+                   device: str | torch.device = "auto") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the fine-tuned model and its metadata; refuse a checkpoint trained for another ``task``.
+
+    Every problem (missing file, missing metadata keys, weights of another shape) is an
+    :class:`InferenceError` whose message names the checkpoint.
+    """
+    ckpt = read_finetuned(checkpoint)
+    meta = ckpt.meta
+    if task is not None and meta["task"] != task:
+        raise InferenceError(f"{ckpt.path}: checkpoint was fine-tuned for task {meta['task']!r} "
+                             f"({meta['out_channels']} classes), not {task!r}")
+    return build_finetuned(ckpt, device=device), meta
 
 
 def check_output(output: str | Path, inputs: Paths = ()) -> Path:
@@ -252,8 +263,6 @@ def predict_original_grid(model: torch.nn.Module, preset: TaskPreset, inputs: Pa
 def _predict_files(model: torch.nn.Module, preset: TaskPreset, files: list[str], names: list[str], *,
                    sw_batch_size: int, overlap: float, device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_original_grid` on NIfTI ``files``; messages name the inputs as given (``names``)."""
-    from .finetune import sliding_window_predict
-
     pipeline = preprocess_transforms(preset, keys=("image",))
     try:  # the pipeline's loader names the file it could not read; no separate read beforehand
         data = pipeline({"image": files[0] if len(files) == 1 else files})
@@ -324,33 +333,55 @@ def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: st
         return write_label_map(label, affine, output, reference=files[0])
 
 
+PROG = "python -m swinunetr_lib.infer"
+
+
+@dataclasses.dataclass
+class InferConfig(Config):
+    checkpoint: str                       # model.pt from swinunetr_lib.finetune (or fit's checkpoints/best.pt beside
+                                          # finetune_meta.json)
+    input: list[str]                      # the scan: NIfTI file(s), one per channel in the task's order (several files
+                                          # follow one --input), or a DICOM series folder
+    output: str                           # label map to write (.nii or .nii.gz), on the input's grid
+    task: str = ""                        # refuse a checkpoint fine-tuned for another task; "" = any task
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N (auto: CUDA if present)
+    sw_batch_size: int = 4                # windows per forward pass in sliding-window inference (>= 1)
+    overlap: float = 0.5                  # sliding-window overlap, 0 <= overlap < 1 (paper: 0.5, Gaussian blending)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """``--help`` from :class:`InferConfig`'s field comments; ``--input`` takes one file per channel."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], conflict_handler="resolve")
+    InferConfig.add_arguments(parser)
+    parser.add_argument("--input", dest="input", nargs="+", default=argparse.SUPPRESS, metavar="INPUT",
+                        help=f"{field_comments(InferConfig)['input']} (default: required)")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.infer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="model.pt from swinunetr_lib.finetune")
-    parser.add_argument("--input", required=True, nargs="+", help="NIfTI file(s) (one per channel) or a DICOM folder")
-    parser.add_argument("--output", required=True, help="label map to write (.nii or .nii.gz)")
-    parser.add_argument("--task", default=None, help="refuse a checkpoint fine-tuned for another task")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (>= 1)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 0 <= overlap < 1")
+    parser = _parser()
     args = parser.parse_args(argv)
+    missing = [f"--{k}" for k in ("checkpoint", "input", "output") if not getattr(args, k, None)]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
 
     def body() -> int:
-        check_window_options(args.sw_batch_size, args.overlap, cli=True)
+        cfg = InferConfig.from_args(args)
+        check_window_options(cfg.sw_batch_size, cfg.overlap, cli=True)
         try:
-            resolve_device(args.device)
+            resolve_device(cfg.device)
         except ValueError as err:  # "device='x': ..." -> "--device 'x': ..."; a GPU that is not there stays an error
             detail = str(err).split(": ", 1)[-1] if str(err).startswith("device=") and ": " in str(err) else str(err)
             if "is not a device" in str(err):
                 detail = "is not a device; use auto, cpu, cuda or cuda:N"
-                raise InferenceError(f"--device {args.device!r} {detail}") from None
-            raise InferenceError(f"--device {args.device!r}: {detail}") from None
-        out = infer(args.checkpoint, args.input, args.output, task=args.task, device=args.device,
-                    sw_batch_size=args.sw_batch_size, overlap=args.overlap)
+                raise InferenceError(f"--device {cfg.device!r} {detail}") from None
+            raise InferenceError(f"--device {cfg.device!r}: {detail}") from None
+        out = infer(cfg.checkpoint, cfg.input, cfg.output, task=cfg.task or None, device=cfg.device,
+                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.overlap)
         print(f"wrote {out}")
         return 0
 
-    return run_cli(parser.prog, body)
+    return run_cli(PROG, body)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
                 result_file = folder / "results.json"
                 if cfg.rerun or not result_file.is_file():
                     params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
-                              "run_name": f"label_efficiency_{name}", "results_json": str(result_file)}
+                              "run_name": f"label_efficiency_{name}", "results_json": str(result_file),
+                              "show_precomputed": False}
                     if init != "scratch" and cfg.pretrained:
                         params["pretrained"] = str(resolve_path(cfg.pretrained))
                     print(f"[label efficiency] {name}", flush=True)

@@ -8,7 +8,8 @@ Examples::
 
     python -m swinunetr_lib.pretrain --data-manifest data/demo_cohort/pretrain.json --max-steps 100 \\
         --roi-size 64 --feature-size 12 --run-dir runs/ssl_tiny
-    torchrun --nproc-per-node 8 -m swinunetr_lib.pretrain --data-manifest ... --max-steps 45000
+    python -m swinunetr_lib.data prepare ct.json --out data/prepared     # once: memory-mappable volumes
+    torchrun --nproc-per-node 8 -m swinunetr_lib.pretrain --prepared-dir data/prepared --max-steps 45000
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from torch import nn
 from . import distributed as ddp
 from .losses import SSLLoss
 from .paths import absolute_from_cwd, resolve_path
-from .ssl_data import ssl_dataloader
+from .ssl_data import default_num_workers, ssl_dataloader
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit
@@ -34,7 +35,8 @@ from .utils import run_cli, run_dir_lock
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    data_manifest: str = ""              # decathlon-style JSON listing {"image": path} entries (required)
+    data_manifest: str = ""              # decathlon-style JSON listing {"image": path} entries (or prepared_dir)
+    prepared_dir: str = ""               # folder written by `python -m swinunetr_lib.data prepare`: memory-mapped volumes, no cache (for thousands of CTs); instead of data_manifest
     data_root: str = ""                  # folder the manifest's paths are relative to; "" = the manifest's folder
     split: str = "training"              # name of the manifest's list to train on
     run_dir: str = "runs/ssl_pretraining"  # checkpoints, metrics.csv, tb/, model_swinvit.pt (the default is in
@@ -46,7 +48,7 @@ class PretrainConfig(TrainConfig):
     num_samples: int = 2                 # random crops per volume (official sw_batch_size 2) -> 4 sub-volumes
     spacing: list[float] | None = None   # resample to this voxel size in mm; None = no resampling, as the official code
     cache_rate: float = 1.0              # fraction (0..1) of volumes kept in memory after the deterministic transforms
-    num_workers: int = 0                 # DataLoader worker processes; 0 loads in the main process
+    num_workers: int = -1                # DataLoader worker processes per rank (persistent, prefetching); 0 loads in the main process; -1 = auto: 0 on a CPU, else min(4, cores per rank - 1)
     temperature: float = 0.5             # NT-Xent temperature (paper: 0.5)
     rotation_weight: float = 1.0         # weight of the rotation-prediction loss (paper Eq. 4 lambda_1: 1)
     contrastive_weight: float = 1.0      # weight of the contrastive loss (paper Eq. 4 lambda_2: 1)
@@ -104,12 +106,15 @@ def build_ssl_step(cfg: PretrainConfig) -> SSLStep:
 
 def pretrain(cfg: PretrainConfig) -> PretrainResult:
     """Build data, model and step from ``cfg``, run :func:`fit`, export the encoder (rank 0)."""
-    if not cfg.data_manifest:
-        raise ValueError("PretrainConfig.data_manifest is required (a JSON manifest of CT volumes)")
+    if not cfg.data_manifest and not cfg.prepared_dir:
+        raise ValueError("PretrainConfig.data_manifest (a JSON manifest of CT volumes) or prepared_dir (a folder "
+                         "written by `python -m swinunetr_lib.data prepare`) is required")
+    if cfg.data_manifest and cfg.prepared_dir:
+        raise ValueError(f"give data_manifest ({cfg.data_manifest}) or prepared_dir ({cfg.prepared_dir}), not both")
     if cfg.roi_size <= 0 or cfg.roi_size % 32:
         raise ValueError(f"roi_size={cfg.roi_size} must be a positive multiple of 32 (Swin UNETR downsamples 5 times)")
     check_pretrain_config(cfg)
-    device = ddp.init_distributed(cfg.device)
+    device = ddp.init_distributed(cfg.device, timeout_s=60.0 * cfg.dist_timeout_min)
     check_contrastive_batch(cfg, ddp.world_size())
     run_dir = resolve_path(cfg.run_dir)
     with run_dir_lock(run_dir):  # the whole run: data, fit and export (a second run here is refused)
@@ -126,8 +131,8 @@ def check_pretrain_config(cfg: PretrainConfig) -> None:
         raise ValueError(f"feature_size={cfg.feature_size} must be a multiple of 12 (Swin UNETR's attention heads)")
     if not 0 <= cfg.cache_rate <= 1:
         raise ValueError(f"cache_rate={cfg.cache_rate} must be between 0 and 1 (fraction of volumes kept in memory)")
-    if cfg.num_workers < 0:
-        raise ValueError(f"num_workers={cfg.num_workers} must be >= 0")
+    if cfg.num_workers < -1:
+        raise ValueError(f"num_workers={cfg.num_workers} must be >= 0 (or -1: auto)")
     if cfg.spacing is not None and (len(cfg.spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in cfg.spacing)):
         raise ValueError(f"spacing={cfg.spacing}: need 3 positive voxel sizes in mm (or leave it out: no resampling)")
     if not 0 <= cfg.cutout_fraction < 1:
@@ -151,16 +156,20 @@ def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
     names = ("split", "roi_size", "feature_size", "batch_size", "num_samples", "spacing", "temperature",
              "rotation_weight", "contrastive_weight", "reconstruction_weight", "cutout_fraction")
     out: dict[str, Any] = {n: getattr(cfg, n) for n in names}
-    out["data_manifest"] = str(resolve_path(cfg.data_manifest))
+    out["data_manifest"] = str(resolve_path(cfg.data_manifest)) if cfg.data_manifest else ""
+    out["prepared_dir"] = str(resolve_path(cfg.prepared_dir)) if cfg.prepared_dir else ""
     out["data_root"] = str(resolve_path(cfg.data_root)) if cfg.data_root else ""
     return out
 
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> PretrainResult:
     """:func:`pretrain` once the settings are checked and the run folder is locked."""
-    loader = ssl_dataloader(cfg.data_manifest, cfg.roi_size, cfg.batch_size, cfg.num_samples, cfg.spacing,
-                            cfg.cache_rate, cfg.num_workers, cfg.seed, cfg.split, distributed=ddp.is_distributed(),
-                            base_dir=resolve_path(cfg.data_root) if cfg.data_root else None)
+    workers = default_num_workers(device) if cfg.num_workers < 0 else cfg.num_workers
+    loader = ssl_dataloader(resolve_path(cfg.prepared_dir or cfg.data_manifest), cfg.roi_size, cfg.batch_size,
+                            cfg.num_samples, cfg.spacing, cfg.cache_rate, workers, cfg.seed, cfg.split,
+                            distributed=ddp.is_distributed(), prepared=bool(cfg.prepared_dir),
+                            base_dir=resolve_path(cfg.data_root) if cfg.data_root else None,
+                            pin_memory=device.type == "cuda")
     torch.manual_seed(cfg.seed)
     model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention)
     result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device,
@@ -175,7 +184,7 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> Pretr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.pretrain", description=__doc__.splitlines()[0])
     PretrainConfig.add_arguments(parser)
-    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "data_root", "run_dir")
+    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "prepared_dir", "data_root", "run_dir")
 
     def body() -> int:
         res = pretrain(PretrainConfig.from_args(args))

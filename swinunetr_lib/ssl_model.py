@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from .distributed import unwrap
 from .utils import atomic_torch_save
 from .window_attention import use_sdpa_window_attention
 
@@ -45,18 +46,32 @@ class ProjectionHead(nn.Module):
 class ReconstructionDecoder(nn.Module):
     """Upsample last-stage features (B, 16F, D/32, H/32, W/32) back to the input (B, C, D, H, W).
 
-    Five stages of ``ConvTranspose3d(k=2, s=2) -> InstanceNorm -> LeakyReLU`` halve the channels
-    (16F -> 8F -> ... -> F/2), then a 1x1x1 convolution gives ``out_channels``. No output activation:
-    targets are intensities in [0, 1] and the loss is L1, as in the official code.
+    ``kind="upsample"`` (default): five stages of ``trilinear x2 upsampling -> Conv3d(k=3) -> InstanceNorm ->
+    LeakyReLU``, halving the channels (16F -> 8F -> ... -> F/2): the "resize-convolution" that Odena et al.
+    (Distill 2016) recommend against checkerboard artefacts. The official decoder has the same layers with the
+    upsampling last in each stage; upsampling first also lets the 32^3 sub-volumes whose last stage is one
+    voxel be normalised (InstanceNorm needs more than one voxel). ``kind="transposed"``: five ``ConvTranspose3d(k=2, s=2) -> InstanceNorm ->
+    LeakyReLU`` stages instead; cheaper, but a stride-2 transposed convolution paints the same 2x2x2 pattern
+    into every output cell, so an undertrained decoder draws a checkerboard rather than a blurry volume.
+    Both end in a 1x1x1 convolution to ``out_channels``, with no output activation: targets are intensities
+    in [0, 1] and the loss is L1, as in the official code.
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 1, num_upsamples: int = 5) -> None:
+    def __init__(self, in_channels: int, out_channels: int = 1, num_upsamples: int = 5,
+                 kind: Literal["upsample", "transposed"] = "upsample") -> None:
         super().__init__()
+        if kind not in ("upsample", "transposed"):
+            raise ValueError(f"decoder kind must be 'upsample' or 'transposed', got {kind!r}")
         layers: list[nn.Module] = []
         ch = in_channels
         for _ in range(num_upsamples):
-            layers += [nn.ConvTranspose3d(ch, ch // 2, kernel_size=2, stride=2),
-                       nn.InstanceNorm3d(ch // 2), nn.LeakyReLU(0.01, inplace=True)]
+            if kind == "upsample":
+                layers += [nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+                           nn.Conv3d(ch, ch // 2, kernel_size=3, padding=1), nn.InstanceNorm3d(ch // 2),
+                           nn.LeakyReLU(0.01, inplace=True)]
+            else:
+                layers += [nn.ConvTranspose3d(ch, ch // 2, kernel_size=2, stride=2),
+                           nn.InstanceNorm3d(ch // 2), nn.LeakyReLU(0.01, inplace=True)]
             ch //= 2
         layers.append(nn.Conv3d(ch, out_channels, kernel_size=1))
         self.net = nn.Sequential(*layers)
@@ -71,6 +86,7 @@ class SSLModel(nn.Module):
     Defaults are the paper's (Sec. 4 "Implementation details"; MONAI SwinUNETR defaults except
     ``feature_size=48``). Input (B, C, D, H, W) with every spatial size divisible by 32. Output dict:
     ``rotation`` (B, 4) logits, ``contrastive`` (B, 512) embedding, ``reconstruction`` (B, C, D, H, W).
+    ``decoder`` picks the reconstruction head (:class:`ReconstructionDecoder`; default: resize-convolution).
     ``sdpa_attention=True`` computes the same window attention with one fused
     ``scaled_dot_product_attention`` call (:mod:`swinunetr_lib.window_attention`); weights are identical.
     """
@@ -79,7 +95,7 @@ class SSLModel(nn.Module):
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, patch_size: int = 2,
                  dropout_path_rate: float = 0.0, use_checkpoint: bool = False, num_rotations: int = 4,
                  contrastive_dim: int = 512, head_hidden_dim: int | None = None,
-                 sdpa_attention: bool = False) -> None:
+                 sdpa_attention: bool = False, decoder: Literal["upsample", "transposed"] = "upsample") -> None:
         super().__init__()
         if feature_size % 12 != 0:
             raise ValueError(f"feature_size={feature_size} must be divisible by 12 (as in SwinUNETR)")
@@ -94,19 +110,27 @@ class SSLModel(nn.Module):
         dim = feature_size * 2 ** len(depths)  # channels of the last stage's output (after its merging)
         self.rotation_head = ProjectionHead(dim, num_rotations, head_hidden_dim)
         self.contrastive_head = ProjectionHead(dim, contrastive_dim, head_hidden_dim)
-        self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1)
+        self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1, kind=decoder)
         if sdpa_attention:  # same function and weights, fused attention kernel (see window_attention.py)
             use_sdpa_window_attention(self)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def last_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> the encoder's layer-normalised last stage (B, 16F, D/32, H/32, W/32)."""
         factor = self.patch_size ** 5
         if x.ndim != 5 or any(s % factor for s in x.shape[2:]):
             raise ValueError(f"SSLModel expects (B, C, D, H, W) with spatial sizes divisible by {factor}, "
                              f"got shape {tuple(x.shape)}")
         # Only the last stage is used: normalise it alone (normalize=True would layer-norm all five outputs).
         last = self.swinViT(x, normalize=False)[-1]
-        last = self.swinViT.proj_out(last, normalize=True)  # (B, 16F, D/32, H/32, W/32)
-        pooled = last.mean(dim=(2, 3, 4))                     # (B, 16F): global average pooling
+        return self.swinViT.proj_out(last, normalize=True)
+
+    def rotation_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The rotation head alone, without the decoder: (B, C, D, H, W) -> (B, 4)."""
+        return self.rotation_head(self.last_stage(x).mean(dim=(2, 3, 4)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        last = self.last_stage(x)              # (B, 16F, D/32, H/32, W/32)
+        pooled = last.mean(dim=(2, 3, 4))      # (B, 16F): global average pooling
         return {"rotation": self.rotation_head(pooled), "contrastive": self.contrastive_head(pooled),
                 "reconstruction": self.decoder(last)}
 
@@ -119,8 +143,6 @@ def _to_official_key(key: str) -> str:
 
 def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's tensors under SwinUNETR's names (``swinViT.*``), on CPU."""
-    from .train import unwrap
-
     enc = unwrap(model).swinViT
     return {f"swinViT.{k}": v.detach().cpu().clone() for k, v in enc.state_dict().items()}
 

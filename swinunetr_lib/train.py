@@ -19,38 +19,38 @@ Contract for exact resume (bitwise on CPU):
   ``step_fn`` should only call ``model(...)`` (under DDP / compile ``model`` is a wrapper); use
   :func:`unwrap` for attributes.
 - ``train_data`` is re-iterated epoch after epoch. Before each ``iter(train_data)`` the global RNGs
-  are seeded from ``(seed, epoch, rank)`` and ``train_data.set_epoch(epoch)`` (or
-  ``train_data.sampler.set_epoch``) is called when present. An epoch must therefore yield the same
-  batches given the same epoch index and RNG state (a list, a DataLoader with ``shuffle=True`` and
-  no persistent workers, or a loader with ``set_epoch`` such as ``ssl_data.EpochDataLoader``). On
-  resume, ``fit`` replays the seeding and skips the batches already consumed in the current epoch.
+  are seeded from ``(seed, epoch, rank)`` and ``set_epoch(epoch)`` of the data, its sampler and its dataset
+  is called where present. An epoch must therefore yield the same batches given the same epoch index and
+  RNG state (a list, a DataLoader with ``shuffle=True`` and no persistent workers, or a loader with
+  ``set_epoch`` such as ``ssl_data.EpochDataLoader``). On resume, ``fit`` skips the batches already used in
+  the current epoch at the sampler, without loading them, where that keeps the batches exact, and loads and
+  drops them otherwise (:mod:`swinunetr_lib.batch_stream`).
+- Checkpoints, resume at another world size (what stays exact), RNG states, rank agreement on the resume
+  step and signals: :mod:`swinunetr_lib.checkpointing`.
 - Gradient checkpointing sets ``use_checkpoint = True`` on every submodule that has that attribute
   (MONAI's ``SwinTransformerBlock`` / ``BasicLayer`` read it at run time); a model without one raises.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
-import dataclasses
-import io
 import math
-import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
+from . import checkpointing as ckpt
 from . import distributed as ddp
+from .batch_stream import BatchStream, seed_for  # noqa: F401 - seed_for: re-exported
+from .checkpointing import RESUME_MAY_CHANGE, ResumeMismatchError  # noqa: F401 - re-exported
 from .config import Config
 from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
-from .utils import (CheckpointError, RunInterrupted, atomic_torch_save, atomic_write_text, error_message,
-                    remove_stale_temp_files, run_dir_lock, safe_torch_load, seed_everything)
+from .distributed import unwrap  # noqa: F401 - re-exported (train.unwrap)
+from .metrics_log import MetricsLog
+from .utils import RunInterrupted, atomic_torch_save, remove_stale_temp_files, run_dir_lock
 
 StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
 ValFn = Callable[[nn.Module, int], dict[str, float]]
@@ -75,6 +75,8 @@ class TrainConfig(Config):
     best_metric: str = ""         # key of val_fn's dict to maximise; best.pt saved when it improves
     progress: bool = True         # show a tqdm progress bar
     deterministic: bool = False   # torch.use_deterministic_algorithms during fit: bitwise resume on multi-threaded CPU
+    dist_timeout_min: float = 30.0  # minutes a rank waits for the others in a collective (NCCL/gloo process-group
+                                    # timeout) before the job fails instead of hanging; fixed when the group starts
 
     def check(self) -> TrainConfig:
         """``self``, or a ``ValueError`` naming the first setting out of range. ``fit`` calls it; pretraining and
@@ -83,7 +85,7 @@ class TrainConfig(Config):
         for name, low in whole:
             if getattr(self, name) < low:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= {low}")
-        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False)):
+        for name, positive in (("lr", True), ("weight_decay", False), ("grad_clip", False), ("dist_timeout_min", True)):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
                 raise ValueError(f"{name}={value} must be a finite number {'> 0' if positive else '>= 0'}")
@@ -92,24 +94,13 @@ class TrainConfig(Config):
         return self
 
 
-# Settings a resumed run may change (applied from the new config, reported in one line): the schedule's length
-# and shape, logging, validation and checkpoint cadence (a new best_metric starts best.pt over), and how the run
-# executes, not what it computes. Every other TrainConfig field (seed, weight_decay, grad_clip, precision)
-# defines the run: a change is refused.
-RESUME_MAY_CHANGE = frozenset({"max_steps", "lr", "warmup_steps", "checkpoint_every", "val_interval", "log_every",
-                               "progress", "best_metric", "resume", "grad_checkpoint", "compile", "deterministic"})
-_SCHEDULE = ("lr", "warmup_steps", "max_steps")
-
-
-class ResumeMismatchError(ValueError):
-    """``last.pt`` was written with settings that define the run and now differ."""
-
 
 @dataclass
 class FitResult:
     step: int                                   # optimizer steps done
     metrics: dict[str, float]                   # last logged row
     history: list[dict[str, float]]             # every logged row (train and validation), across resumes
+                                                # (rank 0; read back from metrics.csv on resume)
     last_checkpoint: Path | None
     best_checkpoint: Path | None = None
     best_value: float | None = None
@@ -131,17 +122,6 @@ def _nonfinite_hint(dtype: torch.dtype, cfg: TrainConfig) -> str:
         tips.append("grad_clip=1.0")
     tips.append("checking the data: python -m swinunetr_lib.data validate MANIFEST")
     return "try " + ", ".join(tips)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # type: ignore[assignment]
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -171,128 +151,6 @@ def warmup_cosine(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def seed_for(seed: int, *keys: int) -> int:
-    """A well-mixed 63-bit seed from a base seed and integer keys (step, rank, ...)."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global RNG state as tensors and plain values (loadable with ``weights_only=True``)."""
-    legacy = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key": uint32 array, "pos"}, ...}
-    numpy_state = {"bit_generator": str(legacy["bit_generator"]),
-                   "key": torch.from_numpy(np.asarray(legacy["state"]["key"]).astype(np.int64)),
-                   "pos": int(legacy["state"]["pos"]), "has_gauss": int(legacy["has_gauss"]),
-                   "gauss": float(legacy["gauss"])}
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    n = state["numpy"]
-    if isinstance(n, dict):
-        np.random.set_state((n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["gauss"]))
-    else:  # checkpoints of earlier versions: np.random.get_state()'s tuple
-        np.random.set_state(n)
-    torch.set_rng_state(state["torch"].cpu())  # RNG states must be CPU byte tensors
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-class _Batches:
-    """Endless, resumable batch stream over ``data`` with per-epoch and per-step seeding (see module doc)."""
-
-    def __init__(self, data: Iterable, seed: int, rank: int, epoch: int = 0, consumed: int = 0) -> None:
-        self.data, self.seed, self.rank = data, seed, rank
-        self.epoch, self.consumed = epoch, 0
-        self._it = self._start_epoch()
-        for _ in range(consumed):                # replay the batches already used in this epoch
-            self.next(None)
-
-    def _start_epoch(self) -> Iterator:
-        seed_everything(seed_for(self.seed, 1, self.epoch, self.rank))
-        for obj in (self.data, getattr(self.data, "sampler", None)):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(self.epoch)
-        return iter(self.data)
-
-    def next(self, step: int | None) -> Any:
-        seed_everything(seed_for(self.seed, 2, self.epoch, self.consumed, self.rank))
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            if self.consumed == 0:
-                raise ValueError("train_data yielded no batch: is the dataset empty?") from None
-            self.epoch, self.consumed = self.epoch + 1, 0
-            self._it = self._start_epoch()
-            return self.next(step)
-        self.consumed += 1
-        if step is not None:  # step_fn's randomness depends on the step index only
-            seed_everything(seed_for(self.seed, 3, step, self.rank))
-        return batch
-
-
-class _Logger:
-    """metrics.csv (one row per logged step) + TensorBoard.
-
-    Every row reaches the CSV as it is logged: a run that stops (a non-finite loss, a crash, a kill) keeps
-    every step it logged. Rows are appended; the file is rewritten (atomically) only at the first row of
-    this process, so that a resumed run's file matches its checkpoint, and when a new column appears."""
-
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
-        self.path, self.enabled, self.rows = run_dir / "metrics.csv", enabled, []
-        self.tb: Any = None
-        self._tb_dir, self._tb_tried = run_dir / "tb", False
-        self._keys: list[str] | None = None  # the header on disk; None: not written by this process yet
-
-    def log(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-        if not self.enabled:
-            return
-        if not self._tb_tried:  # opened at the first logged step, so a run that fails earlier leaves no tb/
-            self._tb_tried = True
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(self._tb_dir))
-            except ImportError:  # TensorBoard is optional; the CSV is the record
-                self.tb = None
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, int(row["step"]))
-            if len(self.rows) % 20 == 0:
-                self.tb.flush()
-        if self._keys is not None and set(row) <= set(self._keys):
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._keys).writerow(row)
-        else:
-            self.flush()
-
-    def flush(self) -> None:
-        """Rewrite metrics.csv from all rows (header = every key seen, in order of appearance)."""
-        if not self.enabled:
-            return
-        keys: list[str] = []
-        for r in self.rows:
-            keys += [k for k in r if k not in keys]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(buf.getvalue(), self.path)
-        self._keys = keys
-        if self.tb is not None:
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._keys is None and self.rows:
-            self.flush()
-        if self.tb is not None:
-            self.tb.close()
-
 
 def _guard_cpu_bf16(model: nn.Module, verbose: bool) -> None:
     """bf16 autocast on a CPU: the smallest 3D convolutions run in fp32 (see :mod:`swinunetr_lib.cpu_bf16`)."""
@@ -309,95 +167,6 @@ def _enable_checkpointing(model: nn.Module) -> None:
                          "'use_checkpoint' attribute (build it with MONAI's SwinTransformer/SwinUNETR)")
     for m in mods:
         m.use_checkpoint = True
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with tuples as lists (a setting compares equal whether it came from YAML, JSON or a checkpoint)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def _resume_changes(state: Mapping[str, Any], cfg: TrainConfig, run_settings: Mapping[str, Any] | None,
-                    last_path: Path) -> dict[str, tuple[Any, Any]]:
-    """The TrainConfig settings that differ from ``last.pt``'s and may change (name -> (saved, new)).
-
-    A changed setting that defines the run (a TrainConfig field outside :data:`RESUME_MAY_CHANGE`, or any of the
-    caller's ``run_settings``: model size, ROI, task, data) raises :class:`ResumeMismatchError` naming them all.
-    Checkpoints that did not record a setting are not compared on it."""
-    saved_cfg = state.get("config") if isinstance(state.get("config"), Mapping) else {}
-    new_cfg = cfg.to_dict()
-    fixed, changes = [], {}
-    for name, new in new_cfg.items():
-        if name in saved_cfg and _plain(saved_cfg[name]) != _plain(new):
-            if name in RESUME_MAY_CHANGE:
-                changes[name] = (saved_cfg[name], new)
-            else:
-                fixed.append(f"{name} was {saved_cfg[name]!r}, now {new!r}")
-    saved_run = state.get("run") if isinstance(state.get("run"), Mapping) else None
-    if saved_run is not None and run_settings is not None:
-        for name, new in run_settings.items():
-            if name in saved_run and _plain(saved_run[name]) != _plain(new):
-                fixed.append(f"{name} was {saved_run[name]!r}, now {new!r}")
-    if fixed:
-        raise ResumeMismatchError(f"{last_path}: cannot resume with other settings that define the run: "
-                                  f"{'; '.join(fixed)}; restore them, choose another run folder, or start over "
-                                  "with resume=false")
-    return changes
-
-
-def _follow_schedule(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig) -> None:
-    """After loading a checkpoint: the LR schedule of the new ``cfg`` (lr, warm-up, max_steps) from the current
-    step on. The scheduler's lambda is already the new one; its base LR and the optimizer's LR are set here, as
-    ``LambdaLR`` computes them, so the next step uses the new LR."""
-    factor = warmup_cosine(cfg.warmup_steps, cfg.max_steps)
-    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["initial_lr"] = cfg.lr
-        group["lr"] = cfg.lr * factor(scheduler.last_epoch)
-    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-
-
-class _StopRequest:
-    """Set by SIGINT / SIGTERM during ``fit``: the run ends after the current step, with a checkpoint."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[_StopRequest]:
-    """SIGINT and SIGTERM only ask to stop (a second one stops at once); the previous handlers are restored on
-    exit. Signal handlers can only be installed in the main thread: elsewhere nothing changes."""
-    request = _StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if request.signum is not None:
-            raise KeyboardInterrupt
-        request.signum = signum
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, handler)
-    try:
-        yield request
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
-
-
-def _stop_signal(request: _StopRequest, device: torch.device) -> int | None:
-    """The signal that asks this run to stop, agreed over all ranks (every rank stops at the same step)."""
-    if not ddp.is_distributed():
-        return request.signum
-    go_on = ddp.all_reduce_min(torch.tensor(0 if request.signum else 1, dtype=torch.int32, device=device))
-    return None if bool(go_on) else (request.signum or signal.SIGTERM)
 
 
 def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: str | Path, *,
@@ -427,7 +196,7 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
     """
     cfg.check()
     run_dir = Path(run_dir)
-    device = ddp.init_distributed(device)
+    device = ddp.init_distributed(device, timeout_s=60.0 * cfg.dist_timeout_min)
     torch.autograd.set_detect_anomaly(False)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     was_benchmark = torch.backends.cudnn.benchmark
@@ -436,7 +205,7 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
     # Crops have one fixed size, so cuDNN may time its 3D convolution algorithms once and keep the fastest.
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.deterministic
     try:
-        with run_dir_lock(run_dir), _stop_on_signals() as stop:
+        with run_dir_lock(run_dir), ckpt.stop_on_signals() as stop:
             if ddp.is_main_process():
                 stale = remove_stale_temp_files(run_dir / "checkpoints", run_dir)
                 if stale:
@@ -450,7 +219,7 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
 
 def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: Path,
          device: torch.device, val_fn: ValFn | None, stop_after: int | None,
-         run_settings: Mapping[str, Any] | None, stop: _StopRequest) -> FitResult:
+         run_settings: Mapping[str, Any] | None, stop: ckpt.StopRequest) -> FitResult:
     rank, main = ddp.rank(), ddp.is_main_process()
     ckpt_dir = run_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
@@ -466,35 +235,12 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    step, epoch, consumed, best = 0, 0, 0, None
-    history: list[dict[str, float]] = []
-    changes: dict[str, tuple[Any, Any]] = {}
-    if cfg.resume and last_path.exists():
-        try:  # tensors and plain values only (to CPU: load_state_dict moves them to the parameters' device)
-            state = safe_torch_load(last_path, allow_numpy_rng=True)
-        except CheckpointError as err:
-            raise ValueError(f"{last_path}: cannot resume from this checkpoint ({err.problem}); "
-                             "delete it or start with resume=false") from err
-        if isinstance(state, dict):
-            changes = _resume_changes(state, cfg, run_settings, last_path)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            step, epoch, consumed, best = state["step"], state["epoch"], state["consumed"], state["best_value"]
-            history = state["history"]
-            _set_rng_state(state["rng"])
-        except Exception as err:  # noqa: BLE001 - a corrupt or foreign checkpoint: say which and what to do
-            raise ValueError(f"{last_path}: cannot resume from this checkpoint ({error_message(err).splitlines()[0]}); "
-                             "delete it or start with resume=false") from err
-        if any(k in changes for k in _SCHEDULE):
-            _follow_schedule(optimizer, scheduler, cfg)
-        if "best_metric" in changes:
-            best = None  # the saved best value measured another metric
-        if changes and main:
-            print(f"{last_path}: resuming at step {step} with changed settings: "
-                  + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
+    state = ckpt.load_agreed(last_path, cfg.resume, device)  # every rank the same step, or all stop
+    resumed = ckpt.Resumed() if state is None else ckpt.restore(
+        state, last_path, model, optimizer, scheduler, scaler, cfg, run_settings, device, train_data,
+        run_dir / "metrics.csv")
+    del state
+    step, best = resumed.step, resumed.best
 
     net: nn.Module = model
     if ddp.is_distributed():
@@ -502,24 +248,23 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     if cfg.compile:
         net = torch.compile(net)  # type: ignore[assignment]
 
-    logger = _Logger(run_dir, enabled=main)
-    logger.rows = list(history)
+    logger = MetricsLog(run_dir, enabled=main)
+    logger.rows = list(resumed.history)
     checkpoints: list[Path] = []
 
     def save(path: Path, sync: bool = True) -> None:
         if main:
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                               "step": step, "epoch": batches.epoch, "consumed": batches.consumed,
-                               "best_value": best, "history": logger.rows, "rng": _rng_state(),
-                               "config": cfg.to_dict(), "run": _plain(dict(run_settings or {}))}, path)
+            atomic_torch_save(ckpt.checkpoint_state(model, optimizer, scheduler, scaler, step=step,
+                                                    epoch=batches.epoch, consumed=batches.consumed,
+                                                    epoch_batches=batches.length, best=best,
+                                                    cfg=cfg, run_settings=run_settings, device=device), path)
             if path not in checkpoints:
                 checkpoints.append(path)
         if sync:
             ddp.barrier()
 
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
-    batches = _Batches(train_data, cfg.seed, rank, epoch, consumed)
+    batches = BatchStream(train_data, cfg.seed, rank, resumed.epoch, resumed.consumed)
     bar = None
     if cfg.progress and main and step < end:
         from tqdm.auto import tqdm
@@ -585,7 +330,7 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
         saved = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end
         if saved:
             save(last_path)
-        if step < end and (signum := _stop_signal(stop, device)) is not None:  # SIGINT / SIGTERM: stop here
+        if step < end and (signum := ckpt.stop_signal(stop, device)) is not None:  # SIGINT / SIGTERM: stop here
             if not saved:
                 save(last_path)
             if bar is not None:

@@ -117,6 +117,17 @@ def as_volume(x: Any, name: str = "volume") -> np.ndarray:
     return arr
 
 
+def window_bounds(preset: str | tuple[float, float] = "abdomen") -> tuple[float, float]:
+    """``(low, high)`` HU of a window preset of :data:`WINDOWS` or of a ``(width, level)`` pair."""
+    if isinstance(preset, str):
+        if preset not in WINDOWS:
+            raise ValueError(f"unknown window preset {preset!r}; choose one of {sorted(WINDOWS)} or (width, level)")
+        width, level = WINDOWS[preset]
+    else:
+        width, level = (float(v) for v in preset)
+    return level - width / 2.0, level + width / 2.0
+
+
 def window(image: Any, preset: str | tuple[float, float] | None = "abdomen") -> np.ndarray:
     """Map intensities to [0, 1]: a named preset of :data:`WINDOWS`, a ``(width, level)`` pair in HU,
     or ``None`` for a robust min-max (1st-99th percentile; images already in [0, 1] are kept as they are)."""
@@ -129,13 +140,7 @@ def window(image: Any, preset: str | tuple[float, float] | None = "abdomen") -> 
             return np.clip(arr, 0.0, 1.0)
         lo, hi = np.percentile(finite, [1, 99])
     else:
-        if isinstance(preset, str):
-            if preset not in WINDOWS:
-                raise ValueError(f"unknown window preset {preset!r}; choose one of {sorted(WINDOWS)} or (width, level)")
-            width, level = WINDOWS[preset]
-        else:
-            width, level = (float(v) for v in preset)
-        lo, hi = level - width / 2.0, level + width / 2.0
+        lo, hi = window_bounds(preset)
     return np.clip((arr - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 

@@ -4,12 +4,14 @@
   ``Poly3DCollection`` -- static, headless, works in papermill and reports.
 - :func:`slice_scroller`: an ipywidgets slider + view selector showing one slice with the label overlay
   (the picture is a PNG ``ipywidgets.Image``, so it needs no interactive matplotlib backend).
-- :func:`show_3d`: the itkwidgets viewer (``view(image, label_image=...)``) when it is installed and can
-  load, otherwise a one-line message and the static fallback (surfaces + slice scroller).
+- :func:`show_3d`: the interactive 3D viewer that can load here, first found of: NiiVue
+  (:mod:`swinunetr_lib.viz_niivue`, ``ipyniivue``: its JavaScript ships in the wheel, so it works
+  offline), then itkwidgets (``view(image, label_image=...)``), then a one-line message and the static
+  fallback (surfaces + slice scroller).
 
 itkwidgets is an optional extra (``pip install -e ".[viewer]"``): version 1.0 alphas work with
 JupyterLab 4 but fetch the viewer's JavaScript from the web at run time (an IPFS gateway, cdn.jsdelivr.net,
-lib.imjoy.io), so the 3D viewer needs internet access in the browser; see the README section "3D viewer".
+lib.imjoy.io), so that viewer needs internet access in the browser; see the README section "3D viewer".
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from .viz import (AXES, _aspect, as_volume, display_slice, label_color, new_figu
                   overlay_rgb)
 
 VIEWER_ENV = "SWINUNETR_3D_VIEWER"
-"""Environment override for :func:`show_3d`'s default: ``itkwidgets``, ``static`` or ``auto``."""
+"""Environment override for :func:`show_3d`'s default: ``auto``, ``niivue``, ``itkwidgets`` or ``static``."""
+VIEWERS = ("auto", "niivue", "itkwidgets", "static")
 
 
 # --------------------------------------------------------------------------------------------- surfaces
@@ -196,21 +199,35 @@ def itkwidgets_status(check_network: bool = True) -> tuple[bool, str]:
 
 
 def show_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-            viewer: Literal["auto", "itkwidgets", "static"] | None = None, step_size: int = 2,
+            viewer: Literal["auto", "niivue", "itkwidgets", "static"] | None = None, step_size: int = 2,
             window_preset: str | tuple[float, float] | None = "abdomen") -> Any:
     """Interactive 3D view of a CT and its labels.
 
-    ``viewer="auto"`` (default, or ``$SWINUNETR_3D_VIEWER``) uses ``itkwidgets.view(image, label_image=...)``
-    when :func:`itkwidgets_status` says it can load; otherwise it prints one line saying why and
-    displays the static fallback: the surface rendering and a :func:`slice_scroller`. Returns the
-    itkwidgets viewer, or the fallback ``ipywidgets.VBox``.
+    ``viewer="auto"`` (default, or ``$SWINUNETR_3D_VIEWER``) takes the first viewer that can load: NiiVue
+    (:func:`swinunetr_lib.viz_niivue.niivue_viewer`, when ``ipyniivue`` is installed; works offline), then
+    ``itkwidgets.view(image, label_image=...)`` when :func:`itkwidgets_status` says it can load (installed,
+    its web host reachable); otherwise it prints one line saying why and displays the static fallback: the
+    surface rendering and a :func:`slice_scroller`. ``niivue`` or ``itkwidgets`` asks for that viewer alone
+    (the fallback, with a message, when it cannot load). Returns the viewer's widget, or the fallback
+    ``ipywidgets.VBox``.
     """
     img = as_volume(image, "image")
     lab = None if label is None else as_volume(label, "label")
     choice = viewer or os.environ.get(VIEWER_ENV, "auto")
-    if choice not in ("auto", "itkwidgets", "static"):
-        raise ValueError(f"viewer must be 'auto', 'itkwidgets' or 'static'; got {choice!r}")
-    if choice != "static":
+    if choice not in VIEWERS:
+        raise ValueError(f"viewer must be one of {', '.join(repr(v) for v in VIEWERS)}; got {choice!r}")
+    reasons = []
+    if choice in ("auto", "niivue"):
+        from .viz_niivue import niivue_status, niivue_viewer
+
+        ok, why = niivue_status()
+        if ok:
+            try:
+                return niivue_viewer(img, lab, spacing=spacing, window_preset=window_preset or "abdomen")
+            except Exception as err:  # noqa: BLE001 - a broken viewer must not break the notebook
+                why = f"NiiVue failed ({type(err).__name__}: {err})"
+        reasons.append(why)
+    if choice in ("auto", "itkwidgets"):
         ok, why = itkwidgets_status(check_network=choice == "auto")
         if ok:
             from itkwidgets import view
@@ -222,10 +239,11 @@ def show_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0, 1
                 return view(**kw)
             except Exception as err:  # e.g. incompatible ngff-zarr / zarr companions
                 why = f"itkwidgets.view failed ({type(err).__name__}: {err})"
-        if choice == "itkwidgets":
-            print(f"3D viewer: {why}; showing the static fallback instead.")
-        else:
-            print(f"3D viewer: {why} -> static fallback (surface rendering + slice scroller).")
+        reasons.append(why)
+    if reasons and choice == "auto":
+        print(f"3D viewer: {'; '.join(reasons)} -> static fallback (surface rendering + slice scroller).")
+    elif reasons:
+        print(f"3D viewer: {reasons[0]}; showing the static fallback instead.")
     return static_3d(img, lab, spacing=spacing, step_size=step_size, window_preset=window_preset)
 
 

@@ -116,3 +116,19 @@ def test_gpu_bench_script_dry_run(tmp_path):
         assert r["complete"] and r["runs"]["ours"]["options"]["compile"] is True
         assert list(r["runs"]) == ["monai_eager", "ours"]
         assert f"summary {name}: complete=True" in log
+
+
+def test_bench_data_reports_three_paths_and_the_cores_they_need(tmp_path, capsys):
+    out = tmp_path / "data.json"
+    assert main(["data", "--volume-size", "96,80,40", "--roi-size", "32", "--repeats", "1", "--fast-repeats", "3",
+                 "--workdir", str(tmp_path / "work"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["complete"] is True and list(r["paths"]) == ["nifti", "cache", "prepared"]
+    for p in r["paths"].values():
+        assert p["subvolumes_per_s"] == pytest.approx(2 / p["seconds_per_volume"])
+        for rate in (25, 45):
+            assert p[f"cores_for_{rate}"] == -(-rate // p["subvolumes_per_s"])  # ceil
+    # the body crop removed the air and the table: the stored volume is smaller than the synthetic CT
+    assert all(s <= v for s, v in zip(r["prepared_shape"], [96, 80, 40])) and r["prepared_shape"][:2] != [96, 80]
+    assert r["goal"]["at_paper_size"] is False and r["goal"]["met"] is None
+    assert "goal: prepared subvolumes_per_s (one core) >= 45.0" in capsys.readouterr().out

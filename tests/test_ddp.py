@@ -1,4 +1,5 @@
-"""Two processes with the gloo backend on CPU: global-batch contrastive loss and a DDP run of fit."""
+"""Two processes with the gloo backend on CPU: global-batch contrastive loss and a DDP run of fit (resume at
+another world size, disagreeing ranks: test_resume_scale.py)."""
 import json
 import os
 import socket
@@ -88,4 +89,6 @@ def test_two_process_gloo(tmp_path):
         assert torch.allclose(torch.tensor(res[r]["grad"]), expected, atol=1e-5)
     assert res[0]["checksums"][0] == res[0]["checksums"][1]  # DDP kept the replicas identical
     assert len(res[0]["crop_corners"]) == 4 and res[0]["crop_corners"] != res[1]["crop_corners"]
-    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == WORLD and state["step"] == 2 and "history" not in state  # metrics.csv is the record
+    assert isinstance(state["rng"]["torch"], torch.Tensor) and "cuda" not in state["rng"]  # CPU run: no CUDA state

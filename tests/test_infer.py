@@ -210,3 +210,30 @@ def test_device_cuda_without_a_gpu_is_an_error(ct_model, cli, tmp_path):
                     "--device", "cuda")
     assert code == 2 and "--device 'cuda': " in err and "use device=cpu" in err
     assert not out.exists()
+
+
+def test_help_gives_each_options_meaning_and_default(capsys):
+    """--help is built from InferConfig's field comments, as for the other commands."""
+    import dataclasses
+    import re
+
+    from swinunetr_lib.config import field_comments
+    from swinunetr_lib.infer import InferConfig
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    comments = field_comments(InferConfig)
+    for f in dataclasses.fields(InferConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
+            else ('""' if f.default == "" else str(f.default))
+        assert f.name in comments, f"{f.name} has no comment in InferConfig"
+        first_words = " ".join(comments[f.name].split()[:4])
+        assert re.search(re.escape(flag) + r" \S+.*?" + re.escape(first_words), text), flag
+        assert f"(default: {default})" in text, (flag, default)
+    assert "--input INPUT [INPUT ...]" in text  # several channel files after one --input, as before
+    with pytest.raises(SystemExit) as stop:
+        main(["--input", "a.nii.gz"])
+    assert stop.value.code == 2 and "required: --checkpoint, --output" in capsys.readouterr().err

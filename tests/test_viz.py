@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from swinunetr_lib import viz, viz3d, viz_metrics
+from swinunetr_lib import viz, viz3d, viz_metrics, viz_niivue
 
 
 def _count_color(rgb: np.ndarray, color: tuple[float, float, float], tol: int = 3) -> int:
@@ -240,12 +240,17 @@ def test_slice_scroller_and_static_fallback(capsys, monkeypatch):
     assert "liver" in caption.value and "spleen" in caption.value
     view.value = "sagittal"
     assert slider.max == lab.shape[0] - 1
-    # no itkwidgets here (or forced static): one line, then the fallback widget
+    # neither NiiVue nor itkwidgets here (or forced static): one line naming both, then the fallback widget
+    monkeypatch.setattr(viz_niivue, "niivue_status", lambda: (False, "ipyniivue is not installed"))
     monkeypatch.setattr(viz3d, "itkwidgets_status", lambda check_network=True: (False, "itkwidgets is not installed"))
     out = viz3d.show_3d(img, lab)
     assert isinstance(out, w.VBox) and isinstance(out.children[0], w.Image)
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and "static fallback" in printed[0]
+    assert "ipyniivue is not installed" in printed[0] and "itkwidgets is not installed" in printed[0]
+    out = viz3d.show_3d(img, lab, viewer="niivue")  # asked for NiiVue alone: no itkwidgets attempt
+    assert isinstance(out, w.VBox) and isinstance(out.children[0], w.Image)
+    assert capsys.readouterr().out.strip() == "3D viewer: ipyniivue is not installed; showing the static fallback instead."
     assert isinstance(viz3d.show_3d(img, None, viewer="static"), w.VBox)
     with pytest.raises(ValueError, match="viewer"):
         viz3d.show_3d(img, lab, viewer="vtk")
@@ -313,3 +318,95 @@ def test_slice_scroller_keeps_true_proportions_of_anisotropic_voxels():
     assert sizes["axial"] == (30, 36)      # x across, y down: 10 x 12 mm at 3 px/mm
     assert sizes["coronal"] == (30, 60)    # x across, z down: 10 x 20 mm
     assert sizes["sagittal"] == (36, 60)   # y across, z down: 12 x 20 mm
+
+
+# --------------------------------------------------------------------------------------------- NiiVue
+def _nifti(data: bytes):
+    """The NIfTI image inside a volume's gzipped bytes, as the browser receives it."""
+    import gzip
+
+    import nibabel as nib
+
+    return nib.Nifti1Image.from_bytes(gzip.decompress(data))
+
+
+def _lut_rgba(volume) -> np.ndarray:
+    """(K, 4) RGBA rows of a NiiVue label volume's colour table, row i = label i."""
+    lut = volume.colormap_label
+    assert lut.min == 0
+    return np.asarray(lut.lut, dtype=int).reshape(-1, 4)
+
+
+def test_niivue_view_sends_the_ct_in_its_window_and_the_labels_in_the_organ_colours():
+    pytest.importorskip("ipyniivue")
+    img, lab = _two_organ_volume()
+    img[lab == 6] = 60.5  # a non-integer value: the CT goes as float32, unchanged
+    nv = viz_niivue.niivue_view(img, lab, spacing=(0.8, 0.8, 2.5), window_preset="abdomen", label_opacity=0.4)
+    ct, seg = nv.volumes
+    ct_img, seg_img = _nifti(ct.data), _nifti(seg.data)
+    assert np.array_equal(ct_img.get_fdata(), img) and np.array_equal(np.asarray(seg_img.dataobj), lab)
+    assert np.allclose(ct_img.affine, np.diag([0.8, 0.8, 2.5, 1.0])) and np.allclose(seg_img.affine, ct_img.affine)
+    assert (ct.cal_min, ct.cal_max) == (-160.0, 240.0) and ct.colormap == "gray"  # W400/L40
+    assert seg.opacity == 0.4 and seg_img.get_data_dtype() == np.uint8
+    rgba = _lut_rgba(seg)
+    assert len(rgba) == 7 and rgba[0, 3] == 0  # ids 0..6, background transparent
+    for organ in (1, 6):
+        assert tuple(rgba[organ, :3]) == viz.BTCV_COLORS[organ] and rgba[organ, 3] == 255
+    assert seg.colormap_label.labels[6] == "liver" and seg.colormap_label.labels[1] == "spleen"
+    # whole-number HU go as int16 (half the bytes), exactly
+    hu = np.round(np.linspace(-1000, 1000, lab.size)).reshape(lab.shape).astype(np.float32)
+    sent = _nifti(viz_niivue.niivue_view(hu).volumes[0].data)
+    assert sent.get_data_dtype() == np.int16 and np.array_equal(sent.get_fdata(), hu)
+    with pytest.raises(ValueError, match="label shape"):
+        viz_niivue.niivue_view(img, lab[:-1])
+    with pytest.raises(ValueError, match="window preset"):
+        viz_niivue.niivue_view(img, lab, window_preset="brain")
+
+
+def test_niivue_viewer_controls_change_window_layout_and_label_opacity():
+    pytest.importorskip("ipyniivue")
+    from ipyniivue import SliceType
+
+    img, lab = _two_organ_volume()
+    box = viz_niivue.niivue_viewer(img, lab, layout="axial")
+    (window, layout, opacity), nv = box.children[0].children, box.children[1]
+    assert nv.opts.slice_type == SliceType.AXIAL
+    window.value = "lung"
+    assert (nv.volumes[0].cal_min, nv.volumes[0].cal_max) == viz_niivue.window_range("lung") == (-1350.0, 150.0)
+    layout.value = "3d"
+    assert nv.opts.slice_type == SliceType.RENDER
+    opacity.value = 0.8
+    assert nv.volumes[1].opacity == 0.8
+
+
+def test_niivue_compare_links_truth_and_prediction():
+    pytest.importorskip("ipyniivue")
+    img, truth = _two_organ_volume()
+    pred = truth.copy()
+    pred[lab_slice := (slice(24, 34), slice(10, 20), slice(6, 14))] = 0  # the spleen missed
+    box = viz_niivue.niivue_compare(img, pred, truth, spacing=(1.0, 1.0, 2.0))
+    window, panes = box.children
+    (t_title, t_view), (p_title, p_view) = (p.children for p in panes.children)
+    assert "truth" in t_title.value and "prediction" in p_title.value
+    assert np.array_equal(np.asarray(_nifti(t_view.volumes[1].data).dataobj), truth)
+    assert np.array_equal(np.asarray(_nifti(p_view.volumes[1].data).dataobj), pred)
+    assert not np.asarray(_nifti(p_view.volumes[1].data).dataobj)[lab_slice].any()
+    assert t_view.other_nv == [p_view] and p_view.other_nv == [t_view]  # crosshair / 3D camera follow
+    window.value = "bone"
+    assert t_view.volumes[0].cal_min == p_view.volumes[0].cal_min == -500.0
+    with pytest.raises(ValueError, match="prediction shape"):
+        viz_niivue.niivue_compare(img, pred[:, :, :-1], truth)
+
+
+def test_show_3d_takes_niivue_first_when_it_is_installed(monkeypatch):
+    pytest.importorskip("ipyniivue")
+    from ipyniivue import NiiVue
+
+    img, lab = _two_organ_volume()
+    called = []
+    monkeypatch.setattr(viz3d, "itkwidgets_status", lambda check_network=True: called.append(1) or (True, ""))
+    box = viz3d.show_3d(img, lab, spacing=(1.0, 1.0, 2.0), window_preset="bone")
+    assert isinstance(box.children[-1], NiiVue) and not called  # itkwidgets not even considered
+    assert box.children[-1].volumes[0].cal_min == -500.0
+    monkeypatch.setenv(viz3d.VIEWER_ENV, "static")
+    assert not isinstance(viz3d.show_3d(img, lab).children[-1], NiiVue)

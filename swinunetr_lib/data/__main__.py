@@ -1,4 +1,4 @@
-"""Command line: ``python -m swinunetr_lib.data {validate,build-manifest,demo-cohort,dicom-to-nifti} ...``.
+"""Command line: ``python -m swinunetr_lib.data {validate,build-manifest,demo-cohort,dicom-to-nifti,prepare} ...``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m swinunetr_lib.data build-manifest /data/Task09_Spleen --layout decathlon --n-folds 5 --out spleen.json
     python -m swinunetr_lib.data demo-cohort --n-phantoms 12 --seed 0
     python -m swinunetr_lib.data dicom-to-nifti path/to/series ct.nii.gz --orientation RAS
+    python -m swinunetr_lib.data prepare data/ct/pretrain.json --out data/prepared --spacing 1.5,1.5,1.5
 """
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..paths import absolute_from_cwd
 from ..utils import run_cli
 from .cohort import DemoCohortConfig
 from .dicom import DicomError, check_nifti_out, dicom_to_nifti, locate_series, parse_orientation
 from .manifest import (build_manifest, check_output_file, detect_layout, fraction_manifest_path, labeled_fraction_subsets,
                        parse_fractions, write_manifest)
+from .prepare import PrepareConfig, prepare
 from .validate import validate_manifest
 
 
@@ -54,9 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--orientation", default="RAS", help="axis codes, e.g. RAS or LAS; 'none' keeps the reader's")
     p.add_argument("--series-uid", default=None)
 
+    p = sub.add_parser("prepare", help="once, in parallel: each CT as a memory-mappable int16 array cut to the body "
+                                       "(resumable), for pretraining at scale (pretrain --prepared-dir OUT)")
+    p.add_argument("manifest", help="decathlon-style JSON of the CTs (e.g. from build-manifest --layout flat)")
+    PrepareConfig.add_arguments(p)
+
     args = parser.parse_args(argv)
     commands = {"validate": _validate, "build-manifest": _build_manifest, "demo-cohort": _demo_cohort,
-                "dicom-to-nifti": _dicom_to_nifti}
+                "dicom-to-nifti": _dicom_to_nifti, "prepare": _prepare}
     return run_cli(f"{parser.prog} {args.command}", lambda: commands[args.command](args))
 
 
@@ -131,6 +139,24 @@ def _dicom_to_nifti(args: argparse.Namespace) -> int:
     print(f"wrote {r.path}: shape {r.shape}, spacing {r.spacing} mm, {r.orientation}, "
           f"HU [{r.hu_min:g}, {r.hu_max:g}]")
     return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    args = absolute_from_cwd(args, "manifest", "out", "data_root")
+    cfg = PrepareConfig.from_args(args)
+    res = prepare(args.manifest, cfg)
+    entries = res[cfg.split]
+    gb = sum(np_bytes(e["shape"], cfg.dtype) for e in entries) / 1e9
+    print(f"wrote {Path(cfg.out) / 'prepared.json'}: {len(entries)} volumes, {gb:.2f} GB "
+          f"({cfg.dtype}, cut to the body); pretrain with --prepared-dir {cfg.out}")
+    return 0
+
+
+def np_bytes(shape: list[int], dtype: str) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return 2 * n  # int16 and float16
 
 
 if __name__ == "__main__":

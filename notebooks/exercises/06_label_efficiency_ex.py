@@ -1,0 +1,174 @@
+# %% [markdown]
+# **Generated file, do not edit:** the exercise version of `notebooks/06_label_efficiency.py`, written by `python -m swinunetr_lib.exercises generate`.
+# Edit `notebooks/06_label_efficiency.py` (cells tagged `exercise` / `solution`) and regenerate. The worked solutions are in
+# `notebooks/06_label_efficiency.ipynb`, the answers for instructors in `docs/workshop_answers.md`.
+
+# %% [markdown]
+# # 06 · Label efficiency: does pretraining pay when labels are scarce? (exercises)
+#
+# **Goal.** Test the paper's central claim (Tang et al., CVPR 2022, its ablation on manual labeling effort):
+# self-supervised pretraining helps most when few labeled cases exist. The paper reports about +10 % Dice
+# with 10 % of the BTCV labels, and the same Dice as training from scratch with at least 40 % fewer labels;
+# those are *the paper's* figures, for an encoder pretrained on 5,050 CTs on many GPUs. Here we measure two
+# things on our own data: (1) a **probe** of what the encoder learned, free of fine-tuning noise, and (2) the
+# **label-efficiency curve**: held-out Dice against the labeled fraction, from scratch and from the SSL
+# encoder, over seeds. Each point of the curve is one run of notebook 03, executed by papermill through
+# `swinunetr_lib.label_efficiency` (also a command: `python -m swinunetr_lib.label_efficiency`).
+#
+# **Kind:** experiment. **Runtime** of these defaults: ~4-5 min on 2 CPU cores (the probe, ~1 min, and 2
+# short fine-tuning runs); the demo profile (`ci/params/demo/06_label_efficiency.yml`, 4 runs of 150 steps)
+# ~15 min; with the instructor's precomputed sweep unpacked, its results show at once.
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Image, display
+
+from swinunetr_lib.finetune import SSL_EXPORT
+from swinunetr_lib.label_efficiency import LabelEfficiencyConfig, run_sweep
+from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
+from swinunetr_lib.precomputed import find_precomputed
+from swinunetr_lib.probe import run_probes
+
+# %% tags=["parameters"]
+fractions: list[float] = [1.0]  # labeled fractions of the training list (paper: 10 %..100 %); demo profile: [0.25, 1.0]
+inits: list[str] = ["scratch", "ssl"]  # initialisations compared: scratch, ssl (notebook 02's encoder), official
+seeds: list[int] = [0]  # seeds per setting (each changes the labeled subset, data order and initialisation)
+finetune_params: str = "ci/params/label_efficiency/quick_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for every run; empty means its defaults
+pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
+output: str = ""  # results folder; empty means runs_dir()/label_efficiency
+rerun: bool = False  # rerun settings whose results already exist (else they are reused)
+probe_checkpoint: str = ""  # SSL pretraining checkpoint (fit's last.pt, with the heads) to probe; empty means runs_dir()/ssl_pretraining/checkpoints/last.pt
+probe_manifest: str = ""  # labeled manifest for the organ probe (fitted on "training", scored on "validation"); empty means the demo cohort's finetune.json
+probe_crops_per_organ: int = 2  # organ-centred 32^3 crops per organ and case for the probe
+show_precomputed: bool = True  # also show the instructor's finished sweep (runs_dir()/precomputed/label_efficiency) when it is there
+
+# %% [markdown]
+# ## 1 · A probe of what pretraining learned
+# Fine-tuning Dice mixes what the encoder knows with the luck of a short run. A probe asks the encoder
+# directly, with everything else frozen:
+#
+# - **Organ probe.** Cubes of 32³ voxels centred on a random voxel of each of the 13 organs; the frozen
+#   encoder's pooled features of all five stages go into a logistic regression, fitted on the training cases
+#   and scored on the held-out cases. Baselines: chance (1/13) and *the same encoder at random
+#   initialisation* (random features of a deep network are already informative, so this is the bar to beat).
+# - **Rotation accuracy** of the SSL head on the held-out crops at all four axial rotations (chance 25 %).
+
+# %%
+ckpt = resolve_path(probe_checkpoint) if probe_checkpoint else runs_dir() / "ssl_pretraining" / "checkpoints" / "last.pt"
+manifest = resolve_path(probe_manifest) if probe_manifest else demo_cohort_dir() / "finetune.json"
+probe = None
+if ckpt.is_file() and manifest.is_file():
+    probe = run_probes(ckpt, manifest, per_organ=probe_crops_per_organ)
+    display(probe.round(3))
+else:
+    print(f"no SSL checkpoint at {ckpt} or no manifest at {manifest}: run notebooks 01 and 02 first")
+
+# %% [markdown]
+# Look at the gap between the two rows, not at the accuracies alone: both are far above chance because organs
+# differ in intensity and position, which random features already capture.
+
+# %%
+if probe is not None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, metric, chance in ((axes[0], "organ_accuracy", "organ_chance"), (axes[1], "rotation_accuracy", "rotation_chance")):
+        ax.bar(probe["encoder"], probe[metric], color=["tab:orange", "tab:gray"])
+        ax.axhline(probe[chance].iloc[0], ls="--", color="k", label="chance")
+        ax.set_ylim(0, 1)
+        ax.set_title(metric.replace("_", " "))
+        ax.legend()
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (predict, then check).** Before looking at the table: what accuracy do you expect from the
+# organ probe on the *random* encoder, compared with chance (1/13 ≈ 0.08)? Then compute the gap between the
+# SSL and the random encoder in percentage points, and say whether it is larger than what changing the probe's
+# random crops would change (rerun with another `probe_crops_per_organ` to see).
+
+# %% tags=["stub"]
+# Exercise 1: your code here
+gap = None
+
+# %% [markdown]
+# ## 2 · The label-efficiency sweep
+# Without notebook 02's exported encoder there is nothing to compare against, so `ssl` is dropped with a
+# note (run notebook 02 first, or point `pretrained` at an encoder).
+
+# %%
+ssl_available = bool(pretrained) or (runs_dir() / SSL_EXPORT).is_file()
+if "ssl" in inits and not ssl_available:
+    print(f"no SSL encoder at {runs_dir() / SSL_EXPORT}: running scratch only")
+    inits = [i for i in inits if i != "ssl"]
+plan = pd.MultiIndex.from_product([inits, fractions, seeds], names=["init", "labeled_fraction", "seed"])
+print(f"{len(plan)} fine-tuning runs with {finetune_params or 'notebook 03 defaults'}")
+
+# %% [markdown]
+# A run whose `results.json` exists is reused, so an interrupted sweep continues where it stopped.
+
+# %%
+cfg = LabelEfficiencyConfig(params=finetune_params, fractions=fractions, inits=inits, seeds=seeds,
+                            pretrained=pretrained, output=output, rerun=rerun)
+sweep = run_sweep(cfg)
+print(f"results in {sweep.output}; {len(sweep.failures)} failed run(s)")
+
+# %% [markdown]
+# One row per run: `mean_dice` and `mean_hd95_mm` are averaged over organs on the held-out cases' original grid.
+# The baseline for every Dice here is 0 (an all-background prediction scores 0 on every organ present).
+
+# %%
+sweep.results[["init", "labeled_fraction", "seed", "n_train", "steps", "minutes", "mean_dice", "mean_hd95_mm"]].round(3)
+
+# %% [markdown]
+# ## 3 · Dice versus labeled fraction
+# Mean over seeds, error bars one standard deviation (absent with a single seed). Look at the vertical gap
+# between the two curves at the smallest fraction, and compare it with the error bars.
+
+# %%
+display(sweep.summary.round(3))
+Image(filename=str(sweep.figure))
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 2 (change and observe).** From `sweep.summary`, compute the SSL - scratch difference in mean Dice
+# at every labeled fraction. Is it largest at the smallest fraction, as the paper found? With a single seed,
+# is the difference larger than the spread you would expect between seeds (rerun with `seeds = [0, 1, 2]`)?
+
+# %% tags=["stub"]
+# Exercise 2: your code here
+diff = None
+
+# %% [markdown]
+# ## 4 · The instructor's finished sweep
+# When the precomputed runs are unpacked (`make unpack ARCHIVE=...`), the longer sweep run beforehand is shown
+# here with its settings, beside the short live runs above.
+
+# %%
+pre = find_precomputed("label_efficiency") if show_precomputed else None
+if pre is not None:
+    print(f"precomputed sweep: {pre}")
+    display(pd.read_csv(pre / "summary.csv").round(3))
+    if (pre / "dice_vs_fraction.png").is_file():
+        display(Image(filename=str(pre / "dice_vs_fraction.png")))
+else:
+    print("no precomputed sweep installed" if show_precomputed else "show_precomputed is off")
+
+# %% [markdown]
+# ## 5 · This run's numbers
+# Computed from the cells above, never typed.
+
+# %%
+recap = {"organ probe, SSL encoder": None if probe is None else round(float(probe["organ_accuracy"].iloc[0]), 3),
+         "organ probe, random encoder": None if probe is None else round(float(probe["organ_accuracy"].iloc[1]), 3),
+         "organ probe, chance": None if probe is None else round(float(probe["organ_chance"].iloc[0]), 3),
+         "rotation accuracy, SSL head (chance 0.25)": None if probe is None else round(float(probe["rotation_accuracy"].iloc[0]), 3)}
+recap.update({f"mean Dice, {r.init}, {100 * r.labeled_fraction:g} % labels": round(r.mean, 3)
+              for r in sweep.summary.itertuples()})
+pd.Series(recap, name="value").to_frame()
+
+# %% [markdown]
+# ## Recap
+# We probed the pretrained encoder against its random twin, then fine-tuned from scratch and from the
+# SSL encoder at several labeled fractions. With the demo's tiny pretraining (minutes of CPU, a few volumes)
+# expect the probe gap and the Dice gap to be small and the spread over seeds to matter: the paper's
+# encoder saw 5,050 CTs for days of GPU time. The same command runs the full experiment on a GPU with the
+# paper's settings in the `finetune_params` file; `docs/workshop_answers.md` discusses what we measured.

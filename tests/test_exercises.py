@@ -1,0 +1,270 @@
+"""Exercise notebooks (swinunetr_lib.exercises): generated from tagged solutions, current, runnable."""
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+from swinunetr_lib.exercises import (ExerciseError, exercise_notebook, generate, render, sources, stale,
+                                     stub_source)
+from swinunetr_lib.notebooks import load_params_file, parameters_cells
+from swinunetr_lib.paths import REPO_ROOT
+
+SOURCES = sources()
+TOY = '''# %% [markdown]
+# # 99 · Toy
+# Goal: a toy. Runtime: 1 s on CPU.
+
+# %% tags=["parameters"]
+n: int = 3  # how many
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1.** Predict the square of n.
+
+# %% tags=["solution"]
+# stub: square = None
+square = n * n
+square
+
+# %% [markdown] tags=["solution"]
+# It is n times n.
+
+# %%
+print("square:", square)
+
+# %% [markdown]
+# ## Recap
+'''
+
+
+def _toy(folder: Path, text: str = TOY) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    py = folder / "99_toy.py"
+    py.write_text(text)
+    return py
+
+
+def test_02_03_have_exercises():
+    names = [p.name for p in SOURCES]
+    assert "02_ssl_pretraining.py" in names and "03_finetune_btcv.py" in names
+    for p in SOURCES:
+        _, count = exercise_notebook(p)
+        assert 2 <= count <= 6, f"{p.name}: {count} exercises"
+
+
+def test_generated_files_are_current():
+    """`make test` fails when a tutorial changed and its exercise notebook was not regenerated."""
+    proc = subprocess.run([sys.executable, "-m", "swinunetr_lib.exercises", "check"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_solutions_are_replaced_and_the_rest_is_kept(source):
+    src = jupytext.read(source)
+    ex = jupytext.reads(render(source).py_text, "py:percent")
+    solutions = [c for c in src.cells if "solution" in c.metadata.get("tags", [])]
+    stubs = [c for c in ex.cells if "stub" in c.metadata.get("tags", [])]
+    assert solutions and len(stubs) == len(solutions)
+    assert not [c for c in ex.cells if "solution" in c.metadata.get("tags", [])]
+    text = render(source).py_text
+    for sol in solutions:  # no line of a solution survives, except its stub lines
+        body = [ln for ln in sol.source.splitlines() if ln.strip() and not ln.lstrip().startswith("# stub:")]
+        assert not [ln for ln in body if ln in text.splitlines() and len(ln.strip()) > 25], sol.source[:200]
+    kept = [c.source for c in src.cells if not {"solution"} & set(c.metadata.get("tags", []))]
+    assert [c.source for c in ex.cells if "stub" not in c.metadata.get("tags", [])][2:] == kept[1:]
+    assert ex.cells[1].source.splitlines()[0].endswith("(exercises)")
+    assert "Generated file, do not edit" in ex.cells[0].source and source.name in ex.cells[0].source
+    # the parameters cell is the source's, so the same parameter files apply
+    assert parameters_cells(ex)[0].source == parameters_cells(src)[0].source
+    for c in ex.cells:
+        if c.cell_type == "code":
+            ast.parse(c.source)
+
+
+def _defined(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.comprehension):
+            names |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    return names
+
+
+def undefined_names(nb) -> set[str]:
+    """Names a code cell reads that no earlier cell (nor the cell itself) defines."""
+    known, missing = set(dir(builtins)) | {"display", "get_ipython"}, set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        mine = _defined(tree)
+        missing |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - known - mine
+        known |= mine
+    return missing
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_exercise_notebook_defines_every_name_later_cells_use(source):
+    """Stubs must keep the exercise notebook runnable top to bottom: no name it reads is left undefined
+    that the tutorial defines (checked statically; the browser test runs 02's exercise notebook)."""
+    ex = jupytext.reads(render(source).py_text, "py:percent")
+    assert undefined_names(ex) <= undefined_names(jupytext.read(source))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", [p for p in SOURCES if not p.name.startswith("02_")],
+                         ids=[p.stem for p in SOURCES if not p.name.startswith("02_")])
+def test_exercise_notebook_runs_with_smoke_parameters(source, tmp_path, monkeypatch):
+    """Papermill runs the exercise notebook top to bottom with its source's smoke parameters (02's runs in
+    the browser test below)."""
+    from swinunetr_lib.notebooks import run_notebook
+
+    ex_py = render(source).py
+    params = load_params_file(REPO_ROOT / "ci" / "params" / "smoke" / f"{source.stem}.yml", ex_py)
+    monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "artifacts"))
+    run = run_notebook(ex_py, params, tmp_path / "out", progress=False)
+    assert run.ok, run.error
+    executed = nbformat.read(run.output, as_version=4)
+    stubs = [c for c in executed.cells if "stub" in c.metadata.get("tags", [])]
+    assert stubs and all(c.cell_type == "markdown" or c.execution_count for c in stubs)
+
+
+def test_stub_lines_become_code():
+    assert stub_source("# stub: a = 1\n# stub: b = None  # later cells read b\na = 2 * 3", 4) == \
+        "# Exercise 4: your code here\na = 1\nb = None  # later cells read b"
+
+
+def test_generate_check_and_stale_detection(tmp_path):
+    py = _toy(tmp_path / "nb")
+    assert stale(folder=py.parent) == [f"{py.parent / 'exercises' / '99_toy_ex.py'}: missing; run "
+                                       "`python -m swinunetr_lib.exercises generate`",
+                                       f"{py.parent / 'exercises' / '99_toy_ex.ipynb'}: missing; run "
+                                       "`python -m swinunetr_lib.exercises generate`"]
+    [g] = generate(folder=py.parent)
+    assert g.exercises == 1 and stale(folder=py.parent) == []
+    ex = (tmp_path / "nb" / "exercises" / "99_toy_ex.py").read_text()
+    assert "square = n * n" not in ex and "square = None" in ex and "It is n times n" not in ex
+    assert "*Exercise 1: your answer here.*" in ex
+    raw = json.loads(g.ipynb.read_text())
+    nbformat.validate(nbformat.reads(g.ipynb.read_text(), as_version=4))
+    assert raw["metadata"]["kernelspec"]["name"] == "python3"
+    assert all(c.get("outputs", []) == [] for c in raw["cells"])
+    first = g.ipynb.read_bytes()
+    generate(folder=py.parent)
+    assert g.ipynb.read_bytes() == first, "regenerating must give the same bytes"
+    py.write_text(TOY.replace("n * n", "n ** 2"))  # a changed solution does not show in the exercise version
+    assert stale(folder=py.parent) == []
+    py.write_text(TOY.replace('print("square:"', 'print("n squared:"'))  # any other edit leaves it stale
+    problems = stale(folder=py.parent)
+    assert len(problems) == 2 and "99_toy_ex.py: stale" in problems[0] and "99_toy_ex.ipynb: stale" in problems[1]
+    orphan = py.parent / "exercises" / "98_gone_ex.py"
+    orphan.write_text("# %%\n")
+    assert any("98_gone_ex.py: generated from no notebook" in p for p in stale(folder=py.parent))
+
+
+def test_check_command_exits_nonzero_naming_the_stale_file(tmp_path):
+    shutil.copytree(REPO_ROOT / "notebooks", tmp_path / "notebooks")   # a copy whose 02 source changed
+    src = tmp_path / "notebooks" / "02_ssl_pretraining.py"
+    src.write_text(src.read_text().replace("**Exercise 1.**", "**Exercise 1.** (edited)"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "swinunetr_lib.exercises", *args, str(src)],
+                              capture_output=True, text=True, cwd=REPO_ROOT)
+
+    proc = cli("check")
+    assert proc.returncode == 1
+    assert "02_ssl_pretraining_ex.py: stale" in proc.stderr and "03_finetune" not in proc.stderr
+    assert cli("generate").returncode == 0 and cli("check").returncode == 0
+    assert "(edited)" in (tmp_path / "notebooks" / "exercises" / "02_ssl_pretraining_ex.ipynb").read_text()
+
+
+def test_convention_errors_name_the_cell(tmp_path):
+    lonely = TOY.replace('# %% [markdown] tags=["exercise"]\n', "# %% [markdown]\n")
+    with pytest.raises(ExerciseError, match=r"99_toy.py: cell 3: a 'solution' cell must follow"):
+        exercise_notebook(_toy(tmp_path / "a", lonely))
+    unanswered = TOY.replace('# %% tags=["solution"]\n', "# %%\n").replace('# %% [markdown] tags=["solution"]\n',
+                                                                           "# %% [markdown]\n")
+    with pytest.raises(ExerciseError, match="the last exercise has no 'solution' cell"):
+        exercise_notebook(_toy(tmp_path / "b", unanswered))
+    with pytest.raises(ExerciseError, match="no such notebook source"):
+        generate([tmp_path / "nope.py"])
+
+
+# ------------------------------------------------------------------------------------------ in the browser
+def _browser_check():
+    """ci/browser_check.py, imported by path (registered first: its dataclasses look their module up)."""
+    if "browser_check" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("browser_check", REPO_ROOT / "ci" / "browser_check.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["browser_check"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["browser_check"]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_exercise_notebook_runs_in_jupyterlab(tmp_path):
+    """notebooks/exercises/02_ssl_pretraining_ex.ipynb, with the smoke parameters of its source, run with
+    "Run All Cells" in JupyterLab in headless Chromium: every cell executes, no error output, figures render."""
+    bc = _browser_check()
+    if not Path(bc.CHROMIUM).is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{bc.CHROMIUM} missing in CI: {bc.INSTALL_HINT}")
+        pytest.skip(f"{bc.CHROMIUM} not installed ({bc.INSTALL_HINT})")
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    from playwright.sync_api import sync_playwright
+
+    ex = REPO_ROOT / "notebooks" / "exercises" / "02_ssl_pretraining_ex.ipynb"
+    params = load_params_file(REPO_ROOT / "ci" / "params" / "smoke" / "02_ssl_pretraining.yml",
+                              REPO_ROOT / "notebooks" / "02_ssl_pretraining.py")
+    out = REPO_ROOT / "runs" / "browser_exercises"   # JupyterLab serves the repository
+    shutil.rmtree(out, ignore_errors=True)
+    dest = out / "notebooks" / ex.name
+    dest.parent.mkdir(parents=True)
+    nbformat.write(parameterize_notebook(load_notebook_node(str(ex)), params, report_mode=False), dest)
+    env = dict(os.environ, SWINUNETR_DATA_DIR=str(tmp_path / "data"), SWINUNETR_RUNS_DIR=str(tmp_path / "artifacts"),
+               MPLBACKEND="Agg")
+    settings = Path(tempfile.mkdtemp(prefix="lab-settings-"))
+    env["JUPYTER_RUNTIME_DIR"] = str(settings / "runtime")
+    port = bc.free_port()
+    proc = bc.start_lab(port, settings, env, out / "jupyterlab.log")
+    try:
+        bc.wait_http(f"http://127.0.0.1:{port}/api/status", proc, 120, out / "jupyterlab.log")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=bc.CHROMIUM, args=bc.CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(60_000)
+                result = bc.check_notebook(page, f"http://127.0.0.1:{port}", str(dest.relative_to(REPO_ROOT)), "run",
+                                           out, 600)
+            finally:
+                browser.close()
+    finally:
+        bc.stop_lab(proc)
+        shutil.rmtree(settings, ignore_errors=True)
+    assert result.ok, result.errors
+    assert result.executed_cells == result.code_cells > 0
+    assert result.rendered_imgs >= result.png_outputs > 0
+    stubs = sum("stub" in c.metadata.get("tags", []) for c in nbformat.read(dest, as_version=4).cells)
+    assert stubs >= 3

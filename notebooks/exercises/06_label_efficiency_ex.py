@@ -40,7 +40,7 @@ output: str = ""  # results folder; empty means runs_dir()/label_efficiency
 rerun: bool = False  # rerun settings whose results already exist (else they are reused)
 probe_checkpoint: str = ""  # SSL pretraining checkpoint (fit's last.pt, with the heads) to probe; empty means runs_dir()/ssl_pretraining/checkpoints/last.pt
 probe_manifest: str = ""  # labeled manifest for the organ probe (fitted on "training", scored on "validation"); empty means the demo cohort's finetune.json
-probe_crops_per_organ: int = 2  # organ-centred 32^3 crops per organ and case for the probe
+probe_crops_per_organ: int = 1  # organ-centred 32^3 crops per organ and case for the probe (more: a steadier probe, ~2 min per extra crop on 2 CPU cores)
 show_precomputed: bool = True  # also show the instructor's finished sweep (runs_dir()/precomputed/label_efficiency) when it is there
 
 # %% [markdown]

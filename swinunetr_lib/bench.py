@@ -34,13 +34,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .bench_common import (BenchBase, Phases, TimedModule, check_common, finish, format_table, header, host_tensor,
-                           plain_options, prepare, run_variants, time_call, to_device, train_timing, variants)
+from .bench_common import (BenchBase, Phases, TimedModule, bench_device, check_common, finish, format_table, header,
+                           host_tensor, plain_options, prepare, run_variants, time_call, to_device, train_timing,
+                           variants)
 from .pretrain import SSLStep
 from .ssl_model import SSLModel
 from .ssl_transforms import make_generator
 from .train import resolve_precision
-from .utils import atomic_write_text, resolve_device, run_cli
+from .utils import atomic_write_text, run_cli
 
 __all__ = ["BenchConfig", "bench_ssl", "format_table", "main", "reference_augment"]
 
@@ -95,8 +96,7 @@ def bench_ssl(cfg: BenchConfig, emit: Callable[[dict[str, Any]], None] = lambda 
     """Run the SSL benchmark; returns the numbers printed by :func:`format_table`. ``emit(result)`` is
     called after every variant (the CLI rewrites the JSON file there)."""
     check_common(cfg)
-    device = resolve_device(cfg.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # as fit does: fixed crop size
+    device = bench_device(cfg)
     ours = {"precision": resolve_precision(cfg.precision, device), "sdpa_attention": cfg.sdpa_attention,
             "channels_last": cfg.channels_last, "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile}
     base = plain_options(ours)

@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import Config
 from .train import _enable_checkpointing, make_adamw
+from .utils import resolve_device
 from .window_attention import use_sdpa_window_attention
 
 # Options in the order --ablation adds them; "compile" always comes last (it is only in "ours").
@@ -59,6 +60,20 @@ def check_common(cfg: BenchBase) -> None:
         raise ValueError(f"compile_scope={cfg.compile_scope!r}: expected layers, blocks or model")
     if cfg.json and (Path(cfg.json).is_dir() or Path(cfg.json).suffix != ".json"):
         raise ValueError(f"--json {cfg.json}: expected a .json file path")
+
+def check_swinunetr_roi(cfg: BenchBase) -> None:
+    """SwinUNETR (fine-tuning, inference) needs a ROI of at least 64: the 1-voxel bottleneck of a 32^3 input
+    breaks its instance norm."""
+    if cfg.roi_size < 64:  # type: ignore[attr-defined]
+        raise ValueError(f"roi_size={cfg.roi_size}: SwinUNETR needs a ROI of at least 64")  # type: ignore[attr-defined]
+
+
+def bench_device(cfg: BenchBase) -> torch.device:
+    """The benchmark's device, with cuDNN autotuning on CUDA as ``fit`` does (the crop size is fixed)."""
+    device = resolve_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    return device
+
 
 
 def variants(ours: dict[str, Any], base: dict[str, Any], cfg: BenchBase) -> list[tuple[str, dict[str, Any]]]:

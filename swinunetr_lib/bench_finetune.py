@@ -21,11 +21,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .bench_common import (BenchBase, Phases, check_common, finish, header, host_tensor, plain_options, prepare,
-                           run_variants, to_device, train_timing, variants)
+from .bench_common import (BenchBase, Phases, bench_device, check_swinunetr_roi, check_common, finish, header,
+                           host_tensor, plain_options, prepare, run_variants, to_device, train_timing, variants)
 from .finetune_model import build_finetune_model
 from .train import resolve_precision
-from .utils import resolve_device
 
 
 @dataclass
@@ -81,10 +80,8 @@ def bench_finetune(cfg: FinetuneBenchConfig, emit: Callable[[dict[str, Any]], No
     if cfg.out_channels < 2 or len(cfg.volume_size) != 3 or min(cfg.volume_size) < 1:
         raise ValueError(f"out_channels={cfg.out_channels} must be >= 2 and volume_size={cfg.volume_size} "
                          "three positive sizes")
-    if cfg.roi_size < 64:  # the 1-voxel bottleneck of a 32^3 input breaks its instance norm
-        raise ValueError(f"roi_size={cfg.roi_size}: SwinUNETR needs a ROI of at least 64")
-    device = resolve_device(cfg.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    check_swinunetr_roi(cfg)
+    device = bench_device(cfg)
     ours = {"precision": resolve_precision(cfg.precision, device), "sdpa_attention": cfg.sdpa_attention,
             "channels_last": cfg.channels_last, "grad_checkpoint": cfg.grad_checkpoint, "compile": cfg.compile}
     base = plain_options(ours)

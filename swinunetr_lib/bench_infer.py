@@ -28,11 +28,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .bench_common import (BenchBase, Phases, TimedModule, check_common, finish, header, host_tensor, plain_options,
-                           prepare, run_variants, sync, variants)
+from .bench_common import (BenchBase, Phases, bench_device, check_swinunetr_roi, TimedModule, check_common, finish,
+                           header, host_tensor, plain_options, prepare, run_variants, sync, variants)
 from .finetune_model import build_swinunetr
 from .train import make_adamw, resolve_precision
-from .utils import resolve_device
 
 BASELINE_SW_BATCH = 4  # the project's (and MONAI's tutorials') sliding-window batch
 
@@ -118,10 +117,8 @@ def bench_infer(cfg: InferBenchConfig, emit: Callable[[dict[str, Any]], None] = 
     if cfg.fit_steps < 0 or (cfg.fit_steps and not cfg.checkpoint and min(cfg.volume_size) < cfg.roi_size):
         raise ValueError(f"fit_steps={cfg.fit_steps} must be >= 0, and fitting needs volume_size={cfg.volume_size} "
                          f">= roi_size={cfg.roi_size} in every axis")
-    if cfg.roi_size < 64:  # the 1-voxel bottleneck of a 32^3 input breaks its instance norm
-        raise ValueError(f"roi_size={cfg.roi_size}: SwinUNETR needs a ROI of at least 64")
-    device = resolve_device(cfg.device)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    check_swinunetr_roi(cfg)
+    device = bench_device(cfg)
     ours = {"precision": resolve_precision(cfg.precision, device), "sw_batch_size": cfg.sw_batch_size,
             "sdpa_attention": cfg.sdpa_attention, "channels_last": cfg.channels_last, "compile": cfg.compile}
     base = {**plain_options(ours), "precision": torch.float32, "sw_batch_size": BASELINE_SW_BATCH}

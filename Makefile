@@ -31,7 +31,7 @@ PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack
+.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,18 @@ pack: env  ## instructor: pack runs/demo (after make demo) into one archive with
 unpack: env  ## attendee: verify and unpack the instructor's archive into runs/notebooks/precomputed
 	@test -n "$(ARCHIVE)" || { echo "make unpack: give the archive, e.g. make unpack ARCHIVE=/media/usb/demo.precomputed.tar.gz" >&2; exit 2; }
 	$(PY) -m swinunetr_lib.precomputed unpack "$(ARCHIVE)"
+
+experiment: env  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
+	$(PY) -m swinunetr_lib.data demo-cohort --out-dir runs/exp/cohort --n-phantoms 7 --n-validation 3 \
+		--n-unlabeled 97 --spacing "[6,6,6]" --n-msd 2 --include-real false
+	test -f runs/exp/ssl_a/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest runs/exp/cohort/pretrain.json \
+		--roi-size 32 --feature-size 12 --batch-size 4 --num-samples 2 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
+		--run-dir runs/exp/ssl_a
+	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_a/checkpoints/last.pt \
+		--manifest runs/exp/cohort/finetune.json --per-organ 4 --csv runs/exp/label_efficiency/probe.csv
+	$(PY) -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/headroom_03_finetune_btcv.yml \
+		--fractions "[0.25, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1, 2]" \
+		--pretrained runs/exp/ssl_a/model_swinvit.pt --output runs/exp/label_efficiency
 
 clean:
 	rm -rf runs

@@ -264,6 +264,13 @@ print(f"N = {n} sub-volumes, 2N = {2 * n} views: chance ln(2N - 1) = {math.log(2
 # toward its line from above (a random head is worse than a uniform guess), the contrastive loss sits on its
 # line (few views to tell apart), and the reconstruction, far above both of its lines at first, stays above
 # even the constant image: the decoder, starting from noise, has not yet learned a crop's average grey.
+#
+# *What a longer CPU run reaches* (notebook 06's recorded experiment: 100 phantoms at 6 mm, 32³ sub-volumes,
+# 16 views per step, lr 1e-3, 300 steps, ~27 min on 2 cores): rotation loss 1.62 → 0.01 and 68 % rotation
+# accuracy on held-out crops (chance 25 %); contrastive 2.707 → ~1.9, below its chance 2.708 after ~80 flat
+# steps; reconstruction L1 0.38 → 0.08. Inside the cut-out boxes of held-out phantoms its L1 is 0.053 against
+# 0.068 for the trivial fill: better than copying, but its reconstructions are still smooth grey with a faint
+# outline, no organ recognisable. Inpainting anatomy takes far more steps than rotation does.
 
 # %%
 n_sub = ssl_batch_subvolumes(batch_size, num_samples, contrastive_negatives=contrastive_negatives)

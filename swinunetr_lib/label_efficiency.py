@@ -31,7 +31,7 @@ import pandas as pd
 
 from .config import Config
 from .paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
-from .utils import atomic_write_text, run_cli
+from .utils import atomic_path, atomic_write_text, run_cli
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"
 
@@ -71,27 +71,92 @@ def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataF
     return g.agg(["mean", "std", "count"]).reset_index()
 
 
-def plot_dice_vs_fraction(summary: pd.DataFrame, path: str | Path, metric: str = "mean Dice"):
-    """Dice versus percentage of labeled training data, one line per initialisation (as in the paper)."""
-    import matplotlib
+# What the paper reports for BTCV label efficiency (Tang et al., CVPR 2022, Sec. 5), in its text; its figure gives
+# no table. Its encoder saw 5,050 CTs for days on 8 GPUs and was fine-tuned at feature size 48, 96^3.
+PAPER_LABEL_EFFICIENCY = {
+    "gain_at_10_percent": 0.10,   # "about 10 %" more Dice than scratch with 10 % of the labels (read as Dice points)
+    "label_saving": 0.40,         # the same Dice as scratch with at least 40 % fewer labels
+}
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.8, 3.6))
-    for init, rows in summary.groupby("init"):
+RECORDED = REPO_ROOT / "docs" / "results" / "label_efficiency_phantoms"  # the committed experiment with headroom
+
+
+@dataclass
+class RecordedExperiment:
+    results: pd.DataFrame        # one row per run (init, labeled_fraction, seed, n_train, mean_dice, ...)
+    probe: pd.DataFrame | None   # the probe of the same encoder (probe.csv), if recorded
+    about: str                   # its README: settings, commands, machine, date
+
+
+def load_recorded(folder: str | Path = RECORDED) -> RecordedExperiment:
+    """The label-efficiency experiment measured beforehand and committed (``results.csv`` as ``run_sweep``
+    writes it, ``probe.csv`` as ``python -m swinunetr_lib.probe --csv`` writes it, and a README.md)."""
+    folder = Path(folder)
+    path = folder / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no recorded label-efficiency results")
+    results = pd.read_csv(path)
+    missing = {"init", "labeled_fraction", "seed", "mean_dice"} - set(results.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    probe = pd.read_csv(folder / "probe.csv") if (folder / "probe.csv").is_file() else None
+    about = (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""
+    return RecordedExperiment(results, probe, about)
+
+
+def paired_gain(results: pd.DataFrame, metric: str = "mean_dice", base: str = "scratch",
+                other: str = "ssl") -> pd.DataFrame:
+    """``other - base`` per labeled fraction, paired by seed (a seed fixes the labeled subset and the data
+    order for both), with mean, std and count over the seeds that have both runs."""
+    wide = results.pivot_table(index=["labeled_fraction", "seed"], columns="init", values=metric)
+    if not {base, other} <= set(wide.columns):
+        return pd.DataFrame(columns=["labeled_fraction", "mean", "std", "count"])
+    diff = (wide[other] - wide[base]).dropna().rename("gain").reset_index()
+    return diff.groupby("labeled_fraction")["gain"].agg(["mean", "std", "count"]).reset_index()
+
+
+def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None, metric: str = "mean_dice",
+                          n_train: int | None = None, paper: bool = True):
+    """Two panels: Dice versus labeled data per initialisation (mean +- std over seeds, each seed a dot), and
+    the SSL - scratch gain paired by seed with zero and, when ``paper``, the paper's reported point."""
+    import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
+
+    summary = summarize_runs(results, metric)
+    fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    names = {"ssl": "SSL pretrained", "scratch": "from scratch"}
+    for i, (init, rows) in enumerate(summary.groupby("init")):
         rows = rows.sort_values("labeled_fraction")
-        ax.errorbar(100 * rows["labeled_fraction"], rows["mean"], yerr=rows["std"].fillna(0.0), marker="o",
-                    capsize=3, label={"ssl": "SSL pretrained", "scratch": "from scratch"}.get(init, init))
-    ax.set_xlabel("labeled training data (%)")
-    ax.set_ylabel(f"{metric} (held-out cases)")
+        x = 100 * rows["labeled_fraction"]
+        line = ax.errorbar(x + (i - 0.5) * 1.5, rows["mean"], yerr=rows["std"].fillna(0.0), marker="o", capsize=3,
+                           label=names.get(init, init))
+        runs = results[results["init"] == init]
+        ax.scatter(100 * runs["labeled_fraction"] + (i - 0.5) * 1.5, runs[metric], s=10, alpha=0.5,
+                   color=line[0].get_color())
+    ax.set_xlabel("labeled training data (%)" if n_train is None else f"labeled training data (% of {n_train} cases)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (held-out cases)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")
+    ax.set_title("measured here: mean ± std over seeds")
+    gain = paired_gain(results, metric)
+    if len(gain):
+        ax_gain.errorbar(100 * gain["labeled_fraction"], gain["mean"], yerr=gain["std"].fillna(0.0), marker="o",
+                         capsize=3, color="tab:orange", label="measured here (paired by seed)")
+    if paper:
+        ax_gain.scatter([10], [PAPER_LABEL_EFFICIENCY["gain_at_10_percent"]], marker="*", s=140, color="k",
+                        label="paper, BTCV (text: ≈ +10 % at 10 % labels)")
+    ax_gain.axhline(0, color="gray", lw=1, ls="--")
+    ax_gain.set_xlim(0, 105)
+    ax_gain.set_xlabel("labeled training data (%)")
+    ax_gain.set_ylabel(f"SSL − scratch, {metric.replace('_', ' ')}")
+    ax_gain.grid(alpha=0.3)
+    ax_gain.legend(loc="best", fontsize=8)
+    ax_gain.set_title("what pretraining buys")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     return fig
 
 
@@ -150,7 +215,11 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     atomic_write_text(results.to_csv(index=False), out / "results.csv")
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
     figure = out / "dice_vs_fraction.png"
-    plot_dice_vs_fraction(summary, figure)
+    full = results.loc[results["labeled_fraction"] == 1.0, "n_train"] if "n_train" in results else []
+    fig = plot_label_efficiency(results, figure, n_train=int(full.iloc[0]) if len(full) else None)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
     return SweepResult(out, results, summary, figure, failures)
 
 

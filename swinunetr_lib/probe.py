@@ -134,7 +134,8 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
 
 @dataclass
 class OrganProbe:
-    accuracy: float         # held-out accuracy of the logistic regression on the frozen features
+    accuracy: float         # held-out accuracy of the logistic regression on the frozen features of all stages
+    accuracy_last_stage: float  # the same on the deepest stage alone (16 F features, 1/32 of the crop's side)
     chance: float           # 1 / number of organs
     n_train: int            # crops the regression was fitted on
     n_test: int             # held-out crops it was scored on
@@ -142,10 +143,15 @@ class OrganProbe:
 
 def organ_probe(encoder: SwinTransformer, train: tuple[torch.Tensor, torch.Tensor],
                 test: tuple[torch.Tensor, torch.Tensor]) -> OrganProbe:
-    """Fit on ``train = (crops, organ ids)``, score on ``test``; crops (N, 1, D, H, W)."""
+    """Fit on ``train = (crops, organ ids)``, score on ``test``; crops (N, 1, D, H, W).
+
+    Also probes the deepest stage alone: the pooled early stages carry intensity statistics that random weights
+    pass on as well, so the last stage is where learned (contextual) features can show."""
     ftr, fte = encoder_features(encoder, train[0]), encoder_features(encoder, test[0])
+    last = 16 * encoder.embed_dim  # the five stages have F, 2F, 4F, 8F, 16F channels (31 F in all)
     acc = logistic_probe(ftr, train[1], fte, test[1])
-    return OrganProbe(acc, 1.0 / len(torch.unique(train[1])), len(train[1]), len(test[1]))
+    acc_last = logistic_probe(ftr[:, -last:], train[1], fte[:, -last:], test[1])
+    return OrganProbe(acc, acc_last, 1.0 / len(torch.unique(train[1])), len(train[1]), len(test[1]))
 
 
 @torch.no_grad()
@@ -200,7 +206,7 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
 
     The organ probe is fitted on crops of the manifest's ``training`` cases and scored on its ``validation``
     cases; rotation accuracy is measured on the validation crops. One row per encoder
-    (``ssl``, ``random init``) with ``organ_accuracy``, ``organ_chance``, ``rotation_accuracy``,
+    (``ssl``, ``random init``) with ``organ_accuracy`` (all stages), ``organ_accuracy_last_stage``, ``organ_chance``, ``rotation_accuracy``,
     ``rotation_chance``, ``n_train``, ``n_test``.
     """
     import pandas as pd
@@ -215,7 +221,8 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
     rows = []
     for name, model in (("ssl", ssl), ("random init", random_like(ssl, seed))):
         probe = organ_probe(model.swinViT, train[:2], test[:2])
-        rows.append({"encoder": name, "organ_accuracy": probe.accuracy, "organ_chance": probe.chance,
+        rows.append({"encoder": name, "organ_accuracy": probe.accuracy,
+                     "organ_accuracy_last_stage": probe.accuracy_last_stage, "organ_chance": probe.chance,
                      "rotation_accuracy": rotation_accuracy(model, test[0]), "rotation_chance": 0.25,
                      "n_train": probe.n_train, "n_test": probe.n_test})
     return pd.DataFrame(rows)

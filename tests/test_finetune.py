@@ -200,6 +200,7 @@ def test_finetune_cli_one_line_errors_and_no_files_written(tmp_path, capsys):
     base = ["--task", "demo_btcv", "--data-manifest", str(manifest), "--run-dir", str(run_dir), "--feature-size", "12",
             "--spacing", "8,8,8", "--max-steps", "1", "--device", "cpu"]
     for extra, expected in [([], f"{image}: preprocessing failed"), (["--roi-size", "50"], "roi_size=50: need 3 positive"),
+                            (["--roi-size", "32"], "roi_size=32: 32^3 leaves one voxel"),
                             (["--max-steps", "0"], "max_steps=0 must be >= 1"), (["--device", "tpu"], "device='tpu'")]:
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err

@@ -7,7 +7,8 @@ import yaml
 
 from swinunetr_lib.finetune_model import build_swinunetr
 from swinunetr_lib.ssl_model import export_encoder
-from swinunetr_lib.label_efficiency import LabelEfficiencyConfig, main, run_sweep, summarize_runs
+from swinunetr_lib.label_efficiency import (RECORDED, LabelEfficiencyConfig, load_recorded, main, paired_gain,
+                                            plot_label_efficiency, run_sweep, summarize_runs)
 
 from test_finetune import make_tiny_cohort
 
@@ -18,6 +19,48 @@ def test_summary_is_mean_and_std_over_seeds():
     s = summarize_runs(df).set_index("init")
     assert s.loc["ssl", "mean"] == pytest.approx(0.7) and s.loc["ssl", "std"] == pytest.approx(0.1414, abs=1e-4)
     assert s.loc["scratch", "count"] == 1
+
+
+def test_gain_is_paired_by_seed_and_skips_unpaired_runs():
+    """Seed 0 has both runs (gain +0.2), seed 1 both (gain 0.0), seed 2 only scratch: mean 0.1 over 2 seeds."""
+    df = pd.DataFrame({"init": ["scratch", "ssl", "scratch", "ssl", "scratch"], "labeled_fraction": [0.25] * 5,
+                       "seed": [0, 0, 1, 1, 2], "mean_dice": [0.3, 0.5, 0.6, 0.6, 0.9]})
+    g = paired_gain(df).set_index("labeled_fraction")
+    assert g.loc[0.25, "mean"] == pytest.approx(0.1) and g.loc[0.25, "count"] == 2
+    assert g.loc[0.25, "std"] == pytest.approx(0.1414, abs=1e-4)
+    assert paired_gain(df[df["init"] == "scratch"]).empty
+
+
+def test_plot_draws_each_initialisation_and_the_papers_point(tmp_path):
+    df = pd.DataFrame({"init": ["scratch", "ssl"] * 4, "labeled_fraction": [0.25, 0.25, 0.25, 0.25, 1.0, 1.0, 1.0, 1.0],
+                       "seed": [0, 0, 1, 1, 0, 0, 1, 1], "mean_dice": [0.3, 0.4, 0.35, 0.45, 0.7, 0.7, 0.72, 0.71]})
+    fig = plot_label_efficiency(df, tmp_path / "f.png", n_train=4)
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["from scratch", "SSL pretrained"]
+    assert any("paper" in t.get_text() for t in right.get_legend().get_texts())
+    assert "of 4 cases" in left.get_xlabel() and (tmp_path / "f.png").stat().st_size > 10_000
+    gain_line = right.lines[0].get_ydata()  # the measured gain, paired by seed
+    assert list(gain_line) == pytest.approx([0.1, -0.005])
+
+
+def test_recorded_experiment_has_three_seeds_per_point_and_both_inits():
+    """The committed experiment (issue #14) that notebook 06 draws: every init x fraction has >= 3 seeds, both
+    initialisations at each fraction, Dice in [0, 1], and a probe of both encoders."""
+    rec = load_recorded()
+    counts = rec.results.groupby(["init", "labeled_fraction"]).size()
+    assert set(rec.results["init"]) == {"scratch", "ssl"} and (counts >= 3).all()
+    assert rec.results["mean_dice"].between(0, 1).all() and len(paired_gain(rec.results)) == rec.results["labeled_fraction"].nunique()
+    assert rec.probe is not None and rec.probe["encoder"].tolist() == ["ssl", "random init"]
+    assert "python -m swinunetr_lib.label_efficiency" in rec.about
+
+
+def test_recorded_results_name_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.csv: no recorded"):
+        load_recorded(tmp_path)
+    (tmp_path / "results.csv").write_text("init,seed\nssl,0\n")
+    with pytest.raises(ValueError, match=r"results.csv: missing columns \['labeled_fraction', 'mean_dice'\]"):
+        load_recorded(tmp_path)
+    assert RECORDED.name == "label_efficiency_phantoms"
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import Config
+from .finetune_model import swinunetr_roi_problem
 from .train import _enable_checkpointing, make_adamw
 from .utils import resolve_device
 from .window_attention import use_sdpa_window_attention
@@ -62,10 +63,11 @@ def check_common(cfg: BenchBase) -> None:
         raise ValueError(f"--json {cfg.json}: expected a .json file path")
 
 def check_swinunetr_roi(cfg: BenchBase) -> None:
-    """SwinUNETR (fine-tuning, inference) needs a ROI of at least 64: the 1-voxel bottleneck of a 32^3 input
-    breaks its instance norm."""
-    if cfg.roi_size < 64:  # type: ignore[attr-defined]
-        raise ValueError(f"roi_size={cfg.roi_size}: SwinUNETR needs a ROI of at least 64")  # type: ignore[attr-defined]
+    """The cubic ROI of a SwinUNETR benchmark (fine-tuning, inference), after :func:`check_common`: see
+    :func:`swinunetr_lib.finetune_model.swinunetr_roi_problem`."""
+    problem = swinunetr_roi_problem((cfg.roi_size,) * 3)  # type: ignore[attr-defined]
+    if problem:
+        raise ValueError(f"roi_size={cfg.roi_size}: {problem}")  # type: ignore[attr-defined]
 
 
 def bench_device(cfg: BenchBase) -> torch.device:

@@ -35,7 +35,7 @@ from monai.losses import DiceCELoss
 from .config import Config
 from .finetune_data import AugmentedCases, check_label_values, preprocess_cases  # noqa: F401 - also finetune's names
 from .finetune_model import (SSL_EXPORT, LoadReport, build_finetune_model, encoder_feature_size,  # noqa: F401
-                             read_encoder_checkpoint, resolve_init)
+                             read_encoder_checkpoint, resolve_init, swinunetr_roi_problem)
 from .loading import refuse_paths_outside_root
 from .paths import absolute_from_cwd, resolve_path, runs_dir
 from .segmentation import check_window_options, dice_scores, sliding_window_predict
@@ -112,9 +112,8 @@ def resolve_preset(cfg: FinetuneConfig) -> TaskPreset:
     roi = [cfg.roi_size] * 3 if isinstance(cfg.roi_size, int) else cfg.roi_size
     if roi is not None and (len(roi) != 3 or any(r <= 0 or r % 32 for r in roi)):
         raise ValueError(f"roi_size={cfg.roi_size}: need 3 positive multiples of 32 (Swin UNETR downsamples 5 times)")
-    if roi is not None and all(r == 32 for r in roi):
-        raise ValueError(f"roi_size={cfg.roi_size}: 32^3 leaves one voxel at Swin UNETR's bottleneck, where instance "
-                         "norm fails; make at least one side 64")
+    if roi is not None and (problem := swinunetr_roi_problem(roi)):
+        raise ValueError(f"roi_size={cfg.roi_size}: {problem}")
     if cfg.spacing and (len(cfg.spacing) != 3 or any(s <= 0 for s in cfg.spacing)):
         raise ValueError(f"spacing={cfg.spacing}: need 3 positive voxel sizes in mm (or [] for the native grid)")
     if cfg.num_samples is not None and cfg.num_samples < 1:

@@ -24,13 +24,13 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from monai.networks.nets import SwinUNETR
 
 from .paths import resolve_path, runs_dir
-from .utils import CheckpointError, safe_torch_load
+from .utils import CheckpointError, load_checkpoint_mapping, safe_torch_load
 
 ENCODER_PREFIX = "swinViT."
 # The relative position index is a constant buffer computed from the window size; a checkpoint may
@@ -88,6 +88,14 @@ def resolve_init(init: str, pretrained: str = "") -> tuple[str, Path | None]:
         raise FileNotFoundError(f"{path}: pretrained encoder for init={init!r} not found"
                                 + ("; run notebook 02_ssl_pretraining first" if not pretrained else ""))
     return init, path
+
+
+def swinunetr_roi_problem(roi: Sequence[int]) -> str | None:
+    """Why Swin UNETR cannot train on crops of ``roi`` (three multiples of 32), or None. Its bottleneck is 1/32
+    of each side; a 32^3 crop leaves one voxel there, and instance norm fails on a single voxel."""
+    if all(r == 32 for r in roi):
+        return "32^3 leaves one voxel at Swin UNETR's bottleneck, where instance norm fails: it needs at least 64 on one side"
+    return None
 
 
 def build_swinunetr(
@@ -150,16 +158,10 @@ def read_encoder_checkpoint(checkpoint: str | os.PathLike[str]) -> Mapping[str, 
     """The object in a pretrained checkpoint file, read with ``weights_only=True`` (tensors and plain values
     only); a missing, unreadable or unsafe file, or one that holds no mapping, is an :class:`EncoderLoadError`
     naming it. Read it once and hand it to :func:`encoder_feature_size` and :func:`load_encoder`."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise EncoderLoadError(f"{path}: pretrained checkpoint not found")
     try:  # tensors and plain values only: a file that would run code when unpickled is refused
-        obj = safe_torch_load(path)
+        return load_checkpoint_mapping(checkpoint, "pretrained checkpoint")
     except CheckpointError as err:
         raise EncoderLoadError(str(err)) from err
-    if not isinstance(obj, Mapping):
-        raise EncoderLoadError(f"{path}: holds a {type(obj).__name__}, not a checkpoint mapping with a state dict")
-    return obj
 
 
 def load_encoder(

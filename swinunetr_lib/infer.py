@@ -41,8 +41,8 @@ from .finetune_model import build_swinunetr
 from .loading import data_error_in
 from .segmentation import InferenceError, check_window_options, sliding_window_predict
 from .task_presets import TaskPreset, preprocess_transforms
-from .utils import (CheckpointError, atomic_path, check_folder_creatable, error_message, resolve_device, run_cli,
-                    safe_torch_load)
+from .utils import (CheckpointError, atomic_path, check_folder_creatable, error_message, load_checkpoint_mapping,
+                    resolve_device, run_cli)
 
 Paths = str | Path | Sequence[str | Path]
 
@@ -104,14 +104,10 @@ def read_finetuned(checkpoint: str | Path) -> FinetunedCheckpoint:
     """Read ``checkpoint`` (tensors and plain values only) and check that its metadata is complete; every
     problem is an :class:`InferenceError` naming the file."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise InferenceError(f"{path}: checkpoint not found")
     try:  # tensors and plain values only: a checkpoint that would run code when unpickled is refused
-        obj = safe_torch_load(path)
+        obj = load_checkpoint_mapping(path)
     except CheckpointError as err:
         raise InferenceError(str(err)) from err
-    if not isinstance(obj, dict):
-        raise InferenceError(f"{path}: not a fine-tuning checkpoint (a {type(obj).__name__})")
     meta, meta_source = _read_meta(path, obj)
     state = obj.get("state_dict", obj.get("model"))
     if meta is None or state is None:

@@ -11,7 +11,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -218,6 +218,19 @@ def safe_torch_load(path: str | os.PathLike[str], *, allow_numpy_rng: bool = Fal
         detail = (str(err).splitlines() or [""])[0] if not isinstance(err, KeyError) else ""
         detail = detail or f"{type(err).__name__} while unpickling"
         raise CheckpointError(path, f"cannot be read as a torch checkpoint ({detail})") from err
+
+
+def load_checkpoint_mapping(path: str | os.PathLike[str], kind: str = "checkpoint") -> Mapping[str, Any]:
+    """:func:`safe_torch_load` of a file that must exist and hold a mapping (a state dict, or a dict holding one).
+    A missing file, one that cannot be read or is unsafe, or one that holds something else is a
+    :class:`CheckpointError` naming the file; ``kind`` names what was expected ("pretrained checkpoint", ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, f"{kind} not found")
+    obj = safe_torch_load(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(path, f"holds a {type(obj).__name__}, not a {kind} mapping with a state dict")
+    return obj
 
 
 class RunDirBusyError(RuntimeError):

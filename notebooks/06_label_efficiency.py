@@ -188,7 +188,7 @@ summarize_runs(recorded.results).round(3)
 # *Look at:* the spread (`std`) against the gap between the two initialisations at each fraction.
 
 # %%
-fig = plot_label_efficiency(recorded.results, n_train=int(recorded.results["n_train"].max()))
+fig = plot_label_efficiency(recorded.results)
 plt.show()
 paired_gain(recorded.results).round(3)
 

@@ -119,7 +119,11 @@ def paired_gain(results: pd.DataFrame, metric: str = "mean_dice", base: str = "s
 def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None, metric: str = "mean_dice",
                           n_train: int | None = None, paper: bool = True):
     """Two panels: Dice versus labeled data per initialisation (mean +- std over seeds, each seed a dot), and
-    the SSL - scratch gain paired by seed with zero and, when ``paper``, the paper's reported point."""
+    the SSL - scratch gain paired by seed with zero and, when ``paper``, the paper's reported point.
+    ``n_train`` (training cases at 100 %) is read from the runs at fraction 1 when not given."""
+    if n_train is None and "n_train" in results:
+        full = results.loc[results["labeled_fraction"] == 1.0, "n_train"]
+        n_train = int(full.iloc[0]) if len(full) else None
     import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
 
     summary = summarize_runs(results, metric)
@@ -215,8 +219,7 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     atomic_write_text(results.to_csv(index=False), out / "results.csv")
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
     figure = out / "dice_vs_fraction.png"
-    full = results.loc[results["labeled_fraction"] == 1.0, "n_train"] if "n_train" in results else []
-    fig = plot_label_efficiency(results, figure, n_train=int(full.iloc[0]) if len(full) else None)
+    fig = plot_label_efficiency(results, figure)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

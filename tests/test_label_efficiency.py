@@ -52,6 +52,7 @@ def test_recorded_experiment_has_three_seeds_per_point_and_both_inits():
     assert rec.results["mean_dice"].between(0, 1).all() and len(paired_gain(rec.results)) == rec.results["labeled_fraction"].nunique()
     assert rec.probe is not None and rec.probe["encoder"].tolist() == ["ssl", "random init"]
     assert "python -m swinunetr_lib.label_efficiency" in rec.about
+    assert "of 4 cases" in plot_label_efficiency(rec.results).axes[0].get_xlabel()  # n_train read from the runs
 
 
 def test_recorded_results_name_a_missing_or_broken_file(tmp_path):

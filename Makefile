@@ -31,7 +31,7 @@ PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment
+.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment experiment-pretraining
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,10 +87,13 @@ unpack: env  ## attendee: verify and unpack the instructor's archive into runs/n
 	@test -n "$(ARCHIVE)" || { echo "make unpack: give the archive, e.g. make unpack ARCHIVE=/media/usb/demo.precomputed.tar.gz" >&2; exit 2; }
 	$(PY) -m swinunetr_lib.precomputed unpack "$(ARCHIVE)"
 
-experiment: env  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
+EXP_COHORT := runs/exp/cohort/pretrain.json
+$(EXP_COHORT): | env  # 7 labeled phantoms at 6 mm (4 training, 3 held out) and 97 unlabeled ones
 	$(PY) -m swinunetr_lib.data demo-cohort --out-dir runs/exp/cohort --n-phantoms 7 --n-validation 3 \
 		--n-unlabeled 97 --spacing "[6,6,6]" --n-msd 2 --include-real false
-	test -f runs/exp/ssl_a/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest runs/exp/cohort/pretrain.json \
+
+experiment: env $(EXP_COHORT)  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
+	test -f runs/exp/ssl_a/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 32 --feature-size 12 --batch-size 4 --num-samples 2 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
 		--run-dir runs/exp/ssl_a
 	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_a/checkpoints/last.pt \
@@ -98,6 +101,14 @@ experiment: env  ## the label-efficiency experiment with headroom (issue #14) in
 	$(PY) -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/headroom_03_finetune_btcv.yml \
 		--fractions "[0.25, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1, 2]" \
 		--pretrained runs/exp/ssl_a/model_swinvit.pt --output runs/exp/label_efficiency
+
+experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting run (issue #14) into runs/exp/ssl_unet64: ~1 h on 2 CPU cores
+	test -f runs/exp/ssl_unet64/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
+		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
+		--decoder unet --checkpoint-every 25 --run-dir runs/exp/ssl_unet64
+	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_unet64/checkpoints/last.pt \
+		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \
+		--figure runs/exp/ssl_unet64/reconstructions.png --csv runs/exp/ssl_unet64/probe.csv
 
 clean:
 	rm -rf runs

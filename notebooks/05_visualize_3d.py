@@ -130,17 +130,11 @@ print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out 
 run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
 ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt"))  # fit's full checkpoints
 if ssl_ckpts:
-    from swinunetr_lib.ssl_model import SSLModel
+    from swinunetr_lib.ssl_model import load_ssl_model
 
-    from swinunetr_lib.utils import safe_torch_load
-
-    state = safe_torch_load(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
-    state = state.get("model", state)
-    w = state["swinViT.patch_embed.proj.weight"]  # (feature_size, in_channels, 2, 2, 2)
-    ssl_model = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0])
-    ssl_model.load_state_dict(state)
+    ssl_model = load_ssl_model(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
     with torch.no_grad():
-        reconstruction = ssl_model.eval()(view.image)["reconstruction"]
+        reconstruction = ssl_model(view.image)["reconstruction"]
     print(f"reconstructions from {ssl_ckpts[0]}")
 else:
     reconstruction = None
@@ -148,8 +142,8 @@ else:
           "showing the proxy-task inputs without reconstructions.")
 
 # %%
-viz.plot_ssl_panels(batch, view.target, view.image, reconstruction,
-                    rotation_labels=view.rotation.tolist())
+viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_labels=view.rotation.tolist(),
+                    mask=view.mask, window_preset=viz.SCALED_SOFT_TISSUE)  # the slice the boxes hide most of, outlined
 
 # %% [markdown]
 # ## 5 · A fine-tuned model's prediction versus the ground truth

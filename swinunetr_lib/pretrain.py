@@ -14,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass, fields
@@ -25,12 +26,17 @@ from torch import nn
 
 from . import distributed as ddp
 from .losses import SSLLoss
-from .paths import absolute_from_cwd, resolve_path
+from .paths import REPO_ROOT, absolute_from_cwd, resolve_path
 from .ssl_data import default_num_workers, ssl_dataloader
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit
-from .utils import run_cli, run_dir_lock
+from .utils import atomic_write_text, run_cli, run_dir_lock
+
+CONFIG_FILE = "pretrain_config.json"  # the run's PretrainConfig, written beside model_swinvit.pt at the end
+RECORDED = REPO_ROOT / "docs" / "results" / "ssl_pretraining_phantoms"  # longer CPU runs, committed (notebook 02)
+RECORDED_RUNS = {"paper's decoder, 32³": RECORDED / "paper_decoder_32",      # rotation and contrastive learn
+                 "Swin UNETR's decoder, 64³": RECORDED / "unet_decoder_64"}  # inpainting learns
 
 
 @dataclass
@@ -59,6 +65,7 @@ class PretrainConfig(TrainConfig):
     cutout_max_block: float = 0.25       # largest cutout box side, as a fraction of each axis (official: 0.25)
     cutout_noise_prob: float = 0.5       # single mode: probability a box is noise rather than another sample's content
     contrastive_negatives: Literal["global", "per_gpu"] = "global"  # global: all-gather embeddings across GPUs (with gradients); per_gpu: local batch only, as the official code
+    decoder: Literal["upsample", "transposed", "unet"] = "upsample"  # reconstruction head: upsample = the paper's, from the last stage alone (resize-convolution); transposed = the same with transposed convolutions; unet = Swin UNETR's decoder with skip connections (roi_size >= 64): the visible voxels pass through, the boxes are inpainted from context
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
     sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
 
@@ -137,6 +144,10 @@ def check_pretrain_config(cfg: PretrainConfig) -> None:
         raise ValueError(f"spacing={cfg.spacing}: need 3 positive voxel sizes in mm (or leave it out: no resampling)")
     if not 0 <= cfg.cutout_fraction < 1:
         raise ValueError(f"cutout_fraction={cfg.cutout_fraction} must be at least 0 and below 1")
+    if cfg.decoder == "unet" and cfg.roi_size < 64:
+        raise ValueError(f"roi_size={cfg.roi_size} with decoder=unet: Swin UNETR's decoder needs sub-volumes of at least "
+                         "64^3 (its bottleneck block normalises over the last stage's voxels); use roi_size >= 64 or "
+                         "decoder=upsample")
     if not cfg.temperature > 0:
         raise ValueError(f"temperature={cfg.temperature} must be > 0")
 
@@ -154,7 +165,7 @@ def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
     """What defines a pretraining run beyond its TrainConfig (data, model, crops, loss): a resume with any of
     these changed is refused (:func:`swinunetr_lib.train.fit`'s ``run_settings``)."""
     names = ("split", "roi_size", "feature_size", "batch_size", "num_samples", "spacing", "temperature",
-             "rotation_weight", "contrastive_weight", "reconstruction_weight", "cutout_fraction")
+             "rotation_weight", "contrastive_weight", "reconstruction_weight", "cutout_fraction", "decoder")
     out: dict[str, Any] = {n: getattr(cfg, n) for n in names}
     out["data_manifest"] = str(resolve_path(cfg.data_manifest)) if cfg.data_manifest else ""
     out["prepared_dir"] = str(resolve_path(cfg.prepared_dir)) if cfg.prepared_dir else ""
@@ -171,14 +182,48 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> Pretr
                             base_dir=resolve_path(cfg.data_root) if cfg.data_root else None,
                             pin_memory=device.type == "cuda")
     torch.manual_seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention)
+    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
     result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device,
                  run_settings=run_settings(cfg))
     encoder = None
+    if ddp.is_main_process():
+        atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", run_dir / CONFIG_FILE)
     if cfg.export and ddp.is_main_process():
         encoder = export_encoder(model, run_dir / "model_swinvit.pt")
     ddp.barrier()
     return PretrainResult(fit=result, run_dir=run_dir, encoder_path=encoder)
+
+
+@dataclass
+class RecordedPretraining:
+    """A pretraining run measured beforehand and committed, with what it learned (notebook 02 draws it)."""
+
+    config: PretrainConfig        # its settings (pretrain_config.json)
+    metrics: "pd.DataFrame"       # fit's metrics.csv: step, loss, rotation, contrastive, reconstruction, ...
+    probe: "pd.DataFrame"         # python -m swinunetr_lib.probe --csv, with the inpainting columns
+    figure: Path                  # its reconstructions of held-out volumes (probe --figure)
+
+
+def load_recorded(folder: str | Path) -> RecordedPretraining:
+    """Read a recorded run's folder (``pretrain_config.json``, ``metrics.csv``, ``probe.csv``, ``reconstructions.png``;
+    :data:`RECORDED_RUNS` names the committed ones, ``RECORDED/README.md`` their commands and machine); a missing
+    or unreadable file is an error naming it."""
+    import pandas as pd
+
+    folder = Path(folder)
+    for name in (CONFIG_FILE, "metrics.csv", "probe.csv", "reconstructions.png"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder / name}: missing from the recorded pretraining run")
+    try:
+        config = PretrainConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{folder / CONFIG_FILE}: not a pretraining configuration ({err})") from None
+    metrics, probe = pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "probe.csv")
+    for path, table, need in ((folder / "metrics.csv", metrics, {"step", "rotation", "contrastive", "reconstruction"}),
+                              (folder / "probe.csv", probe, {"encoder", "rotation_accuracy", "inpainting_l1"})):
+        if need - set(table.columns):
+            raise ValueError(f"{path}: missing columns {sorted(need - set(table.columns))}")
+    return RecordedPretraining(config, metrics, probe, folder / "reconstructions.png")
 
 
 def main(argv: list[str] | None = None) -> int:

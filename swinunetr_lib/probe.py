@@ -1,6 +1,6 @@
 """Cheap probes of what self-supervised pretraining taught the encoder, free of fine-tuning noise.
 
-Two measurements, each beside its baseline:
+Three measurements, each beside its baseline:
 
 - **Organ probe** (linear probe): cubes centred on a random voxel of each organ of the labeled cases are fed
   through the *frozen* encoder; the globally pooled features of its five stages are concatenated and a
@@ -9,12 +9,15 @@ Two measurements, each beside its baseline:
   convolutional / transformer features are already far from useless), and ``1 / n_organs`` is chance.
 - **Rotation accuracy** on held-out crops: every crop is shown at the four axial rotations and the SSL
   model's rotation head must name each one; chance is 25 %.
+- **Inpainting** (optional, ``--inpainting-size 64``): the held-out images, whole, are rotated and cut out as in
+  pretraining and reconstructed; the L1 inside the boxes is read against the trivial fill (each view's visible
+  mean), and ``--figure`` draws the reconstructions.
 
-Both are forward passes only: about a minute on 2 CPU cores for a few hundred 32^3 crops. Used by notebook 06,
-and a command::
+All are forward passes only: about a minute on 2 CPU cores for a few hundred 32^3 crops. Used by notebooks 02
+and 06, and a command::
 
     python -m swinunetr_lib.probe --checkpoint runs/notebooks/ssl_pretraining/checkpoints/last.pt \
-        --manifest data/demo_cohort/finetune.json
+        --manifest data/demo_cohort/finetune.json [--inpainting-size 64 --figure reconstructions.png]
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,9 +33,9 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from .config import Config
-from .ssl_model import SSLModel
-from .ssl_transforms import rotate_axial
-from .utils import run_cli, safe_torch_load
+from .ssl_model import SSLModel, load_ssl_model
+from .ssl_transforms import InnerCutout, SSLView, SSLViewTransform, make_generator, rotate_axial
+from .utils import run_cli
 
 HU_RANGE = (-1000.0, 1000.0)  # the pretraining intensity scaling (paper: HU [-1000, 1000] -> [0, 1])
 
@@ -171,43 +174,62 @@ def rotation_accuracy(model: SSLModel, crops: torch.Tensor, batch_size: int = 16
     return correct / total
 
 
-def load_ssl_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> SSLModel:
-    """The full SSL model (encoder and heads) from a pretraining checkpoint (``fit``'s ``last.pt``).
+@dataclass
+class InpaintingProbe:
+    l1_inside: float        # mean |reconstruction - original| over the cut-out voxels (the part that needs anatomy)
+    trivial_fill_l1: float  # the same for a fill with each view's visible mean (what copying alone reaches)
+    l1_all: float           # over every voxel (what the training loss averages)
+    trivial_fill_l1_all: float  # the trivial fill over every voxel (the training loss's copying baseline)
+    constant_l1_all: float  # every voxel at the view's visible mean (the training loss's chance level)
+    view: SSLView           # the corrupted held-out views (image, target, rotation, mask), for pictures
+    reconstruction: torch.Tensor  # (N, 1, S, S, S) the model's output clamped to [0, 1]
 
-    Read with weights-only unpickling; the feature size and input channels come from the patch embedding.
-    """
-    path = Path(checkpoint)
-    state = safe_torch_load(path)
-    state = state.get("model", state) if isinstance(state, Mapping) else state
-    key = "swinViT.patch_embed.proj.weight"
-    if not isinstance(state, Mapping) or key not in state:
-        raise ValueError(f"{path}: not an SSL pretraining checkpoint (no {key}); expected fit's checkpoints/last.pt")
-    w = state[key]  # (feature_size, in_channels, 2, 2, 2)
-    decoder = "transposed" if "decoder.net.0.weight" in state else "upsample"  # runs from before the upsample default
-    model = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0], decoder=decoder)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: does not match SSLModel(feature_size={w.shape[0]}): {str(err).splitlines()[0]}") from None
-    return model.to(device).eval()
+
+@torch.no_grad()
+def inpainting_probe(model: SSLModel, volumes: torch.Tensor, seed: int = 0, draws: int = 1,
+                     cutout: InnerCutout | None = None) -> InpaintingProbe:
+    """Rotate and cut out held-out ``volumes`` (N, 1, S, S, S) as pretraining does (seeded; ``draws`` views of each,
+    N * draws in all, volume by volume in turn), reconstruct them, and score the reconstruction inside the boxes
+    against the trivial fill (:func:`swinunetr_lib.baselines.trivial_fill_l1`)."""
+    from .baselines import trivial_fill_l1
+
+    model.eval()
+    device = next(model.parameters()).device
+    volumes = volumes.repeat(draws, 1, 1, 1, 1)
+    view = SSLViewTransform(cutout=cutout)(volumes.to(device), make_generator(device, seed))
+    rec = model(view.image)["reconstruction"].float().clamp(0, 1)
+    err, inside = (rec - view.target).abs(), view.mask.expand_as(rec)
+    fill = {c: trivial_fill_l1(view.target, view.mask, region="all", copy_visible=c) for c in (True, False)}
+    return InpaintingProbe(float(err[inside].mean()), trivial_fill_l1(view.target, view.mask), float(err.mean()),
+                           fill[True], fill[False], view, rec)
+
+
+def centred_volumes(images: Sequence[np.ndarray], size: int = 64) -> torch.Tensor:
+    """Whole (X, Y, Z) volumes centre-cropped or zero-padded (air, after scaling) to ``size``^3: (N, 1, S, S, S)."""
+    return torch.from_numpy(np.stack([crop_at(i, [n // 2 for n in i.shape], size) for i in images]))[:, None]
 
 
 def random_like(model: SSLModel, seed: int = 0) -> SSLModel:
     """The same architecture at a fresh random initialisation (the probe's baseline)."""
     torch.manual_seed(seed)
     w = model.swinViT.patch_embed.proj.weight
-    twin = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0])
+    twin = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0], decoder=model.decoder_kind)
     return twin.to(w.device).eval()
 
 
 def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[str], size: int = 32,
-               per_organ: int = 4, seed: int = 0, organs: Sequence[int] = tuple(range(1, 14))) -> "pd.DataFrame":
-    """Both probes for the SSL model in ``checkpoint`` and for its random twin, on a fine-tuning manifest.
+               per_organ: int = 4, seed: int = 0, organs: Sequence[int] = tuple(range(1, 14)),
+               inpainting_size: int = 0, figure: str | os.PathLike[str] = "") -> "pd.DataFrame":
+    """The probes for the SSL model in ``checkpoint`` and for its random twin, on a fine-tuning manifest.
 
     The organ probe is fitted on crops of the manifest's ``training`` cases and scored on its ``validation``
     cases; rotation accuracy is measured on the validation crops. One row per encoder
     (``ssl``, ``random init``) with ``organ_accuracy`` (all stages), ``organ_accuracy_last_stage``, ``organ_chance``, ``rotation_accuracy``,
-    ``rotation_chance``, ``n_train``, ``n_test``.
+    ``rotation_chance``, ``n_train``, ``n_test``. With ``inpainting_size`` (a multiple of 32) the whole validation
+    images, centred in cubes of that side, are also rotated, cut out and reconstructed (:func:`inpainting_probe`):
+    columns ``inpainting_l1`` (inside the boxes), ``trivial_fill_l1``, and over every voxel ``inpainting_l1_all``,
+    ``trivial_fill_l1_all``, ``constant_l1_all`` (the loss's baselines); ``figure`` then saves the SSL model's
+    reconstructions as a PNG.
     """
     import pandas as pd
 
@@ -217,6 +239,7 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
     load = lambda entries: [load_case(e["image"], e["label"]) for e in entries]  # noqa: E731
     train = organ_crops(load(train_entries), organs, size, per_organ, seed=seed)
     test = organ_crops(load(val_entries), organs, size, per_organ, seed=seed + 1)
+    volumes = centred_volumes([e[0] for e in load(val_entries)], inpainting_size) if inpainting_size else None
     ssl = load_ssl_model(checkpoint)
     rows = []
     for name, model in (("ssl", ssl), ("random init", random_like(ssl, seed))):
@@ -225,7 +248,30 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
                      "organ_accuracy_last_stage": probe.accuracy_last_stage, "organ_chance": probe.chance,
                      "rotation_accuracy": rotation_accuracy(model, test[0]), "rotation_chance": 0.25,
                      "n_train": probe.n_train, "n_test": probe.n_test})
+        if volumes is not None:
+            painted = inpainting_probe(model, volumes, seed, draws=4)
+            rows[-1].update(inpainting_l1=painted.l1_inside, trivial_fill_l1=painted.trivial_fill_l1,
+                            inpainting_l1_all=painted.l1_all, trivial_fill_l1_all=painted.trivial_fill_l1_all,
+                            constant_l1_all=painted.constant_l1_all)
+            if figure and name == "ssl":
+                save_reconstructions(painted, volumes.repeat(4, 1, 1, 1, 1), figure)
     return pd.DataFrame(rows)
+
+
+def save_reconstructions(painted: InpaintingProbe, volumes: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """The held-out views of :func:`inpainting_probe` as :func:`swinunetr_lib.viz.plot_ssl_panels` draws them (the
+    slice the boxes hide most of, boxes outlined, soft-tissue window), written atomically to the PNG ``path``."""
+    from .utils import atomic_path
+    from .viz import SCALED_SOFT_TISSUE, plot_ssl_panels
+
+    v = painted.view
+    fig = plot_ssl_panels(volumes, v.target, v.image, painted.reconstruction, rotation_labels=v.rotation.tolist(),
+                          mask=v.mask, window_preset=SCALED_SOFT_TISSUE)
+    fig.suptitle(f"held-out: L1 inside the boxes {painted.l1_inside:.3f} (trivial fill {painted.trivial_fill_l1:.3f})",
+                 fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    return Path(path)
 
 
 @dataclass
@@ -234,7 +280,9 @@ class ProbeConfig(Config):
     manifest: str = ""                   # labeled decathlon JSON: the probe is fitted on "training", scored on "validation" (required)
     size: int = 32                       # side of the organ-centred crops in voxels, a multiple of 32
     per_organ: int = 4                   # crops per organ and case
-    seed: int = 0                        # seed of the crop positions and of the random-init twin
+    seed: int = 0                        # seed of the crop positions, the cutouts and of the random-init twin
+    inpainting_size: int = 0             # also inpaint the whole validation images centred in cubes of this side (a multiple of 32, >= 64 for decoder=unet); 0 = skip
+    figure: str = ""                     # with inpainting_size: save the SSL model's reconstructions to this PNG
     csv: str = ""                        # also write the table to this CSV file ("" = print only)
 
 
@@ -244,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.probe", description=__doc__.split("\n\n")[0])
     ProbeConfig.add_arguments(parser)
-    args = absolute_from_cwd(parser.parse_args(argv), "checkpoint", "manifest", "csv")
+    args = absolute_from_cwd(parser.parse_args(argv), "checkpoint", "manifest", "csv", "figure")
 
     def body() -> int:
         cfg = ProbeConfig.from_args(args)
@@ -255,7 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise FileNotFoundError(f"{getattr(cfg, name)}: --{name} file not found")
         if cfg.size < 32 or cfg.size % 32 or cfg.per_organ < 1:
             raise ValueError(f"size={cfg.size} must be a multiple of 32 and per_organ={cfg.per_organ} >= 1")
-        table = run_probes(cfg.checkpoint, cfg.manifest, cfg.size, cfg.per_organ, cfg.seed)
+        if cfg.inpainting_size < 0 or cfg.inpainting_size % 32:
+            raise ValueError(f"inpainting_size={cfg.inpainting_size} must be a multiple of 32 (0: no inpainting probe)")
+        if cfg.figure and not cfg.inpainting_size:
+            raise ValueError(f"--figure {cfg.figure} draws the inpainting probe: give --inpainting-size too")
+        table = run_probes(cfg.checkpoint, cfg.manifest, cfg.size, cfg.per_organ, cfg.seed,
+                           inpainting_size=cfg.inpainting_size, figure=cfg.figure)
         print(table.round(3).to_string(index=False))
         if cfg.csv:
             atomic_write_text(table.to_csv(index=False), cfg.csv)

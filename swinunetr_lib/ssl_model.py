@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
-from monai.networks.nets.swin_unetr import SwinTransformer
+from monai.networks.nets.swin_unetr import SwinTransformer, SwinUNETR
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from .distributed import unwrap
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, safe_torch_load
 from .window_attention import use_sdpa_window_attention
 
 
@@ -80,13 +80,52 @@ class ReconstructionDecoder(nn.Module):
         return self.net(x)
 
 
+SWIN_UNETR_DECODER_BLOCKS = ("encoder1", "encoder2", "encoder3", "encoder4", "encoder10",
+                             "decoder5", "decoder4", "decoder3", "decoder2", "decoder1", "out")
+
+
+class SwinUNETRDecoder(nn.Module):
+    """Swin UNETR's own CNN decoder, with skip connections from the input and every encoder stage.
+
+    The blocks are MONAI ``SwinUNETR``'s (``encoder1-4``, ``encoder10``, ``decoder5-1``, ``out``), taken from a
+    ``SwinUNETR`` built with the same ``feature_size``, so they carry the same names and shapes as the decoder
+    that fine-tuning trains. ``forward(x, hidden)``: ``x`` the input (B, C, D, H, W) and ``hidden`` the
+    encoder's five layer-normalised stages (B, F*2^i, D/2^(i+1), ...) -> (B, C, D, H, W).
+
+    Why offer it for inpainting: the visible voxels reach the output through the skips, so the training signal
+    concentrates on the cut-out boxes, which the deeper stages must fill from their surroundings (the U-Net
+    restoration of Models Genesis, Zhou et al. 2019). The paper's decoder starts from the last stage alone; at
+    64^3 that is 2^3 voxels, and a short CPU run reconstructs a smooth grey volume from it. Needs every spatial
+    size >= 64 (the bottleneck block's InstanceNorm needs more than one voxel).
+    """
+
+    def __init__(self, in_channels: int, feature_size: int) -> None:
+        super().__init__()
+        net = SwinUNETR(in_channels=in_channels, out_channels=in_channels, feature_size=feature_size)
+        for name in SWIN_UNETR_DECODER_BLOCKS:
+            self.add_module(name, getattr(net, name))
+
+    def forward(self, x: torch.Tensor, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+        dec4 = self.encoder10(hidden[4])
+        dec3 = self.decoder5(dec4, hidden[3])
+        dec2 = self.decoder4(dec3, self.encoder4(hidden[2]))
+        dec1 = self.decoder3(dec2, self.encoder3(hidden[1]))
+        dec0 = self.decoder2(dec1, self.encoder2(hidden[0]))
+        return self.out(self.decoder1(dec0, self.encoder1(x)))
+
+
+DecoderKind = Literal["upsample", "transposed", "unet"]
+
+
 class SSLModel(nn.Module):
     """Swin UNETR encoder + rotation (4-way), contrastive (512-d) and reconstruction heads.
 
     Defaults are the paper's (Sec. 4 "Implementation details"; MONAI SwinUNETR defaults except
     ``feature_size=48``). Input (B, C, D, H, W) with every spatial size divisible by 32. Output dict:
     ``rotation`` (B, 4) logits, ``contrastive`` (B, 512) embedding, ``reconstruction`` (B, C, D, H, W).
-    ``decoder`` picks the reconstruction head (:class:`ReconstructionDecoder`; default: resize-convolution).
+    ``decoder`` picks the reconstruction head: ``"upsample"`` (default, the paper's: from the last stage alone,
+    resize-convolution) or ``"transposed"`` (:class:`ReconstructionDecoder`), or ``"unet"`` (Swin UNETR's decoder
+    with skip connections, :class:`SwinUNETRDecoder`; sub-volumes of 64^3 or more).
     ``sdpa_attention=True`` computes the same window attention with one fused
     ``scaled_dot_product_attention`` call (:mod:`swinunetr_lib.window_attention`); weights are identical.
     """
@@ -95,7 +134,7 @@ class SSLModel(nn.Module):
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, patch_size: int = 2,
                  dropout_path_rate: float = 0.0, use_checkpoint: bool = False, num_rotations: int = 4,
                  contrastive_dim: int = 512, head_hidden_dim: int | None = None,
-                 sdpa_attention: bool = False, decoder: Literal["upsample", "transposed"] = "upsample") -> None:
+                 sdpa_attention: bool = False, decoder: DecoderKind = "upsample") -> None:
         super().__init__()
         if feature_size % 12 != 0:
             raise ValueError(f"feature_size={feature_size} must be divisible by 12 (as in SwinUNETR)")
@@ -110,16 +149,29 @@ class SSLModel(nn.Module):
         dim = feature_size * 2 ** len(depths)  # channels of the last stage's output (after its merging)
         self.rotation_head = ProjectionHead(dim, num_rotations, head_hidden_dim)
         self.contrastive_head = ProjectionHead(dim, contrastive_dim, head_hidden_dim)
-        self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1, kind=decoder)
+        if decoder not in ("upsample", "transposed", "unet"):
+            raise ValueError(f"decoder kind must be 'upsample', 'transposed' or 'unet', got {decoder!r}")
+        self.decoder_kind = decoder
+        self.decoder: nn.Module
+        if decoder == "unet":
+            self.decoder = SwinUNETRDecoder(in_channels, feature_size)
+        else:
+            self.decoder = ReconstructionDecoder(dim, in_channels, num_upsamples=len(depths) + 1, kind=decoder)
         if sdpa_attention:  # same function and weights, fused attention kernel (see window_attention.py)
             use_sdpa_window_attention(self)
 
-    def last_stage(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> the encoder's layer-normalised last stage (B, 16F, D/32, H/32, W/32)."""
+    def _check_input(self, x: torch.Tensor, decoding: bool = False) -> None:
         factor = self.patch_size ** 5
         if x.ndim != 5 or any(s % factor for s in x.shape[2:]):
             raise ValueError(f"SSLModel expects (B, C, D, H, W) with spatial sizes divisible by {factor}, "
                              f"got shape {tuple(x.shape)}")
+        if decoding and self.decoder_kind == "unet" and min(x.shape[2:]) < 2 * factor:
+            raise ValueError(f"SSLModel(decoder='unet') needs spatial sizes of at least {2 * factor} (its bottleneck "
+                             f"block normalises over the last stage's voxels), got shape {tuple(x.shape)}")
+
+    def last_stage(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> the encoder's layer-normalised last stage (B, 16F, D/32, H/32, W/32)."""
+        self._check_input(x)
         # Only the last stage is used: normalise it alone (normalize=True would layer-norm all five outputs).
         last = self.swinViT(x, normalize=False)[-1]
         return self.swinViT.proj_out(last, normalize=True)
@@ -129,10 +181,44 @@ class SSLModel(nn.Module):
         return self.rotation_head(self.last_stage(x).mean(dim=(2, 3, 4)))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        last = self.last_stage(x)              # (B, 16F, D/32, H/32, W/32)
+        if self.decoder_kind == "unet":        # every stage, layer-normalised as SwinUNETR does
+            self._check_input(x, decoding=True)
+            hidden = self.swinViT(x, normalize=True)
+            last, reconstruction = hidden[-1], self.decoder(x, hidden)
+        else:
+            last = self.last_stage(x)          # (B, 16F, D/32, H/32, W/32)
+            reconstruction = self.decoder(last)
         pooled = last.mean(dim=(2, 3, 4))      # (B, 16F): global average pooling
         return {"rotation": self.rotation_head(pooled), "contrastive": self.contrastive_head(pooled),
-                "reconstruction": self.decoder(last)}
+                "reconstruction": reconstruction}
+
+
+def decoder_kind_of(state: Mapping[str, torch.Tensor]) -> DecoderKind:
+    """Which reconstruction decoder an :class:`SSLModel` state dict holds, read from its tensor names."""
+    if "decoder.encoder1.layer.conv1.conv.weight" in state:
+        return "unet"
+    return "transposed" if "decoder.net.0.weight" in state else "upsample"  # upsample: net.0 has no weights
+
+
+def load_ssl_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> SSLModel:
+    """The full SSL model (encoder and heads) from a pretraining checkpoint (``fit``'s ``last.pt``), in eval mode.
+
+    Read with weights-only unpickling; the feature size and input channels come from the patch embedding and
+    the decoder kind from the tensor names. A file that is not such a checkpoint is a ``ValueError`` naming it.
+    """
+    path = Path(checkpoint)
+    state = safe_torch_load(path)
+    state = state.get("model", state) if isinstance(state, Mapping) else state
+    key = "swinViT.patch_embed.proj.weight"
+    if not isinstance(state, Mapping) or key not in state:
+        raise ValueError(f"{path}: not an SSL pretraining checkpoint (no {key}); expected fit's checkpoints/last.pt")
+    w = state[key]  # (feature_size, in_channels, 2, 2, 2)
+    model = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0], decoder=decoder_kind_of(state))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: does not match SSLModel(feature_size={w.shape[0]}): {str(err).splitlines()[0]}") from None
+    return model.to(device).eval()
 
 
 def _to_official_key(key: str) -> str:

@@ -50,6 +50,10 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 """CT window presets as ``(width, level)`` in Hounsfield units."""
 
+SCALED_SOFT_TISSUE: tuple[float, float] = (0.2, 0.52)
+"""The abdomen window (W400 / L40 HU) as ``(width, level)`` on intensities scaled from HU [-1000, 1000] to [0, 1]
+(the pretraining input): [0.42, 0.62], where the organs of CT and the phantoms differ."""
+
 AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 """View name -> the array axis held fixed (RAS: x, y, z)."""
 
@@ -307,12 +311,16 @@ def plot_windows(image: Any, *, axis: str = "axial", index: int | None = None,
 
 def plot_ssl_panels(original: Any, rotated: Any, cutout: Any, reconstructed: Any = None, *,
                     rotation_labels: Sequence[int] | None = None, max_samples: int = 4, axis: str = "axial",
-                    window_preset: str | tuple[float, float] | None = None, panel_size: float = 2.2) -> Figure:
+                    window_preset: str | tuple[float, float] | None = None, panel_size: float = 2.2,
+                    mask: Any = None) -> Figure:
     """The SSL proxy tasks (paper Sec. 3, Fig. 1) for a batch: original crop, rotated, cut-out, reconstruction.
 
     Inputs are ``(B, C, D, H, W)`` tensors/arrays (or one ``(D, H, W)`` volume), typically intensities
     already scaled to [0, 1]; the middle slice of ``axis`` is shown. ``rotation_labels`` (0-3, multiples
-    of 90 degrees in the axial plane) are written above the rotated panel.
+    of 90 degrees in the axial plane) are written above the rotated panel. With ``mask`` (the cut-out voxels,
+    same shape, e.g. ``SSLView.mask``) each row shows the slice where the boxes hide the most content (the sum
+    of the rotated intensities under them; air hides nothing) and the boxes are outlined in the cut-out and reconstructed panels. ``window_preset``: see :func:`window`; for
+    intensities scaled from HU [-1000, 1000] to [0, 1], :data:`SCALED_SOFT_TISSUE` shows the organs.
     """
     def batch(x: Any, name: str) -> np.ndarray:
         arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
@@ -328,15 +336,27 @@ def plot_ssl_panels(original: Any, rotated: Any, cutout: Any, reconstructed: Any
             ("cut-out", batch(cutout, "cutout"))]
     if reconstructed is not None:
         cols.append(("reconstructed", batch(reconstructed, "reconstructed")))
+    boxes = batch(mask, "mask") > 0.5 if mask is not None else None
+    if boxes is not None and boxes.shape[1:] != cols[2][1].shape[1:]:
+        raise ValueError(f"mask has spatial shape {boxes.shape[1:]}, the cut-out view {cols[2][1].shape[1:]}")
     n = min(max_samples, *(c[1].shape[0] for c in cols))
     fig = new_figure(figsize=(len(cols) * panel_size, n * panel_size))
     axs = np.asarray(fig.subplots(n, len(cols), squeeze=False))
     a = AXES[axis]
+    others = tuple(i for i in range(3) if i != a)
     for r in range(n):
+        index = cols[0][1][r].shape[a] // 2
+        if boxes is not None and boxes[r].any():  # the slice whose cut-out voxels hide the most (bright) content
+            hidden = (boxes[r] * np.clip(cols[1][1][r], 0, None)).sum(axis=others)
+            index = int((hidden if hidden.any() else boxes[r].sum(axis=others)).argmax())
         for c, (name, arr) in enumerate(cols):
             v = arr[r]
-            axs[r, c].imshow(window(display_slice(v, a, v.shape[a] // 2), window_preset), cmap="gray",
+            axs[r, c].imshow(window(display_slice(v, a, index), window_preset), cmap="gray",
                              vmin=0, vmax=1, interpolation="nearest")
+            if boxes is not None and name in ("cut-out", "reconstructed") and boxes[r].any():
+                outline = display_slice(boxes[r].astype(np.float32), a, index)
+                if outline.any():
+                    axs[r, c].contour(outline, levels=[0.5], colors="tab:red", linewidths=0.6)
             t = name
             if name == "rotated" and rotation_labels is not None:
                 t += f" ({int(rotation_labels[r]) * 90}°)"

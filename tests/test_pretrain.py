@@ -71,7 +71,10 @@ def test_bad_settings_fail_before_the_manifest_is_read(tmp_path, run):
              (["--cache-rate", "5"], "cache_rate=5.0 must be between 0 and 1"),
              (["--spacing", "[0,0,0]"], "spacing=[0.0, 0.0, 0.0]: need 3 positive voxel sizes"),
              (["--batch-size", "1", "--num-samples", "1"], "gives one sub-volume per step: the contrastive loss "
-                                                            "needs at least 2 (it would be exactly 0)")]
+                                                            "needs at least 2 (it would be exactly 0)"),
+             (["--decoder", "unet"], "roi_size=32 with decoder=unet: Swin UNETR's decoder needs sub-volumes of at "
+                                     "least 64^3"),
+             (["--decoder", "pixelshuffle"], "decoder='pixelshuffle' must be one of ['upsample', 'transposed', 'unet']")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "device='cuda': "))
     for extra, expected in cases:
@@ -123,3 +126,50 @@ def test_python_dash_m_exits_cleanly_when_every_volume_is_bad(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr == (f"{PROG}: error: {tmp_path / 'bad0.nii.gz'}: 5 of 64000 voxels are not finite (5 NaN, 0 Inf): "
                           "the scan is damaged or was written wrongly; repair or leave out this file\n")
+
+
+def test_the_unet_decoder_setting_reaches_the_model_and_the_checkpoint(tmp_path, run):
+    from swinunetr_lib.ssl_model import load_ssl_model
+
+    manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
+    code, out, err = run(*_args(manifest, tmp_path / "run", "--roi-size", "64", "--decoder", "unet",
+                                "--batch-size", "2", "--num-samples", "1"))
+    assert code == 0, err
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert torch.load(last, weights_only=True)["run"]["decoder"] == "unet"
+    assert load_ssl_model(last).decoder_kind == "unet"
+    code, _, err = run(*_args(manifest, tmp_path / "run", "--roi-size", "64", "--batch-size", "2",
+                              "--num-samples", "1", "--max-steps", "2", "--resume"))
+    assert code == 2 and "decoder was 'unet', now 'upsample'" in err
+
+
+def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path):
+    """The runs notebook 02 draws (issue #14, item 0): settings, every step's losses and the probe of the encoder on
+    held-out phantoms; what the README and the notebook claim of each is checked against its own baselines."""
+    import math
+    import shutil
+
+    from swinunetr_lib.baselines import contrastive_chance, ssl_batch_subvolumes
+    from swinunetr_lib.pretrain import RECORDED, RECORDED_RUNS, load_recorded
+
+    runs = {folder.name: load_recorded(folder) for folder in RECORDED_RUNS.values()}
+    assert sorted(runs) == ["paper_decoder_32", "unet_decoder_64"]
+    for rec in runs.values():
+        assert rec.metrics["step"].tolist() == list(range(1, rec.config.max_steps + 1))
+        assert rec.figure.read_bytes()[:4] == b"\x89PNG"
+        ssl, rnd = (rec.probe.set_index("encoder").loc[k] for k in ("ssl", "random init"))
+        assert ssl["inpainting_l1"] < ssl["trivial_fill_l1"] < rnd["inpainting_l1"]
+    paper, unet = runs["paper_decoder_32"], runs["unet_decoder_64"]
+    assert paper.config.decoder == "upsample" and unet.config.decoder == "unet" and unet.config.roi_size == 64
+    ssl = paper.probe.set_index("encoder").loc["ssl"]
+    assert ssl["rotation_accuracy"] > 0.5 and paper.metrics["rotation"].tail(20).mean() < 0.5 * math.log(4)
+    n = ssl_batch_subvolumes(paper.config.batch_size, paper.config.num_samples)
+    assert paper.metrics["contrastive"].tail(20).mean() < contrastive_chance(n) - 0.5
+    ssl = unet.probe.set_index("encoder").loc["ssl"]
+    assert ssl["inpainting_l1"] < 0.5 * ssl["trivial_fill_l1"]  # the boxes are filled, not only averaged
+    assert "python -m swinunetr_lib.pretrain" in (RECORDED / "README.md").read_text()
+
+    shutil.copytree(RECORDED_RUNS["Swin UNETR's decoder, 64³"], tmp_path / "rec")
+    (tmp_path / "rec" / "probe.csv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"rec/probe.csv: missing from the recorded pretraining run"):
+        load_recorded(tmp_path / "rec")

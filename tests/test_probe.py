@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom
-from swinunetr_lib.probe import (crop_at, encoder_features, load_ssl_model, logistic_probe, organ_crops,
-                                 random_like, rotation_accuracy)
-from swinunetr_lib.ssl_model import ReconstructionDecoder, SSLModel
+from swinunetr_lib.probe import crop_at, encoder_features, logistic_probe, organ_crops, random_like, rotation_accuracy
+from swinunetr_lib.ssl_model import ReconstructionDecoder, SSLModel, load_ssl_model
 from swinunetr_lib.ssl_transforms import rotate_axial
 
 
@@ -139,5 +138,39 @@ def test_run_probes_on_a_generated_cohort(tmp_path):
     assert table["rotation_chance"].eq(0.25).all() and table["n_test"].gt(0).all()
     assert 1 / 14 <= table["organ_chance"].iloc[0] <= 1 / 2  # one over the organs present in the training crops
     assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
-                 "--per-organ", "1", "--csv", str(tmp_path / "probe.csv")]) == 0
-    assert (tmp_path / "probe.csv").read_text().startswith("encoder,organ_accuracy")
+                 "--per-organ", "1", "--csv", str(tmp_path / "probe.csv"), "--inpainting-size", "64",
+                 "--figure", str(tmp_path / "rec.png")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "probe.csv")
+    assert list(table.columns[:2]) == ["encoder", "organ_accuracy"]
+    assert table["inpainting_l1"].between(0, 1).all() and table["trivial_fill_l1"].between(0, 1).all()
+    assert table["trivial_fill_l1"].nunique() == 1  # the same seeded views for both encoders
+    assert (tmp_path / "rec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
+                 "--figure", str(tmp_path / "x.png")]) == 2 and not (tmp_path / "x.png").exists()
+
+
+class _Copy(nn.Module):
+    """Returns its (corrupted) input as the reconstruction: errors only inside the boxes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"reconstruction": x + self.w}
+
+
+def test_inpainting_probe_scores_only_the_boxes_against_the_trivial_fill():
+    from swinunetr_lib.probe import centred_volumes, inpainting_probe
+
+    ph = make_abdomen_phantom(0, spacing=(6.0, 6.0, 6.0))
+    vols = centred_volumes([np.clip((ph.image.astype(np.float32) + 1000) / 2000, 0, 1)] * 2, 64)
+    assert vols.shape == (2, 1, 64, 64, 64) and vols[..., :10].max() == 0  # 36 slices centred in 64: air around
+    p = inpainting_probe(_Copy(), vols, seed=3)
+    frac = float(p.view.mask.float().mean())
+    assert 0 < frac < 0.5 and p.l1_inside > 0 and p.trivial_fill_l1_all < p.constant_l1_all
+    assert p.l1_all == pytest.approx(p.l1_inside * frac, rel=1e-4)  # copying is exact outside the boxes
+    again = inpainting_probe(_Copy(), vols, seed=3)
+    assert torch.equal(again.view.mask, p.view.mask) and again.trivial_fill_l1 == p.trivial_fill_l1

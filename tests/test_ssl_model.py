@@ -89,3 +89,41 @@ def test_heads_read_the_normalised_last_stage():
         last = model.swinViT(x, normalize=True)[-1]
         torch.testing.assert_close(out["rotation"], model.rotation_head(last.mean(dim=(2, 3, 4))))
         torch.testing.assert_close(out["reconstruction"], model.decoder(last))
+
+
+def test_unet_decoder_is_swinunetrs_decoder_and_round_trips(tmp_path):
+    from swinunetr_lib.ssl_model import SWIN_UNETR_DECODER_BLOCKS, decoder_kind_of, load_ssl_model
+
+    ssl = SSLModel(feature_size=12, decoder="unet")
+    ref = SwinUNETR(in_channels=1, out_channels=1, feature_size=12)
+    ours = {k[len("decoder."):]: v.shape for k, v in ssl.state_dict().items() if k.startswith("decoder.")}
+    theirs = {k: v.shape for k, v in ref.state_dict().items() if k.split(".")[0] in SWIN_UNETR_DECODER_BLOCKS}
+    assert ours == theirs and len(ours) == 33  # 11 blocks; InstanceNorm has no weights
+    assert decoder_kind_of(ssl.state_dict()) == "unet"
+    torch.save({"model": ssl.state_dict()}, tmp_path / "last.pt")
+    back = load_ssl_model(tmp_path / "last.pt")
+    assert back.decoder_kind == "unet"
+    assert all(torch.equal(a, b) for a, b in zip(ssl.state_dict().values(), back.state_dict().values()))
+    with pytest.raises(ValueError, match="decoder kind must be 'upsample', 'transposed' or 'unet'"):
+        SSLModel(feature_size=12, decoder="skip")
+
+
+def test_unet_decoder_needs_64_to_decode_but_its_encoder_heads_run_at_32():
+    ssl = SSLModel(feature_size=12, decoder="unet").eval()
+    with torch.no_grad():
+        assert ssl.rotation_logits(torch.rand(2, 1, 32, 32, 32)).shape == (2, 4)  # what the probe runs
+        with pytest.raises(ValueError, match=r"decoder='unet'\) needs spatial sizes of at least 64"):
+            ssl(torch.rand(1, 1, 32, 32, 32))
+
+
+@pytest.mark.parametrize("kind", ["unet", "upsample"])
+def test_only_the_unet_decoder_has_a_local_path_from_input_to_output(kind):
+    """A voxel of the reconstruction depends mostly on the input around it through the skips (``unet``); from the
+    last stage alone (``upsample``) it depends on the whole sub-volume, so inpainting is all it can learn from."""
+    torch.manual_seed(0)
+    ssl = SSLModel(feature_size=12, decoder=kind).eval()
+    x = torch.rand(1, 1, 64, 64, 64, requires_grad=True)
+    ssl(x)["reconstruction"][0, 0, 32, 32, 32].backward()
+    g = x.grad.abs()[0, 0]
+    near = float(g[30:35, 30:35, 30:35].sum() / g.sum())  # 125 of 262,144 voxels (0.05 %)
+    assert (near > 0.2) if kind == "unet" else (near < 0.02), near

@@ -157,6 +157,24 @@ def test_ssl_panels_shapes_and_titles():
         viz.plot_ssl_panels(np.zeros((4, 4)), x, x)
 
 
+def test_ssl_panels_show_the_slice_the_boxes_hide_most_of_and_outline_them():
+    """Box 1 covers slices 2-4 over air; box 2 slices 10-12 over tissue: box 2's brightest slice is drawn, outlined."""
+    x = np.zeros((1, 1, 16, 16, 16), dtype=np.float32)
+    x[..., 4:12, 4:12, 8:14] = 0.55                      # "tissue" on slices 8-13
+    x[..., 6, 6, 11] = 1.0                                # under box 2 on slice 11 only: it hides the most there
+    mask = np.zeros_like(x, dtype=bool)
+    mask[..., 0:8, 0:8, 2:5] = True                       # more voxels, but air only
+    mask[..., 5:8, 5:8, 10:13] = True
+    cut = np.where(mask, 0.2, x)
+    fig = viz.plot_ssl_panels(x, x, cut, x, mask=mask)
+    shown = fig.axes[0].get_images()[0].get_array()
+    assert np.array_equal(shown, viz.display_slice(x[0, 0], 2, 11))  # the middle of box 2, not the middle slice
+    outlined = [len(ax.collections) > 0 for ax in fig.axes]
+    assert outlined == [False, False, True, True]
+    with pytest.raises(ValueError, match="mask has spatial shape"):
+        viz.plot_ssl_panels(x, x, cut, mask=mask[..., :8])
+
+
 def test_learning_curves_from_metrics_csv(tmp_path):
     steps = np.arange(1, 21)
     df = pd.DataFrame({"step": steps, "loss": 2.0 / steps, "lr": 1e-4})

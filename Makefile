@@ -102,9 +102,9 @@ experiment: env $(EXP_COHORT)  ## the label-efficiency experiment with headroom 
 		--fractions "[0.25, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1, 2]" \
 		--pretrained runs/exp/ssl_a/model_swinvit.pt --output runs/exp/label_efficiency
 
-experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting run (issue #14) into runs/exp/ssl_unet64: ~1 h on 2 CPU cores
+experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting run (issue #14) into runs/exp/ssl_unet64: ~80 min + an 18-min probe on 2 CPU cores
 	test -f runs/exp/ssl_unet64/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
-		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
+		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 450 --warmup-steps 20 --lr 1e-3 \
 		--decoder unet --checkpoint-every 25 --run-dir runs/exp/ssl_unet64
 	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_unet64/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \

@@ -35,7 +35,7 @@ from swinunetr_lib.losses import ContrastiveLoss
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain import RECORDED_RUNS, PretrainConfig, load_recorded, pretrain
 from swinunetr_lib.ssl_data import ssl_dataloader
-from swinunetr_lib.ssl_model import load_ssl_model
+from swinunetr_lib.ssl_model import load_ssl_model, ssl_model_from_checkpoint
 from swinunetr_lib.ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator, rotate_axial
 from swinunetr_lib.utils import resolve_device, safe_torch_load
 from swinunetr_lib.viz import SCALED_SOFT_TISSUE, new_figure, plot_ssl_panels
@@ -434,7 +434,7 @@ if pre_ckpt:
     fig = plot_learning_curves(pre_hist, columns=list(pre_lines), smoothing=0.6, ncols=4)
     fig.suptitle(f"instructor's precomputed run ({pre_ckpt['step']} steps)", fontsize=10)
     display(add_baselines(fig, pre_lines))
-    pre_model = load_ssl_model(pre / "checkpoints" / "last.pt", dev)
+    pre_model = ssl_model_from_checkpoint(pre_ckpt, pre / "checkpoints" / "last.pt", dev)  # the file read above
     with torch.no_grad():
         pre_rec = pre_model(v1.image)["reconstruction"].clamp(0, 1)
     print(f"L1 inside the boxes: instructor's run {(pre_rec - v1.target).abs()[inside].mean():.3f}, "

@@ -181,6 +181,7 @@ class InpaintingProbe:
     l1_all: float           # over every voxel (what the training loss averages)
     trivial_fill_l1_all: float  # the trivial fill over every voxel (the training loss's copying baseline)
     constant_l1_all: float  # every voxel at the view's visible mean (the training loss's chance level)
+    original: torch.Tensor  # (N * draws, 1, S, S, S) the volumes before rotation and cutout, view by view
     view: SSLView           # the corrupted held-out views (image, target, rotation, mask), for pictures
     reconstruction: torch.Tensor  # (N, 1, S, S, S) the model's output clamped to [0, 1]
 
@@ -201,7 +202,7 @@ def inpainting_probe(model: SSLModel, volumes: torch.Tensor, seed: int = 0, draw
     err, inside = (rec - view.target).abs(), view.mask.expand_as(rec)
     fill = {c: trivial_fill_l1(view.target, view.mask, region="all", copy_visible=c) for c in (True, False)}
     return InpaintingProbe(float(err[inside].mean()), trivial_fill_l1(view.target, view.mask), float(err.mean()),
-                           fill[True], fill[False], view, rec)
+                           fill[True], fill[False], volumes, view, rec)
 
 
 def centred_volumes(images: Sequence[np.ndarray], size: int = 64) -> torch.Tensor:
@@ -237,9 +238,10 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
 
     train_entries, val_entries = (resolve_entries(manifest, key=split) for split in ("training", "validation"))
     load = lambda entries: [load_case(e["image"], e["label"]) for e in entries]  # noqa: E731
+    held_out = load(val_entries)
     train = organ_crops(load(train_entries), organs, size, per_organ, seed=seed)
-    test = organ_crops(load(val_entries), organs, size, per_organ, seed=seed + 1)
-    volumes = centred_volumes([e[0] for e in load(val_entries)], inpainting_size) if inpainting_size else None
+    test = organ_crops(held_out, organs, size, per_organ, seed=seed + 1)
+    volumes = centred_volumes([image for image, _ in held_out], inpainting_size) if inpainting_size else None
     ssl = load_ssl_model(checkpoint)
     rows = []
     for name, model in (("ssl", ssl), ("random init", random_like(ssl, seed))):
@@ -254,18 +256,18 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
                             inpainting_l1_all=painted.l1_all, trivial_fill_l1_all=painted.trivial_fill_l1_all,
                             constant_l1_all=painted.constant_l1_all)
             if figure and name == "ssl":
-                save_reconstructions(painted, volumes.repeat(4, 1, 1, 1, 1), figure)
+                save_reconstructions(painted, figure)
     return pd.DataFrame(rows)
 
 
-def save_reconstructions(painted: InpaintingProbe, volumes: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+def save_reconstructions(painted: InpaintingProbe, path: str | os.PathLike[str]) -> Path:
     """The held-out views of :func:`inpainting_probe` as :func:`swinunetr_lib.viz.plot_ssl_panels` draws them (the
     slice the boxes hide most of, boxes outlined, soft-tissue window), written atomically to the PNG ``path``."""
     from .utils import atomic_path
     from .viz import SCALED_SOFT_TISSUE, plot_ssl_panels
 
     v = painted.view
-    fig = plot_ssl_panels(volumes, v.target, v.image, painted.reconstruction, rotation_labels=v.rotation.tolist(),
+    fig = plot_ssl_panels(painted.original, v.target, v.image, painted.reconstruction, rotation_labels=v.rotation.tolist(),
                           mask=v.mask, window_preset=SCALED_SOFT_TISSUE)
     fig.suptitle(f"held-out: L1 inside the boxes {painted.l1_inside:.3f} (trivial fill {painted.trivial_fill_l1:.3f})",
                  fontsize=9)

@@ -203,11 +203,18 @@ def decoder_kind_of(state: Mapping[str, torch.Tensor]) -> DecoderKind:
 def load_ssl_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> SSLModel:
     """The full SSL model (encoder and heads) from a pretraining checkpoint (``fit``'s ``last.pt``), in eval mode.
 
-    Read with weights-only unpickling; the feature size and input channels come from the patch embedding and
-    the decoder kind from the tensor names. A file that is not such a checkpoint is a ``ValueError`` naming it.
+    Read with weights-only unpickling; see :func:`ssl_model_from_checkpoint` (for a checkpoint already read).
     """
     path = Path(checkpoint)
-    state = safe_torch_load(path)
+    return ssl_model_from_checkpoint(safe_torch_load(path), path, device)
+
+
+def ssl_model_from_checkpoint(state: object, source: str | os.PathLike[str],
+                              device: str | torch.device = "cpu") -> SSLModel:
+    """The SSL model held by a checkpoint already read (``fit``'s dict with ``"model"``, or the state dict itself),
+    in eval mode. The feature size and input channels come from the patch embedding and the decoder kind from the
+    tensor names. Anything else is a ``ValueError`` naming ``source``, the file it came from."""
+    path = Path(source)
     state = state.get("model", state) if isinstance(state, Mapping) else state
     key = "swinViT.patch_embed.proj.weight"
     if not isinstance(state, Mapping) or key not in state:

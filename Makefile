@@ -31,7 +31,8 @@ PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment experiment-pretraining
+.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment experiment-pretraining \
+	experiment-progressive
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,23 +93,34 @@ $(EXP_COHORT): | env  # 7 labeled phantoms at 6 mm (4 training, 3 held out) and 
 	$(PY) -m swinunetr_lib.data demo-cohort --out-dir runs/exp/cohort --n-phantoms 7 --n-validation 3 \
 		--n-unlabeled 97 --spacing "[6,6,6]" --n-msd 2 --include-real false
 
-experiment: env $(EXP_COHORT)  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
-	test -f runs/exp/ssl_a/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
+EXP_SSL32 := runs/exp/ssl_a/model_swinvit.pt
+$(EXP_SSL32): | env $(EXP_COHORT)  # written at its end; the paper's decoder at 32^3, 16 views per step: 27 min on 2 CPU cores
+	$(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 32 --feature-size 12 --batch-size 4 --num-samples 2 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
 		--run-dir runs/exp/ssl_a
+
+experiment: env $(EXP_SSL32)  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
 	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_a/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --per-organ 4 --csv runs/exp/label_efficiency/probe.csv
 	$(PY) -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/headroom_03_finetune_btcv.yml \
 		--fractions "[0.25, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1, 2]" \
-		--pretrained runs/exp/ssl_a/model_swinvit.pt --output runs/exp/label_efficiency
+		--pretrained $(EXP_SSL32) --output runs/exp/label_efficiency
 
-experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting run (issue #14) into runs/exp/ssl_unet64: ~80 min + an 18-min probe on 2 CPU cores
+experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting run (issue #14) into runs/exp/ssl_unet64: ~80 min + a 22-min probe on 2 CPU cores
 	test -f runs/exp/ssl_unet64/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 450 --warmup-steps 20 --lr 1e-3 \
 		--decoder unet --checkpoint-every 25 --run-dir runs/exp/ssl_unet64
 	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_unet64/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \
 		--figure runs/exp/ssl_unet64/reconstructions.png --csv runs/exp/ssl_unet64/probe.csv
+
+experiment-progressive: env $(EXP_SSL32)  ## notebook 02's third recorded run (issue #14): the 32^3 run continued at 64^3 with Swin UNETR's decoder into runs/exp/ssl_staged, ~27 + 26 min + a 25-min probe on 2 CPU cores
+	test -f runs/exp/ssl_staged/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
+		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 150 --warmup-steps 20 --lr 1e-3 \
+		--decoder unet --checkpoint-every 25 --init-from runs/exp/ssl_a/checkpoints/last.pt --run-dir runs/exp/ssl_staged
+	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_staged/checkpoints/last.pt \
+		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \
+		--figure runs/exp/ssl_staged/reconstructions.png --csv runs/exp/ssl_staged/probe.csv
 
 clean:
 	rm -rf runs

@@ -19,22 +19,8 @@
 # Without network access, put wheels of the pure-Python dependencies (monai, einops, nibabel, pydicom, and
 # pytest, pluggy, iniconfig, packaging, pygments) in .whl/ first; they are installed next to the machine's torch.
 set -u
-out="${1:-${OUT:-runs/gpu_bench}}"
-dry="${DRY_RUN:-0}"
-budget="${BUDGET_S:-540}"
-mkdir -p "$out"
-exec > >(tee "$out/gpu_bench.log") 2>&1
-if [ -d .whl ] && ! python -c "import monai, pytest" 2>/dev/null; then
-  pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"
-py=python
-[ "$dry" = 1 ] && [ -x .venv/bin/python ] && py=.venv/bin/python
-limit() {  # limit SECONDS: SECONDS, or what is left of the budget (minus 5 s), whichever is less
-  local left=$(( budget - SECONDS - 5 ))
-  (( left < $1 )) && echo $(( left > 1 ? left : 1 )) || echo "$1"
-}
+name=gpu_bench
+source ci/gpu_common.sh "$@"  # sets out, dry, budget, py; logs to $out/$name.log
 [ "$dry" = 1 ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 $py -c "import torch, monai; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'monai', monai.__version__)"
 $py -c "import swinunetr_lib.bench, swinunetr_lib.bench_finetune, swinunetr_lib.bench_infer, swinunetr_lib.finetune" \

@@ -33,7 +33,7 @@ from .config import Config
 from .paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from .utils import atomic_path, atomic_write_text, run_cli
 
-NOTEBOOK = "notebooks/03_finetune_btcv.py"
+NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.finetune_run
 
 
 @dataclass
@@ -48,6 +48,7 @@ class LabelEfficiencyConfig(Config):
     pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
     output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
     notebook: str = NOTEBOOK             # fine-tuning notebook run (through papermill) for each setting
+    engine: str = "notebook"             # notebook: each run executes the notebook through papermill (its executed copy kept); library: the same steps called in this process (swinunetr_lib.finetune_run; notebook 03 only), for machines without Jupyter
     rerun: bool = False                  # rerun runs whose results.json already exists
     progress: bool = False               # show papermill's per-cell progress bar
 
@@ -166,11 +167,15 @@ def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None,
 
 def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
-    from .notebooks import NotebookError, load_params_file, run_notebook
+    from .notebooks import NotebookError, load_params_file
 
     notebook = resolve_path(cfg.notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
+    if cfg.engine not in ("notebook", "library"):
+        raise ValueError(f"engine={cfg.engine!r} must be 'notebook' or 'library'")
+    if cfg.engine == "library" and notebook != resolve_path(NOTEBOOK):
+        raise ValueError(f"engine=library runs the steps of {NOTEBOOK} only, not {notebook}")
     base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
     from .finetune import resolve_init
 
@@ -201,12 +206,12 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
                     if init != "scratch" and cfg.pretrained:
                         params["pretrained"] = str(resolve_path(cfg.pretrained))
                     print(f"[label efficiency] {name}", flush=True)
-                    run = run_notebook(notebook, params, folder, progress=cfg.progress)
-                    if not run.ok:
-                        failures.append(run.error)
-                        print(f"    FAILED: {run.error}", flush=True)
+                    ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress)
+                    if not ok:
+                        failures.append(error)
+                        print(f"    FAILED: {error}", flush=True)
                         continue
-                    print(f"    ok in {run.seconds:.0f} s", flush=True)
+                    print(f"    ok in {seconds:.0f} s", flush=True)
                 if not result_file.is_file():
                     raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
                 r = json.loads(result_file.read_text())
@@ -224,6 +229,28 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
 
     plt.close(fig)
     return SweepResult(out, results, summary, figure, failures)
+
+
+def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
+             progress: bool) -> tuple[bool, float, str]:
+    """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
+    ``library``: :func:`swinunetr_lib.finetune_run.run_from_params` with the notebook's defaults under ``params``."""
+    if engine == "notebook":
+        from .notebooks import run_notebook
+
+        run = run_notebook(notebook, params, folder, progress=progress)
+        return run.ok, run.seconds, run.error
+    import time
+
+    from .finetune_run import run_from_params
+    from .notebooks import notebook_parameters
+
+    tic = time.perf_counter()
+    try:
+        run_from_params({**notebook_parameters(notebook), **params})
+    except Exception as err:  # noqa: BLE001 - a failed run is reported and the sweep goes on, as with papermill
+        return False, time.perf_counter() - tic, f"{folder.name}: {type(err).__name__}: {err}"
+    return True, time.perf_counter() - tic, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import ast
 import base64
 import difflib
 import os
+import re
 import sys
 import time
 import typing
@@ -145,13 +146,32 @@ def parse_parameters(source: str, where: str) -> dict[str, Any]:
     return {k: p.default for k, p in parse_parameter_cell(source, where).items()}
 
 
+def _percent_parameters_sources(path: Path) -> list[str]:
+    """The sources of the cells tagged "parameters" in a jupytext percent-format ``.py`` file, read as text: for
+    machines without Jupyter (``label_efficiency --engine library``). Tests check it agrees with jupytext."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
+    starts = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
+    return ["\n".join(lines[a + 1:b]).strip("\n") for a, b in zip(starts, starts[1:])
+            if re.search(r"""tags=\[[^\]]*["']parameters["']""", lines[a])]
+
+
 def notebook_parameter_specs(path: Path) -> dict[str, NotebookParameter]:
-    """The parameters (default, type, help) of the notebook's single parameters cell."""
-    nb = _read(path)
-    cells = parameters_cells(nb)
-    if len(cells) != 1:
-        raise NotebookError(f"{path}: expected exactly one parameters cell, found {len(cells)}")
-    return parse_parameter_cell(cells[0].source, str(path))
+    """The parameters (default, type, help) of the notebook's single parameters cell (without jupytext installed,
+    from the text of a percent-format ``.py`` notebook)."""
+    try:
+        import jupytext  # noqa: F401
+    except ImportError:
+        if path.suffix != ".py":
+            raise
+        sources = _percent_parameters_sources(path)
+    else:
+        sources = [c.source for c in parameters_cells(_read(path))]
+    if len(sources) != 1:
+        raise NotebookError(f"{path}: expected exactly one parameters cell, found {len(sources)}")
+    return parse_parameter_cell(sources[0], str(path))
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:

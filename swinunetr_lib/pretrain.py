@@ -28,6 +28,7 @@ from . import distributed as ddp
 from .losses import SSLLoss
 from .paths import REPO_ROOT, absolute_from_cwd, resolve_path
 from .ssl_data import default_num_workers, ssl_dataloader
+from .finetune_model import load_encoder, read_encoder_checkpoint
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit
@@ -36,7 +37,8 @@ from .utils import atomic_write_text, run_cli, run_dir_lock
 CONFIG_FILE = "pretrain_config.json"  # the run's PretrainConfig, written beside model_swinvit.pt at the end
 RECORDED = REPO_ROOT / "docs" / "results" / "ssl_pretraining_phantoms"  # longer CPU runs, committed (notebook 02)
 RECORDED_RUNS = {"paper's decoder, 32³": RECORDED / "paper_decoder_32",      # rotation and contrastive learn
-                 "Swin UNETR's decoder, 64³": RECORDED / "unet_decoder_64"}  # inpainting learns
+                 "Swin UNETR's decoder, 64³": RECORDED / "unet_decoder_64",  # inpainting learns
+                 "32³ run continued at 64³": RECORDED / "progressive_32_to_64"}  # init_from the first: rotation too
 
 
 @dataclass
@@ -65,6 +67,7 @@ class PretrainConfig(TrainConfig):
     cutout_max_block: float = 0.25       # largest cutout box side, as a fraction of each axis (official: 0.25)
     cutout_noise_prob: float = 0.5       # single mode: probability a box is noise rather than another sample's content
     contrastive_negatives: Literal["global", "per_gpu"] = "global"  # global: all-gather embeddings across GPUs (with gradients); per_gpu: local batch only, as the official code
+    init_from: str = ""                  # start from an earlier run's weights (fit's last.pt, or an exported model_swinvit.pt: encoder only): every encoder tensor must load; heads and decoder load where their shapes match, else start fresh; "" = random initialisation. A resume restores its own weights instead
     decoder: Literal["upsample", "transposed", "unet"] = "upsample"  # reconstruction head: upsample = the paper's, from the last stage alone (resize-convolution); transposed = the same with transposed convolutions; unet = Swin UNETR's decoder with skip connections (roi_size >= 64): the visible voxels pass through, the boxes are inpainted from context
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
     sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
@@ -167,6 +170,7 @@ def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
     names = ("split", "roi_size", "feature_size", "batch_size", "num_samples", "spacing", "temperature",
              "rotation_weight", "contrastive_weight", "reconstruction_weight", "cutout_fraction", "decoder")
     out: dict[str, Any] = {n: getattr(cfg, n) for n in names}
+    out["init_from"] = str(resolve_path(cfg.init_from)) if cfg.init_from else ""
     out["data_manifest"] = str(resolve_path(cfg.data_manifest)) if cfg.data_manifest else ""
     out["prepared_dir"] = str(resolve_path(cfg.prepared_dir)) if cfg.prepared_dir else ""
     out["data_root"] = str(resolve_path(cfg.data_root)) if cfg.data_root else ""
@@ -175,14 +179,18 @@ def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
 
 def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> PretrainResult:
     """:func:`pretrain` once the settings are checked and the run folder is locked."""
+    torch.manual_seed(cfg.seed)
+    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
+    if cfg.init_from and not (cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file()):  # a resume restores its own
+        line = warm_start(model, resolve_path(cfg.init_from))
+        if ddp.is_main_process():
+            print(line)
     workers = default_num_workers(device) if cfg.num_workers < 0 else cfg.num_workers
     loader = ssl_dataloader(resolve_path(cfg.prepared_dir or cfg.data_manifest), cfg.roi_size, cfg.batch_size,
                             cfg.num_samples, cfg.spacing, cfg.cache_rate, workers, cfg.seed, cfg.split,
                             distributed=ddp.is_distributed(), prepared=bool(cfg.prepared_dir),
                             base_dir=resolve_path(cfg.data_root) if cfg.data_root else None,
                             pin_memory=device.type == "cuda")
-    torch.manual_seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
     result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device,
                  run_settings=run_settings(cfg))
     encoder = None
@@ -192,6 +200,36 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> Pretr
         encoder = export_encoder(model, run_dir / "model_swinvit.pt")
     ddp.barrier()
     return PretrainResult(fit=result, run_dir=run_dir, encoder_path=encoder)
+
+
+def warm_start(model: SSLModel, checkpoint: str | Path) -> str:
+    """Copy an earlier run's weights into ``model`` before its first step; returns one line saying what loaded.
+
+    This is progressive resizing (fastbook's habit): a cheap run on small sub-volumes with many views per step,
+    then a run on larger ones, which need a bigger decoder and cost more per view. ``checkpoint`` is ``fit``'s
+    ``last.pt`` (or an :class:`SSLModel` state dict), or an exported ``model_swinvit.pt`` (encoder only). Every
+    encoder tensor must load (:func:`~swinunetr_lib.finetune_model.load_encoder`, weights-only reading; an
+    ``EncoderLoadError`` names the file). The rotation head, the contrastive head and the decoder each load
+    whole when the checkpoint holds all their tensors with the same shapes, and otherwise start fresh (e.g. an
+    ``upsample`` run continued with ``decoder="unet"``).
+    """
+    source = str(checkpoint)
+    obj = read_encoder_checkpoint(checkpoint)
+    report = load_encoder(model, obj, source=source)
+    saved = obj.get("model", obj)
+    own = model.state_dict()
+    loaded, fresh = [], []
+    for part in ("rotation_head", "contrastive_head", "decoder"):
+        names = [k for k in own if k.startswith(part + ".")]
+        if all(isinstance(saved.get(k), torch.Tensor) and saved[k].shape == own[k].shape for k in names):
+            with torch.no_grad():
+                for k in names:
+                    own[k].copy_(saved[k])
+            loaded.append(part)
+        else:
+            fresh.append(part)
+    return (f"{report.summary()}; loaded {', '.join(loaded) or 'no head'}"
+            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
 
 
 @dataclass
@@ -229,7 +267,8 @@ def load_recorded(folder: str | Path) -> RecordedPretraining:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.pretrain", description=__doc__.splitlines()[0])
     PretrainConfig.add_arguments(parser)
-    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "prepared_dir", "data_root", "run_dir")
+    args = absolute_from_cwd(parser.parse_args(argv), "data_manifest", "prepared_dir", "data_root", "run_dir",
+                           "init_from")
 
     def body() -> int:
         res = pretrain(PretrainConfig.from_args(args))

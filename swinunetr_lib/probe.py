@@ -9,6 +9,9 @@ Three measurements, each beside its baseline:
   convolutional / transformer features are already far from useless), and ``1 / n_organs`` is chance.
 - **Rotation accuracy** on held-out crops: every crop is shown at the four axial rotations and the SSL
   model's rotation head must name each one; chance is 25 %.
+- **Contrastive retrieval** on held-out crops: two pretraining views of every crop (each rotated and cut out on
+  its own) are embedded by the contrastive head, and each view's most similar other view must be its partner;
+  chance is ``1 / (2N - 1)`` for N crops (many of them overlap: crops of one case at neighbouring organs).
 - **Inpainting** (optional, ``--inpainting-size 64``): the held-out images, whole, are rotated and cut out as in
   pretraining and reconstructed; the L1 inside the boxes is read against the trivial fill (each view's visible
   mean), and ``--figure`` draws the reconstructions.
@@ -175,6 +178,37 @@ def rotation_accuracy(model: SSLModel, crops: torch.Tensor, batch_size: int = 16
 
 
 @dataclass
+class ContrastiveProbe:
+    top1: float             # fraction of the 2N views whose most cosine-similar other view is their partner
+    chance: float           # 1 / (2N - 1): a random pick among the other views
+    loss: float             # the NT-Xent loss over these 2N views (temperature 0.5)
+    loss_chance: float      # ln(2N - 1): the same loss for embeddings that carry nothing (all equal)
+
+
+@torch.no_grad()
+def contrastive_retrieval(model: SSLModel, crops: torch.Tensor, seed: int = 0, temperature: float = 0.5,
+                          batch_size: int = 16) -> ContrastiveProbe:
+    """Two seeded pretraining views (rotation and cutout) of every crop (N, 1, X, Y, Z), embedded by the contrastive
+    head (``model.contrastive_embedding``; the decoder is not run); is each view's nearest other view its partner?"""
+    from .baselines import contrastive_chance
+    from .losses import ContrastiveLoss
+    from .ssl_transforms import TwoViewTransform
+
+    model.eval()
+    device = next(model.parameters()).device
+    v1, v2 = TwoViewTransform()(crops.to(device), make_generator(device, seed))
+    z = torch.cat([model.contrastive_embedding(chunk).float()
+                   for chunk in torch.cat([v1.image, v2.image]).split(batch_size)])  # (2N, 512)
+    n = len(crops)
+    sim = nn.functional.normalize(z, dim=1) @ nn.functional.normalize(z, dim=1).T
+    sim.fill_diagonal_(-float("inf"))
+    partner = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
+    loss = ContrastiveLoss(temperature, gather_distributed=False)(z[:n], z[n:])
+    return ContrastiveProbe(float((sim.argmax(1) == partner).double().mean()), 1.0 / (2 * n - 1), float(loss),
+                            contrastive_chance(n))
+
+
+@dataclass
 class InpaintingProbe:
     l1_inside: float        # mean |reconstruction - original| over the cut-out voxels (the part that needs anatomy)
     trivial_fill_l1: float  # the same for a fill with each view's visible mean (what copying alone reaches)
@@ -220,35 +254,42 @@ def random_like(model: SSLModel, seed: int = 0) -> SSLModel:
 
 def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[str], size: int = 32,
                per_organ: int = 4, seed: int = 0, organs: Sequence[int] = tuple(range(1, 14)),
-               inpainting_size: int = 0, figure: str | os.PathLike[str] = "") -> "pd.DataFrame":
+               inpainting_size: int = 0, figure: str | os.PathLike[str] = "",
+               device: str | torch.device = "cpu") -> "pd.DataFrame":
     """The probes for the SSL model in ``checkpoint`` and for its random twin, on a fine-tuning manifest.
 
     The organ probe is fitted on crops of the manifest's ``training`` cases and scored on its ``validation``
     cases; rotation accuracy is measured on the validation crops. One row per encoder
     (``ssl``, ``random init``) with ``organ_accuracy`` (all stages), ``organ_accuracy_last_stage``, ``organ_chance``, ``rotation_accuracy``,
-    ``rotation_chance``, ``n_train``, ``n_test``. With ``inpainting_size`` (a multiple of 32) the whole validation
+    ``rotation_chance``, ``contrastive_top1``, ``contrastive_chance``, ``contrastive_loss``,
+    ``contrastive_loss_chance`` (:func:`contrastive_retrieval` on the validation crops), ``n_train``, ``n_test``. With ``inpainting_size`` (a multiple of 32) the whole validation
     images, centred in cubes of that side, are also rotated, cut out and reconstructed (:func:`inpainting_probe`):
     columns ``inpainting_l1`` (inside the boxes), ``trivial_fill_l1``, and over every voxel ``inpainting_l1_all``,
     ``trivial_fill_l1_all``, ``constant_l1_all`` (the loss's baselines); ``figure`` then saves the SSL model's
-    reconstructions as a PNG.
+    reconstructions as a PNG. ``device``: where the models run (``"auto"``: CUDA if present, else the CPU).
     """
     import pandas as pd
 
     from .data.manifest import resolve_entries
+    from .utils import resolve_device
 
+    device = resolve_device(device)  # an explicit device that is not here fails before anything is read
     train_entries, val_entries = (resolve_entries(manifest, key=split) for split in ("training", "validation"))
     load = lambda entries: [load_case(e["image"], e["label"]) for e in entries]  # noqa: E731
     held_out = load(val_entries)
     train = organ_crops(load(train_entries), organs, size, per_organ, seed=seed)
     test = organ_crops(held_out, organs, size, per_organ, seed=seed + 1)
     volumes = centred_volumes([image for image, _ in held_out], inpainting_size) if inpainting_size else None
-    ssl = load_ssl_model(checkpoint)
+    ssl = load_ssl_model(checkpoint, device)
     rows = []
     for name, model in (("ssl", ssl), ("random init", random_like(ssl, seed))):
         probe = organ_probe(model.swinViT, train[:2], test[:2])
+        contrastive = contrastive_retrieval(model, test[0], seed)
         rows.append({"encoder": name, "organ_accuracy": probe.accuracy,
                      "organ_accuracy_last_stage": probe.accuracy_last_stage, "organ_chance": probe.chance,
                      "rotation_accuracy": rotation_accuracy(model, test[0]), "rotation_chance": 0.25,
+                     "contrastive_top1": contrastive.top1, "contrastive_chance": contrastive.chance,
+                     "contrastive_loss": contrastive.loss, "contrastive_loss_chance": contrastive.loss_chance,
                      "n_train": probe.n_train, "n_test": probe.n_test})
         if volumes is not None:
             painted = inpainting_probe(model, volumes, seed, draws=4)
@@ -286,6 +327,7 @@ class ProbeConfig(Config):
     inpainting_size: int = 0             # also inpaint the whole validation images centred in cubes of this side (a multiple of 32, >= 64 for decoder=unet); 0 = skip
     figure: str = ""                     # with inpainting_size: save the SSL model's reconstructions to this PNG
     csv: str = ""                        # also write the table to this CSV file ("" = print only)
+    device: str = "cpu"                  # cpu | cuda | cuda:N | auto (CUDA if present, else the CPU, and says so)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -310,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.figure and not cfg.inpainting_size:
             raise ValueError(f"--figure {cfg.figure} draws the inpainting probe: give --inpainting-size too")
         table = run_probes(cfg.checkpoint, cfg.manifest, cfg.size, cfg.per_organ, cfg.seed,
-                           inpainting_size=cfg.inpainting_size, figure=cfg.figure)
+                           inpainting_size=cfg.inpainting_size, figure=cfg.figure, device=cfg.device)
         print(table.round(3).to_string(index=False))
         if cfg.csv:
             atomic_write_text(table.to_csv(index=False), cfg.csv)

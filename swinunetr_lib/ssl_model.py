@@ -180,6 +180,10 @@ class SSLModel(nn.Module):
         """The rotation head alone, without the decoder: (B, C, D, H, W) -> (B, 4)."""
         return self.rotation_head(self.last_stage(x).mean(dim=(2, 3, 4)))
 
+    def contrastive_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The contrastive head alone, without the decoder: (B, C, D, H, W) -> (B, 512)."""
+        return self.contrastive_head(self.last_stage(x).mean(dim=(2, 3, 4)))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.decoder_kind == "unet":        # every stage, layer-normalised as SwinUNETR does
             self._check_input(x, decoding=True)

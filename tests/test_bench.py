@@ -118,6 +118,29 @@ def test_gpu_bench_script_dry_run(tmp_path):
         assert f"summary {name}: complete=True" in log
 
 
+@pytest.mark.slow
+def test_gpu_label_efficiency_script_dry_run(tmp_path):
+    """The GPU label-efficiency script on a CPU at the smallest sizes: cohort, pretraining, a sweep in 2 processes side
+    by side with the library engine (no Jupyter), one collecting call, the probe, the files copied back flat."""
+    import pandas as pd
+
+    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(["bash", "ci/gpu_label_efficiency.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "gpu_label_efficiency.log").read_text()
+    for part in ("cohort", "pretraining", "sweep scratch_seed0", "sweep scratch_seed1", "sweep ssl_seed0",
+                 "sweep ssl_seed1", "sweep", "probe"):
+        assert f"{part}: rc=0" in log, log[-3000:]
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(zip(results["init"], results["seed"])) == [("scratch", 0), ("scratch", 1), ("ssl", 0), ("ssl", 1)]
+    assert results["mean_dice"].between(0, 1).all() and results["minutes"].gt(0).all()
+    assert log.count("ok in") == 4  # each run trained once: the collecting call reused them all
+    assert pd.read_csv(tmp_path / "probe.csv")["encoder"].tolist() == ["ssl", "random init"]
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 2 and (tmp_path / "dice_vs_fraction.png").is_file()
+    assert not list((tmp_path / "runs").glob("finetune_btcv/*/*.ipynb"))  # the library engine: no notebook ran
+
+
 def test_bench_data_reports_three_paths_and_the_cores_they_need(tmp_path, capsys):
     out = tmp_path / "data.json"
     assert main(["data", "--volume-size", "96,80,40", "--roi-size", "32", "--repeats", "1", "--fast-repeats", "3",

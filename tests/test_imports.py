@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("training", {"train", "pretrain", "batch_stream", "checkpointing", "metrics_log"}),
     ("fine-tuning", {"finetune", "finetune_data"}),
     ("inference", {"infer", "export"}),
-    ("evaluation", {"evaluate", "probe", "baselines", "viz", "viz3d", "viz_niivue", "viz_metrics"}),
+    ("evaluation", {"evaluate", "finetune_run", "probe", "baselines", "viz", "viz3d", "viz_niivue", "viz_metrics"}),
     ("notebooks", {"notebooks", "exercises", "workshop", "label_efficiency", "precomputed", "bench", "bench_common",
                    "bench_data", "bench_finetune", "bench_infer"}),
 ]

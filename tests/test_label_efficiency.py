@@ -83,6 +83,19 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
     assert (tmp_path / "le" / "runs" / "ssl_frac0.5_seed0" / "03_finetune_btcv.ipynb").is_file()
     assert set(res.summary["init"]) == {"scratch", "ssl"}
 
+    # the library engine (no Jupyter: a GPU machine with only PyTorch) runs the same steps: the same numbers
+    lib = run_sweep(LabelEfficiencyConfig(params=str(tmp_path / "params.yml"), fractions=[0.5], inits=["scratch", "ssl"],
+                                          seeds=[0], pretrained=str(encoder), output=str(tmp_path / "le_lib"),
+                                          engine="library"))
+    assert not lib.failures and not (tmp_path / "le_lib" / "runs" / "ssl_frac0.5_seed0" / "03_finetune_btcv.ipynb").exists()
+    both = res.results.merge(lib.results, on=["init", "labeled_fraction", "seed"], suffixes=("_nb", "_lib"))
+    assert len(both) == 2 and both["n_train_nb"].eq(both["n_train_lib"]).all()
+    for column in ("mean_dice", "val_mean_dice_resampled", "organs_missed"):
+        assert both[f"{column}_lib"].to_numpy() == pytest.approx(both[f"{column}_nb"].to_numpy(), abs=1e-4), column
+    with pytest.raises(ValueError, match="engine=library runs the steps of notebooks/03_finetune_btcv.py only"):
+        run_sweep(LabelEfficiencyConfig(notebook="notebooks/02_ssl_pretraining.py", engine="library",
+                                        output=str(tmp_path / "x")))
+
     # finished runs are reused: the CLI only re-collects (a failure here would be a new notebook run)
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "nowhere"))
     assert main(["--params", str(tmp_path / "params.yml"), "--fractions", "[0.5]", "--inits", "[scratch, ssl]",

@@ -153,7 +153,7 @@ def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path
     from swinunetr_lib.pretrain import RECORDED, RECORDED_RUNS, load_recorded
 
     runs = {folder.name: load_recorded(folder) for folder in RECORDED_RUNS.values()}
-    assert sorted(runs) == ["paper_decoder_32", "unet_decoder_64"]
+    assert sorted(runs) == ["paper_decoder_32", "progressive_32_to_64", "unet_decoder_64"]
     for rec in runs.values():
         assert rec.metrics["step"].tolist() == list(range(1, rec.config.max_steps + 1))
         assert rec.figure.read_bytes()[:4] == b"\x89PNG"
@@ -167,9 +167,55 @@ def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path
     assert paper.metrics["contrastive"].tail(20).mean() < contrastive_chance(n) - 0.5
     ssl = unet.probe.set_index("encoder").loc["ssl"]
     assert ssl["inpainting_l1"] < 0.5 * ssl["trivial_fill_l1"]  # the boxes are filled, not only averaged
+    staged = runs["progressive_32_to_64"]  # the 32^3 run continued at 64^3: rotation learns there too
+    assert staged.config.init_from == "runs/exp/ssl_a/checkpoints/last.pt" and staged.config.decoder == "unet"
+    assert staged.metrics["rotation"].tail(20).mean() < 0.5 * math.log(4) < unet.metrics["rotation"].tail(20).mean()
+    ssl, rnd = (staged.probe.set_index("encoder").loc[k] for k in ("ssl", "random init"))
+    assert ssl["rotation_accuracy"] > 0.3 > rnd["rotation_accuracy"] and ssl["inpainting_l1"] < 0.5 * ssl["trivial_fill_l1"]
     assert "python -m swinunetr_lib.pretrain" in (RECORDED / "README.md").read_text()
 
     shutil.copytree(RECORDED_RUNS["Swin UNETR's decoder, 64³"], tmp_path / "rec")
     (tmp_path / "rec" / "probe.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"rec/probe.csv: missing from the recorded pretraining run"):
         load_recorded(tmp_path / "rec")
+
+
+def test_init_from_warm_starts_encoder_and_heads_and_refuses_foreign_or_unsafe_files(tmp_path, run, booby_trap):
+    """Progressive resizing: a 32^3 run with the paper's decoder continued at 64^3 with Swin UNETR's decoder. The
+    encoder and both heads come from the first run (seen in the second run's first checkpoint), the decoder is new;
+    another feature size, an unsafe file or a missing one stops before a step, naming the file."""
+    from swinunetr_lib.ssl_model import SSLModel
+
+    manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
+    code, _, err = run(*_args(manifest, tmp_path / "small", "--batch-size", "2", "--num-samples", "1"))
+    assert code == 0, err
+    first = tmp_path / "small" / "checkpoints" / "last.pt"
+    code, out, err = run(*_args(manifest, tmp_path / "big", "--roi-size", "64", "--decoder", "unet", "--batch-size",
+                                "2", "--num-samples", "1", "--lr", "1e-12", "--init-from", first))
+    assert code == 0, err
+    assert f"{first}: loaded 118/118 encoder tensors" in out and "loaded rotation_head, contrastive_head; fresh: " \
+                                                               "decoder" in out
+    old = torch.load(first, weights_only=True)["model"]
+    new = torch.load(tmp_path / "big" / "checkpoints" / "last.pt", weights_only=True)
+    assert new["run"]["init_from"] == str(first)
+    heads = [k for k in old if k.startswith(("rotation_head.", "contrastive_head."))]
+    for name in ["swinViT.layers4.0.blocks.1.attn.qkv.weight", *heads]:
+        torch.testing.assert_close(new["model"][name], old[name])  # lr 1e-12: the step moved nothing measurably
+    fresh = SSLModel(feature_size=12, decoder="unet").state_dict()
+    assert set(new["model"]) == set(fresh) and not any(k.startswith("decoder.") and k in old for k in new["model"])
+
+    exported = tmp_path / "small" / "model_swinvit.pt"   # encoder only: both heads start fresh
+    code, out, err = run(*_args(manifest, tmp_path / "enc", "--batch-size", "2", "--num-samples", "1",
+                                "--init-from", exported))
+    assert code == 0 and "(official layout)" in out and "loaded no head; fresh: rotation_head, contrastive_head, " \
+                                                         "decoder" in out, err
+
+    code, _, err = run(*_args(manifest, tmp_path / "wide", "--feature-size", "24", "--init-from", first))
+    assert code == 2 and err.count(str(first)) == 1 and "is the checkpoint for this feature_size (24)" in err.lower(), err
+    assert not (tmp_path / "wide" / "checkpoints").exists()
+    code, _, err = run(*_args(manifest, tmp_path / "none", "--init-from", tmp_path / "missing.pt"))
+    assert code == 2 and str(tmp_path / "missing.pt") in err, err
+    trap = tmp_path / "trap.pt"
+    marker = booby_trap(trap)
+    code, _, err = run(*_args(manifest, tmp_path / "trapped", "--init-from", trap))
+    assert code == 2 and str(trap) in err and "refused to load" in err and not marker.exists(), err

@@ -50,6 +50,39 @@ def test_rotation_logits_equal_the_full_forward():
         torch.testing.assert_close(model.rotation_logits(x), model(x)["rotation"])
 
 
+def test_contrastive_embedding_equals_the_full_forward():
+    model = SSLModel(feature_size=12).eval()
+    x = torch.rand(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.contrastive_embedding(x), model(x)["contrastive"])
+
+
+class _Fingerprint(nn.Module):
+    """Embeds a view by the median of its voxels, which neither rotation nor a cutout of under half the voxels
+    changes much (constant: every view the same embedding)."""
+
+    def __init__(self, constant: bool = False) -> None:
+        super().__init__()
+        self.constant, self.w = constant, nn.Parameter(torch.zeros(1))
+
+    def contrastive_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        if self.constant:
+            return torch.ones(len(x), 4)
+        m = x.flatten(1).median(dim=1).values[:, None]
+        return torch.cat([torch.cos(6 * m), torch.sin(6 * m)], dim=1)  # distinct medians -> distinct directions
+
+
+def test_contrastive_retrieval_is_one_for_a_fingerprint_and_chance_for_a_constant():
+    from swinunetr_lib.probe import contrastive_retrieval
+
+    crops = torch.linspace(0.05, 0.95, 10)[:, None, None, None, None] * torch.ones(10, 1, 16, 16, 16)
+    crops = crops + 0.002 * torch.randn(crops.shape, generator=torch.Generator().manual_seed(0))
+    good, flat = contrastive_retrieval(_Fingerprint(), crops), contrastive_retrieval(_Fingerprint(True), crops)
+    assert good.top1 == 1.0 and good.chance == flat.chance == 1 / 19
+    assert good.loss < flat.loss and flat.loss == pytest.approx(np.log(19)) == flat.loss_chance
+    assert flat.top1 <= 2 / 20  # ties: the first other view wins, the partner of at most one or two views
+
+
 def test_encoder_features_pool_every_stage():
     model = SSLModel(feature_size=12).eval()
     feats = encoder_features(model.swinViT, torch.rand(3, 1, 32, 32, 32), batch_size=2)
@@ -120,6 +153,13 @@ def test_probe_command_refuses_missing_files_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "nope.pt" in err and "not found" in err
     assert main(["--manifest", str(tmp_path / "m.json")]) == 2
     assert "--checkpoint is required" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # an explicit device that is not here is an error, before any file is read
+        for name in ("last.pt", "m.json"):
+            (tmp_path / name).write_text("{}")
+        assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(tmp_path / "m.json"),
+                     "--device", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "device='cuda'" in err, err
 
 
 def test_run_probes_on_a_generated_cohort(tmp_path):
@@ -136,6 +176,9 @@ def test_run_probes_on_a_generated_cohort(tmp_path):
     for column in ("organ_accuracy", "organ_accuracy_last_stage"):
         assert table[column].between(0, 1).all(), column
     assert table["rotation_chance"].eq(0.25).all() and table["n_test"].gt(0).all()
+    assert table["contrastive_top1"].between(0, 1).all()
+    assert (table["contrastive_chance"] == 1 / (2 * table["n_test"] - 1)).all()
+    assert np.allclose(table["contrastive_loss_chance"], np.log(2 * table["n_test"] - 1))
     assert 1 / 14 <= table["organ_chance"].iloc[0] <= 1 / 2  # one over the organs present in the training crops
     assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
                  "--per-organ", "1", "--csv", str(tmp_path / "probe.csv"), "--inpainting-size", "64",

@@ -73,6 +73,32 @@ def test_every_parameter_is_typed_for_papermill_help(py):
         assert p["help"] and p["help"] == specs[name].help, (py, name, p)
 
 
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=ids)
+def test_parameters_read_without_jupytext_agree_with_jupytext(py, monkeypatch):
+    """Machines without Jupyter (``label_efficiency --engine library`` on a GPU machine) read the parameters cell
+    from the percent-format text: the same names, defaults, types and help as through jupytext."""
+    import sys
+
+    from swinunetr_lib.notebooks import notebook_parameter_specs
+
+    with_jupytext = notebook_parameter_specs(py)
+    monkeypatch.setitem(sys.modules, "jupytext", None)  # import jupytext now raises ImportError
+    assert notebook_parameter_specs(py) == with_jupytext
+    with pytest.raises(ImportError):
+        notebook_parameter_specs(py.with_suffix(".ipynb"))
+
+
+def test_parameters_read_as_text_need_exactly_one_cell(tmp_path, monkeypatch):
+    import sys
+
+    from swinunetr_lib.notebooks import notebook_parameter_specs
+
+    monkeypatch.setitem(sys.modules, "jupytext", None)
+    (tmp_path / "two.py").write_text('# %% tags=["parameters"]\na = 1\n\n# %% tags=["parameters"]\nb = 2\n')
+    with pytest.raises(NotebookError, match=r"two.py: expected exactly one parameters cell, found 2"):
+        notebook_parameter_specs(tmp_path / "two.py")
+
+
 @pytest.mark.parametrize("profile", ["smoke", "demo"])
 def test_param_files_validate(profile):
     folder = REPO_ROOT / "ci" / "params" / profile

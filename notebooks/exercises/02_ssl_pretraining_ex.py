@@ -20,7 +20,7 @@
 # ~3 min on 2 CPU cores (2.7 min measured, ~7 s per step; more when the cores are shared), under 1 min on
 # one GPU; smoke parameters ~1 min; demo parameters (80 steps of 4
 # sub-volumes, ~12 s each) ~16 min on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature
-# size 48, for far longer on 5,050 CTs: these runs show the mechanics, not a useful encoder. Two longer runs,
+# size 48, for far longer on 5,050 CTs: these runs show the mechanics, not a useful encoder. Three longer runs,
 # measured beforehand and committed, show what 30-80 min of CPU buy and which settings each proxy task needs;
 # when the instructor's finished run is installed (`runs_dir()/precomputed/ssl_pretraining`), it is shown too.
 
@@ -260,10 +260,11 @@ print(f"{result.fit.step} steps; last loss {result.fit.metrics['loss']:.3f}; che
 # line (few views to tell apart), and the reconstruction, far above both of its lines at first, stays above
 # even the constant image: the decoder, starting from noise, has not yet learned a crop's average grey.
 #
-# *What longer CPU runs reach:* the section "Two longer runs, recorded" below draws two (27 and ~80 min on 2
-# cores) against the same lines. With 16 views of 32³ per step, rotation and contrastive coding leave their lines
-# within ~100 steps but the paper's decoder paints grey; with Swin UNETR's decoder at 64³ the inpainting learns
-# but, at 4 views per step, rotation and contrastive coding do not. A 20-step or 80-step run shows the mechanics.
+# *What longer CPU runs reach:* the section "Three longer runs, recorded" below draws three (27, ~80 and 27 + 26
+# min on 2 cores) against the same lines. With 16 views of 32³ per step, rotation and contrastive coding leave their
+# lines within ~100 steps but the paper's decoder paints grey; with Swin UNETR's decoder at 64³ the inpainting
+# learns but, at 4 views per step, rotation and contrastive coding do not; the 32³ run continued at 64³ learns
+# rotation and inpainting there. A 20-step or 80-step run shows the mechanics.
 
 # %%
 n_sub = ssl_batch_subvolumes(batch_size, num_samples, contrastive_negatives=contrastive_negatives)
@@ -308,8 +309,8 @@ plot_ssl_panels(x, v1.target, v1.image, rec, rotation_labels=v1.rotation.tolist(
 # *Exercise 3: your answer here.*
 
 # %% [markdown]
-# ## Two longer runs, recorded: what each proxy task needs
-# The run above is far too short for any task to learn. These two were measured beforehand on the project's
+# ## Three longer runs, recorded: what each proxy task needs
+# The run above is far too short for any task to learn. These three were measured beforehand on the project's
 # 2-core CPU and committed (`docs/results/ssl_pretraining_phantoms`, with their commands), on 100 phantoms at
 # 6 mm, feature size 12. They differ where a CPU budget forces a choice:
 #
@@ -319,6 +320,9 @@ plot_ssl_panels(x, v1.target, v1.image, rec, rotation_labels=v1.rotation.tolist(
 #   450 steps, `decoder = "unet"`: skip connections from every stage, so the visible voxels pass straight to the
 #   output and what remains to learn is the inside of the boxes, filled from the context around them (the
 #   restoration task of Models Genesis, Zhou et al. 2019).
+# - **the 32³ run continued at 64³** (26 min more): the second run's settings for 150 steps, but starting from
+#   the first run's encoder and heads (`init_from`; the decoder is new). This is progressive resizing, fastbook's
+#   habit for images: learn cheaply on small inputs with many views per step, then go on at the larger size.
 #
 # *Look at:* which losses end below their chance lines in which run.
 
@@ -335,9 +339,11 @@ for name, rec in recorded.items():
     display(add_baselines(fig, lines))
 
 # %% [markdown]
-# The reconstruction lines are measured on the held-out views below (whole-volume L1). Next, the probes of both
-# encoders on the 3 held-out phantoms, beside the same architecture at random initialisation: rotation accuracy
-# on organ-centred crops (32³ and 64³, each run's own size) and the L1 inside the cut-out boxes of held-out views.
+# The reconstruction lines are measured on the held-out views below (whole-volume L1). Next, the probes of the
+# three encoders on the 3 held-out phantoms, beside the same architecture at random initialisation, on
+# organ-centred crops (32³ and 64³, each run's own size): rotation accuracy; the contrastive loss of two views of
+# every crop embedded together, and how often a view's partner is ranked first among all the others (chance
+# 1/(2N − 1) for N crops); and the L1 inside the cut-out boxes of held-out views.
 
 # %%
 rows = {}
@@ -345,6 +351,12 @@ for name, rec in recorded.items():
     p = rec.probe.set_index("encoder")
     rows[name] = {"rotation accuracy": p.loc["ssl", "rotation_accuracy"],
                   "rotation accuracy, random init": p.loc["random init", "rotation_accuracy"],
+                  "contrastive loss (chance ln(2N-1))": p.loc["ssl", "contrastive_loss"],
+                  "contrastive loss, chance": p.loc["ssl", "contrastive_loss_chance"],
+                  "contrastive loss, random init": p.loc["random init", "contrastive_loss"],
+                  "partner ranked first": p.loc["ssl", "contrastive_top1"],
+                  "partner ranked first, chance": p.loc["ssl", "contrastive_chance"],
+                  "partner ranked first, random init": p.loc["random init", "contrastive_top1"],
                   "L1 inside the boxes": p.loc["ssl", "inpainting_l1"],
                   "L1 inside the boxes, trivial fill": p.loc["ssl", "trivial_fill_l1"],
                   "L1 inside the boxes, random init": p.loc["random init", "inpainting_l1"],
@@ -364,17 +376,24 @@ for name, rec in recorded.items():
 # %% [markdown]
 # **Reading.** Each run learned what its settings let it learn. The 32³ run (16 views per step) learned rotation
 # (0.684 of the held-out crops' rotations named; chance 25 %) and contrastive coding (its loss ends ~0.9 below
-# chance), while its decoder, rebuilding everything from one voxel, paints grey boxes (L1 inside 0.050, trivial
-# fill 0.075). The 64³ run with Swin UNETR's decoder inpaints: through the skips the body outline, the spine,
-# the liver and the kidneys come back, and inside the boxes the body wall and the organs' grey levels continue
-# (L1 0.042 against 0.186 for the trivial fill), blurred, with some noise left and a faint grid from the decoder's
-# transposed convolutions. With 4 views per step its rotation and contrastive losses stayed on their chance lines
-# (its rotation head answers one class), since through the skips the reconstruction need not shape the deepest
-# stage where those heads read. Neither encoder names organs much better than random features (organ probe:
-# 0.795 vs 0.769 at 32³, 0.821 vs 0.821 at 64³): these phantoms' organs differ mostly in intensity and position,
-# which random features carry too. Getting all three at once needs many views per step for many steps, which is
-# what the paper's 8 GPUs buy. *Try:* `decoder = "unet"` with the demo settings, and compare its reconstructions
-# with the paper's decoder after the same steps.
+# chance in training, and on held-out crops 5.035 against 5.740), while its decoder, rebuilding everything from
+# one voxel, paints grey boxes (L1 inside 0.050, trivial fill 0.075). The 64³ run with Swin UNETR's decoder
+# inpaints: through the skips the body outline, the spine, the liver and the kidneys come back, and inside the
+# boxes the body wall and the organs' grey levels continue (L1 0.042 against 0.186 for the trivial fill), blurred,
+# with some noise left and a faint grid from the decoder's transposed convolutions. With 4 views per step its
+# rotation and contrastive losses stayed on their chance lines (its rotation head answers one class). Continued
+# from the 32³ run instead of random weights, the same 64³ settings learn rotation too: the head guesses at first
+# (the 32³ skill does not carry over as it is), then its loss falls to 0.13 within ~70 steps, and it names 0.362
+# of the held-out 64³ crops' rotations, while the boxes are inpainted (0.061 against 0.186) through a stronger grid
+# after only 150 steps. No CPU run learned contrastive coding at 64³: 2 whole bodies per step, which differ only
+# in the phantoms' sizes and shapes, leave little to contrast. Note the retrieval rows: random features rank the
+# partner first more often than the trained ones (two views of one crop share most voxels, and so do neighbouring
+# crops), although only the trained embeddings lower the loss. Neither encoder names organs much better than
+# random features (organ probe 0.78–0.82 for all): these phantoms' organs differ mostly in intensity and position,
+# which random features carry too. Getting all three at once at 64³ needs many views per step for many steps,
+# which is what the paper's 8 GPUs buy. *Try:* `decoder = "unet"` with the demo settings, and compare its
+# reconstructions with the paper's decoder after the same steps; or set `init_from` in `PretrainConfig` to a
+# finished run's `checkpoints/last.pt` and continue it at a larger `roi_size`.
 
 # %% [markdown]
 # ## The instructor's precomputed run
@@ -454,9 +473,10 @@ pd.DataFrame({"this run": [result.fit.step, f"{last['rotation']:.4f}", f"{last['
 # rotated and cut-out views of each on the device, trained the encoder on the three losses with the shared
 # `fit` loop and exported it for fine-tuning. The table above puts this run's last losses beside what a model
 # that learned nothing would score: with a handful of volumes and steps they only start to move away from
-# it. The two recorded runs showed what longer runs buy on a CPU: rotation and contrastive coding need many views
+# it. The three recorded runs showed what longer runs buy on a CPU: rotation and contrastive coding need many views
 # per step; inpainting needs a decoder that is not starved at a one-voxel bottleneck (Swin UNETR's, with skips);
-# at this budget neither gave features that name organs better than random ones. The paper's encoder saw 5,050
+# a run continued from a cheaper one at a smaller size (progressive resizing) learns rotation where one from
+# random weights did not; at this budget none gave features that name organs better than random ones. The paper's encoder saw 5,050
 # CTs on 8 GPUs. Next: notebook 03 fine-tunes
 # Swin UNETR on the labeled cohort, from this encoder (`runs_dir()/ssl_pretraining/model_swinvit.pt`) with
 # `init = "ssl"` and the same `feature_size` (notebook 06 does exactly that), or from scratch; try more

@@ -31,6 +31,7 @@
 # %%
 import json
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -40,9 +41,9 @@ from IPython.display import display
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from swinunetr_lib.baselines import add_baselines, all_background_dice
-from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.evaluate import evaluate, load_label, summarize
-from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init, split_entries
+from swinunetr_lib.finetune import finetune, split_entries
+from swinunetr_lib.finetune_run import notebook_config, results_record
 from swinunetr_lib.paths import resolve_path, runs_dir
 from swinunetr_lib.utils import atomic_write_text
 from swinunetr_lib.viz import new_figure, plot_prediction_vs_truth
@@ -157,21 +158,18 @@ print(f"all-background prediction: Dice {float(2 * (empty & gt).sum() / (empty.s
 
 # %% [markdown]
 # ## The data
-# Without a manifest we use the demo cohort (built once by notebook 01, or here). Paths in a manifest are
-# relative to its folder. Validation is the manifest's `validation` list (or fold 0 of a k-fold manifest);
+# `notebook_config` turns the parameters into the run's settings (the same function runs a sweep without
+# Jupyter): without a manifest it uses the demo cohort (built once by notebook 01, or here), it resolves `init`
+# to the encoder file, and names the run folder. Paths in a manifest are relative to its folder. Validation is the manifest's `validation` list (or fold 0 of a k-fold manifest);
 # `labeled_fraction` keeps a nested, seeded subset of the training list.
 
 # %%
-if not data_manifest:
-    data_manifest = str(build_demo_cohort().finetune_manifest)
-init_kind, init_path = resolve_init(init, pretrained)
-run_dir = runs_dir() / "finetune_btcv" / (run_name or f"{init_kind}_frac{labeled_fraction:g}_seed{seed}")
-cfg = FinetuneConfig(task=task, data_manifest=data_manifest, run_dir=str(run_dir), init=init_kind,
-                     pretrained=str(init_path or ""), labeled_fraction=labeled_fraction, spacing=spacing,
-                     roi_size=roi_size, feature_size=feature_size, num_samples=num_samples, batch_size=batch_size,
-                     max_steps=max_steps, val_interval=val_interval, lr=lr, warmup_steps=warmup_steps,
-                     seed=seed, device=device, precision=precision, log_every=5,
-                     checkpoint_every=max(1, max_steps // 4), resume=False)
+cfg = notebook_config(data_manifest=data_manifest, task=task, init=init, pretrained=pretrained,
+                      labeled_fraction=labeled_fraction, spacing=spacing, roi_size=roi_size, feature_size=feature_size,
+                      num_samples=num_samples, batch_size=batch_size, max_steps=max_steps, val_interval=val_interval,
+                      lr=lr, warmup_steps=warmup_steps, seed=seed, device=device, precision=precision,
+                      run_name=run_name)
+init_kind, run_dir = cfg.init, Path(cfg.run_dir)
 train_entries, val_entries = split_entries(cfg)
 pd.DataFrame({"cases": [len(train_entries), len(val_entries)]}, index=["training (used)", "validation"])
 
@@ -244,11 +242,7 @@ plot_prediction_vs_truth(ct.get_fdata(), pred.get_fdata(), truth.get_fdata(), sp
 # One JSON with the settings and the numbers, so a parameter sweep can collect them.
 
 # %%
-results = {"init": init_kind, "labeled_fraction": labeled_fraction, "seed": seed, "n_train": result.n_train,
-           "steps": result.fit.step, "minutes": round(result.seconds / 60, 2),
-           "val_mean_dice_resampled": result.best_mean_dice, "mean_dice": float(table.loc["mean", "dice"]),
-           "mean_hd95_mm": float(table.loc["mean", "hd95_mm"]), "organs_missed": int(table.loc["mean", "missed"]),
-           "dice_per_class": table["dice"].drop("mean").round(4).to_dict(), "run_dir": str(run_dir)}
+results = results_record(cfg, result, table)
 out_json = resolve_path(results_json) if results_json else run_dir / "results.json"
 atomic_write_text(json.dumps(results, indent=2), out_json)
 pd.Series({k: v for k, v in results.items() if k != "dice_per_class"}).to_frame("value")

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from . import distributed as ddp
+from .finetune_model import load_encoder, read_encoder_checkpoint
 from .losses import SSLLoss
 from .paths import REPO_ROOT, absolute_from_cwd, resolve_path
 from .ssl_data import default_num_workers, ssl_dataloader
-from .finetune_model import load_encoder, read_encoder_checkpoint
 from .ssl_model import SSLModel, export_encoder
 from .ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 from .train import FitResult, TrainConfig, fit

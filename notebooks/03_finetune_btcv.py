@@ -38,9 +38,8 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from swinunetr_lib.baselines import add_baselines, all_background_dice
 from swinunetr_lib.evaluate import evaluate, load_label, summarize
 from swinunetr_lib.finetune import finetune, split_entries
-from swinunetr_lib.finetune_run import notebook_config, results_record
+from swinunetr_lib.finetune_run import notebook_config, results_record, write_results
 from swinunetr_lib.paths import resolve_path, runs_dir
-from swinunetr_lib.utils import atomic_write_text
 from swinunetr_lib.viz import new_figure, plot_prediction_vs_truth
 from swinunetr_lib.viz_metrics import plot_learning_curves
 
@@ -263,8 +262,7 @@ organs.sort_values("dice").round(3)
 
 # %%
 results = results_record(cfg, result, table)
-out_json = resolve_path(results_json) if results_json else run_dir / "results.json"
-atomic_write_text(json.dumps(results, indent=2), out_json)
+write_results(results, cfg, results_json)
 pd.Series({k: v for k, v in results.items() if k != "dice_per_class"}).to_frame("value")
 
 # %% [markdown]

@@ -113,14 +113,14 @@ def build_swinunetr(
                      use_checkpoint=use_checkpoint, dropout_path_rate=dropout_path_rate)
 
 
-def _find_state_dict(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
+def find_state_dict(obj: Any, source: str) -> Mapping[str, torch.Tensor]:
     """The tensor mapping inside a checkpoint: ``state_dict``, ``model``, ... or the object itself."""
     if isinstance(obj, Mapping):
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj
         for key in ("state_dict", "model", "model_state_dict", "model_state", "network", "net"):
             if key in obj and isinstance(obj[key], Mapping):
-                return _find_state_dict(obj[key], source)
+                return find_state_dict(obj[key], source)
     raise EncoderLoadError(f"{source}: no state dict of tensors found (looked for the keys 'state_dict', "
                            f"'model', 'model_state_dict' or a plain mapping of tensors)")
 
@@ -187,7 +187,7 @@ def load_encoder(
     else:
         obj = read_encoder_checkpoint(checkpoint)
         source = source or str(checkpoint)
-    mapped, other, layout = encoder_state_from_checkpoint(_find_state_dict(obj, source))
+    mapped, other, layout = encoder_state_from_checkpoint(find_state_dict(obj, source))
 
     target = {k: v for k, v in model.state_dict().items() if k.startswith(ENCODER_PREFIX)}
     to_copy: dict[str, torch.Tensor] = {}
@@ -233,7 +233,7 @@ def encoder_feature_size(checkpoint: str | os.PathLike[str] | Mapping[str, Any])
     what is wrong with the checkpoint."""
     try:
         obj = checkpoint if isinstance(checkpoint, Mapping) else safe_torch_load(checkpoint)
-        mapped, _, _ = encoder_state_from_checkpoint(_find_state_dict(obj, str(checkpoint)))
+        mapped, _, _ = encoder_state_from_checkpoint(find_state_dict(obj, str(checkpoint)))
     except Exception:  # noqa: BLE001 - load_encoder names the problem
         return None
     weight = mapped.get(ENCODER_PREFIX + "patch_embed.proj.weight")

@@ -60,11 +60,17 @@ def results_record(cfg: FinetuneConfig, result: FinetuneResult, table: pd.DataFr
             "dice_per_class": table["dice"].drop("mean").round(4).to_dict(), "run_dir": cfg.run_dir}
 
 
-def run_from_params(params: Mapping[str, Any], results_json: str | os.PathLike[str] = "") -> dict[str, Any]:
+def write_results(record: Mapping[str, Any], cfg: FinetuneConfig, results_json: str | os.PathLike[str] = "") -> Path:
+    """Write a run's record as JSON to ``results_json`` (notebook 03's parameter; "" = ``<run_dir>/results.json``),
+    atomically; returns the path."""
+    out = resolve_path(results_json) if results_json else Path(cfg.run_dir) / "results.json"
+    return atomic_write_text(json.dumps(record, indent=2), out)
+
+
+def run_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Notebook 03 without the notebook: ``params`` are its parameters, all of them (its defaults updated with a
     parameter file's values, as :func:`swinunetr_lib.notebooks.notebook_parameters` reads them). Trains, evaluates
-    the held-out cases on their original grid and writes the record to ``results_json`` (default: the run folder's
-    ``results.json``), atomically; returns it."""
+    the held-out cases on their original grid and writes the record (:func:`write_results`); returns it."""
     from .evaluate import evaluate, summarize
 
     cfg = notebook_config(**{k: v for k, v in params.items() if k not in NOTEBOOK_ONLY})
@@ -72,6 +78,5 @@ def run_from_params(params: Mapping[str, Any], results_json: str | os.PathLike[s
     result = finetune(cfg)
     scores = evaluate(result.model_path, val_entries, Path(cfg.run_dir) / "eval", device=cfg.device)
     record = results_record(cfg, result, summarize(scores))
-    out = resolve_path(results_json or params.get("results_json") or Path(cfg.run_dir) / "results.json")
-    atomic_write_text(json.dumps(record, indent=2), out)
+    write_results(record, cfg, params.get("results_json", ""))
     return record

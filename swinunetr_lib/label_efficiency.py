@@ -167,7 +167,7 @@ def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None,
 
 def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
-    from .notebooks import NotebookError, load_params_file
+    from .notebooks import NotebookError, load_params_file, notebook_parameters
 
     notebook = resolve_path(cfg.notebook)
     if not notebook.is_file():
@@ -177,6 +177,8 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     if cfg.engine == "library" and notebook != resolve_path(NOTEBOOK):
         raise ValueError(f"engine=library runs the steps of {NOTEBOOK} only, not {notebook}")
     base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
+    if cfg.engine == "library":  # papermill fills in the notebook's defaults itself; the library engine needs them all
+        base = {**notebook_parameters(notebook), **base}
     from .finetune import resolve_init
 
     for f in cfg.fractions:
@@ -234,7 +236,7 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
 def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
              progress: bool) -> tuple[bool, float, str]:
     """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
-    ``library``: :func:`swinunetr_lib.finetune_run.run_from_params` with the notebook's defaults under ``params``."""
+    ``library``: :func:`swinunetr_lib.finetune_run.run_from_params` (``params`` then hold every parameter)."""
     if engine == "notebook":
         from .notebooks import run_notebook
 
@@ -243,11 +245,10 @@ def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
     import time
 
     from .finetune_run import run_from_params
-    from .notebooks import notebook_parameters
 
     tic = time.perf_counter()
     try:
-        run_from_params({**notebook_parameters(notebook), **params})
+        run_from_params(params)
     except Exception as err:  # noqa: BLE001 - a failed run is reported and the sweep goes on, as with papermill
         return False, time.perf_counter() - tic, f"{folder.name}: {type(err).__name__}: {err}"
     return True, time.perf_counter() - tic, ""

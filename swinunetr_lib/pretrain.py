@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import distributed as ddp
-from .finetune_model import load_encoder, read_encoder_checkpoint
+from .finetune_model import find_state_dict, load_encoder, read_encoder_checkpoint
 from .losses import SSLLoss
 from .paths import REPO_ROOT, absolute_from_cwd, resolve_path
 from .ssl_data import default_num_workers, ssl_dataloader
@@ -216,7 +216,7 @@ def warm_start(model: SSLModel, checkpoint: str | Path) -> str:
     source = str(checkpoint)
     obj = read_encoder_checkpoint(checkpoint)
     report = load_encoder(model, obj, source=source)
-    saved = obj.get("model", obj)
+    saved = find_state_dict(obj, source)  # as load_encoder finds it: "state_dict", "model", ... or the mapping
     own = model.state_dict()
     loaded, fresh = [], []
     for part in ("rotation_head", "contrastive_head", "decoder"):

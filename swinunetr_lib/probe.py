@@ -200,7 +200,8 @@ def contrastive_retrieval(model: SSLModel, crops: torch.Tensor, seed: int = 0, t
     z = torch.cat([model.contrastive_embedding(chunk).float()
                    for chunk in torch.cat([v1.image, v2.image]).split(batch_size)])  # (2N, 512)
     n = len(crops)
-    sim = nn.functional.normalize(z, dim=1) @ nn.functional.normalize(z, dim=1).T
+    u = nn.functional.normalize(z, dim=1)
+    sim = u @ u.T
     sim.fill_diagonal_(-float("inf"))
     partner = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
     loss = ContrastiveLoss(temperature, gather_distributed=False)(z[:n], z[n:])

@@ -51,7 +51,7 @@ env: $(VENV)/.installed
 
 notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from the reviewed .py sources
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py  # (--sync would also add a header to the .py)
-	$(PY) -m swinunetr_lib.exercises generate  # the student versions in notebooks/exercises/
+	$(PY) -m swinunetr_lib.notebooks.exercises generate  # the student versions in notebooks/exercises/
 
 demo: env
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/demo --output runs/demo
@@ -73,20 +73,20 @@ test: env
 	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)
 
 lab: env  ## workshop: set up (examples, demo cohort) and open JupyterLab on notebooks/
-	$(PY) -m swinunetr_lib.workshop setup
+	$(PY) -m swinunetr_lib.notebooks.workshop setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --port=$(LAB_PORT) $(if $(filter 0,$(LAB_OPEN)),--no-browser) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 check:  ## workshop: one line per check, OK or FAIL with its fix; under a minute
 	@test -x $(PY) || { echo "FAIL  environment: no $(VENV)  -> fix: run make lab"; exit 1; }
-	@$(PY) -m swinunetr_lib.workshop check
+	@$(PY) -m swinunetr_lib.notebooks.workshop check
 
 pack: env  ## instructor: pack runs/demo (after make demo) into one archive with checksums
-	$(PY) -m swinunetr_lib.precomputed pack --runs $(PACK_RUNS) $(if $(PACK_OUT),--out $(PACK_OUT))
+	$(PY) -m swinunetr_lib.notebooks.precomputed pack --runs $(PACK_RUNS) $(if $(PACK_OUT),--out $(PACK_OUT))
 
 unpack: env  ## attendee: verify and unpack the instructor's archive into runs/notebooks/precomputed
 	@test -n "$(ARCHIVE)" || { echo "make unpack: give the archive, e.g. make unpack ARCHIVE=/media/usb/demo.precomputed.tar.gz" >&2; exit 2; }
-	$(PY) -m swinunetr_lib.precomputed unpack "$(ARCHIVE)"
+	$(PY) -m swinunetr_lib.notebooks.precomputed unpack "$(ARCHIVE)"
 
 EXP_COHORT := runs/exp/cohort/pretrain.json
 $(EXP_COHORT): | env  # 7 labeled phantoms at 6 mm (4 training, 3 held out) and 97 unlabeled ones
@@ -100,9 +100,9 @@ $(EXP_SSL32): | env $(EXP_COHORT)  # written at its end; the paper's decoder at 
 		--run-dir runs/exp/ssl_a
 
 experiment: env $(EXP_SSL32)  ## the label-efficiency experiment with headroom (issue #14) into runs/exp: ~100 min on 2 CPU cores
-	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_a/checkpoints/last.pt \
+	$(PY) -m swinunetr_lib.experiments.probe --checkpoint runs/exp/ssl_a/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --per-organ 4 --csv runs/exp/label_efficiency/probe.csv
-	$(PY) -m swinunetr_lib.label_efficiency --params ci/params/label_efficiency/headroom_03_finetune_btcv.yml \
+	$(PY) -m swinunetr_lib.experiments.label_efficiency --params ci/params/label_efficiency/headroom_03_finetune_btcv.yml \
 		--fractions "[0.25, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1, 2]" \
 		--pretrained $(EXP_SSL32) --output runs/exp/label_efficiency
 
@@ -110,7 +110,7 @@ experiment-pretraining: env $(EXP_COHORT)  ## notebook 02's recorded inpainting 
 	test -f runs/exp/ssl_unet64/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 450 --warmup-steps 20 --lr 1e-3 \
 		--decoder unet --checkpoint-every 25 --run-dir runs/exp/ssl_unet64
-	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_unet64/checkpoints/last.pt \
+	$(PY) -m swinunetr_lib.experiments.probe --checkpoint runs/exp/ssl_unet64/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \
 		--figure runs/exp/ssl_unet64/reconstructions.png --csv runs/exp/ssl_unet64/probe.csv
 
@@ -118,7 +118,7 @@ experiment-progressive: env $(EXP_SSL32)  ## notebook 02's third recorded run (i
 	test -f runs/exp/ssl_staged/model_swinvit.pt || $(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 64 --feature-size 12 --batch-size 2 --num-samples 1 --max-steps 150 --warmup-steps 20 --lr 1e-3 \
 		--decoder unet --checkpoint-every 25 --init-from runs/exp/ssl_a/checkpoints/last.pt --run-dir runs/exp/ssl_staged
-	$(PY) -m swinunetr_lib.probe --checkpoint runs/exp/ssl_staged/checkpoints/last.pt \
+	$(PY) -m swinunetr_lib.experiments.probe --checkpoint runs/exp/ssl_staged/checkpoints/last.pt \
 		--manifest runs/exp/cohort/finetune.json --size 64 --per-organ 2 --inpainting-size 64 \
 		--figure runs/exp/ssl_staged/reconstructions.png --csv runs/exp/ssl_staged/probe.csv
 

@@ -4,7 +4,7 @@ For every ``notebooks/NN_*.ipynb`` (enumerated, so new notebooks are picked up a
 
 - **run** mode (default for the cheap notebooks ``00``, ``01``, ``05``; ``--run all`` for every one):
   a copy with the smoke parameters injected (papermill's ``injected-parameters`` cell, validated by
-  ``swinunetr_lib.notebooks.load_params_file``) is opened in Lab and executed with "Run All Cells";
+  ``swinunetr_lib.notebooks.runner.load_params_file``) is opened in Lab and executed with "Run All Cells";
   we wait until the kernel is idle and no cell is pending, then check the notebook *as rendered*.
 - **open** mode (the others, which train models): the copy executed by the papermill smoke run
   (``--executed-dir``, default ``runs/smoke``) is opened when it exists, else the clean notebook,
@@ -90,7 +90,7 @@ def prepare(nb_path: Path, params_dir: Path | None, dest: Path) -> dict[str, Any
     params: dict[str, Any] = {}
     params_file = params_dir / f"{nb_path.stem}.yml" if params_dir else None
     if params_file is not None and params_file.is_file():
-        from swinunetr_lib.notebooks import load_params_file
+        from swinunetr_lib.notebooks.runner import load_params_file
 
         params = load_params_file(params_file, nb_path.with_suffix(".py"))
     if params:

@@ -23,7 +23,7 @@ name=gpu_bench
 source ci/gpu_common.sh "$@"  # sets out, dry, budget, py; logs to $out/$name.log
 [ "$dry" = 1 ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 $py -c "import torch, monai; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'monai', monai.__version__)"
-$py -c "import swinunetr_lib.bench, swinunetr_lib.bench_finetune, swinunetr_lib.bench_infer, swinunetr_lib.finetune" \
+$py -c "import swinunetr_lib.bench, swinunetr_lib.bench.finetune, swinunetr_lib.bench.infer, swinunetr_lib.finetune" \
   || echo "import check failed: install the missing package (see above) and rerun"
 
 tests=(tests/test_window_attention.py tests/test_train.py -k "cuda or sdpa or aligned")

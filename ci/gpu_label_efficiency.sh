@@ -63,7 +63,7 @@ echo "== cohort $cohort (limit $(limit 120) s)"
   timeout "$(limit 120)" $py -m swinunetr_lib.data demo-cohort --out-dir "$cohort" "${cohort_args[@]}"
   echo "cohort: rc=$?"; }
 
-le=($py -m swinunetr_lib.label_efficiency --params "$exp/finetune_params.yml" --fractions "$fractions" --engine library
+le=($py -m swinunetr_lib.experiments.label_efficiency --params "$exp/finetune_params.yml" --fractions "$fractions" --engine library
     --pretrained "$exp/ssl/model_swinvit.pt" --output "$exp/label_efficiency")
 pids=() names=()
 sweep() {  # sweep INIT: one process per seed in the background, each under what is left of the budget minus 60 s
@@ -96,7 +96,7 @@ timeout "$(limit 40)" "${le[@]}" --inits "[scratch, ssl]" --seeds "$all_seeds"  
 echo "sweep: rc=$?"
 
 echo "== probe (limit $(limit 90) s)"
-timeout "$(limit 90)" $py -m swinunetr_lib.probe --checkpoint "$exp/ssl/checkpoints/last.pt" \
+timeout "$(limit 90)" $py -m swinunetr_lib.experiments.probe --checkpoint "$exp/ssl/checkpoints/last.pt" \
   --manifest "$cohort/finetune.json" "${probe[@]}" --csv "$exp/probe.csv"
 echo "probe: rc=$?"
 

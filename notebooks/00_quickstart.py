@@ -4,7 +4,7 @@
 # **Goal.** Load a real CT scan, check its geometry (shape, voxel spacing, orientation, Hounsfield range) and
 # look at it in the three standard planes with its organ labels overlaid — the data the rest of the suite
 # pretrains on (notebook 02) and segments (notebooks 03–04). The scan is a TotalSegmentator test file,
-# fetched and checksum-verified by `swinunetr_lib.example_data` (from the local mirror folder when there is
+# fetched and checksum-verified by `swinunetr_lib.data.example_data` (from the local mirror folder when there is
 # one, else downloaded once into a cache).
 #
 # **Kind:** tutorial. **Expected runtime:** ~10 s on CPU, the same on a GPU (nothing is trained).
@@ -14,9 +14,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import totalseg_to_btcv
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.viz import plot_triplanar, plot_windows
+from swinunetr_lib.viz.figures import plot_triplanar, plot_windows
 
 # %% tags=["parameters"]
 image_name: str = "example_ct_sm.nii.gz"  # example file to load (see ../shared/data/totalsegmentator_examples/README.md)

@@ -24,13 +24,13 @@ from IPython.display import display
 from swinunetr_lib import paths
 from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.data.dicom import dicom_series_info, dicom_to_nifti
+from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import BTCV_LABELS, build_remap, totalseg_class_map, totalseg_to_btcv
 from swinunetr_lib.data.manifest import build_manifest, labeled_fraction_subsets, write_manifest
 from swinunetr_lib.data.phantom import BTCV_HU_KEY, make_abdomen_phantom
 from swinunetr_lib.data.registry import pretraining_total, registry_table
 from swinunetr_lib.data.validate import validate_manifest
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.viz import new_figure, plot_triplanar
+from swinunetr_lib.viz.figures import new_figure, plot_triplanar
 
 # %% tags=["parameters"]
 dicom_folder: str = ""  # a CT DICOM series folder; empty: the bundled example series (20 slices)

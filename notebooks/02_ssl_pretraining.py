@@ -6,7 +6,7 @@
 # z axis), pull two augmented views of the same sub-volume together (contrastive coding), and inpaint
 # cut-out boxes (masked volume inpainting). We first see *why* each task should teach anatomy and what the
 # encoder looks like, compute each task once by hand in plain torch, then train with the library's one
-# training loop (`swinunetr_lib.train.fit`, via `swinunetr_lib.pretrain.pretrain`), read each loss against
+# training loop (`swinunetr_lib.train.loop.fit`, via `swinunetr_lib.pretrain.run.pretrain`), read each loss against
 # the value a model that learned nothing would get, compare reconstructions with the originals and export
 # the encoder as `model_swinvit.pt`, the file notebook 03 can start fine-tuning from.
 #
@@ -28,18 +28,30 @@ import torch.nn.functional as F
 from IPython.display import Image, display
 from monai.networks.nets import SwinUNETR
 
-from swinunetr_lib.baselines import (add_baselines, contrastive_chance, rotation_chance, ssl_batch_subvolumes,
-                                     trivial_fill_l1)
 from swinunetr_lib.data.cohort import build_demo_cohort
-from swinunetr_lib.losses import ContrastiveLoss
+from swinunetr_lib.experiments.baselines import (
+    add_baselines,
+    contrastive_chance,
+    rotation_chance,
+    ssl_batch_subvolumes,
+    trivial_fill_l1,
+)
 from swinunetr_lib.paths import runs_dir
-from swinunetr_lib.pretrain import RECORDED_RUNS, PretrainConfig, load_recorded, pretrain
-from swinunetr_lib.ssl_data import ssl_dataloader
-from swinunetr_lib.ssl_model import load_ssl_model, ssl_model_from_checkpoint
-from swinunetr_lib.ssl_transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator, rotate_axial
-from swinunetr_lib.utils import resolve_device, safe_torch_load
-from swinunetr_lib.viz import SCALED_SOFT_TISSUE, new_figure, plot_ssl_panels
-from swinunetr_lib.viz_metrics import plot_learning_curves
+from swinunetr_lib.pretrain.dataloader import ssl_dataloader
+from swinunetr_lib.pretrain.losses import ContrastiveLoss
+from swinunetr_lib.pretrain.model import load_ssl_model, ssl_model_from_checkpoint
+from swinunetr_lib.pretrain.run import RECORDED_RUNS, PretrainConfig, load_recorded, pretrain
+from swinunetr_lib.pretrain.transforms import (
+    InnerCutout,
+    SSLViewTransform,
+    TwoViewTransform,
+    make_generator,
+    rotate_axial,
+)
+from swinunetr_lib.utils.device import resolve_device
+from swinunetr_lib.utils.files import safe_torch_load
+from swinunetr_lib.viz.curves import plot_learning_curves
+from swinunetr_lib.viz.figures import SCALED_SOFT_TISSUE, new_figure, plot_ssl_panels
 
 # %% tags=["parameters"]
 data_manifest: str = ""  # pretraining manifest JSON with a training list of images; empty means the demo cohort
@@ -429,9 +441,9 @@ for name, rec in recorded.items():
 pre = None
 if show_precomputed:
     try:
-        from swinunetr_lib.precomputed import find_precomputed
+        from swinunetr_lib.notebooks.precomputed import find_precomputed
     except ImportError:
-        print("swinunetr_lib.precomputed is not in this version of the library: no precomputed run to show")
+        print("swinunetr_lib.notebooks.precomputed is not in this version of the library: no precomputed run to show")
     else:
         pre = find_precomputed("ssl_pretraining")
         print(f"instructor's precomputed run: {pre}" if pre else

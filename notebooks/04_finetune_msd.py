@@ -23,12 +23,12 @@ import pandas as pd
 from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
-from swinunetr_lib.evaluate import evaluate, summarize
-from swinunetr_lib.finetune import FinetuneConfig, finetune, resolve_init, split_entries
+from swinunetr_lib.finetune.run import FinetuneConfig, finetune, resolve_init, split_entries
+from swinunetr_lib.finetune.task_presets import get_preset, msd_tasks
+from swinunetr_lib.infer.evaluation import evaluate, summarize
+from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
-from swinunetr_lib.precomputed import find_precomputed
-from swinunetr_lib.task_presets import get_preset, msd_tasks
-from swinunetr_lib.viz_metrics import plot_learning_curves
+from swinunetr_lib.viz.curves import plot_learning_curves
 
 # %% tags=["parameters"]
 tasks: list[str] = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]

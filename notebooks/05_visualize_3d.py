@@ -20,8 +20,8 @@
 # **Goal.** Learn to *see* what the model sees: a real abdominal CT with its 13 BTCV organ labels in
 # tri-planar views and as a 3D surface rendering, the phantom cohort used for the demos, the
 # self-supervised proxy tasks (rotation, cut-out, reconstruction) and a fine-tuned model's prediction
-# next to the ground truth with an error map. Every figure comes from `swinunetr_lib.viz` /
-# `swinunetr_lib.viz3d`, so the same pictures can be made for your own data in one line each.
+# next to the ground truth with an error map. Every figure comes from `swinunetr_lib.viz.figures` /
+# `swinunetr_lib.viz.surfaces`, so the same pictures can be made for your own data in one line each.
 # Sections that need checkpoints (from notebooks 02 and 03) are skipped with a message when the
 # checkpoints are absent.
 #
@@ -37,13 +37,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from swinunetr_lib import viz, viz3d, viz_metrics, viz_niivue
 from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import totalseg_to_btcv
-from swinunetr_lib.example_data import fetch_example
 from swinunetr_lib.paths import resolve_path
 from swinunetr_lib.paths import runs_dir as default_runs_dir
-from swinunetr_lib.utils import resolve_device, seed_everything
+from swinunetr_lib.utils.device import resolve_device, seed_everything
+from swinunetr_lib.viz import curves as viz_metrics
+from swinunetr_lib.viz import figures as viz
+from swinunetr_lib.viz import niivue as viz_niivue
+from swinunetr_lib.viz import surfaces as viz3d
 
 # %% tags=["parameters"]
 window_preset: str = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
@@ -116,8 +119,8 @@ viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["
 # cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
 
 # %%
-from swinunetr_lib.ssl_data import ssl_transforms  # noqa: E402
-from swinunetr_lib.ssl_transforms import SSLViewTransform, make_generator  # noqa: E402
+from swinunetr_lib.pretrain.dataloader import ssl_transforms
+from swinunetr_lib.pretrain.transforms import SSLViewTransform, make_generator
 
 # The pretraining pipeline itself: native grid, HU [-1000, 1000] -> [0, 1], one random roi_size crop per volume.
 prep = ssl_transforms(roi_size, num_samples=1).set_random_state(seed)
@@ -130,7 +133,7 @@ print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out 
 run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
 ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt"))  # fit's full checkpoints
 if ssl_ckpts:
-    from swinunetr_lib.ssl_model import load_ssl_model
+    from swinunetr_lib.pretrain.model import load_ssl_model
 
     ssl_model = load_ssl_model(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
     with torch.no_grad():
@@ -153,10 +156,10 @@ viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_lab
 # %%
 ft_models = sorted((run_root / "finetune_btcv").glob("*/model.pt"))
 if ft_models:
-    from swinunetr_lib.finetune_data import preprocess_cases
-    from swinunetr_lib.infer import load_finetuned
-    from swinunetr_lib.segmentation import sliding_window_predict
-    from swinunetr_lib.task_presets import TaskPreset
+    from swinunetr_lib.finetune.cases import preprocess_cases
+    from swinunetr_lib.finetune.sliding_window import sliding_window_predict
+    from swinunetr_lib.finetune.task_presets import TaskPreset
+    from swinunetr_lib.infer.predict import load_finetuned
 
     model, meta = load_finetuned(ft_models[0], device="cpu")
     preset = TaskPreset.from_dict(meta["preset"])

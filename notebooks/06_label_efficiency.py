@@ -8,7 +8,7 @@
 # things on our own data: (1) a **probe** of what the encoder learned, free of fine-tuning noise, and (2) the
 # **label-efficiency curve**: held-out Dice against the labeled fraction, from scratch and from the SSL
 # encoder, over seeds. Each point of the curve is one run of notebook 03, executed by papermill through
-# `swinunetr_lib.label_efficiency` (also a command: `python -m swinunetr_lib.label_efficiency`).
+# `swinunetr_lib.experiments.label_efficiency` (also a command: `python -m swinunetr_lib.experiments.label_efficiency`).
 #
 # **Kind:** experiment. **Runtime** of these defaults: ~4-5 min on 2 CPU cores (the probe, ~1 min, and 2
 # short fine-tuning runs); the demo profile (`ci/params/demo/06_label_efficiency.yml`, 4 runs of 150 steps)
@@ -20,12 +20,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Image, display
 
-from swinunetr_lib.finetune import SSL_EXPORT
-from swinunetr_lib.label_efficiency import (LabelEfficiencyConfig, load_recorded, paired_gain, plot_label_efficiency,
-                                            run_sweep, summarize_runs)
+from swinunetr_lib.experiments.label_efficiency import (
+    LabelEfficiencyConfig,
+    load_recorded,
+    paired_gain,
+    plot_label_efficiency,
+    run_sweep,
+    summarize_runs,
+)
+from swinunetr_lib.experiments.probe import run_probes
+from swinunetr_lib.finetune.run import SSL_EXPORT
+from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
-from swinunetr_lib.precomputed import find_precomputed
-from swinunetr_lib.probe import run_probes
 
 # %% tags=["parameters"]
 fractions: list[float] = [1.0]  # labeled fractions of the training list (paper: 10 %..100 %); demo profile: [0.25, 1.0]

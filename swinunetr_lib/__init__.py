@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec
 
 _EXPORTS: dict[str, str] = {
     # data
-    "fetch_example": "example_data",
+    "fetch_example": "data.example_data",
     "build_demo_cohort": "data.cohort",
     "make_abdomen_phantom": "data.phantom",
     "validate_manifest": "data.validate",
@@ -28,31 +28,31 @@ _EXPORTS: dict[str, str] = {
     "dicom_to_nifti": "data.dicom",
     "totalseg_to_btcv": "data.labels",
     # self-supervised pretraining
-    "SSLModel": "ssl_model",
-    "export_encoder": "ssl_model",
-    "TwoViewTransform": "ssl_transforms",
-    "SSLViewTransform": "ssl_transforms",
-    "InnerCutout": "ssl_transforms",
-    "RandomAxialRotation": "ssl_transforms",
-    "RotationLoss": "losses",
-    "ContrastiveLoss": "losses",
-    "ReconstructionLoss": "losses",
-    "SSLLoss": "losses",
-    "PretrainConfig": "pretrain",
-    "pretrain": "pretrain",
+    "SSLModel": "pretrain.model",
+    "export_encoder": "pretrain.model",
+    "TwoViewTransform": "pretrain.transforms",
+    "SSLViewTransform": "pretrain.transforms",
+    "InnerCutout": "pretrain.transforms",
+    "RandomAxialRotation": "pretrain.transforms",
+    "RotationLoss": "pretrain.losses",
+    "ContrastiveLoss": "pretrain.losses",
+    "ReconstructionLoss": "pretrain.losses",
+    "SSLLoss": "pretrain.losses",
+    "PretrainConfig": "pretrain.run",
+    "pretrain": "pretrain.run",
     # the one training loop
-    "TrainConfig": "train",
-    "fit": "train",
+    "TrainConfig": "train.loop",
+    "fit": "train.loop",
     # fine-tuning, evaluation, inference
-    "build_finetune_model": "finetune_model",
-    "FinetuneConfig": "finetune",
-    "finetune": "finetune",
-    "get_preset": "task_presets",
-    "evaluate": "evaluate",
-    "infer": "infer",
+    "build_finetune_model": "models.swin_unetr",
+    "FinetuneConfig": "finetune.run",
+    "finetune": "finetune.run",
+    "get_preset": "finetune.task_presets",
+    "evaluate": "infer.evaluation",
+    "infer": "infer.predict",
     # utilities
     "Config": "config",
-    "resolve_device": "utils",
+    "resolve_device": "utils.device",
 }
 
 __all__ = sorted(_EXPORTS)

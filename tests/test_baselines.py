@@ -8,11 +8,18 @@ import pandas as pd
 import pytest
 import torch
 
-from swinunetr_lib.baselines import (add_baselines, all_background_dice, contrastive_chance, rotation_chance,
-                                     ssl_batch_subvolumes, trivial_fill, trivial_fill_l1)
-from swinunetr_lib.losses import ContrastiveLoss, RotationLoss
-from swinunetr_lib.ssl_transforms import InnerCutout, SSLViewTransform, make_generator
-from swinunetr_lib.viz_metrics import plot_learning_curves
+from swinunetr_lib.experiments.baselines import (
+    add_baselines,
+    all_background_dice,
+    contrastive_chance,
+    rotation_chance,
+    ssl_batch_subvolumes,
+    trivial_fill,
+    trivial_fill_l1,
+)
+from swinunetr_lib.pretrain.losses import ContrastiveLoss, RotationLoss
+from swinunetr_lib.pretrain.transforms import InnerCutout, SSLViewTransform, make_generator
+from swinunetr_lib.viz.curves import plot_learning_curves
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 8])

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from swinunetr_lib.bench import BenchConfig, bench_ssl, main
-from swinunetr_lib.bench_common import variants
-from swinunetr_lib.bench_finetune import FinetuneBenchConfig, bench_finetune
-from swinunetr_lib.bench_infer import InferBenchConfig, label_agreement
+from swinunetr_lib.bench.common import variants
+from swinunetr_lib.bench.finetune import FinetuneBenchConfig, bench_finetune
+from swinunetr_lib.bench.infer import InferBenchConfig, label_agreement
+from swinunetr_lib.bench.ssl import BenchConfig, bench_ssl, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--feature-size", "12", "--device", "cpu", "--steps", "1", "--warmup", "0"]

@@ -108,7 +108,7 @@ def test_help_of_inherited_fields_and_without_source():
 def test_finetune_help_explains_each_option(capsys):
     import importlib
 
-    finetune = importlib.import_module("swinunetr_lib.finetune")
+    finetune = importlib.import_module("swinunetr_lib.finetune.run")
     with pytest.raises(SystemExit) as exit_:
         finetune.main(["--help"])
     assert exit_.value.code == 0
@@ -117,9 +117,10 @@ def test_finetune_help_explains_each_option(capsys):
            "(default: 0.5)" in text
     assert "--max-steps MAX_STEPS optimizer steps in total (MONAI's BTCV tutorial: 30000) (default: 30000)" in text
     # every option of every command's config says what it means, not only its default
-    for module, name in [("finetune", "FinetuneConfig"), ("pretrain", "PretrainConfig"), ("bench", "BenchConfig"),
-                         ("bench_finetune", "FinetuneBenchConfig"), ("bench_infer", "InferBenchConfig"),
-                         ("label_efficiency", "LabelEfficiencyConfig"), ("data.cohort", "DemoCohortConfig")]:
+    for module, name in [("finetune.run", "FinetuneConfig"), ("pretrain.run", "PretrainConfig"),
+                         ("bench.ssl", "BenchConfig"), ("bench.finetune", "FinetuneBenchConfig"),
+                         ("bench.infer", "InferBenchConfig"), ("experiments.label_efficiency", "LabelEfficiencyConfig"),
+                         ("data.cohort", "DemoCohortConfig")]:
         parser = argparse.ArgumentParser()
         getattr(importlib.import_module(f"swinunetr_lib.{module}"), name).add_arguments(parser)
         for action in parser._actions[1:]:

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_train import Toy, toy_step  # the toy model and step of the training-loop tests
 from torch import nn
 
-from swinunetr_lib.cpu_bf16 import keep_small_convs_fp32
-from swinunetr_lib.finetune_model import build_swinunetr
-from swinunetr_lib.train import NonFiniteLossError, TrainConfig, fit
-from test_train import Toy, toy_step  # the toy model and step of the training-loop tests
+from swinunetr_lib.models.swin_unetr import build_swinunetr
+from swinunetr_lib.train.cpu_bf16 import keep_small_convs_fp32
+from swinunetr_lib.train.loop import NonFiniteLossError, TrainConfig, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

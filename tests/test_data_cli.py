@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from swinunetr_lib.data.__main__ import main as cli_main
-from swinunetr_lib.example_data import fetch_example
+from swinunetr_lib.data.example_data import fetch_example
 
 
 def touch(root, *names):

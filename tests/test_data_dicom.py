@@ -7,7 +7,7 @@ import pydicom
 import pytest
 
 from swinunetr_lib.data.dicom import DicomError, dicom_series_info, dicom_to_nifti, read_dicom_series
-from swinunetr_lib.example_data import fetch_example
+from swinunetr_lib.data.example_data import fetch_example
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,15 @@ import json
 import nibabel as nib
 import numpy as np
 
-from swinunetr_lib.data.labels import (BTCV_LABELS, build_remap, normalise_name, remap_labels, totalseg_class_map,
-                                       totalseg_to_btcv)
-from swinunetr_lib.example_data import fetch_example
+from swinunetr_lib.data.example_data import fetch_example
+from swinunetr_lib.data.labels import (
+    BTCV_LABELS,
+    build_remap,
+    normalise_name,
+    remap_labels,
+    totalseg_class_map,
+    totalseg_to_btcv,
+)
 
 
 def test_example_seg_has_12_of_13_btcv_organs_and_esophagus_is_reported_absent():

@@ -5,8 +5,15 @@ import pytest
 from monai.data import load_decathlon_datalist
 
 from swinunetr_lib.data.__main__ import main as cli_main
-from swinunetr_lib.data.manifest import (assign_folds, build_manifest, detect_layout, labeled_fraction_subsets,
-                                         resolve_entries, split_fold, write_manifest)
+from swinunetr_lib.data.manifest import (
+    assign_folds,
+    build_manifest,
+    detect_layout,
+    labeled_fraction_subsets,
+    resolve_entries,
+    split_fold,
+    write_manifest,
+)
 
 
 def touch(root, *names):

@@ -5,8 +5,15 @@ import pytest
 from scipy import ndimage
 
 from swinunetr_lib.data.labels import BTCV_LABELS
-from swinunetr_lib.data.phantom import (BTCV_HU_KEY, HU_JITTER, ORGAN_HU, PHANTOM_DESCRIP, make_abdomen_phantom,
-                                        make_msd_phantom, write_phantom)
+from swinunetr_lib.data.phantom import (
+    BTCV_HU_KEY,
+    HU_JITTER,
+    ORGAN_HU,
+    PHANTOM_DESCRIP,
+    make_abdomen_phantom,
+    make_msd_phantom,
+    write_phantom,
+)
 
 DEMO = (3.0, 3.0, 3.0)
 UNIFORM = [i for i in BTCV_LABELS if i not in (2, 3, 7)]  # kidneys (cortex+medulla) and stomach (wall/content/gas)

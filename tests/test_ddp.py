@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from swinunetr_lib import distributed as ddp
-from swinunetr_lib.losses import ContrastiveLoss
-from swinunetr_lib.pretrain import SSLStep
-from swinunetr_lib.ssl_model import SSLModel
-from swinunetr_lib.train import TrainConfig, fit
+from swinunetr_lib.pretrain.losses import ContrastiveLoss
+from swinunetr_lib.pretrain.model import SSLModel
+from swinunetr_lib.pretrain.run import SSLStep
+from swinunetr_lib.train.loop import TrainConfig, fit
+from swinunetr_lib.utils import distributed as ddp
 
 WORLD = 2
 
@@ -45,7 +45,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     from monai.data import Dataset
     from monai.transforms import RandSpatialCropd
 
-    from swinunetr_lib.ssl_data import EpochDataLoader
+    from swinunetr_lib.pretrain.dataloader import EpochDataLoader
 
     volumes = [{"image": torch.arange(16 ** 3, dtype=torch.float32).reshape(1, 16, 16, 16)} for _ in range(8)]
     loader = EpochDataLoader(Dataset(volumes, RandSpatialCropd(keys="image", roi_size=8, random_size=False)),

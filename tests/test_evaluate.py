@@ -7,12 +7,11 @@ import pandas as pd
 import pytest
 import torch
 from scipy import ndimage
-
-from swinunetr_lib.evaluate import case_metrics, evaluate, summarize
-from swinunetr_lib.infer import predict_original_grid
-from swinunetr_lib.task_presets import get_preset
-
 from test_finetune import save_random_model
+
+from swinunetr_lib.finetune.task_presets import get_preset
+from swinunetr_lib.infer.evaluation import case_metrics, evaluate, summarize
+from swinunetr_lib.infer.predict import predict_original_grid
 
 
 def _direct_dice_hd95(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[float, float]:
@@ -140,7 +139,7 @@ def test_summary_counts_missed_organs_that_hd95_skips():
 
 def test_label_in_another_voxel_order_is_scored_on_the_image_grid():
     """E.g. a LAS label NIfTI for a DICOM series read as LPI: same voxels, other order and affine."""
-    from swinunetr_lib.evaluate import label_on_grid
+    from swinunetr_lib.infer.evaluation import label_on_grid
 
     rng = np.random.default_rng(0)
     label = np.zeros((12, 10, 8), dtype=np.int64)

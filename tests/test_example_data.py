@@ -10,8 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from swinunetr_lib import example_data
-from swinunetr_lib.example_data import ExampleDataError, example_checksums, fetch_example, sha256_of
+from swinunetr_lib.data import example_data
+from swinunetr_lib.data.example_data import ExampleDataError, example_checksums, fetch_example, sha256_of
 
 NAME = "example_seg_mr.nii.gz"  # the smallest example file
 

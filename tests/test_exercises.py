@@ -1,4 +1,4 @@
-"""Exercise notebooks (swinunetr_lib.exercises): generated from tagged solutions, current, runnable."""
+"""Exercise notebooks (swinunetr_lib.notebooks.exercises): generated from tagged solutions, current, runnable."""
 from __future__ import annotations
 
 import ast
@@ -16,9 +16,16 @@ import jupytext
 import nbformat
 import pytest
 
-from swinunetr_lib.exercises import (ExerciseError, exercise_notebook, generate, render, sources, stale,
-                                     stub_source)
-from swinunetr_lib.notebooks import load_params_file, parameters_cells
+from swinunetr_lib.notebooks.exercises import (
+    ExerciseError,
+    exercise_notebook,
+    generate,
+    render,
+    sources,
+    stale,
+    stub_source,
+)
+from swinunetr_lib.notebooks.runner import load_params_file, parameters_cells
 from swinunetr_lib.paths import REPO_ROOT
 
 SOURCES = sources()
@@ -65,7 +72,7 @@ def test_02_03_have_exercises():
 
 def test_generated_files_are_current():
     """`make test` fails when a tutorial changed and its exercise notebook was not regenerated."""
-    proc = subprocess.run([sys.executable, "-m", "swinunetr_lib.exercises", "check"], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "swinunetr_lib.notebooks.exercises", "check"], cwd=REPO_ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -136,7 +143,7 @@ def test_exercise_notebook_defines_every_name_later_cells_use(source):
 def test_exercise_notebook_runs_with_smoke_parameters(source, tmp_path, monkeypatch):
     """Papermill runs the exercise notebook top to bottom with its source's smoke parameters (02's runs in
     the browser test below)."""
-    from swinunetr_lib.notebooks import run_notebook
+    from swinunetr_lib.notebooks.runner import run_notebook
 
     ex_py = render(source).py
     params = load_params_file(REPO_ROOT / "ci" / "params" / "smoke" / f"{source.stem}.yml", ex_py)
@@ -157,9 +164,9 @@ def test_stub_lines_become_code():
 def test_generate_check_and_stale_detection(tmp_path):
     py = _toy(tmp_path / "nb")
     assert stale(folder=py.parent) == [f"{py.parent / 'exercises' / '99_toy_ex.py'}: missing; run "
-                                       "`python -m swinunetr_lib.exercises generate`",
+                                       "`python -m swinunetr_lib.notebooks.exercises generate`",
                                        f"{py.parent / 'exercises' / '99_toy_ex.ipynb'}: missing; run "
-                                       "`python -m swinunetr_lib.exercises generate`"]
+                                       "`python -m swinunetr_lib.notebooks.exercises generate`"]
     [g] = generate(folder=py.parent)
     assert g.exercises == 1 and stale(folder=py.parent) == []
     ex = (tmp_path / "nb" / "exercises" / "99_toy_ex.py").read_text()
@@ -188,7 +195,7 @@ def test_check_command_exits_nonzero_naming_the_stale_file(tmp_path):
     src.write_text(src.read_text().replace("**Exercise 1.**", "**Exercise 1.** (edited)"))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "swinunetr_lib.exercises", *args, str(src)],
+        return subprocess.run([sys.executable, "-m", "swinunetr_lib.notebooks.exercises", *args, str(src)],
                               capture_output=True, text=True, cwd=REPO_ROOT)
 
     proc = cli("check")

@@ -12,17 +12,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from swinunetr_lib.export import ExportError, export_bundle, load_checkpoint, main
-from swinunetr_lib.infer import infer
-from swinunetr_lib.task_presets import get_preset
-
 from test_finetune import _cfg, make_tiny_cohort, save_random_model
+
+from swinunetr_lib.finetune.task_presets import get_preset
+from swinunetr_lib.infer.export import ExportError, export_bundle, load_checkpoint, main
+from swinunetr_lib.infer.predict import infer
 
 # Non-trivial resampling (3 mm scan -> 4 x 4 x 4.5 mm) and a small ROI: 4 overlapping windows on the cropped
 # scan. (A 32^3 ROI is too small: SwinUNETR's bottleneck would be 1 voxel, which instance norm refuses.)
 TINY_PRESET = dict(spacing=(4.0, 4.0, 4.5), roi_size=(64, 64, 32))
-PROG = "python -m swinunetr_lib.export"
+PROG = "python -m swinunetr_lib.infer.export"
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +97,7 @@ def test_monai_bundle_run_matches_infer(bundle, checkpoint, scan, tmp_path):
 
 def test_torchscript_matches_eager(bundle, checkpoint):
     state, meta, _, _ = load_checkpoint(checkpoint)
-    from swinunetr_lib.finetune_model import build_swinunetr
+    from swinunetr_lib.models.swin_unetr import build_swinunetr
 
     model = build_swinunetr(1, 14, feature_size=12).eval()
     model.load_state_dict(state)
@@ -112,7 +111,7 @@ def test_torchscript_matches_eager(bundle, checkpoint):
 def test_real_finetune_checkpoint_loads_with_weights_only(tmp_path):
     """A model.pt as finetune writes it (1 step on the tiny phantom cohort): its metadata (config, load report,
     best Dice) unpickles with weights_only=True, and the bundle's weights are the checkpoint's."""
-    from swinunetr_lib.finetune import finetune
+    from swinunetr_lib.finetune.run import finetune
 
     result = finetune(_cfg(make_tiny_cohort(tmp_path / "cohort"), tmp_path / "run", max_steps=1, val_interval=1))
     out = export_bundle(result.model_path, tmp_path / "bundle")
@@ -197,7 +196,7 @@ def test_existing_empty_out_is_used(cli, checkpoint, tmp_path):
 
 def test_python_dash_m_reports_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "SWINUNETR_TRACEBACK"}
-    res = subprocess.run([sys.executable, "-m", "swinunetr_lib.export", "bundle", "--checkpoint",
+    res = subprocess.run([sys.executable, "-m", "swinunetr_lib.infer.export", "bundle", "--checkpoint",
                           str(tmp_path / "missing.pt"), "--out", str(tmp_path / "c")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom, make_msd_phantom, write_phantom
-from swinunetr_lib.finetune import FinetuneConfig, finetune
-from swinunetr_lib.finetune_model import build_swinunetr, encoder_feature_size
-from swinunetr_lib.ssl_model import export_encoder
-from swinunetr_lib.task_presets import TaskPreset
+from swinunetr_lib.finetune.run import FinetuneConfig, finetune
+from swinunetr_lib.finetune.task_presets import TaskPreset
+from swinunetr_lib.models.swin_unetr import build_swinunetr, encoder_feature_size
+from swinunetr_lib.pretrain.model import export_encoder
 
 TINY_ROI = [64, 32, 32]  # smallest cheap SwinUNETR input: 32^3 would leave one voxel at the bottleneck
 
@@ -111,7 +111,7 @@ def test_presets_cover_btcv_and_all_ten_msd_tasks():
     from monai.data import MetaTensor
 
     from swinunetr_lib.data.registry import dataset_info
-    from swinunetr_lib.task_presets import get_preset, intensity_transform, msd_tasks
+    from swinunetr_lib.finetune.task_presets import get_preset, intensity_transform, msd_tasks
 
     btcv = get_preset("btcv")
     assert (btcv.out_channels, btcv.spacing, btcv.window, btcv.roi_size) == (14, (1.5, 1.5, 2.0), (-175.0, 250.0), (96, 96, 96))
@@ -149,7 +149,8 @@ def _right_kidney_is_right(crop: dict) -> bool | None:
 def test_demo_augmentation_keeps_left_and_right(tmp_path):
     """demo_btcv draws no flips or turns (left/right organs keep their labels' sides); btcv's recipe does."""
     import numpy as np
-    from swinunetr_lib.finetune import AugmentedCases, preprocess_cases, resolve_preset
+
+    from swinunetr_lib.finetune.run import AugmentedCases, preprocess_cases, resolve_preset
 
     manifest = make_tiny_cohort(tmp_path, n_train=1, n_val=0)
     entries = [{k: str(tmp_path / v) for k, v in e.items()} for e in json.loads(manifest.read_text())["training"]]
@@ -166,7 +167,7 @@ def test_demo_augmentation_keeps_left_and_right(tmp_path):
 def test_validation_from_folds_when_the_manifest_has_no_validation_list(tmp_path):
     """A manifest from `build-manifest` has "fold" keys and no "validation" list: fold 0 (or val_fold) validates."""
     from swinunetr_lib.data.manifest import build_manifest
-    from swinunetr_lib.finetune import split_entries as _entries
+    from swinunetr_lib.finetune.run import split_entries as _entries
 
     make_tiny_cohort(tmp_path, n_train=3, n_val=0)
     scanned = build_manifest(tmp_path, layout="auto", n_folds=3, seed=0)
@@ -191,7 +192,7 @@ def test_validation_from_folds_when_the_manifest_has_no_validation_list(tmp_path
 
 
 def test_finetune_cli_one_line_errors_and_no_files_written(tmp_path, capsys):
-    from swinunetr_lib.finetune import main
+    from swinunetr_lib.finetune.run import main
 
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=1, n_val=1)
     image = tmp_path / "cohort" / "imagesTr" / "case0.nii.gz"
@@ -212,8 +213,9 @@ def test_label_balanced_crops_hit_the_organ_in_a_case_smaller_than_the_roi(tmp_p
     """The cached fg/bg indices are flat positions: they must refer to the padded array the crops come from."""
     import nibabel as nib
     import numpy as np
-    from swinunetr_lib.finetune import AugmentedCases, preprocess_cases
-    from swinunetr_lib.task_presets import get_preset
+
+    from swinunetr_lib.finetune.run import AugmentedCases, preprocess_cases
+    from swinunetr_lib.finetune.task_presets import get_preset
 
     image = np.full((20, 96, 24), 100.0, dtype=np.float32)  # soft tissue; 20 and 24 voxels < the 32^3 ROI
     label = np.zeros(image.shape, dtype=np.uint8)
@@ -231,8 +233,8 @@ def test_label_balanced_crops_hit_the_organ_in_a_case_smaller_than_the_roi(tmp_p
 
 
 def test_non_square_axial_roi_drops_90_degree_turns_with_a_note(capsys):
-    from swinunetr_lib.finetune import resolve_preset
-    from swinunetr_lib.task_presets import augment_transforms, get_preset
+    from swinunetr_lib.finetune.run import resolve_preset
+    from swinunetr_lib.finetune.task_presets import augment_transforms, get_preset
 
     preset = resolve_preset(FinetuneConfig(task="btcv", roi_size=[64, 96, 32]))
     assert preset.rot90_prob == 0.0 and "90-degree turns are left out" in capsys.readouterr().out
@@ -255,7 +257,8 @@ def _one_line_error(main, argv, capsys) -> str:
 def test_a_label_of_another_shape_is_refused_naming_the_file(tmp_path, capsys):
     import nibabel as nib
     import numpy as np
-    from swinunetr_lib.finetune import main
+
+    from swinunetr_lib.finetune.run import main
 
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=0)
     label = tmp_path / "cohort" / "labelsTr" / "case1.nii.gz"
@@ -270,7 +273,7 @@ def test_a_label_of_another_shape_is_refused_naming_the_file(tmp_path, capsys):
 
 
 def test_booby_trapped_checkpoints_are_refused_without_running_them(cohort, tmp_path, capsys, booby_trap):
-    from swinunetr_lib.finetune import main
+    from swinunetr_lib.finetune.run import main
 
     evil = tmp_path / "model_swinvit.pt"
     marker = booby_trap(evil)
@@ -286,7 +289,7 @@ def test_booby_trapped_checkpoints_are_refused_without_running_them(cohort, tmp_
 
 
 def test_bad_options_and_paths_outside_the_data_root_fail_before_any_data_is_read(tmp_path, capsys):
-    from swinunetr_lib.finetune import main
+    from swinunetr_lib.finetune.run import main
 
     missing = tmp_path / "no_manifest.json"  # the option errors come first: the manifest is never looked at
     base = ["--task", "demo_btcv", "--data-manifest", missing, "--run-dir", tmp_path / "run", "--device", "cpu"]

@@ -4,13 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swinunetr_lib.finetune_model import (
-    EncoderLoadError,
-    build_finetune_model,
-    build_swinunetr,
-    load_encoder,
-)
-from swinunetr_lib.ssl_model import export_encoder
+from swinunetr_lib.models.swin_unetr import EncoderLoadError, build_finetune_model, build_swinunetr, load_encoder
+from swinunetr_lib.pretrain.model import export_encoder
 
 FS = 12
 

@@ -1,11 +1,20 @@
-"""Imports inside ``swinunetr_lib`` run one way (issue #17 item 4).
+"""Imports inside ``swinunetr_lib`` run one way: a folder imports only folders on lower floors (issue #24).
 
-model and data -> training -> fine-tuning -> inference -> evaluation -> notebooks: a module may import
-modules of its own layer or of earlier layers, never of a later one, and no chain of imports comes back
-to where it started. Imports are read with ``ast`` from the source (also the ones inside functions, which
-Python runs late but which still tie the modules together; not the ones under ``if TYPE_CHECKING:``, which
-never run), so nothing is imported to check them.
-The subpackage ``swinunetr_lib/data`` counts as one module, ``data``; ``__init__`` only re-exports lazily.
+The floors, bottom up::
+
+    ground       config.py, paths.py, utils/        (import nothing above them)
+    stages       data/  models/  train/  viz/        (never import each other)
+    methods      pretrain/  finetune/                (never import each other; they meet only in models/)
+    inference    infer/
+    lessons      notebooks/
+    tools        experiments/  bench/                (never import each other)
+
+A file belongs to the folder it is created in (its first path part below ``swinunetr_lib``), so a new file is
+placed by where it is written; a new top-level folder or module must be given a floor here. Imports are read
+with ``ast`` from the source (also the ones inside functions, which Python runs late but which still tie the
+folders together; not the ones under ``if TYPE_CHECKING:``, which never run), so nothing is imported to check
+them. Inside a folder, files may import each other, but no chain of imports between files comes back to where
+it started.
 """
 from __future__ import annotations
 
@@ -16,29 +25,28 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "swinunetr_lib"
 
-# Each module in exactly one layer, the layers in the order imports may run (a module imports from its
-# own layer and the ones above it). A new module must be placed here.
-LAYERS: list[tuple[str, set[str]]] = [
-    ("foundations", {"utils", "config", "paths", "cpu_bf16", "distributed", "window_attention", "loading",
-                     "example_data"}),
-    ("model and data", {"data", "task_presets", "ssl_model", "ssl_transforms", "ssl_data", "prepared_data",
-                        "losses", "finetune_model", "segmentation"}),
-    ("training", {"train", "pretrain", "batch_stream", "checkpointing", "metrics_log"}),
-    ("fine-tuning", {"finetune", "finetune_data"}),
-    ("inference", {"infer", "export"}),
-    ("evaluation", {"evaluate", "finetune_run", "probe", "baselines", "viz", "viz3d", "viz_niivue", "viz_metrics"}),
-    ("notebooks", {"notebooks", "exercises", "workshop", "label_efficiency", "precomputed", "bench", "bench_common",
-                   "bench_data", "bench_finetune", "bench_infer"}),
+# Each top-level folder or module of the package on exactly one floor, bottom first. On the ground floor the
+# three may import each other; on every other floor a folder imports only itself and lower floors.
+FLOORS: list[tuple[str, set[str]]] = [
+    ("ground", {"__init__", "config", "paths", "utils"}),
+    ("stages", {"data", "models", "train", "viz"}),
+    ("methods", {"pretrain", "finetune"}),
+    ("inference", {"infer"}),
+    ("lessons", {"notebooks"}),
+    ("tools", {"experiments", "bench"}),
 ]
-# Backward imports still to be removed, each with the reason it is there; the test fails once one is gone,
-# so this list only shrinks.
-KNOWN_BACKWARD: dict[tuple[str, str], str] = {}
+GROUND = FLOORS[0][0]
 
 
-def module_name(path: Path, package: Path = PACKAGE) -> str:
-    """``swinunetr_lib/infer.py`` -> ``infer``; anything under ``swinunetr_lib/data/`` -> ``data``."""
+def unit_of(path: Path, package: Path = PACKAGE) -> str:
+    """``swinunetr_lib/infer/predict.py`` -> ``infer``; ``swinunetr_lib/config.py`` -> ``config``."""
+    return path.relative_to(package).with_suffix("").parts[0]
+
+
+def file_module(path: Path, package: Path = PACKAGE) -> str:
+    """``swinunetr_lib/infer/predict.py`` -> ``infer.predict``; a package's ``__init__.py`` -> the package."""
     parts = path.relative_to(package).with_suffix("").parts
-    return parts[0]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -58,26 +66,21 @@ def _runtime_nodes(tree: ast.AST):
             todo.extend(ast.iter_child_nodes(node))
 
 
-def imported_modules(source: str, module_path: tuple[str, ...], known: set[str]) -> list[tuple[str, int]]:
-    """``(module, line)`` for every import of a module of the package in ``source``.
+def imported_modules(source: str, module_path: tuple[str, ...]) -> list[tuple[str, int]]:
+    """``(dotted module below swinunetr_lib, line)`` for every import of the package in ``source``.
 
     ``module_path`` is the importing file's package path below ``swinunetr_lib`` (``()`` for a top-level
-    module, ``("data",)`` for ``data/cohort.py``); relative and absolute (``swinunetr_lib.x``) imports count,
-    at any depth of the file (inside functions too), but not those under ``if TYPE_CHECKING:``, which never
-    run. Only names in ``known`` are reported, in the order of their lines.
+    module, ``("infer",)`` for ``infer/predict.py``); relative and absolute (``swinunetr_lib.x``) imports count,
+    at any depth of the file (inside functions too), but not those under ``if TYPE_CHECKING:``. ``from . import
+    x`` reports ``x`` below the package (a module, or a name of ``__init__``: either way, that folder).
     """
     found: list[tuple[str, int]] = []
-
-    def add(dotted: list[str], line: int) -> None:
-        if dotted and dotted[0] in known:
-            found.append((dotted[0], line))
-
     for node in _runtime_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                if parts[0] == "swinunetr_lib":
-                    add(parts[1:], node.lineno)
+                if parts[0] == "swinunetr_lib" and len(parts) > 1:
+                    found.append((".".join(parts[1:]), node.lineno))
         elif isinstance(node, ast.ImportFrom):
             if node.level == 0:
                 parts = (node.module or "").split(".")
@@ -90,30 +93,46 @@ def imported_modules(source: str, module_path: tuple[str, ...], known: set[str])
                 base = list(module_path[:len(module_path) - (node.level - 1)])
                 base += node.module.split(".") if node.module else []
             if base:
-                add(base, node.lineno)
-            else:  # "from . import distributed": the names are the modules
-                for alias in node.names:
-                    add([alias.name], node.lineno)
+                found.append((".".join(base), node.lineno))
+            else:  # "from . import config" / "from swinunetr_lib import x": the names are the modules
+                found.extend((alias.name, node.lineno) for alias in node.names)
     return sorted(found, key=lambda f: f[1])
 
 
 def import_graph(package: Path = PACKAGE) -> dict[str, dict[str, str]]:
-    """``{module: {imported module: "file:line" of the first such import}}`` of the package, self-imports
-    (``data`` importing ``data``) left out."""
-    files = [p for p in sorted(package.rglob("*.py")) if p.name != "__init__.py" or p.parent != package]
-    known = {module_name(p, package) for p in files}
-    graph: dict[str, dict[str, str]] = {m: {} for m in known}
-    for path in files:
-        me = module_name(path, package)
+    """``{file module: {imported module: "file:line" of the first such import}}``, self-imports left out."""
+    graph: dict[str, dict[str, str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        me = file_module(path, package)
         sub = path.relative_to(package).parent.parts
-        for other, line in imported_modules(path.read_text(), sub, known):
+        targets = graph.setdefault(me, {})
+        for other, line in imported_modules(path.read_text(), sub):
             if other != me:
-                graph[me].setdefault(other, f"{path.relative_to(package.parent)}:{line}")
+                targets.setdefault(other, f"{path.relative_to(package.parent)}:{line}")
     return graph
 
 
+def floor_violations(graph: dict[str, dict[str, str]], floors: list[tuple[str, set[str]]] = FLOORS) -> list[str]:
+    """Each import of a folder on the same floor (but on the ground floor) or a higher one, as a sentence
+    naming the file and line."""
+    rank = {unit: (i, name) for i, (name, units) in enumerate(floors) for unit in units}
+    out = []
+    for me, targets in sorted(graph.items()):
+        a = me.split(".")[0]
+        for other, where in sorted(targets.items()):
+            b = other.split(".")[0]
+            if a == b or a not in rank or b not in rank:
+                continue
+            (ra, fa), (rb, fb) = rank[a], rank[b]
+            if rb > ra or (rb == ra and fa != floors[0][0]):
+                how = "a higher floor" if rb > ra else "a folder on its own floor"
+                out.append(f"{where}: {a}/ ({fa}) imports {b} ({fb}), {how}")
+    return out
+
+
 def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
-    """One import cycle ``[a, b, ..., a]`` of ``graph``, or ``None`` (depth-first search)."""
+    """One import cycle ``[a, b, ..., a]`` of ``graph``, or ``None`` (depth-first search). Imports of a folder
+    (``from . import x`` of its ``__init__``) count as imports of that folder's ``__init__``."""
     state: dict[str, int] = {}  # 1 on the current path, 2 done
     stack: list[str] = []
 
@@ -121,6 +140,8 @@ def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
         state[m] = 1
         stack.append(m)
         for n in sorted(graph.get(m, {})):
+            if n not in graph:
+                continue  # a name re-exported by a package, not a file
             if state.get(n) == 1:
                 return stack[stack.index(n):] + [n]
             if n not in state and (cycle := visit(n)) is not None:
@@ -135,40 +156,31 @@ def find_cycle(graph: dict[str, dict[str, str]]) -> list[str] | None:
     return None
 
 
-def layer_violations(graph: dict[str, dict[str, str]], layers: list[tuple[str, set[str]]] = LAYERS,
-                     allowed: dict[tuple[str, str], str] | None = None) -> list[str]:
-    """Each import from a later layer into an earlier one (but the ``allowed`` pairs), as a sentence naming
-    the file and line."""
-    rank = {m: (i, name) for i, (name, mods) in enumerate(layers) for m in mods}
-    out = []
-    for m, targets in sorted(graph.items()):
-        for n, where in sorted(targets.items()):
-            if m in rank and n in rank and rank[n][0] > rank[m][0] and (m, n) not in (allowed or {}):
-                out.append(f"{where}: {m} ({rank[m][1]}) imports {n} ({rank[n][1]}), a later layer")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ the package
 @pytest.fixture(scope="module")
 def graph() -> dict[str, dict[str, str]]:
     return import_graph()
 
 
-def test_every_module_has_a_layer(graph):
-    placed = [m for _, mods in LAYERS for m in mods]
-    assert len(placed) == len(set(placed)), "a module is listed in two layers"
-    unplaced = sorted(set(graph) - set(placed))
-    assert not unplaced, f"swinunetr_lib modules in no layer: {unplaced}; add each to LAYERS in {__file__}"
-    gone = sorted(set(placed) - set(graph))
-    assert not gone, f"LAYERS lists modules that do not exist: {gone}"
+def test_every_folder_and_top_level_module_has_a_floor(graph):
+    placed = [u for _, units in FLOORS for u in units]
+    assert len(placed) == len(set(placed)), "a folder is listed on two floors"
+    units = {m.split(".")[0] for m in graph}
+    unplaced = sorted(units - set(placed))
+    assert not unplaced, f"swinunetr_lib folders or modules on no floor: {unplaced}; add each to FLOORS in {__file__}"
+    gone = sorted(set(placed) - units)
+    assert not gone, f"FLOORS lists folders that do not exist: {gone}"
 
 
-def test_imports_follow_the_layer_order(graph):
-    wrong = layer_violations(graph, allowed=KNOWN_BACKWARD)
-    assert not wrong, "imports against the order model and data -> training -> fine-tuning -> inference -> " \
-                      "evaluation -> notebooks:\n" + "\n".join(wrong)
-    stale = [pair for pair in KNOWN_BACKWARD if pair[1] not in graph.get(pair[0], {})]
-    assert not stale, f"remove {stale} from KNOWN_BACKWARD: the import is gone"
+def test_at_most_four_top_level_modules_besides_the_folders():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= 4, modules
+
+
+def test_folders_import_only_lower_floors(graph):
+    wrong = floor_violations(graph)
+    assert not wrong, "imports against the floors ground -> data, models, train, viz -> pretrain, finetune -> " \
+                      "infer -> notebooks -> experiments, bench:\n" + "\n".join(wrong)
 
 
 def test_there_is_no_import_cycle(graph):
@@ -177,34 +189,37 @@ def test_there_is_no_import_cycle(graph):
     assert cycle is None, f"import cycle {' -> '.join(cycle or [])}: {where}"
 
 
-def test_the_graph_sees_the_imports_that_tie_the_layers(graph):
-    """The parser is not blind: imports known to exist (top-level, inside functions, from the data
-    subpackage, ``from . import x``) are in the graph."""
-    assert "train" in graph["finetune"] and "segmentation" in graph["finetune"]
-    assert "infer" in graph["evaluate"] and "segmentation" in graph["infer"]
-    assert "infer" in graph["export"]
-    assert "data" in graph["task_presets"] and "utils" in graph["data"] and "example_data" in graph["data"]
-    assert "distributed" in graph["train"]  # "from . import distributed as ddp"
-    assert "notebooks" in graph["label_efficiency"]  # imported inside a function
-    assert "finetune" not in graph["infer"] and "evaluate" not in graph["finetune"]  # issue #17's cycle
+def test_the_graph_sees_the_imports_that_tie_the_floors(graph):
+    """The parser is not blind: imports known to exist (top-level, inside functions, ``from ..utils import
+    distributed as ddp``) are in the graph."""
+    assert "train.loop" in graph["finetune.run"] and "finetune.sliding_window" in graph["infer.predict"]
+    assert "infer.predict" in graph["infer.evaluation"] and "infer.predict" in graph["infer.export"]
+    assert "utils.distributed" in graph["train.loop"]  # "from ..utils import distributed as ddp"
+    assert "data.pretrain_volumes" in graph["data.prepare"]  # the shared chain, no longer in pretrain/
+    assert "models.swin_unetr" in graph["pretrain.run"]  # pretrain and finetune meet in models/
 
 
 # ------------------------------------------------------------------------------------------ the checker
-def test_the_checker_finds_a_cycle_and_a_backward_import_in_made_up_code():
-    known = {"a", "b", "c", "data"}
-    assert imported_modules("from .b import x\nimport swinunetr_lib.c\n", (), known) == [("b", 1), ("c", 2)]
-    assert imported_modules("def f():\n    from ..a import y\n", ("data",), known) == [("a", 2)]
-    assert imported_modules("from . import b, os_path\nfrom .data.labels import z\n", (), known) == [
-        ("b", 1), ("data", 2)]
-    assert imported_modules("import numpy\nfrom os import path\n", (), known) == []
+def test_the_checker_reads_imports_in_made_up_code():
+    assert imported_modules("from .b import x\nimport swinunetr_lib.c.d\n", ("a",)) == [("a.b", 1), ("c.d", 2)]
+    assert imported_modules("def f():\n    from ..a.m import y\n", ("data",)) == [("a.m", 2)]
+    assert imported_modules("from ..utils import ddp, files\n", ("train",)) == [("utils", 1)]
+    assert imported_modules("from . import config, paths\n", ()) == [("config", 1), ("paths", 1)]
+    assert imported_modules("import numpy\nfrom os import path\n", ()) == []
     typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\nelse:\n    from .b import B\n"
-    assert imported_modules(typing_only, (), known) == [("b", 5)]
+    assert imported_modules(typing_only, ("x",)) == [("x.b", 5)]
 
-    g = {"a": {"b": "a.py:1"}, "b": {"c": "b.py:3"}, "c": {"a": "c.py:9"}}
-    assert find_cycle(g) == ["a", "b", "c", "a"]
-    g["c"] = {}
+
+def test_the_checker_finds_a_cycle_and_imports_against_the_floors_in_made_up_code():
+    g = {"a.x": {"a.y": "a/x.py:1"}, "a.y": {"a.z": "a/y.py:3"}, "a.z": {"a.x": "a/z.py:9"}}
+    assert find_cycle(g) == ["a.x", "a.y", "a.z", "a.x"]
+    g["a.z"] = {}
     assert find_cycle(g) is None
-    layers = [("low", {"a"}), ("mid", {"b"}), ("high", {"c"})]
-    backward = {"a": {"b": "a.py:1"}, "b": {}, "c": {"a": "c.py:2"}}
-    assert layer_violations(backward, layers) == ["a.py:1: a (low) imports b (mid), a later layer"]
-    assert layer_violations(backward, layers, allowed={("a", "b"): "why"}) == []
+    floors = [("ground", {"g", "h"}), ("low", {"a", "b"}), ("high", {"c"})]
+    graph = {"g.m": {"h.n": "g/m.py:1"},          # ground imports ground: allowed
+             "a.m": {"b.n": "a/m.py:2", "g.m": "a/m.py:3", "a.k": "a/m.py:4"},  # a folder on its own floor
+             "c.m": {"a.m": "c/m.py:5"},          # down: allowed
+             "b.n": {"c.m": "b/n.py:6"}}          # up
+    assert floor_violations(graph, floors) == [
+        "a/m.py:2: a/ (low) imports b (low), a folder on its own floor",
+        "b/n.py:6: b/ (low) imports c (high), a higher floor"]

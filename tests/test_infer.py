@@ -9,12 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.infer import InferenceError, infer, main
-from swinunetr_lib.task_presets import get_preset
-
 from test_finetune import save_random_model
+
+from swinunetr_lib.data.example_data import fetch_example
+from swinunetr_lib.finetune.task_presets import get_preset
+from swinunetr_lib.infer.predict import InferenceError, infer, main
 
 CPU_PRESET = dict(spacing=(6.0, 6.0, 6.0), roi_size=(64, 64, 32))
 
@@ -218,7 +217,7 @@ def test_help_gives_each_options_meaning_and_default(capsys):
     import re
 
     from swinunetr_lib.config import field_comments
-    from swinunetr_lib.infer import InferConfig
+    from swinunetr_lib.infer.predict import InferConfig
 
     with pytest.raises(SystemExit) as stop:
         main(["--help"])

@@ -4,13 +4,20 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import yaml
-
-from swinunetr_lib.finetune_model import build_swinunetr
-from swinunetr_lib.ssl_model import export_encoder
-from swinunetr_lib.label_efficiency import (RECORDED, LabelEfficiencyConfig, load_recorded, main, paired_gain,
-                                            plot_label_efficiency, run_sweep, summarize_runs)
-
 from test_finetune import make_tiny_cohort
+
+from swinunetr_lib.experiments.label_efficiency import (
+    RECORDED,
+    LabelEfficiencyConfig,
+    load_recorded,
+    main,
+    paired_gain,
+    plot_label_efficiency,
+    run_sweep,
+    summarize_runs,
+)
+from swinunetr_lib.models.swin_unetr import build_swinunetr
+from swinunetr_lib.pretrain.model import export_encoder
 
 
 def test_summary_is_mean_and_std_over_seeds():
@@ -51,7 +58,7 @@ def test_recorded_experiment_has_three_seeds_per_point_and_both_inits():
     assert set(rec.results["init"]) == {"scratch", "ssl"} and (counts >= 3).all()
     assert rec.results["mean_dice"].between(0, 1).all() and len(paired_gain(rec.results)) == rec.results["labeled_fraction"].nunique()
     assert rec.probe is not None and rec.probe["encoder"].tolist() == ["ssl", "random init"]
-    assert "python -m swinunetr_lib.label_efficiency" in rec.about
+    assert "python -m swinunetr_lib.experiments.label_efficiency" in rec.about
     assert "of 4 cases" in plot_label_efficiency(rec.results).axes[0].get_xlabel()  # n_train read from the runs
 
 

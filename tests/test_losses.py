@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from swinunetr_lib.losses import ContrastiveLoss, ReconstructionLoss, RotationLoss, SSLLoss
+from swinunetr_lib.pretrain.losses import ContrastiveLoss, ReconstructionLoss, RotationLoss, SSLLoss
 
 
 def nt_xent_direct(z1, z2, t):

@@ -9,8 +9,14 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from swinunetr_lib.notebooks import (NotebookError, check_pair, load_params_file, parse_parameter_cell,
-                                     parse_parameters, run_all)
+from swinunetr_lib.notebooks.runner import (
+    NotebookError,
+    check_pair,
+    load_params_file,
+    parse_parameter_cell,
+    parse_parameters,
+    run_all,
+)
 
 SOURCE = '''# %% [markdown]
 # # Toy

@@ -10,8 +10,8 @@ import tarfile
 import pytest
 import torch
 
-from swinunetr_lib import precomputed as pc
-from swinunetr_lib.utils import safe_torch_load
+from swinunetr_lib.notebooks import precomputed as pc
+from swinunetr_lib.utils.files import safe_torch_load
 
 
 def _runs_folder(root):

@@ -12,10 +12,10 @@ from monai.transforms import Compose, CropForegroundd, ScaleIntensityRanged
 from monai.transforms.utils import generate_spatial_bounding_box
 
 from swinunetr_lib.data.__main__ import main
+from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.prepare import PrepareConfig, prepare, volume_name
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.prepared_data import body_mask
-from swinunetr_lib.ssl_data import volume_transforms
+from swinunetr_lib.data.prepared_volumes import body_mask
+from swinunetr_lib.data.pretrain_volumes import volume_transforms
 
 PROG = "python -m swinunetr_lib.data prepare"
 

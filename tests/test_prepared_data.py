@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.prepare import PrepareConfig, prepare
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.prepared_data import PreparedVolumes, read_prepared_manifest
-from swinunetr_lib import ssl_data
-from swinunetr_lib.ssl_data import CacheTooLargeError, EpochDataLoader, load_image_list, ssl_dataloader, ssl_dataset
+from swinunetr_lib.data.prepared_volumes import PreparedVolumes, read_prepared_manifest
+from swinunetr_lib.data.pretrain_volumes import load_image_list
+from swinunetr_lib.pretrain import dataloader as ssl_data
+from swinunetr_lib.pretrain.dataloader import CacheTooLargeError, EpochDataLoader, ssl_dataloader, ssl_dataset
 
 INT16_ROUNDING = 0.5 / 2000 + 1e-6  # half an HU on the [-1000, 1000] -> [0, 1] scale
 
@@ -124,7 +125,7 @@ def _free_port() -> int:
 
 
 def _rank_worker(rank: int, port: int, root: str) -> None:
-    from swinunetr_lib import distributed as ddp
+    from swinunetr_lib.utils import distributed as ddp
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from swinunetr_lib.pretrain import main
+from swinunetr_lib.pretrain.run import main
 
 PROG = "python -m swinunetr_lib.pretrain"
 
@@ -129,7 +129,7 @@ def test_python_dash_m_exits_cleanly_when_every_volume_is_bad(tmp_path):
 
 
 def test_the_unet_decoder_setting_reaches_the_model_and_the_checkpoint(tmp_path, run):
-    from swinunetr_lib.ssl_model import load_ssl_model
+    from swinunetr_lib.pretrain.model import load_ssl_model
 
     manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
     code, out, err = run(*_args(manifest, tmp_path / "run", "--roi-size", "64", "--decoder", "unet",
@@ -149,8 +149,8 @@ def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path
     import math
     import shutil
 
-    from swinunetr_lib.baselines import contrastive_chance, ssl_batch_subvolumes
-    from swinunetr_lib.pretrain import RECORDED, RECORDED_RUNS, load_recorded
+    from swinunetr_lib.experiments.baselines import contrastive_chance, ssl_batch_subvolumes
+    from swinunetr_lib.pretrain.run import RECORDED, RECORDED_RUNS, load_recorded
 
     runs = {folder.name: load_recorded(folder) for folder in RECORDED_RUNS.values()}
     assert sorted(runs) == ["paper_decoder_32", "progressive_32_to_64", "unet_decoder_64"]
@@ -184,7 +184,7 @@ def test_init_from_warm_starts_encoder_and_heads_and_refuses_foreign_or_unsafe_f
     """Progressive resizing: a 32^3 run with the paper's decoder continued at 64^3 with Swin UNETR's decoder. The
     encoder and both heads come from the first run (seen in the second run's first checkpoint), the decoder is new;
     another feature size, an unsafe file or a missing one stops before a step, naming the file."""
-    from swinunetr_lib.ssl_model import SSLModel
+    from swinunetr_lib.pretrain.model import SSLModel
 
     manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
     code, _, err = run(*_args(manifest, tmp_path / "small", "--batch-size", "2", "--num-samples", "1"))

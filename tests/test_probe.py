@@ -1,4 +1,4 @@
-"""Probes of what pretraining learned (swinunetr_lib.probe) and the reconstruction decoder's kinds."""
+"""Probes of what pretraining learned (swinunetr_lib.experiments.probe) and the reconstruction decoder's kinds."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,16 @@ import torch
 from torch import nn
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom
-from swinunetr_lib.probe import crop_at, encoder_features, logistic_probe, organ_crops, random_like, rotation_accuracy
-from swinunetr_lib.ssl_model import ReconstructionDecoder, SSLModel, load_ssl_model
-from swinunetr_lib.ssl_transforms import rotate_axial
+from swinunetr_lib.experiments.probe import (
+    crop_at,
+    encoder_features,
+    logistic_probe,
+    organ_crops,
+    random_like,
+    rotation_accuracy,
+)
+from swinunetr_lib.pretrain.model import ReconstructionDecoder, SSLModel, load_ssl_model
+from swinunetr_lib.pretrain.transforms import rotate_axial
 
 
 def test_crop_at_centres_and_zero_pads():
@@ -73,7 +80,7 @@ class _Fingerprint(nn.Module):
 
 
 def test_contrastive_retrieval_is_one_for_a_fingerprint_and_chance_for_a_constant():
-    from swinunetr_lib.probe import contrastive_retrieval
+    from swinunetr_lib.experiments.probe import contrastive_retrieval
 
     crops = torch.linspace(0.05, 0.95, 10)[:, None, None, None, None] * torch.ones(10, 1, 16, 16, 16)
     crops = crops + 0.002 * torch.randn(crops.shape, generator=torch.Generator().manual_seed(0))
@@ -146,7 +153,7 @@ def test_upsample_decoder_has_no_checkerboard_from_a_constant_input():
 
 
 def test_probe_command_refuses_missing_files_in_one_line(tmp_path, capsys):
-    from swinunetr_lib.probe import main
+    from swinunetr_lib.experiments.probe import main
 
     assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--manifest", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err.strip()
@@ -165,7 +172,7 @@ def test_probe_command_refuses_missing_files_in_one_line(tmp_path, capsys):
 def test_run_probes_on_a_generated_cohort(tmp_path):
     """End to end on phantoms in the demo cohort's layout: both encoders probed, numbers within their range."""
     from swinunetr_lib.data.cohort import build_demo_cohort
-    from swinunetr_lib.probe import main, run_probes
+    from swinunetr_lib.experiments.probe import main, run_probes
 
     cohort = build_demo_cohort(tmp_path / "cohort", n_phantoms=3, n_validation=1, n_unlabeled=0, n_msd=2,
                                spacing=(9.0, 9.0, 9.0), include_real=False)
@@ -206,7 +213,7 @@ class _Copy(nn.Module):
 
 
 def test_inpainting_probe_scores_only_the_boxes_against_the_trivial_fill():
-    from swinunetr_lib.probe import centred_volumes, inpainting_probe
+    from swinunetr_lib.experiments.probe import centred_volumes, inpainting_probe
 
     ph = make_abdomen_phantom(0, spacing=(6.0, 6.0, 6.0))
     vols = centred_volumes([np.clip((ph.image.astype(np.float32) + 1000) / 2000, 0, 1)] * 2, 64)

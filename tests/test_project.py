@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import jupytext
 import pytest
+import tomllib
 import yaml
 
-from swinunetr_lib.notebooks import NotebookError, check_pair, list_notebooks, load_params_file, parameters_cells, parse_parameters
+from swinunetr_lib.notebooks.runner import (
+    NotebookError,
+    check_pair,
+    list_notebooks,
+    load_params_file,
+    parameters_cells,
+    parse_parameters,
+)
 from swinunetr_lib.paths import REPO_ROOT
 
 NOTEBOOKS = list_notebooks()
@@ -61,7 +68,7 @@ def test_every_parameter_is_typed_for_papermill_help(py):
     """``name: type = value  # help``: papermill --help-notebook shows the type and the comment."""
     import papermill
 
-    from swinunetr_lib.notebooks import notebook_parameter_specs
+    from swinunetr_lib.notebooks.runner import notebook_parameter_specs
 
     specs = notebook_parameter_specs(py)
     untyped = [k for k, p in specs.items() if p.annotation is None]
@@ -79,7 +86,7 @@ def test_parameters_read_without_jupytext_agree_with_jupytext(py, monkeypatch):
     from the percent-format text: the same names, defaults, types and help as through jupytext."""
     import sys
 
-    from swinunetr_lib.notebooks import notebook_parameter_specs
+    from swinunetr_lib.notebooks.runner import notebook_parameter_specs
 
     with_jupytext = notebook_parameter_specs(py)
     monkeypatch.setitem(sys.modules, "jupytext", None)  # import jupytext now raises ImportError
@@ -91,7 +98,7 @@ def test_parameters_read_without_jupytext_agree_with_jupytext(py, monkeypatch):
 def test_parameters_read_as_text_need_exactly_one_cell(tmp_path, monkeypatch):
     import sys
 
-    from swinunetr_lib.notebooks import notebook_parameter_specs
+    from swinunetr_lib.notebooks.runner import notebook_parameter_specs
 
     monkeypatch.setitem(sys.modules, "jupytext", None)
     (tmp_path / "two.py").write_text('# %% tags=["parameters"]\na = 1\n\n# %% tags=["parameters"]\nb = 2\n')

@@ -10,13 +10,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from real_layouts import (
+    BTCV_TEST,
+    BTCV_TRAIN,
+    BTCV_VALIDATION,
+    btcv_case,
+    save_nifti,
+    write_btcv_challenge,
+    write_btcv_monai,
+    write_dicom_series,
+    write_msd_ct,
+    write_msd_mr4d,
+    write_tcia_tree,
+)
 
-from real_layouts import (BTCV_TEST, BTCV_TRAIN, BTCV_VALIDATION, btcv_case, save_nifti, write_btcv_challenge,
-                          write_btcv_monai, write_dicom_series, write_msd_ct, write_msd_mr4d, write_tcia_tree)
 from swinunetr_lib.data.__main__ import main as data_main
 from swinunetr_lib.data.manifest import build_manifest, detect_layout
-from swinunetr_lib.finetune import main as finetune_main
-from swinunetr_lib.infer import main as infer_main
+from swinunetr_lib.finetune.run import main as finetune_main
+from swinunetr_lib.infer.predict import main as infer_main
 
 # CPU-sized fine-tuning: 2 steps at feature size 12 on the phantoms' own 12 mm grid
 TINY = ["--feature-size", "12", "--roi-size", "64,32,32", "--spacing", "12,12,12", "--num-samples", "1",
@@ -58,8 +69,9 @@ def msd(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ct_model(tmp_path_factory) -> Path:
     """An untrained Task09_Spleen model.pt at the phantoms' 12 mm (for the DICOM reading checks)."""
-    from swinunetr_lib.task_presets import get_preset
     from test_finetune import save_random_model
+
+    from swinunetr_lib.finetune.task_presets import get_preset
 
     preset = get_preset("Task09_Spleen", spacing=(12.0, 12.0, 12.0), roi_size=(64, 32, 32))
     return save_random_model(tmp_path_factory.mktemp("ckpt") / "model.pt", preset)
@@ -202,7 +214,7 @@ def test_btcv_download_to_finetune_and_inference(btcv_monai, tmp_path, capsys):
     seg = nib.load(tmp_path / "seg.nii.gz")
     assert seg.shape == nib.load(src).shape and np.array_equal(seg.affine, nib.load(src).affine)
     # the data list of the Swin UNETR code is a manifest too: its short class names are BTCV's
-    from swinunetr_lib.finetune import FinetuneConfig, resolve_task
+    from swinunetr_lib.finetune.run import FinetuneConfig, resolve_task
 
     assert resolve_task(FinetuneConfig(data_manifest=str(btcv_monai / "dataset_0.json"))).task == "btcv"
 
@@ -220,9 +232,10 @@ def test_msd_4d_mr_task_takes_its_task_from_the_manifest_and_infers(msd, tmp_pat
     line = one_line_error(code, err, "swinunetr_lib.finetune")
     assert "its modality {0: T2, 1: ADC} (2 channel(s)) is not task btcv's (CT, 1 channel(s): CT)" in line
     assert "use --task Task05_Prostate" in line and not (tmp_path / "wrong").exists()
-    from swinunetr_lib.finetune import FinetuneConfig, resolve_task
-    from swinunetr_lib.task_presets import get_preset
     from test_finetune import save_random_model
+
+    from swinunetr_lib.finetune.run import FinetuneConfig, resolve_task
+    from swinunetr_lib.finetune.task_presets import get_preset
 
     cfg = resolve_task(FinetuneConfig(data_manifest=str(manifest), data_root=str(task)))
     assert cfg.task == "Task05_Prostate" and "(it names 'Prostate')" in capsys.readouterr().out
@@ -281,8 +294,8 @@ def test_tcia_download_tree_top_lists_its_series_and_takes_the_single_ct(ct_mode
 def test_pretrain_readme_workflow_with_relative_paths(btcv_download, tmp_path, monkeypatch, capsys):
     """build-manifest --layout flat, then pretrain --data-root, paths relative to the current folder. The
     training loop is replaced by one batch drawn from the loader (the loop itself: test_pretrain.py)."""
-    import swinunetr_lib.pretrain as pretrain_module
-    from swinunetr_lib.train import FitResult
+    import swinunetr_lib.pretrain.run as pretrain_module
+    from swinunetr_lib.train.loop import FitResult
 
     data = tmp_path / "pretrain_ct"
     shutil.copytree(btcv_download / "RawData" / "Testing", data / "Testing")
@@ -313,7 +326,7 @@ def test_pretrain_readme_workflow_with_relative_paths(btcv_download, tmp_path, m
 
 
 def test_presets_match_their_sources():
-    from swinunetr_lib.task_presets import get_preset
+    from swinunetr_lib.finetune.task_presets import get_preset
 
     # MONAI tutorials, modules/dynunet_pipeline/task_params.py: spacing["09"] = [0.79, 0.79, 1.6]
     assert get_preset("Task09_Spleen").spacing == (0.79, 0.79, 1.6)

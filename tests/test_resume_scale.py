@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_train import Toy, toy_step  # the toy model and step of the training-loop tests
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from swinunetr_lib import checkpointing
-from swinunetr_lib.train import TrainConfig, fit
-from test_train import Toy, toy_step  # the toy model and step of the training-loop tests
+from swinunetr_lib.train import checkpointing
+from swinunetr_lib.train.loop import TrainConfig, fit
 
 
 def cfg(**kw):
@@ -97,7 +97,7 @@ def test_monai_random_transforms_are_replayed_and_stay_exact(tmp_path):
     from monai.data.utils import set_rnd
     from monai.transforms import Lambdad, RandSpatialCropd
 
-    from swinunetr_lib.batch_stream import skips_at_sampler
+    from swinunetr_lib.train.batch_stream import skips_at_sampler
 
     class Counting(MonaiDataset):
         loaded = []
@@ -200,7 +200,7 @@ def test_cuda_rng_states_of_more_gpus_than_visible_load(tmp_path, monkeypatch):
 def test_dist_timeout_reaches_the_process_group(tmp_path, monkeypatch):
     import datetime
 
-    from swinunetr_lib import distributed as ddp
+    from swinunetr_lib.utils import distributed as ddp
 
     seen = {}
 
@@ -219,7 +219,7 @@ def test_dist_timeout_reaches_the_process_group(tmp_path, monkeypatch):
 
 
 def test_the_data_position_at_another_world_size_is_the_same_fraction_of_the_epoch():
-    from swinunetr_lib.batch_stream import consumed_at_world_size
+    from swinunetr_lib.train.batch_stream import consumed_at_world_size
 
     assert consumed_at_world_size(3, 2, 1, 4, 8) == 6        # 2 ranks x 3 of 4 batches -> 6 of 8 on one
     assert consumed_at_world_size(7, 1, 2, 8, 4) == 3        # floored: one batch of the epoch is seen twice
@@ -245,7 +245,7 @@ def _sampled_loader(world, rank):
 def _two_rank_worker(rank, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    from swinunetr_lib import distributed as ddp
+    from swinunetr_lib.utils import distributed as ddp
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -283,8 +283,8 @@ def test_two_process_run_resumes_in_one_process(tmp_path, capsys):
 DISAGREE_SCRIPT = """
 import sys
 import torch
-from swinunetr_lib.train import TrainConfig, fit
-from swinunetr_lib.utils import run_cli
+from swinunetr_lib.train.loop import TrainConfig, fit
+from swinunetr_lib.utils.cli import run_cli
 from test_train import Toy, toy_step
 
 torch.manual_seed(0)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
-from swinunetr_lib.finetune_model import load_encoder
-from swinunetr_lib.ssl_model import SSLModel, encoder_state_dict, export_encoder
+from swinunetr_lib.models.swin_unetr import load_encoder
+from swinunetr_lib.pretrain.model import SSLModel, encoder_state_dict, export_encoder
 
 
 class RecordingDict(dict):
@@ -92,7 +92,7 @@ def test_heads_read_the_normalised_last_stage():
 
 
 def test_unet_decoder_is_swinunetrs_decoder_and_round_trips(tmp_path):
-    from swinunetr_lib.ssl_model import SWIN_UNETR_DECODER_BLOCKS, decoder_kind_of, load_ssl_model
+    from swinunetr_lib.pretrain.model import SWIN_UNETR_DECODER_BLOCKS, decoder_kind_of, load_ssl_model
 
     ssl = SSLModel(feature_size=12, decoder="unet")
     ref = SwinUNETR(in_channels=1, out_channels=1, feature_size=12)

@@ -2,8 +2,14 @@
 import pytest
 import torch
 
-from swinunetr_lib.ssl_transforms import (InnerCutout, RandomAxialRotation, SSLViewTransform, TwoViewTransform,
-                                          make_generator, rotate_axial)
+from swinunetr_lib.pretrain.transforms import (
+    InnerCutout,
+    RandomAxialRotation,
+    SSLViewTransform,
+    TwoViewTransform,
+    make_generator,
+    rotate_axial,
+)
 
 
 def test_rotate_axial_turns_the_xy_plane_and_undoes():
@@ -122,8 +128,8 @@ def test_official_cutout_second_pass_copies_another_sample():
 
 
 def test_pretrain_config_reaches_the_step(monkeypatch):
-    from swinunetr_lib import losses
-    from swinunetr_lib.pretrain import PretrainConfig, build_ssl_step
+    from swinunetr_lib.pretrain import losses
+    from swinunetr_lib.pretrain.run import PretrainConfig, build_ssl_step
 
     gathered = []
     monkeypatch.setattr(losses, "all_gather_with_grad", lambda z: gathered.append(z.shape) or z)

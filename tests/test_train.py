@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from swinunetr_lib.example_data import fetch_example
-from swinunetr_lib.pretrain import SSLStep
-from swinunetr_lib.ssl_data import EpochDataLoader, ssl_dataset
-from swinunetr_lib.ssl_model import SSLModel
-from swinunetr_lib.train import NonFiniteLossError, TrainConfig, fit, warmup_cosine
+from swinunetr_lib.data.example_data import fetch_example
+from swinunetr_lib.pretrain.dataloader import EpochDataLoader, ssl_dataset
+from swinunetr_lib.pretrain.model import SSLModel
+from swinunetr_lib.pretrain.run import SSLStep
+from swinunetr_lib.train.loop import NonFiniteLossError, TrainConfig, fit, warmup_cosine
 
 ROI = 32  # the SSL model (unlike SwinUNETR's decoder) trains at 32^3; keeps these CPU tests short
 
@@ -131,7 +131,7 @@ def test_grad_checkpointing_gives_the_same_step(ct_dataset, tmp_path):
 def test_pretrain_cli_names_an_unreadable_scan_and_leaves_no_run_files(tmp_path, capsys):
     import json
 
-    from swinunetr_lib.pretrain import main
+    from swinunetr_lib.pretrain.run import main
 
     src = fetch_example("example_ct_sm.nii.gz")
     truncated = tmp_path / "truncated.nii.gz"
@@ -203,7 +203,7 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_lock_is_taken_over(tmp_pat
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.utils import run_dir_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.train.run_lock import run_dir_lock\n"
          "with run_dir_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(run_dir)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -271,8 +271,8 @@ SIGNAL_SCRIPT = """
 import os, signal, sys
 import torch
 from torch import nn
-from swinunetr_lib.train import TrainConfig, fit
-from swinunetr_lib.utils import run_cli
+from swinunetr_lib.train.loop import TrainConfig, fit
+from swinunetr_lib.utils.cli import run_cli
 
 run_dir, kill_at = sys.argv[1], int(sys.argv[2])
 calls = []

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swinunetr_lib import utils
-from swinunetr_lib.utils import atomic_write_text, resolve_device
+from swinunetr_lib.utils import files as utils
+from swinunetr_lib.utils.device import resolve_device
+from swinunetr_lib.utils.files import atomic_write_text
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 
@@ -24,7 +25,7 @@ def test_an_explicit_gpu_that_is_not_there_is_an_error_and_auto_says_it_falls_ba
 
 
 def test_safe_load_refuses_code_and_keeps_plain_checkpoints(tmp_path, booby_trap):
-    from swinunetr_lib.utils import CheckpointError, safe_torch_load
+    from swinunetr_lib.utils.files import CheckpointError, safe_torch_load
 
     marker = booby_trap(tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):

@@ -1,4 +1,4 @@
-"""Image-based tests of swinunetr_lib.viz / viz3d: rendered pixels carry the organ colours where labels are."""
+"""Image-based tests of swinunetr_lib.viz.figures / viz3d: rendered pixels carry the organ colours where labels are."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from swinunetr_lib import viz, viz3d, viz_metrics, viz_niivue
+from swinunetr_lib.viz import curves as viz_metrics
+from swinunetr_lib.viz import figures as viz
+from swinunetr_lib.viz import niivue as viz_niivue
+from swinunetr_lib.viz import surfaces as viz3d
 
 
 def _count_color(rgb: np.ndarray, color: tuple[float, float, float], tol: int = 3) -> int:

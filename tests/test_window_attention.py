@@ -5,9 +5,13 @@ import pytest
 import torch
 from monai.networks.nets import SwinUNETR
 
-from swinunetr_lib.ssl_model import SSLModel
-from swinunetr_lib.window_attention import (MASK_ALIGNMENT, SDPAWindowAttention, aligned_bias,
-                                            use_sdpa_window_attention)
+from swinunetr_lib.models.window_attention import (
+    MASK_ALIGNMENT,
+    SDPAWindowAttention,
+    aligned_bias,
+    use_sdpa_window_attention,
+)
+from swinunetr_lib.pretrain.model import SSLModel
 
 
 def _forward_backward(model, x):

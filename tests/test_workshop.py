@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from swinunetr_lib import workshop
 from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.notebooks import workshop
 
 REPO = Path(__file__).resolve().parent.parent
 MIRROR = os.environ.get("SWINUNETR_EXAMPLES_MIRROR") or str(REPO.parent / "shared" / "data" / "totalsegmentator_examples")

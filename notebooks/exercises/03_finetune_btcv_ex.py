@@ -1,5 +1,5 @@
 # %% [markdown]
-# **Generated file, do not edit:** the exercise version of `notebooks/03_finetune_btcv.py`, written by `python -m swinunetr_lib.exercises generate`.
+# **Generated file, do not edit:** the exercise version of `notebooks/03_finetune_btcv.py`, written by `python -m swinunetr_lib.notebooks.exercises generate`.
 # Edit `notebooks/03_finetune_btcv.py` (cells tagged `exercise` / `solution`) and regenerate. The worked solutions are in
 # `notebooks/03_finetune_btcv.ipynb`, the answers for instructors in `docs/workshop_answers.md`.
 
@@ -12,7 +12,7 @@
 # (the preprocessing is inverted). We first compute both metrics by hand on a small 2D example, and read
 # every score against an all-background prediction. The data is the demo cohort: synthetic phantoms (not
 # patient data) plus the real example CT whose TotalSegmentator labels were remapped to BTCV ids. Training
-# uses the library's one loop (`swinunetr_lib.train.fit`, via `swinunetr_lib.finetune.finetune`): DiceCE
+# uses the library's one loop (`swinunetr_lib.train.loop.fit`, via `swinunetr_lib.finetune.run.finetune`): DiceCE
 # loss, AdamW with warm-up + cosine decay, sliding-window validation (overlap 0.5, Gaussian) and the best
 # checkpoint by mean Dice. Notebook 06 runs this notebook many times to measure label efficiency.
 #
@@ -40,17 +40,17 @@ import torch
 from IPython.display import display
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
-from swinunetr_lib.baselines import add_baselines, all_background_dice
-from swinunetr_lib.evaluate import evaluate, load_label, summarize
-from swinunetr_lib.finetune import finetune, split_entries
-from swinunetr_lib.finetune_run import notebook_config, results_record, write_results
+from swinunetr_lib.experiments.baselines import add_baselines, all_background_dice
+from swinunetr_lib.experiments.finetune_run import notebook_config, results_record, write_results
+from swinunetr_lib.finetune.run import finetune, split_entries
+from swinunetr_lib.infer.evaluation import evaluate, load_label, summarize
 from swinunetr_lib.paths import resolve_path, runs_dir
-from swinunetr_lib.viz import new_figure, plot_prediction_vs_truth
-from swinunetr_lib.viz_metrics import plot_learning_curves
+from swinunetr_lib.viz.curves import plot_learning_curves
+from swinunetr_lib.viz.figures import new_figure, plot_prediction_vs_truth
 
 # %% tags=["parameters"]
 data_manifest: str = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo cohort's
-task: str = "demo_btcv"  # task preset (swinunetr_lib.task_presets): btcv, demo_btcv, an MSD task, ...
+task: str = "demo_btcv"  # task preset (swinunetr_lib.finetune.task_presets): btcv, demo_btcv, an MSD task, ...
 init: str = "scratch"  # scratch, ssl (notebook 02's encoder; the model takes its feature size), official, or auto (ssl if exported)
 pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
 labeled_fraction: float = 1.0  # fraction of the training list used (nested subsets; notebook 06 varies it)
@@ -256,9 +256,9 @@ pre = None
 if show_precomputed:
     name = f"finetune_btcv/{run_dir.name}"
     try:
-        from swinunetr_lib.precomputed import find_precomputed
+        from swinunetr_lib.notebooks.precomputed import find_precomputed
     except ImportError:
-        print("swinunetr_lib.precomputed is not in this version of the library: no precomputed run to show")
+        print("swinunetr_lib.notebooks.precomputed is not in this version of the library: no precomputed run to show")
     else:
         pre = find_precomputed(name)
         print(f"instructor's precomputed run: {pre}" if pre else

@@ -15,11 +15,18 @@ import sys
 from pathlib import Path
 
 from ..paths import absolute_from_cwd
-from ..utils import run_cli
+from ..utils.cli import run_cli
 from .cohort import DemoCohortConfig
 from .dicom import DicomError, check_nifti_out, dicom_to_nifti, locate_series, parse_orientation
-from .manifest import (build_manifest, check_output_file, detect_layout, fraction_manifest_path, labeled_fraction_subsets,
-                       parse_fractions, write_manifest)
+from .manifest import (
+    build_manifest,
+    check_output_file,
+    detect_layout,
+    fraction_manifest_path,
+    labeled_fraction_subsets,
+    parse_fractions,
+    write_manifest,
+)
 from .prepare import PrepareConfig, prepare
 from .validate import validate_manifest
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..utils import atomic_path, atomic_write_text, check_folder_creatable
+from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
 from .labels import BTCV_LABELS, totalseg_to_btcv
 from .manifest import assign_folds, labeled_fraction_subsets, write_manifest
 from .phantom import PHANTOM_DESCRIP, make_abdomen_phantom, make_msd_phantom, write_phantom
@@ -180,7 +180,7 @@ def build_demo_cohort(
     if not force and _is_complete(cohort):
         return cohort
     if include_real:  # fetch (and verify) the real example before anything is written
-        from ..example_data import fetch_example
+        from .example_data import fetch_example
 
         real = {name: fetch_example(name) for name in
                 ("example_ct_sm.nii.gz", "example_seg.nii.gz", "example_ct.nii.gz", "class_map.json")}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_path
+from ..utils.files import atomic_path
 
 
 class DicomError(ValueError):

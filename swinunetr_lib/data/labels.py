@@ -48,7 +48,7 @@ def normalise_name(name: str) -> str:
 def totalseg_class_map(task: str = "total", path: str | Path | None = None) -> dict[int, str]:
     """TotalSegmentator ``{id: structure name}`` for ``task`` ("total" or "total_mr") from ``class_map.json``."""
     if path is None:
-        from ..example_data import fetch_example
+        from .example_data import fetch_example
 
         path = fetch_example("class_map.json")
     maps = json.loads(Path(path).read_text())

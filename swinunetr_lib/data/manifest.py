@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from ..utils import atomic_write_text, check_folder_creatable
+from ..utils.files import atomic_write_text, check_folder_creatable
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 Layout = Literal["auto", "decathlon", "btcv", "flat"]

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ..utils import atomic_path
+from ..utils.files import atomic_path
 
 PHANTOM_DESCRIP = "SYNTHETIC PHANTOM (swinunetr_lib), not patient data"
 DEFAULT_FOV_MM = (384.0, 288.0, 216.0)

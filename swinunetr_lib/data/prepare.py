@@ -1,12 +1,12 @@
 """``python -m swinunetr_lib.data prepare MANIFEST --out DIR``: every CT once into memory-mappable arrays.
 
 Per volume, in parallel worker processes (a progress bar; a rerun skips finished volumes, so an interrupted
-run resumes): the pretraining path's deterministic steps (:func:`swinunetr_lib.ssl_data.volume_transforms`:
-load, RAS, optional resampling, crop to the body's bounding box, :func:`swinunetr_lib.prepared_data.body_mask`),
+run resumes): the pretraining path's deterministic steps (:func:`swinunetr_lib.data.pretrain_volumes.volume_transforms`:
+load, RAS, optional resampling, crop to the body's bounding box, :func:`swinunetr_lib.data.prepared_volumes.body_mask`),
 then HU clipped to ``[hu_min, hu_max]`` and stored uncompressed as ``DIR/volumes/<name>.npy`` (int16, rounded;
 or float16) beside ``<name>.json`` (shape, spacing, affine of the stored grid, body box in the oriented grid,
 source path, size, modification time and SHA-256). ``DIR/prepared.json`` lists the prepared volumes
-(paths relative to DIR); :class:`swinunetr_lib.prepared_data.PreparedVolumes` reads them.
+(paths relative to DIR); :class:`swinunetr_lib.data.prepared_volumes.PreparedVolumes` reads them.
 
 A volume counts as finished when its ``.json`` exists and records the same source (path, size, modification
 time) and settings; each file is written to a temporary name and renamed, the ``.json`` last.
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..example_data import sha256_of
-from ..prepared_data import BODY_THRESHOLD_HU, PREPARED_FORMAT
-from ..utils import atomic_path, atomic_write_text, check_folder_creatable, error_message
+from ..utils.cli import error_message
+from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
+from .example_data import sha256_of
+from .prepared_volumes import BODY_THRESHOLD_HU, PREPARED_FORMAT
 
 DTYPES = ("int16", "float16")
 
@@ -102,7 +103,7 @@ def prepare_volume(source: str, out_dir: str | os.PathLike[str], settings: dict[
     import torch
     from monai.transforms import Compose
 
-    from ..ssl_data import volume_transforms
+    from .pretrain_volumes import volume_transforms
 
     torch.set_num_threads(1)  # one volume per process; the pool gives the parallelism
     out_dir = Path(out_dir)
@@ -140,7 +141,7 @@ def prepare(manifest: str | os.PathLike[str], cfg: PrepareConfig) -> dict[str, A
     (one line: how many, the first with its reason); the others are kept, so a rerun only retries those."""
     from tqdm.auto import tqdm
 
-    from ..ssl_data import load_image_list
+    from .pretrain_volumes import load_image_list
 
     check_prepare_config(cfg)
     files = [f["image"] for f in load_image_list(manifest, cfg.split, cfg.data_root or None)]

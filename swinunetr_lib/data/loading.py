@@ -1,0 +1,145 @@
+"""Image loading whose errors name the file, and the data checks every case passes as it is loaded.
+
+MONAI's ``LoadImaged`` reports a truncated ``.nii.gz`` as ``EOFError: Compressed file ended ...`` inside a
+``RuntimeError("applying transform ...")``, without the path. :class:`LoadImageNamed` is the same
+transform, but any failure becomes ``ValueError("<path>: cannot read image (<cause>)")``, which the
+command lines print as one line (:func:`swinunetr_lib.utils.cli.run_cli`).
+
+Loaded data is checked where it is cheap, on the arrays already in memory (the checks of
+``python -m swinunetr_lib.data validate`` that would otherwise fail a run late or silently): every voxel is
+finite (:class:`LoadImageNamed`; NaN would end pretraining in a non-finite loss, inference in an empty label
+map) and a label lies on its image's grid (:class:`CheckSameGridd`). Failures are :class:`DataError`\\ s that
+name the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.transforms import LoadImaged, MapTransform
+
+from ..utils.cli import error_message
+
+
+class DataError(ValueError):
+    """A file holds data that training or inference cannot use; ``path`` names it, the message says why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+def data_error_in(err: BaseException) -> DataError | None:
+    """The :class:`DataError` in ``err``'s ``raise ... from`` chain (MONAI wraps a transform's error), if any."""
+    current: BaseException | None = err
+    for _ in range(20):
+        if current is None:
+            return None
+        if isinstance(current, DataError):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _file_of(value: Any) -> str:
+    """The file name(s) a loader input or a loaded MetaTensor stands for."""
+    meta = getattr(value, "meta", None)
+    if isinstance(meta, Mapping) and meta.get("filename_or_obj") is not None:
+        value = meta["filename_or_obj"]
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def check_finite(array: Any, name: str) -> None:
+    """:class:`DataError` naming ``name`` with the number of NaN / Inf voxels when ``array`` holds any."""
+    x = array.as_tensor() if hasattr(array, "as_tensor") else torch.as_tensor(np.asarray(array))
+    if not x.is_floating_point():
+        return
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        n_nan = int(torch.isnan(x).sum())
+        raise DataError(name, f"{bad} of {x.numel()} voxels are not finite ({n_nan} NaN, {bad - n_nan} Inf): "
+                              "the scan is damaged or was written wrongly; repair or leave out this file")
+
+
+class LoadImageNamed(LoadImaged):
+    """``monai.transforms.LoadImaged`` that names the file(s) it could not read and, with ``check_finite``
+    (the default), refuses data with NaN or Inf voxels (:class:`DataError` with their number)."""
+
+    def __init__(self, *args: Any, check_finite: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.check_finite = check_finite
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        try:
+            out = super().__call__(data, reader)
+        except Exception as err:  # noqa: BLE001 - any reader failure: say which file
+            files = ", ".join(str(data[k]) for k in self.keys if k in data)
+            raise ValueError(f"{files}: cannot read image ({error_message(err)})") from err
+        if self.check_finite:
+            for k in self.keys:
+                if k in out:
+                    check_finite(out[k], _file_of(data[k]))
+        return out
+
+
+class CheckSameGridd(MapTransform):
+    """After loading and ``EnsureChannelFirstd``: every other key (a label) has the spatial shape and the affine
+    of ``keys[0]`` (the image), as ``validate`` requires (affines equal within 1e-3 mm); else :class:`DataError`
+    naming the label file. Labels on another grid would be cropped and resampled with the image's geometry
+    and train on misplaced organs."""
+
+    def __init__(self, keys: Sequence[str], allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        keys = [k for k in self.keys if k in d]
+        if len(keys) < 2:
+            return d
+        image = d[keys[0]]
+        for k in keys[1:]:
+            other = d[k]
+            ishape, oshape = tuple(image.shape[1:]), tuple(other.shape[1:])
+            if ishape != oshape:
+                raise DataError(_file_of(other), f"{k} shape {oshape} differs from its image's {ishape} "
+                                                 f"({_file_of(image)}): the {k} is not on the image grid")
+            ia, oa = (np.asarray(getattr(x, "affine", np.eye(4)), dtype=np.float64) for x in (image, other))
+            if not np.allclose(ia, oa, atol=1e-3):
+                raise DataError(_file_of(other), f"{k} affine differs from its image's by up to "
+                                                 f"{float(np.abs(ia - oa).max()):.4g} mm ({_file_of(image)}): "
+                                                 f"the {k} is not on the image grid")
+        return d
+
+
+def refuse_paths_outside_root(manifest: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
+                              lists: Sequence[str] = ("training", "validation", "test")) -> None:
+    """``DataError`` naming the manifest and the entry when a relative ``image`` / ``label`` path of ``lists``
+    leaves the data root (``../../etc/passwd``), as ``python -m swinunetr_lib.data validate`` reports it.
+    Absolute paths are the user's explicit choice and pass; malformed manifests are left to the readers."""
+    path = Path(manifest)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    if not isinstance(data, Mapping):
+        return
+    base = Path(root) if root is not None else path.parent
+    for name in lists:
+        entries = data.get(name)
+        if not isinstance(entries, list):
+            continue
+        for i, entry in enumerate(entries):
+            fields = {"image": entry} if isinstance(entry, str) else entry if isinstance(entry, Mapping) else {}
+            for key in ("image", "label"):
+                values = fields.get(key)
+                for value in values if isinstance(values, list) else [values]:
+                    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute() \
+                            and not value.startswith("~") and os.path.normpath(value).split(os.sep)[0] == "..":
+                        raise DataError(str(path), f"{name}[{i}] {key} {value!r} leaves the data root {base}; "
+                                                   "manifest paths must lie below it")

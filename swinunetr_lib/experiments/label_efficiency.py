@@ -1,0 +1,274 @@
+"""Label-efficiency experiment: fine-tuning Dice versus the fraction of labeled data (as in the paper's ablation).
+
+One command runs notebook ``03_finetune_btcv`` through papermill for every labeled fraction x
+initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and writes one folder::
+
+    <output>/runs/<init>_frac<f>_seed<s>/03_finetune_btcv.ipynb   executed notebook of each run
+    <output>/runs/<init>_frac<f>_seed<s>/results.json             its numbers
+    <output>/results.csv        one row per run
+    <output>/summary.csv        mean and std of the Dice over seeds, per initialisation and fraction
+    <output>/dice_vs_fraction.png
+
+::
+
+    python -m swinunetr_lib.experiments.label_efficiency --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
+        --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
+
+Tang et al. (CVPR 2022, label-efficiency ablation) report that SSL pretraining helps most when few labels are
+available; here the numbers come from the notebook's evaluation on the held-out cases' original grid.
+A finished run (its ``results.json`` exists) is reused unless ``rerun`` is set, so an interrupted sweep
+continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..config import Config
+from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
+from ..utils.cli import run_cli
+from ..utils.files import atomic_path, atomic_write_text
+
+NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.experiments.finetune_run
+
+
+@dataclass
+class LabelEfficiencyConfig(Config):
+    params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/label_efficiency/demo_03_finetune_btcv.yml)
+    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # labeled fractions of the training
+                                                                                   # list, 0..1 (paper: 10 %..100 %)
+    inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])  # initialisations compared:
+                                                                          # scratch | ssl | official | auto
+    seeds: list[int] = field(default_factory=lambda: [0])  # seeds per setting (each changes the labeled
+                                                           # subset, data order and initialisation)
+    pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
+    output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
+    notebook: str = NOTEBOOK             # fine-tuning notebook run (through papermill) for each setting
+    engine: str = "notebook"             # notebook: each run executes the notebook through papermill (its executed copy kept); library: the same steps called in this process (swinunetr_lib.experiments.finetune_run; notebook 03 only), for machines without Jupyter
+    rerun: bool = False                  # rerun runs whose results.json already exists
+    progress: bool = False               # show papermill's per-cell progress bar
+
+
+@dataclass
+class SweepResult:
+    output: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    figure: Path
+    failures: list[str]
+
+
+def run_name(init: str, fraction: float, seed: int) -> str:
+    return f"{init}_frac{fraction:g}_seed{seed}"
+
+
+def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
+    """Mean, std and count of ``metric`` over seeds for each (init, labeled_fraction)."""
+    g = results.groupby(["init", "labeled_fraction"])[metric]
+    return g.agg(["mean", "std", "count"]).reset_index()
+
+
+# What the paper reports for BTCV label efficiency (Tang et al., CVPR 2022, Sec. 5), in its text; its figure gives
+# no table. Its encoder saw 5,050 CTs for days on 8 GPUs and was fine-tuned at feature size 48, 96^3.
+PAPER_LABEL_EFFICIENCY = {
+    "gain_at_10_percent": 0.10,   # "about 10 %" more Dice than scratch with 10 % of the labels (read as Dice points)
+    "label_saving": 0.40,         # the same Dice as scratch with at least 40 % fewer labels
+}
+
+
+RECORDED = REPO_ROOT / "docs" / "results" / "label_efficiency_phantoms"  # the committed experiment with headroom
+
+
+@dataclass
+class RecordedExperiment:
+    results: pd.DataFrame        # one row per run (init, labeled_fraction, seed, n_train, mean_dice, ...)
+    probe: pd.DataFrame | None   # the probe of the same encoder (probe.csv), if recorded
+    about: str                   # its README: settings, commands, machine, date
+
+
+def load_recorded(folder: str | Path = RECORDED) -> RecordedExperiment:
+    """The label-efficiency experiment measured beforehand and committed (``results.csv`` as ``run_sweep``
+    writes it, ``probe.csv`` as ``python -m swinunetr_lib.experiments.probe --csv`` writes it, and a README.md)."""
+    folder = Path(folder)
+    path = folder / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no recorded label-efficiency results")
+    results = pd.read_csv(path)
+    missing = {"init", "labeled_fraction", "seed", "mean_dice"} - set(results.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    probe = pd.read_csv(folder / "probe.csv") if (folder / "probe.csv").is_file() else None
+    about = (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""
+    return RecordedExperiment(results, probe, about)
+
+
+def paired_gain(results: pd.DataFrame, metric: str = "mean_dice", base: str = "scratch",
+                other: str = "ssl") -> pd.DataFrame:
+    """``other - base`` per labeled fraction, paired by seed (a seed fixes the labeled subset and the data
+    order for both), with mean, std and count over the seeds that have both runs."""
+    wide = results.pivot_table(index=["labeled_fraction", "seed"], columns="init", values=metric)
+    if not {base, other} <= set(wide.columns):
+        return pd.DataFrame(columns=["labeled_fraction", "mean", "std", "count"])
+    diff = (wide[other] - wide[base]).dropna().rename("gain").reset_index()
+    return diff.groupby("labeled_fraction")["gain"].agg(["mean", "std", "count"]).reset_index()
+
+
+def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None, metric: str = "mean_dice",
+                          n_train: int | None = None, paper: bool = True):
+    """Two panels: Dice versus labeled data per initialisation (mean +- std over seeds, each seed a dot), and
+    the SSL - scratch gain paired by seed with zero and, when ``paper``, the paper's reported point.
+    ``n_train`` (training cases at 100 %) is read from the runs at fraction 1 when not given."""
+    if n_train is None and "n_train" in results:
+        full = results.loc[results["labeled_fraction"] == 1.0, "n_train"]
+        n_train = int(full.iloc[0]) if len(full) else None
+    import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
+
+    summary = summarize_runs(results, metric)
+    fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    names = {"ssl": "SSL pretrained", "scratch": "from scratch"}
+    for i, (init, rows) in enumerate(summary.groupby("init")):
+        rows = rows.sort_values("labeled_fraction")
+        x = 100 * rows["labeled_fraction"]
+        line = ax.errorbar(x + (i - 0.5) * 1.5, rows["mean"], yerr=rows["std"].fillna(0.0), marker="o", capsize=3,
+                           label=names.get(init, init))
+        runs = results[results["init"] == init]
+        ax.scatter(100 * runs["labeled_fraction"] + (i - 0.5) * 1.5, runs[metric], s=10, alpha=0.5,
+                   color=line[0].get_color())
+    ax.set_xlabel("labeled training data (%)" if n_train is None else f"labeled training data (% of {n_train} cases)")
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (held-out cases)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("measured here: mean ± std over seeds")
+    gain = paired_gain(results, metric)
+    if len(gain):
+        ax_gain.errorbar(100 * gain["labeled_fraction"], gain["mean"], yerr=gain["std"].fillna(0.0), marker="o",
+                         capsize=3, color="tab:orange", label="measured here (paired by seed)")
+    if paper:
+        ax_gain.scatter([10], [PAPER_LABEL_EFFICIENCY["gain_at_10_percent"]], marker="*", s=140, color="k",
+                        label="paper, BTCV (text: ≈ +10 % at 10 % labels)")
+    ax_gain.axhline(0, color="gray", lw=1, ls="--")
+    ax_gain.set_xlim(0, 105)
+    ax_gain.set_xlabel("labeled training data (%)")
+    ax_gain.set_ylabel(f"SSL − scratch, {metric.replace('_', ' ')}")
+    ax_gain.grid(alpha=0.3)
+    ax_gain.legend(loc="best", fontsize=8)
+    ax_gain.set_title("what pretraining buys")
+    fig.tight_layout()
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    return fig
+
+
+def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
+    """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
+    from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters
+
+    notebook = resolve_path(cfg.notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"{notebook}: notebook not found")
+    if cfg.engine not in ("notebook", "library"):
+        raise ValueError(f"engine={cfg.engine!r} must be 'notebook' or 'library'")
+    if cfg.engine == "library" and notebook != resolve_path(NOTEBOOK):
+        raise ValueError(f"engine=library runs the steps of {NOTEBOOK} only, not {notebook}")
+    base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
+    if cfg.engine == "library":  # papermill fills in the notebook's defaults itself; the library engine needs them all
+        base = {**notebook_parameters(notebook), **base}
+    from ..finetune.run import resolve_init
+
+    for f in cfg.fractions:
+        if not 0 < f <= 1:
+            raise ValueError(f"fraction {f} is not in (0, 1]")
+    if not (cfg.fractions and cfg.inits and cfg.seeds):
+        raise ValueError("fractions, inits and seeds must each name at least one value")
+    out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
+    for init in cfg.inits:  # unknown names, or a missing encoder for runs still to do, fail before any run starts
+        if init not in ("scratch", "ssl", "official", "auto"):
+            raise ValueError(f"inits: {init!r} is not one of scratch, ssl, official, auto")
+        pending = [(f, s) for f in cfg.fractions for s in cfg.seeds
+                   if cfg.rerun or not (out / "runs" / run_name(init, f, s) / "results.json").is_file()]
+        if pending and init != "scratch":
+            resolve_init(init, cfg.pretrained)
+    rows, failures = [], []
+    for init in cfg.inits:
+        for fraction in cfg.fractions:
+            for seed in cfg.seeds:
+                name = run_name(init, fraction, seed)
+                folder = out / "runs" / name
+                result_file = folder / "results.json"
+                if cfg.rerun or not result_file.is_file():
+                    params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
+                              "run_name": f"label_efficiency_{name}", "results_json": str(result_file),
+                              "show_precomputed": False}
+                    if init != "scratch" and cfg.pretrained:
+                        params["pretrained"] = str(resolve_path(cfg.pretrained))
+                    print(f"[label efficiency] {name}", flush=True)
+                    ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress)
+                    if not ok:
+                        failures.append(error)
+                        print(f"    FAILED: {error}", flush=True)
+                        continue
+                    print(f"    ok in {seconds:.0f} s", flush=True)
+                if not result_file.is_file():
+                    raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
+                r = json.loads(result_file.read_text())
+                rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
+                             **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
+    if not rows:
+        raise RuntimeError("no run of the sweep succeeded:\n" + "\n".join(failures))
+    results = pd.DataFrame(rows)
+    summary = summarize_runs(results)
+    atomic_write_text(results.to_csv(index=False), out / "results.csv")
+    atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
+    figure = out / "dice_vs_fraction.png"
+    fig = plot_label_efficiency(results, figure)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return SweepResult(out, results, summary, figure, failures)
+
+
+def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
+             progress: bool) -> tuple[bool, float, str]:
+    """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
+    ``library``: :func:`swinunetr_lib.experiments.finetune_run.run_from_params` (``params`` then hold every parameter)."""
+    if engine == "notebook":
+        from ..notebooks.runner import run_notebook
+
+        run = run_notebook(notebook, params, folder, progress=progress)
+        return run.ok, run.seconds, run.error
+    import time
+
+    from .finetune_run import run_from_params
+
+    tic = time.perf_counter()
+    try:
+        run_from_params(params)
+    except Exception as err:  # noqa: BLE001 - a failed run is reported and the sweep goes on, as with papermill
+        return False, time.perf_counter() - tic, f"{folder.name}: {type(err).__name__}: {err}"
+    return True, time.perf_counter() - tic, ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.experiments.label_efficiency",
+                                     description=__doc__.split("\n\n")[0])
+    LabelEfficiencyConfig.add_arguments(parser)
+    args = absolute_from_cwd(parser.parse_args(argv), "params", "pretrained", "output", "notebook")
+
+    def body() -> int:
+        res = run_sweep(LabelEfficiencyConfig.from_args(args))
+        print(res.summary.to_string(index=False))
+        print(f"results: {res.output} ({len(res.results)} runs, {len(res.failures)} failed)")
+        return 1 if res.failures else 0
+
+    return run_cli("python -m swinunetr_lib.experiments.label_efficiency", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

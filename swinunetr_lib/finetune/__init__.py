@@ -1,0 +1,2 @@
+"""Fine-tuning Swin UNETR: task presets (BTCV, MSD), the cases, sliding-window prediction, the run
+(``python -m swinunetr_lib.finetune``)."""

@@ -1,0 +1,1 @@
+"""Swin UNETR for fine-tuning (builder, encoder weights in and out) and fused window attention."""

@@ -1,0 +1,409 @@
+"""Precomputed runs for a workshop: the instructor runs the demo once, attendees see its results at once.
+
+    python -m swinunetr_lib.notebooks.precomputed pack [--runs runs/demo] [--out runs/demo.precomputed.tar.gz]
+    python -m swinunetr_lib.notebooks.precomputed unpack ARCHIVE        # -> runs_dir()/precomputed/
+    python -m swinunetr_lib.notebooks.precomputed list [ARCHIVE]        # finished runs unpacked here (or in ARCHIVE)
+
+``pack`` reads a runs folder (``make demo`` writes ``runs/demo``: executed notebooks and ``figures/`` at its
+top, the run folders under ``artifacts/``; a plain runs folder such as ``runs/notebooks`` works too) and
+writes one ``.tar.gz`` holding
+
+- the run folders as the notebooks name them under ``runs_dir()`` (``ssl_pretraining``,
+  ``finetune_btcv/<run>``, ``finetune_msd/<task>``, ``label_efficiency``): final models, ``metrics.csv``,
+  evaluation tables, predictions, TensorBoard logs. The ``checkpoints/`` of a run that wrote ``model.pt``
+  (fine-tuning: the optimizer state for resuming, 2-3x the model's size) are left out unless
+  ``--include-training-state``; pretraining keeps ``checkpoints/last.pt``, the only file holding the SSL model
+  with its heads (notebook 02 reconstructs with it);
+- ``executed/``: the executed notebooks and their figures;
+- ``SHA256SUMS`` (``sha256sum -c`` format) and ``precomputed.json`` (what was packed, each file's size).
+
+Beside the archive, ``<archive>.sha256sums`` lists the archive's own SHA-256 and then every member's, so
+``sha256sum -c --ignore-missing <archive>.sha256sums`` checks a copy on a USB stick with standard tools.
+
+``unpack`` checks the archive against that list when it is beside it, then extracts into a temporary
+folder beside ``runs_dir()/precomputed`` and verifies every member against ``SHA256SUMS`` before anything
+is placed: only plain files and folders, no absolute paths, no ``..``, no links; a member whose checksum
+differs, or that the list does not name, stops the unpacking with one line naming it. The verified folder
+then replaces ``runs_dir()/precomputed`` by a rename.
+
+A run folder is *finished* (:func:`find_precomputed`) when it holds its run's final artefact, a non-empty
+file written last and atomically by the run (:data:`FINAL_ARTEFACTS`: ``model_swinvit.pt`` of pretraining,
+``model.pt`` of fine-tuning, ``results.json`` of notebook 03, ``summary.csv`` beside ``results.csv`` of the
+label-efficiency sweep), holds no ``.lock`` (a run still writing there), and, where ``precomputed.json`` is present (it is
+after ``unpack``), every file it lists under that folder exists with its recorded size: a half-copied
+folder does not qualify. Checkpoints inside are only ever read by the library's weights-only loaders
+(:func:`swinunetr_lib.utils.files.safe_torch_load`), never unpickled as code.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Sequence
+
+from ..config import Config
+from ..data.example_data import sha256_of
+from ..paths import absolute_from_cwd, resolve_path, runs_dir
+from ..train.run_lock import LOCK_FILE
+from ..utils.cli import run_cli
+from ..utils.files import atomic_path, atomic_write_text
+
+PROG = "python -m swinunetr_lib.notebooks.precomputed"
+PRECOMPUTED = "precomputed"
+SUMS_FILE = "SHA256SUMS"
+INFO_FILE = "precomputed.json"
+EXECUTED = "executed"
+# a run's final artefact: the file(s) it writes last, each atomically (a sweep's summary.csv beside its results.csv)
+FINAL_ARTEFACTS = (("model_swinvit.pt",), ("model.pt",), ("results.json",), ("results.csv", "summary.csv"))
+SKIPPED_TOP = ("data_curation", PRECOMPUTED)  # notebook 01's deliberately broken files; never nest archives
+TRAINING_STATE = "checkpoints"
+
+
+class PrecomputedError(ValueError):
+    """An archive or runs folder that cannot be packed, unpacked or trusted; the message names it."""
+
+
+def precomputed_dir() -> Path:
+    """``runs_dir()/precomputed``: where ``unpack`` places the instructor's runs."""
+    return runs_dir() / PRECOMPUTED
+
+
+def _check_name(name: str) -> PurePosixPath:
+    rel = PurePosixPath(str(name).strip("/"))
+    if not str(name).strip() or rel.is_absolute() or ".." in rel.parts or str(rel) == ".":
+        raise ValueError(f"precomputed run name {name!r}: expected a run folder such as 'finetune_msd/Task09_Spleen'")
+    return rel
+
+
+def _recorded_sizes(root: Path) -> dict[str, int] | None:
+    """``{path: bytes}`` of ``root/precomputed.json``; None when there is none or it is unreadable."""
+    try:
+        return {str(k): int(v) for k, v in json.loads((root / INFO_FILE).read_text())["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _final_artefact(folder: Path) -> str | None:
+    """The name of ``folder``'s final artefact (non-empty files), None when it has none."""
+    for names in FINAL_ARTEFACTS:
+        if all((folder / n).is_file() and (folder / n).stat().st_size > 0 for n in names):
+            return names[-1]
+    return None
+
+
+def is_finished(folder: Path, root: Path | None = None) -> bool:
+    """True when ``folder`` holds a finished run (see the module docstring); ``root`` is the folder whose
+    ``precomputed.json`` lists the expected files (default: ``folder``'s ancestor named ``precomputed``)."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / LOCK_FILE).exists():
+        return False
+    if _final_artefact(folder) is None:
+        return False
+    if root is None:
+        root = next((p for p in folder.parents if p.name == PRECOMPUTED), None)
+    sizes = _recorded_sizes(root) if root is not None else None
+    if sizes is None:
+        return True
+    prefix = folder.relative_to(root).as_posix() + "/"
+    for rel, size in sizes.items():
+        if rel.startswith(prefix):
+            f = root / rel
+            if not f.is_file() or f.stat().st_size != size:
+                return False
+    return True
+
+
+def find_precomputed(name: str) -> Path | None:
+    """``runs_dir()/precomputed/<name>`` when that folder holds a finished run, else None.
+
+    ``name`` is a run folder as the notebooks name it under ``runs_dir()``: ``"ssl_pretraining"``,
+    ``"finetune_btcv/scratch_frac1_seed0"``, ``"finetune_msd/Task901_PhantomSpleen"``, ``"label_efficiency"``.
+    """
+    folder = precomputed_dir() / _check_name(name)
+    return folder if is_finished(folder, precomputed_dir()) else None
+
+
+def finished_runs(root: Path | None = None) -> list[str]:
+    """Names (relative to ``root``, default ``runs_dir()/precomputed``) of every finished run folder."""
+    root = Path(root) if root is not None else precomputed_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
+                  if p.is_dir() and not p.is_symlink() and is_finished(p, root))
+
+
+# ------------------------------------------------------------------------------------------------ pack
+@dataclasses.dataclass
+class PackConfig(Config):
+    runs: str = "runs/demo"               # runs folder to pack: `make demo`'s runs/demo, or a runs_dir() such as runs/notebooks
+    out: str = ""                         # archive to write; empty means <runs>.precomputed.tar.gz beside the folder
+    include_training_state: bool = False  # also pack the fine-tuning runs' checkpoints/ (optimizer state for resuming; 2-3x larger)
+
+
+
+def _walk_files(folder: Path) -> Iterator[Path]:
+    """Plain files under ``folder`` (symbolic links and hidden names such as ``.lock`` or temporary files
+    skipped), in a stable order."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not Path(dirpath, d).is_symlink())
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if not name.startswith(".") and p.is_file() and not p.is_symlink():
+                yield p
+
+
+def _is_training_state(path: Path, rel: Path) -> bool:
+    """A file under a ``checkpoints/`` folder whose run also wrote ``model.pt`` (its weights are there)."""
+    if TRAINING_STATE not in rel.parts[:-1]:
+        return False
+    run = path.parents[len(rel.parts) - 1 - rel.parts.index(TRAINING_STATE)]
+    return (run / "model.pt").is_file()
+
+
+def collect_files(runs: Path, *, include_training_state: bool = False) -> dict[str, Path]:
+    """``{archive path: source file}`` for a runs folder: run folders at the archive's top, executed notebooks
+    and their figures under ``executed/``."""
+    runs = Path(runs)
+    if not runs.is_dir():
+        raise PrecomputedError(f"{runs}: no such runs folder (run `make demo` first, or give --runs)")
+    artifacts = runs / "artifacts" if (runs / "artifacts").is_dir() else runs
+    files: dict[str, Path] = {}
+    for top in sorted(p for p in artifacts.iterdir() if p.is_dir() and not p.is_symlink()):
+        if top.name in SKIPPED_TOP or top.name.startswith(".") or artifacts == runs and top.name in ("data", "figures"):
+            continue
+        for f in _walk_files(top):
+            rel = f.relative_to(artifacts)
+            if include_training_state or not _is_training_state(f, rel):
+                files[rel.as_posix()] = f
+    if artifacts != runs:
+        for nb in sorted(runs.glob("[0-9][0-9]_*.ipynb")):
+            files[f"{EXECUTED}/{nb.name}"] = nb
+        if (runs / "figures").is_dir():
+            for f in _walk_files(runs / "figures"):
+                files[f"{EXECUTED}/figures/{f.relative_to(runs / 'figures').as_posix()}"] = f
+    return files
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def pack(runs: str | os.PathLike[str] = "runs/demo", out: str | os.PathLike[str] | None = None, *,
+         include_training_state: bool = False) -> Path:
+    """Write the finished runs of ``runs`` into one ``.tar.gz`` (atomically) with ``SHA256SUMS`` inside and
+    ``<out>.sha256sums`` beside it; returns the archive's path."""
+    runs = resolve_path(runs)
+    files = collect_files(runs, include_training_state=include_training_state)
+    folders = {path.parent: PurePosixPath(rel).parent.as_posix() for rel, path in files.items() if "/" in rel}
+    finished = sorted(name for folder, name in folders.items()
+                      if not name.startswith(EXECUTED) and _final_artefact(folder) and not (folder / LOCK_FILE).exists())
+    if not finished:
+        raise PrecomputedError(f"{runs}: no finished run to pack (none holds {', '.join(n[-1] for n in FINAL_ARTEFACTS)}); "
+                               "run `make demo` first")
+    out = resolve_path(out) if out else runs.with_name(runs.name + ".precomputed.tar.gz")
+    if out.resolve().is_relative_to(runs.resolve()):
+        raise PrecomputedError(f"{out}: the archive must not be written inside the runs folder {runs}")
+    sums = {rel: sha256_of(path) for rel, path in files.items()}
+    info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": str(runs), "runs": finished,
+            "include_training_state": include_training_state,
+            "files": {rel: path.stat().st_size for rel, path in files.items()}}
+    info_bytes = (json.dumps(info, indent=1) + "\n").encode()
+    sums = {INFO_FILE: hashlib.sha256(info_bytes).hexdigest(), **sums}
+    sums_text = "".join(f"{digest}  {rel}\n" for rel, digest in sums.items())
+    with atomic_path(out) as tmp:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            _add_bytes(tar, SUMS_FILE, sums_text.encode())
+            _add_bytes(tar, INFO_FILE, info_bytes)
+            for rel, path in files.items():
+                member = tar.gettarinfo(str(path), arcname=rel)
+                member.uid = member.gid = 0
+                member.uname = member.gname = ""
+                member.mode = 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(member, f)
+        archive_sum = sha256_of(tmp)
+    beside = Path(f"{out}.sha256sums")
+    atomic_write_text(f"{archive_sum}  {out.name}\n" + sums_text, beside)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- unpack
+def _safe_member_name(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
+    rel = PurePosixPath(member.name)
+    kind = "a link" if member.issym() or member.islnk() else "not a plain file or folder"
+    if not (member.isfile() or member.isdir()):
+        raise PrecomputedError(f"{archive}: member {member.name!r} is {kind}; refused, nothing was unpacked")
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or member.name.startswith(("/", "\\")) \
+            or any(":" in p or "\\" in p for p in rel.parts):
+        raise PrecomputedError(f"{archive}: member {member.name!r} points outside the folder; refused, "
+                               "nothing was unpacked")
+    return PurePosixPath(*[p for p in rel.parts if p != "."])
+
+
+def _read_sums(archive: Path, text: str) -> dict[str, str]:
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, _, rel = line.partition("  ")
+            if len(digest) != 64 or not rel:
+                raise PrecomputedError(f"{archive}: {SUMS_FILE} line {line[:80]!r} is not '<sha256>  <path>'")
+            sums[rel.strip()] = digest.lower()
+    return sums
+
+
+def verify_beside(archive: Path) -> bool:
+    """Check ``archive`` against the first line of ``<archive>.sha256sums`` when that file exists; returns
+    whether it was checked. A mismatch is a :class:`PrecomputedError` (a bad copy: copy it again)."""
+    beside = Path(f"{archive}.sha256sums")
+    if not beside.is_file():
+        return False
+    first = (beside.read_text().splitlines() or [""])[0].split()
+    if len(first) != 2 or len(first[0]) != 64:
+        raise PrecomputedError(f"{beside}: first line is not '<sha256>  {archive.name}'")
+    if sha256_of(archive) != first[0].lower():
+        raise PrecomputedError(f"{archive}: SHA-256 differs from {beside.name} (corrupt or incomplete copy); "
+                               "copy the archive again")
+    return True
+
+
+def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
+    """Verify every member of ``archive`` and place it at ``dest`` (default ``runs_dir()/precomputed``),
+    replacing what was there; returns ``dest``. Nothing is placed unless every check passes."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise PrecomputedError(f"{archive}: no such archive (the instructor's `make pack` writes it)")
+    dest = Path(dest) if dest is not None else precomputed_dir()
+    verify_beside(archive)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        got: dict[str, str] = {}
+        sums_text = None
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    rel = _safe_member_name(archive, member)
+                    target = tmp.joinpath(*rel.parts)
+                    if member.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    if rel.as_posix() in got:
+                        raise PrecomputedError(f"{archive}: member {member.name!r} appears twice; refused")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    h = hashlib.sha256()
+                    src = tar.extractfile(member)
+                    with src, open(target, "wb") as f:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            h.update(chunk)
+                            f.write(chunk)
+                    got[rel.as_posix()] = h.hexdigest()
+                    if rel.as_posix() == SUMS_FILE:
+                        sums_text = target.read_text()
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err}); copy it again") from None
+        if sums_text is None:
+            raise PrecomputedError(f"{archive}: has no {SUMS_FILE}; not an archive written by `make pack`")
+        sums = _read_sums(archive, sums_text)
+        for rel, digest in got.items():
+            if rel == SUMS_FILE:
+                continue
+            if rel not in sums:
+                raise PrecomputedError(f"{archive}: member {rel!r} is not in {SUMS_FILE}; refused, nothing was unpacked")
+            if digest != sums[rel]:
+                raise PrecomputedError(f"{archive}: member {rel!r} does not match its SHA-256 in {SUMS_FILE} "
+                                       "(corrupt or altered); refused, nothing was unpacked")
+        missing = sorted(set(sums) - set(got))
+        if missing:
+            raise PrecomputedError(f"{archive}: {len(missing)} file(s) of {SUMS_FILE} missing, e.g. {missing[0]!r}; "
+                                   "refused, nothing was unpacked")
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def archive_info(archive: str | os.PathLike[str]) -> dict:
+    """``precomputed.json`` of an archive (read without extracting anything else)."""
+    archive = Path(archive)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if member.name == INFO_FILE and member.isfile():
+                    with contextlib.closing(tar.extractfile(member)) as f:
+                        return json.loads(f.read())
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as err:
+        raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err})") from None
+    raise PrecomputedError(f"{archive}: has no {INFO_FILE}; not an archive written by `make pack`")
+
+
+def describe(root: Path) -> str:
+    """One line per finished run under ``root``: name, final artefact, size."""
+    lines = []
+    for name in finished_runs(root):
+        folder = root / name
+        artefact = _final_artefact(folder)
+        mb = sum(f.stat().st_size for f in _walk_files(folder)) / 1e6
+        lines.append(f"  {name:<52} {artefact:<17} {mb:8.1f} MB")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    PackConfig.add_arguments(sub.add_parser("pack", help="pack a runs folder into one archive with checksums"))
+    p = sub.add_parser("unpack", help="verify an archive and place it in runs_dir()/precomputed")
+    p.add_argument("archive", help="the .tar.gz written by pack")
+    p.add_argument("--dest", default="", help="target folder (default: runs_dir()/precomputed)")
+    p = sub.add_parser("list", help="finished runs unpacked here, or packed in ARCHIVE")
+    p.add_argument("archive", nargs="?", default="", help="an archive written by pack")
+    args = absolute_from_cwd(parser.parse_args(argv), "runs", "out", "archive", "dest")
+
+    def body() -> int:
+        if args.command == "pack":
+            cfg = PackConfig.from_args(args)
+            out = pack(cfg.runs, cfg.out or None, include_training_state=cfg.include_training_state)
+            info = archive_info(out)
+            print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(info['files'])} files, "
+                  f"{len(info['runs'])} finished runs) and {out.name}.sha256sums")
+            print(f"attendees: make unpack ARCHIVE={out}")
+            return 0
+        if args.command == "unpack":
+            dest = unpack(args.archive, args.dest or None)
+            print(f"unpacked {args.archive} into {dest}, every file verified:")
+            print(describe(dest) or "  (no finished run)")
+            return 0
+        if args.archive:
+            info = archive_info(args.archive)
+            print(f"{args.archive}: packed {info.get('created', '?')} from {info.get('source', '?')}, "
+                  f"{len(info.get('files', {}))} files")
+            print("\n".join(f"  {r}" for r in info.get("runs", [])))
+            return 0
+        root = precomputed_dir()
+        print(f"{root}:\n" + (describe(root) or "  no finished run (attendees: make unpack ARCHIVE=...)"))
+        return 0
+
+    return run_cli(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

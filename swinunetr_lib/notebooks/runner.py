@@ -1,0 +1,370 @@
+"""Run the project's notebooks with papermill, in order, with validated parameter files.
+
+Usage (from the repository root)::
+
+    python -m swinunetr_lib.notebooks run --params ci/params/smoke            # every notebook, smoke size
+    python -m swinunetr_lib.notebooks run notebooks/02_ssl_pretraining.py --params ci/params/demo
+    python -m swinunetr_lib.notebooks params notebooks/03_finetune_btcv.py   # show a notebook's parameters
+
+``--params DIR`` holds one YAML file per notebook (``DIR/NN_topic.yml``); a notebook without one runs with
+its defaults. Each key must exist in the notebook's single ``tags=["parameters"]`` cell and match the
+type annotation there, or the type of its default when a parameter has no annotation: a misspelled or
+unknown parameter is an error naming the file and the key, never silently injected. Parameters are written
+``roi_size: int = 64  # help`` so that papermill's ``--help-notebook`` shows the type and the comment
+(papermill reads no ``|`` in a type: write ``spacing: "Optional[list[float]]" = [...]``, quoted so that
+the kernel needs no import). Executed notebooks and their figures go to ``--output`` (default
+``runs/<profile>``, profile = the params folder's name); a failing notebook is left there, partially
+executed, and the error names the notebook and the cell. ``$SWINUNETR_DATA_DIR`` and ``$SWINUNETR_RUNS_DIR``
+are pointed into the output folder so that runs of different profiles never mix.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import difflib
+import os
+import re
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError, check_type
+from ..paths import DATA_ENV, REPO_ROOT, RUNS_ENV
+from ..utils.cli import run_cli
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookError(RuntimeError):
+    """A notebook or its parameter file is invalid, or the notebook failed to run."""
+
+
+def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The ``NN_topic.py`` sources of ``folder``, in numeric order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.py"))
+
+
+def _read(path: Path):
+    import jupytext
+
+    try:
+        return jupytext.read(path)
+    except Exception as err:  # noqa: BLE001 - report which file is broken
+        raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
+
+
+def parameters_cells(nb) -> list[Any]:
+    return [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+
+
+@dataclass
+class NotebookParameter:
+    """One line of a parameters cell: ``name: annotation = default  # help``."""
+
+    name: str
+    default: Any
+    annotation: Any = None   # the type (``int``, ``list[float]``, ``Optional[str]``...); None: not annotated
+    type_text: str = ""      # the annotation as written, without quotes; "" when not annotated
+    help: str = ""           # the trailing comment
+
+
+# the names a parameter annotation may use (evaluated with nothing else in scope)
+_ANNOTATION_NAMES: dict[str, Any] = {
+    "int": int, "float": float, "str": str, "bool": bool, "list": list, "tuple": tuple, "dict": dict,
+    "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any, "List": typing.List,
+    "Tuple": typing.Tuple, "Dict": typing.Dict,
+}
+
+
+def _annotation(node: ast.expr, where: str) -> tuple[Any, str]:
+    """``(type, text)`` of a parameter annotation: builtins, ``list[float]``, ``Optional[...]``, ``X | None``;
+    a quoted annotation (``"Optional[list[float]]"``, never evaluated by the kernel) is read the same way."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            node = ast.parse(node.value.strip(), mode="eval").body
+        except SyntaxError as err:
+            raise NotebookError(f"{where}: annotation {node.value!r} is not a type") from err
+    text = ast.unparse(node)
+    allowed = (ast.Name, ast.Subscript, ast.Tuple, ast.BinOp, ast.BitOr, ast.Load)
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id not in _ANNOTATION_NAMES or \
+                not (isinstance(sub, allowed) or isinstance(sub, ast.Constant) and sub.value is None):
+            raise NotebookError(f"{where}: annotation {text!r} is not understood; use "
+                                f"{', '.join(_ANNOTATION_NAMES)} and None, e.g. list[float] or Optional[str]")
+    return eval(compile(ast.Expression(node), where, "eval"), {"__builtins__": {}}, dict(_ANNOTATION_NAMES)), text
+
+
+def _line_comments(source: str) -> dict[int, str]:
+    import io
+    import tokenize
+
+    try:
+        return {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return {}
+
+
+def parse_parameter_cell(source: str, where: str) -> dict[str, NotebookParameter]:
+    """The parameters of a parameters cell; only ``name = <plain literal>`` and
+    ``name: <type> = <plain literal>`` lines are allowed, and an annotated default must match its type."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise NotebookError(f"{where}: parameters cell is not valid Python ({err})") from err
+    comments = _line_comments(source)
+    params: dict[str, NotebookParameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value, ann = node.targets[0].id, node.value, None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value, ann = node.target.id, node.value, node.annotation
+        else:
+            raise NotebookError(f"{where}: parameters cell line {node.lineno} is not 'name: type = plain value'")
+        try:
+            default = ast.literal_eval(value)
+        except ValueError as err:
+            raise NotebookError(f"{where}: parameter {name!r} (line {node.lineno}) is not a plain value") from err
+        param = NotebookParameter(name, default, help=comments.get(node.end_lineno or node.lineno, ""))
+        if ann is not None:
+            param.annotation, param.type_text = _annotation(ann, f"{where}: parameter {name!r}")
+            try:
+                check_type(name, default, param.annotation)
+            except ConfigError as err:
+                raise NotebookError(f"{where}: parameter {name!r} default {default!r} does not match its "
+                                    f"annotation {param.type_text}") from err
+        params[name] = param
+    return params
+
+
+def parse_parameters(source: str, where: str) -> dict[str, Any]:
+    """Names and default values of a parameters cell (see :func:`parse_parameter_cell`)."""
+    return {k: p.default for k, p in parse_parameter_cell(source, where).items()}
+
+
+def _percent_parameters_sources(path: Path) -> list[str]:
+    """The sources of the cells tagged "parameters" in a jupytext percent-format ``.py`` file, read as text: for
+    machines without Jupyter (``label_efficiency --engine library``). Tests check it agrees with jupytext."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
+    starts = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
+    return ["\n".join(lines[a + 1:b]).strip("\n") for a, b in zip(starts, starts[1:])
+            if re.search(r"""tags=\[[^\]]*["']parameters["']""", lines[a])]
+
+
+def notebook_parameter_specs(path: Path) -> dict[str, NotebookParameter]:
+    """The parameters (default, type, help) of the notebook's single parameters cell (without jupytext installed,
+    from the text of a percent-format ``.py`` notebook)."""
+    try:
+        import jupytext  # noqa: F401
+    except ImportError:
+        if path.suffix != ".py":
+            raise
+        sources = _percent_parameters_sources(path)
+    else:
+        sources = [c.source for c in parameters_cells(_read(path))]
+    if len(sources) != 1:
+        raise NotebookError(f"{path}: expected exactly one parameters cell, found {len(sources)}")
+    return parse_parameter_cell(sources[0], str(path))
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The defaults of the notebook's single parameters cell."""
+    return {k: p.default for k, p in notebook_parameter_specs(path).items()}
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)) and isinstance(value, (int, float)):
+        return isinstance(default, float) or isinstance(value, int)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return True
+    return type(default) is type(value)
+
+
+def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
+    """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters:
+    an annotated parameter's value must match its annotation (an int is widened to a float where a float is
+    declared); an unannotated one must keep the kind of its default."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(params_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise NotebookError(f"{params_file}: not valid YAML ({err})") from err
+    except OSError as err:
+        raise NotebookError(f"{params_file}: cannot read parameters ({err.strerror or err})") from err
+    if not isinstance(values, dict):
+        raise NotebookError(f"{params_file}: expected a mapping of parameter names to values")
+    specs = notebook_parameter_specs(notebook)
+    defaults = {k: p.default for k, p in specs.items()}
+    problems = []
+    for key, value in values.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), list(defaults), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown parameter {key!r}{hint}")
+        elif specs[key].annotation is not None:
+            try:
+                values[key] = check_type(key, value, specs[key].annotation)
+            except ConfigError:
+                problems.append(f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                                f"the notebook declares {key}: {specs[key].type_text} = {defaults[key]!r}")
+        elif not _same_kind(defaults[key], value):
+            problems.append(
+                f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                f"the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}"
+            )
+    if problems:
+        raise NotebookError(
+            f"{params_file}: " + "; ".join(problems) + f". {notebook.name} accepts: {sorted(defaults)}"
+        )
+    return values
+
+
+def check_pair(py: Path) -> Path:
+    """Return the ``.ipynb`` paired with ``py``; raise if it is missing or its cells differ from the source."""
+    ipynb = py.with_suffix(".ipynb")
+    if not ipynb.exists():
+        raise NotebookError(f"{py}: no paired {ipynb.name}; run `jupytext --sync {py}`")
+    a, b = _read(py), _read(ipynb)
+    if [(c.cell_type, c.source) for c in a.cells] != [(c.cell_type, c.source) for c in b.cells]:
+        raise NotebookError(f"{py} and {ipynb.name} differ; run `jupytext --sync {py}`")
+    return ipynb
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    ok: bool
+    seconds: float
+    output: Path
+    error: str = ""
+
+
+def export_figures(executed: Path, folder: Path) -> list[Path]:
+    """Write every PNG output of an executed notebook to ``folder/cellNN_K.png``."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    written = []
+    for i, cell in enumerate(nb.cells):
+        for k, out in enumerate(cell.get("outputs", [])):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"cell{i:02d}_{k}.png"
+                path.write_bytes(base64.b64decode(png))
+                written.append(path)
+    return written
+
+
+def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True) -> NotebookRun:
+    """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    ipynb = check_pair(py)
+    output = output_dir / ipynb.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(ipynb), str(output), parameters=params, kernel_name="python3", cwd=str(py.parent),
+            progress_bar=progress, request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError as err:
+        msg = (f"{py.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+               f"{err.ename}: {err.evalue}. Partially executed notebook: {output}")
+        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
+    except Exception as err:  # noqa: BLE001 - kernel died, timeout, ...: report, keep going
+        msg = f"{py.name} failed: {type(err).__name__}: {err}. Partially executed notebook: {output}"
+        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
+    export_figures(output, output_dir / "figures" / py.stem)
+    return NotebookRun(py.name, True, time.perf_counter() - start, output)
+
+
+def run_all(
+    notebooks: list[Path], params_dir: Path | None, output_dir: Path, *, progress: bool = True, keep_going: bool = False
+) -> list[NotebookRun]:
+    """Validate every parameter file first, then run the notebooks in order; stop at the first failure."""
+    planned = []
+    for py in notebooks:
+        pfile = params_dir / f"{py.stem}.yml" if params_dir else None
+        params = load_params_file(pfile, py) if pfile and pfile.exists() else {}
+        planned.append((py, params))
+    if params_dir:
+        known = {py.stem for py in list_notebooks(notebooks[0].parent)} if notebooks else set()
+        stray = [p.name for p in sorted(params_dir.glob("*.yml")) if p.stem not in known]
+        if stray:
+            raise NotebookError(f"{params_dir}: parameter files for no notebook: {stray}")
+    os.environ[DATA_ENV] = str(output_dir / "data")
+    os.environ[RUNS_ENV] = str(output_dir / "artifacts")
+    runs = []
+    for i, (py, params) in enumerate(planned, 1):
+        print(f"[{i}/{len(planned)}] {py.name} {params if params else '(defaults)'}", flush=True)
+        run = run_notebook(py, params, output_dir, progress=progress)
+        print(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s -> {run.output}", flush=True)
+        runs.append(run)
+        if not run.ok and not keep_going:
+            break
+    return runs
+
+
+def summary(runs: list[NotebookRun], output_dir: Path) -> str:
+    lines = [f"{'notebook':<28} {'status':<7} {'seconds':>8}", "-" * 45]
+    lines += [f"{r.notebook:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:8.1f}" for r in runs]
+    lines.append(f"outputs: {output_dir} (executed notebooks; figures/ holds their PNGs)")
+    lines += [f"ERROR: {r.error}" for r in runs if not r.ok]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute notebooks in order")
+    run.add_argument("notebooks", nargs="*", type=Path, help="NN_topic.py files (default: all in notebooks/)")
+    run.add_argument("--params", type=Path, default=None, help="folder of NN_topic.yml parameter files")
+    run.add_argument("--output", type=Path, default=None, help="default: runs/<params folder name>")
+    run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
+    run.add_argument("--no-progress", action="store_true")
+    show = sub.add_parser("params", help="print a notebook's parameters and defaults")
+    show.add_argument("notebook", type=Path)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        if args.command == "params":
+            for p in notebook_parameter_specs(args.notebook).values():
+                typed = f"{p.name}: {p.type_text}" if p.type_text else p.name
+                print(f"{typed} = {p.default!r}" + (f"  # {p.help}" if p.help else ""))
+            return 0
+        notebooks = [p.resolve() for p in args.notebooks] or list_notebooks()
+        if not notebooks:
+            raise NotebookError(f"no NN_topic.py notebooks in {NOTEBOOK_DIR}")
+        for p in notebooks:
+            if not p.is_file():
+                raise NotebookError(f"{p}: no such notebook")
+            if p.suffix != ".py" or not p.name[:2].isdigit():
+                raise NotebookError(f"{p}: not a notebook source; expected notebooks/NN_topic.py")
+        if args.params is not None and not args.params.is_dir():
+            raise NotebookError(f"{args.params}: --params must be a folder of NN_topic.yml files")
+        profile = args.params.name if args.params else "default"
+        output = (args.output or REPO_ROOT / "runs" / profile).resolve()
+        runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going)
+        print(summary(runs, output))
+        return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
+
+    return run_cli("python -m swinunetr_lib.notebooks", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

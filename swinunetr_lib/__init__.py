@@ -1,7 +1,9 @@
 """swinunetr_lib: self-supervised pretraining and fine-tuning of Swin UNETR on 3D CT (Tang et al., CVPR 2022).
 
 This module only re-exports the main entry points, lazily, so ``import swinunetr_lib`` stays cheap
-(torch and MONAI load when a name is first used). Everything also lives in its own module.
+(torch and MONAI load when a name is first used). Everything also lives in its own module. No name here is also
+the name of a folder or module of the package: ``swinunetr_lib.pretrain`` is the pretraining stage (run it with
+:func:`swinunetr_lib.pretrain.run.pretrain`), ``swinunetr_lib.finetune`` and ``swinunetr_lib.infer`` likewise.
 """
 from __future__ import annotations
 
@@ -39,17 +41,14 @@ _EXPORTS: dict[str, str] = {
     "ReconstructionLoss": "pretrain.losses",
     "SSLLoss": "pretrain.losses",
     "PretrainConfig": "pretrain.run",
-    "pretrain": "pretrain.run",
     # the one training loop
     "TrainConfig": "train.loop",
     "fit": "train.loop",
     # fine-tuning, evaluation, inference
     "build_finetune_model": "models.swin_unetr",
     "FinetuneConfig": "finetune.run",
-    "finetune": "finetune.run",
     "get_preset": "finetune.task_presets",
     "evaluate": "infer.evaluation",
-    "infer": "infer.predict",
     # utilities
     "Config": "config",
     "resolve_device": "utils.device",

@@ -104,7 +104,7 @@ def test_bench_refuses_bad_options(bench, cfg, match):
 @pytest.mark.slow
 def test_gpu_bench_script_dry_run(tmp_path):
     """The whole GPU script on a CPU at the smallest sizes (compile traced with the eager backend)."""
-    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off"}  # pass by work, not speed
     proc = subprocess.run(["bash", "ci/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -124,7 +124,7 @@ def test_gpu_label_efficiency_script_dry_run(tmp_path):
     by side with the library engine (no Jupyter), one collecting call, the probe, the files copied back flat."""
     import pandas as pd
 
-    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off"}  # pass by work, not speed
     proc = subprocess.run(["bash", "ci/gpu_label_efficiency.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

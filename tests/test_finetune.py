@@ -3,6 +3,7 @@ fine-tuning tests import (tiny phantom cohorts, a random-weight model.pt)."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from swinunetr_lib.finetune.run import FinetuneConfig, finetune
 from swinunetr_lib.finetune.task_presets import TaskPreset
 from swinunetr_lib.models.swin_unetr import build_swinunetr, encoder_feature_size
 from swinunetr_lib.pretrain.model import export_encoder
+from swinunetr_lib.pretrain.run import PretrainConfig
+from swinunetr_lib.train.loop import TrainConfig
 
 TINY_ROI = [64, 32, 32]  # smallest cheap SwinUNETR input: 32^3 would leave one voxel at the bottleneck
 
@@ -325,3 +328,18 @@ def test_ssl_init_takes_the_encoders_feature_size_and_says_so(cohort, tmp_path, 
     assert res.load_report.source == str(encoder)  # the report names the file, not an in-memory object
     assert torch.load(res.model_path)["finetune"]["feature_size"] == 12
     assert encoder_feature_size(tmp_path / "missing.pt") is None
+
+
+def test_both_stage_configs_derive_the_loops_settings_the_same_way():
+    """FinetuneConfig is a TrainConfig (as PretrainConfig is): every loop setting reaches fit, including the two
+    the hand-made copy dropped (deterministic, dist_timeout_min); fine-tuning keeps its own defaults (#24)."""
+    loop_names = {f.name for f in fields(TrainConfig)}
+    for stage in (FinetuneConfig, PretrainConfig):
+        assert issubclass(stage, TrainConfig) and loop_names <= {f.name for f in fields(stage)}
+    cfg = FinetuneConfig(deterministic=True, dist_timeout_min=5.0, val_interval=50, max_steps=7)
+    loop = cfg.train_config()
+    assert type(loop) is TrainConfig and loop.deterministic and loop.dist_timeout_min == 5.0
+    assert (loop.max_steps, loop.val_interval, loop.best_metric) == (7, 50, "mean_dice")
+    assert FinetuneConfig(val_interval=0).train_config().best_metric == ""  # nothing to keep a best.pt by
+    assert (FinetuneConfig().lr, FinetuneConfig().max_steps) == (1e-4, 30000)  # fine-tuning's own defaults
+    assert PretrainConfig(deterministic=True).train_config().deterministic

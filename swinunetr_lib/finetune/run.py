@@ -23,7 +23,7 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,7 +32,6 @@ import torch
 from monai.data import list_data_collate
 from monai.losses import DiceCELoss
 
-from ..config import Config
 from ..data.loading import refuse_paths_outside_root
 from ..models.swin_unetr import (
     SSL_EXPORT,
@@ -67,7 +66,9 @@ MODEL_FILE = "model.pt"
 
 
 @dataclass
-class FinetuneConfig(Config):
+class FinetuneConfig(TrainConfig):
+    """A fine-tuning run: the loop's settings (:class:`TrainConfig`, with fine-tuning's defaults below) and the task's."""
+
     task: str = ""                        # task preset: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct, demo_mr;
                                           # "" = the task the manifest names (its name or folder, e.g. Spleen ->
                                           # Task09_Spleen) or whose labels and modality it lists
@@ -90,25 +91,20 @@ class FinetuneConfig(Config):
     batch_size: int = 1                   # volumes per step (each gives num_samples crops)
     max_steps: int = 30000                # optimizer steps in total (MONAI's BTCV tutorial: 30000)
     lr: float = 1e-4                      # peak AdamW learning rate, after warm-up (official BTCV fine-tuning: 1e-4)
-    weight_decay: float = 1e-5            # AdamW weight decay (official BTCV fine-tuning: 1e-5)
-    warmup_steps: int = 500               # linear warm-up steps, then cosine decay to 0 at max_steps
-    grad_clip: float = 1.0                # max global gradient L2 norm; 0 disables
-    precision: str = "auto"               # autocast dtype: auto | bf16 | fp16 | fp32 (auto: bf16/fp16 on GPU, fp32 on CPU)
-    grad_checkpoint: bool = False         # recompute activations in backward to save memory (MONAI use_checkpoint)
-    compile: bool = False                 # torch.compile the model
     sdpa_attention: bool = False          # fused scaled_dot_product_attention for window attention (same weights)
     val_interval: int = 500               # optimizer steps between sliding-window validations on the val list
                                           # (MONAI's BTCV tutorial: 500)
+    best_metric: str = "mean_dice"        # best.pt by validation mean Dice (when val_interval > 0)
     val_max_cases: int = 0                # validate on at most this many cases; 0 = all validation cases
     sw_batch_size: int = 4                # windows per forward pass in sliding-window inference
     overlap: float = 0.5                  # sliding-window overlap, 0 <= overlap < 1 (paper: 0.5, Gaussian blending)
-    checkpoint_every: int = 100           # optimizer steps between checkpoints/last.pt; 0: at the end only
     log_every: int = 10                   # optimizer steps between metrics.csv / TensorBoard rows
-    seed: int = 0                         # random seed (labeled subset, data order, augmentation, initialisation)
-    resume: bool = True                   # continue from run_dir/checkpoints/last.pt if present
-    deterministic: bool = False           # torch deterministic algorithms: bitwise-exact resume on CPU (see fit)
     device: str = "auto"                  # auto | cpu | cuda | cuda:N (auto: CUDA if present)
-    progress: bool = True                 # show a tqdm progress bar
+
+    def train_config(self) -> TrainConfig:
+        """The loop's settings; no best checkpoint to keep when the run does not validate."""
+        loop = super().train_config()
+        return loop if self.val_interval > 0 else replace(loop, best_metric="")
 
 
 @dataclass
@@ -289,16 +285,6 @@ def _meta(cfg: FinetuneConfig, preset: TaskPreset, report: LoadReport | None, n_
             "load_report": None if report is None else dataclasses.asdict(report), "config": cfg.to_dict()}
 
 
-def _train_config(cfg: FinetuneConfig) -> TrainConfig:
-    """The :class:`TrainConfig` of a fine-tuning run (best.pt by validation mean Dice when it validates)."""
-    return TrainConfig(max_steps=cfg.max_steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                       warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, precision=cfg.precision,
-                       grad_checkpoint=cfg.grad_checkpoint, compile=cfg.compile,
-                       checkpoint_every=cfg.checkpoint_every, val_interval=cfg.val_interval,
-                       log_every=cfg.log_every, seed=cfg.seed, resume=cfg.resume,
-                       best_metric="mean_dice" if cfg.val_interval > 0 else "", progress=cfg.progress)
-
-
 def _run_settings(cfg: FinetuneConfig, preset: TaskPreset, pretrained: Path | None) -> dict[str, Any]:
     """What defines a fine-tuning run beyond its TrainConfig (task, data, model, crops): a resume with any of
     these changed is refused (:func:`swinunetr_lib.train.loop.fit`'s ``run_settings``)."""
@@ -325,7 +311,7 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
     for name in ("max_steps", "batch_size"):  # cheap checks first: nothing is written before they pass
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)} must be >= 1")
-    _train_config(cfg).check()  # log_every, lr, ... before any data is read
+    cfg.train_config().check()  # log_every, lr, ... before any data is read
     check_window_options(cfg.sw_batch_size, cfg.overlap)
     resolve_device(cfg.device)
     init, pretrained = resolve_init(cfg.init, cfg.pretrained)
@@ -365,20 +351,12 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
                              f"{preset.in_channels} ({', '.join(preset.channel_names)})")
     loader = torch.utils.data.DataLoader(AugmentedCases(train_cases, preset), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=0, collate_fn=list_data_collate)
-    tcfg = _train_config(cfg)
     val_fn = make_val_fn(val_cases, preset, cfg) if cfg.val_interval > 0 else None
     meta = _meta(cfg, preset, report, len(train_entries))  # written once the inputs have been read
     meta.update(init=init, pretrained=None if pretrained is None else str(pretrained))
     atomic_write_text(json.dumps(meta, indent=2), run_dir / META_FILE)
-    previous = torch.are_deterministic_algorithms_enabled()
-    # the relative-position-bias gradient (an indexed accumulate) is summed in a thread-dependent order
-    # on CPU unless deterministic algorithms are on: ulp differences that Adam amplifies
-    torch.use_deterministic_algorithms(cfg.deterministic or previous, warn_only=True)
-    try:
-        result = fit(model, dice_step_fn(), loader, tcfg, run_dir, device=cfg.device, val_fn=val_fn,
-                     stop_after=stop_after, run_settings=_run_settings(cfg, preset, pretrained))
-    finally:
-        torch.use_deterministic_algorithms(previous)
+    result = fit(model, dice_step_fn(), loader, cfg.train_config(), run_dir, device=cfg.device, val_fn=val_fn,
+                 stop_after=stop_after, run_settings=_run_settings(cfg, preset, pretrained))
 
     source = result.best_checkpoint or result.last_checkpoint
     state = safe_torch_load(source)

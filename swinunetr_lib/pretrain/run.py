@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,10 +73,6 @@ class PretrainConfig(TrainConfig):
     decoder: Literal["upsample", "transposed", "unet"] = "upsample"  # reconstruction head: upsample = the paper's, from the last stage alone (resize-convolution); transposed = the same with transposed convolutions; unet = Swin UNETR's decoder with skip connections (roi_size >= 64): the visible voxels pass through, the boxes are inpainted from context
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
     sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
-
-    def train_config(self) -> TrainConfig:
-        names = {f.name for f in fields(TrainConfig)}
-        return TrainConfig.from_dict({k: v for k, v in self.to_dict().items() if k in names})
 
 
 @dataclass

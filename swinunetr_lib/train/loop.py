@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -95,6 +95,11 @@ class TrainConfig(Config):
             raise ValueError(f"precision={self.precision!r}: expected one of auto, bf16, fp16, fp32")
         return self
 
+    def train_config(self) -> TrainConfig:
+        """The loop's own settings out of a stage config derived from this class (:class:`PretrainConfig`,
+        :class:`FinetuneConfig`): what :func:`fit` receives."""
+        names = {f.name for f in fields(TrainConfig)}
+        return TrainConfig.from_dict({k: v for k, v in self.to_dict().items() if k in names})
 
 
 @dataclass

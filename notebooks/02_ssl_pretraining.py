@@ -36,11 +36,12 @@ from swinunetr_lib.experiments.baselines import (
     ssl_batch_subvolumes,
     trivial_fill_l1,
 )
+from swinunetr_lib.experiments.recorded_pretraining import RECORDED_RUNS, load_recorded
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_dataloader
 from swinunetr_lib.pretrain.losses import ContrastiveLoss
 from swinunetr_lib.pretrain.model import load_ssl_model, ssl_model_from_checkpoint
-from swinunetr_lib.pretrain.run import RECORDED_RUNS, PretrainConfig, load_recorded, pretrain
+from swinunetr_lib.pretrain.run import PretrainConfig, pretrain
 from swinunetr_lib.pretrain.transforms import (
     InnerCutout,
     SSLViewTransform,

@@ -18,6 +18,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "SWINUNETR_DATA_DIR"
 RUNS_ENV = "SWINUNETR_RUNS_DIR"
+# the example scans' mirror beside a development checkout (the workplace's shared/ folder); used when it exists
+EXAMPLES_MIRROR_IN_CHECKOUT = REPO_ROOT.parent / "shared" / "data" / "totalsegmentator_examples"
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:

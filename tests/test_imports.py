@@ -223,3 +223,41 @@ def test_the_checker_finds_a_cycle_and_imports_against_the_floors_in_made_up_cod
     assert floor_violations(graph, floors) == [
         "a/m.py:2: a/ (low) imports b (low), a folder on its own floor",
         "b/n.py:6: b/ (low) imports c (high), a higher floor"]
+
+
+STAGES = {"utils", "data", "models", "train", "viz", "pretrain", "finetune", "infer"}
+
+
+def checkout_reaches(source: str) -> list[int]:
+    """Lines of ``source`` that use ``REPO_ROOT`` or name a folder of the repository (``data_manifests``,
+    ``notebooks``, ``docs / "results"``) in code; docstrings and comments do not count."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "REPO_ROOT":
+            lines.add(node.lineno)
+        elif isinstance(node, ast.ImportFrom) and any(a.name == "REPO_ROOT" for a in node.names):
+            lines.add(node.lineno)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            v = node.value
+            if v in ("data_manifests", "notebooks") or "data_manifests/" in v or "docs/results" in v:
+                lines.add(node.lineno)
+        elif isinstance(node, ast.BinOp) and isinstance(node.right, ast.Constant) and node.right.value == "results" \
+                and isinstance(node.left, ast.BinOp) and isinstance(node.left.right, ast.Constant) \
+                and node.left.right.value == "docs":
+            lines.add(node.lineno)
+    return sorted(lines)
+
+
+def test_stages_do_not_reach_into_the_checkout():
+    """Only paths.py, notebooks/ and experiments/ know the repository: a stage that read ``REPO_ROOT``, ``docs/``,
+    ``data_manifests/`` or ``notebooks/`` would break under a non-editable ``pip install .`` (issue #24)."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{n}" for path in sorted(PACKAGE.rglob("*.py"))
+             if unit_of(path) in STAGES for n in checkout_reaches(path.read_text())]
+    assert not found, "stages reaching into the checkout: " + ", ".join(found)
+    made_up = ('"""REPO_ROOT in a docstring"""\nfrom ..paths import REPO_ROOT\nx = REPO_ROOT / "docs" / "results"\n'
+               'y = "data_manifests/registry.json"  # data_manifests\nz = ("configs", "docs")\n')
+    assert checkout_reaches(made_up) == [2, 3, 4]

@@ -150,7 +150,7 @@ def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path
     import shutil
 
     from swinunetr_lib.experiments.baselines import contrastive_chance, ssl_batch_subvolumes
-    from swinunetr_lib.pretrain.run import RECORDED, RECORDED_RUNS, load_recorded
+    from swinunetr_lib.experiments.recorded_pretraining import RECORDED, RECORDED_RUNS, load_recorded
 
     runs = {folder.name: load_recorded(folder) for folder in RECORDED_RUNS.values()}
     assert sorted(runs) == ["paper_decoder_32", "progressive_32_to_64", "unet_decoder_64"]

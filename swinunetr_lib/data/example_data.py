@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..paths import EXAMPLES_MIRROR_IN_CHECKOUT
 from ..utils.files import atomic_path
 
 UPSTREAM_COMMIT = "0e65a448d557382b1e925276212b3bec7f5aff83"
@@ -29,8 +30,7 @@ UPSTREAM_URL = (
 MIRROR_ENV = "SWINUNETR_EXAMPLES_MIRROR"
 CACHE_ENV = "SWINUNETR_CACHE_DIR"
 _CHECKSUM_FILE = Path(__file__).with_name("example_data_sha256sums.txt")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MIRROR = _REPO_ROOT.parent / "shared" / "data" / "totalsegmentator_examples"
+DEFAULT_MIRROR = EXAMPLES_MIRROR_IN_CHECKOUT
 
 
 class ExampleDataError(RuntimeError):

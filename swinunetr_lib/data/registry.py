@@ -1,4 +1,5 @@
-"""Dataset registry (``data_manifests/registry.json``): BTCV, the 10 MSD tasks, the 5 pretraining collections.
+"""Dataset registry (``swinunetr_lib/data/registry.json``, shipped with the package; ``data_manifests/registry.json``
+in the repository links to it): BTCV, the 10 MSD tasks, the 5 pretraining collections.
 
 API::
 
@@ -15,9 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..paths import REPO_ROOT
-
-REGISTRY_PATH = REPO_ROOT / "data_manifests" / "registry.json"
+REGISTRY_PATH = Path(__file__).with_name("registry.json")  # package data; data_manifests/registry.json links here
 _REQUIRED = ("name", "kind", "modality", "input_channels", "source", "licence", "download")
 
 

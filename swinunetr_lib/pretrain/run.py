@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..models.swin_unetr import find_state_dict, load_encoder, read_encoder_checkpoint
-from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path
+from ..paths import absolute_from_cwd, resolve_path
 from ..train.loop import FitResult, TrainConfig, fit
 from ..train.run_lock import run_dir_lock
 from ..utils import distributed as ddp
@@ -37,10 +37,6 @@ from .model import SSLModel, export_encoder
 from .transforms import InnerCutout, SSLViewTransform, TwoViewTransform, make_generator
 
 CONFIG_FILE = "pretrain_config.json"  # the run's PretrainConfig, written beside model_swinvit.pt at the end
-RECORDED = REPO_ROOT / "docs" / "results" / "ssl_pretraining_phantoms"  # longer CPU runs, committed (notebook 02)
-RECORDED_RUNS = {"paper's decoder, 32³": RECORDED / "paper_decoder_32",      # rotation and contrastive learn
-                 "Swin UNETR's decoder, 64³": RECORDED / "unet_decoder_64",  # inpainting learns
-                 "32³ run continued at 64³": RECORDED / "progressive_32_to_64"}  # init_from the first: rotation too
 
 
 @dataclass
@@ -228,38 +224,6 @@ def warm_start(model: SSLModel, checkpoint: str | Path) -> str:
             fresh.append(part)
     return (f"{report.summary()}; loaded {', '.join(loaded) or 'no head'}"
             + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
-
-
-@dataclass
-class RecordedPretraining:
-    """A pretraining run measured beforehand and committed, with what it learned (notebook 02 draws it)."""
-
-    config: PretrainConfig        # its settings (pretrain_config.json)
-    metrics: "pd.DataFrame"       # fit's metrics.csv: step, loss, rotation, contrastive, reconstruction, ...
-    probe: "pd.DataFrame"         # python -m swinunetr_lib.experiments.probe --csv, with the inpainting columns
-    figure: Path                  # its reconstructions of held-out volumes (probe --figure)
-
-
-def load_recorded(folder: str | Path) -> RecordedPretraining:
-    """Read a recorded run's folder (``pretrain_config.json``, ``metrics.csv``, ``probe.csv``, ``reconstructions.png``;
-    :data:`RECORDED_RUNS` names the committed ones, ``RECORDED/README.md`` their commands and machine); a missing
-    or unreadable file is an error naming it."""
-    import pandas as pd
-
-    folder = Path(folder)
-    for name in (CONFIG_FILE, "metrics.csv", "probe.csv", "reconstructions.png"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name}: missing from the recorded pretraining run")
-    try:
-        config = PretrainConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text()))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{folder / CONFIG_FILE}: not a pretraining configuration ({err})") from None
-    metrics, probe = pd.read_csv(folder / "metrics.csv"), pd.read_csv(folder / "probe.csv")
-    for path, table, need in ((folder / "metrics.csv", metrics, {"step", "rotation", "contrastive", "reconstruction"}),
-                              (folder / "probe.csv", probe, {"encoder", "rotation_accuracy", "inpainting_l1"})):
-        if need - set(table.columns):
-            raise ValueError(f"{path}: missing columns {sorted(need - set(table.columns))}")
-    return RecordedPretraining(config, metrics, probe, folder / "reconstructions.png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,3 +50,15 @@ def test_names_normalise_and_absent_target_is_not_an_error(tmp_path):
     cm = tmp_path / "cm.json"
     cm.write_text(json.dumps({"total": {"1": "spleen"}}))
     assert totalseg_class_map("total", cm) == {1: "spleen"}
+
+
+def test_one_btcv_organ_table_for_files_and_figures():
+    """Data curation and figures read the same table (issue #24): same ids, and each figure name is the file name's
+    words (``kidney_right`` / ``right kidney``)."""
+    from swinunetr_lib.data.labels import BTCV_LABELS as data_names
+    from swinunetr_lib.viz.figures import BTCV_ORGANS as figure_names
+
+    assert sorted(data_names) == sorted(figure_names) == list(range(1, 14))
+    for i, name in data_names.items():
+        words = set(name.replace("_and_", " & ").replace("_", " ").split())
+        assert words == set(figure_names[i].split()), (i, name, figure_names[i])

@@ -20,11 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-BTCV_LABELS: dict[int, str] = {
-    1: "spleen", 2: "kidney_right", 3: "kidney_left", 4: "gallbladder", 5: "esophagus", 6: "liver",
-    7: "stomach", 8: "aorta", 9: "inferior_vena_cava", 10: "portal_and_splenic_veins", 11: "pancreas",
-    12: "adrenal_gland_right", 13: "adrenal_gland_left",
-}
+from ..utils.organs import BTCV_LABELS  # the one BTCV organ table (ids, file names, display names)
 
 # Other spellings of the same structure, normalised (lower case, non-alphanumerics -> "_").
 SYNONYMS: dict[str, str] = {

@@ -29,6 +29,7 @@ from monai.utils import MAX_SEED, ensure_tuple_rep
 from ..utils import distributed as ddp
 
 PREPARED_FORMAT = "swinunetr-prepared-v1"  # the "format" key of a prepared manifest
+PRETRAIN_HU_WINDOW = (-1000.0, 1000.0)  # HU clipped, then scaled to [0, 1], for pretraining (paper Sec. 4)
 BODY_THRESHOLD_HU = -500.0  # body vs air: CT air is ~-1000 HU with noise well above -1000, soft tissue ~0 HU, lung ~-850
 
 
@@ -121,7 +122,8 @@ class PreparedVolumes(torch.utils.data.Dataset):
     """
 
     def __init__(self, entries: Sequence[dict[str, Any]], roi_size: int | Sequence[int] = 96, num_samples: int = 2,
-                 a_min: float = -1000.0, a_max: float = 1000.0, seed: int = 0, rank: int | None = None) -> None:
+                 a_min: float = PRETRAIN_HU_WINDOW[0], a_max: float = PRETRAIN_HU_WINDOW[1], seed: int = 0,
+                 rank: int | None = None) -> None:
         self.entries = list(entries)
         self.roi = tuple(int(r) for r in ensure_tuple_rep(roi_size, 3))
         self.num_samples, self.a_min, self.a_max = num_samples, float(a_min), float(a_max)

@@ -36,11 +36,12 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from ..config import Config
+from ..data.prepared_volumes import PRETRAIN_HU_WINDOW
 from ..pretrain.model import SSLModel, load_ssl_model
 from ..pretrain.transforms import InnerCutout, SSLView, SSLViewTransform, make_generator, rotate_axial
 from ..utils.cli import run_cli
 
-HU_RANGE = (-1000.0, 1000.0)  # the pretraining intensity scaling (paper: HU [-1000, 1000] -> [0, 1])
+HU_RANGE = PRETRAIN_HU_WINDOW  # the pretraining intensity scaling (paper: HU [-1000, 1000] -> [0, 1])
 
 
 def load_case(image: str | os.PathLike[str], label: str | os.PathLike[str] | None = None,

@@ -37,13 +37,19 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple_rep
 
-from ..data.prepared_volumes import BODY_THRESHOLD_HU, PreparedVolumes, index_seed, read_prepared_manifest
+from ..data.prepared_volumes import (
+    BODY_THRESHOLD_HU,
+    PRETRAIN_HU_WINDOW,
+    PreparedVolumes,
+    index_seed,
+    read_prepared_manifest,
+)
 from ..data.pretrain_volumes import load_image_list, volume_transforms
 from ..utils import distributed as ddp
 
 
 def ssl_transforms(roi_size: int | Sequence[int] = 96, num_samples: int = 2,
-                   spacing: Sequence[float] | None = None, a_min: float = -1000.0, a_max: float = 1000.0,
+                   spacing: Sequence[float] | None = None, a_min: float = PRETRAIN_HU_WINDOW[0], a_max: float = PRETRAIN_HU_WINDOW[1],
                    key: str = "image", body_threshold: float = BODY_THRESHOLD_HU) -> Compose:
     """MONAI dictionary transforms for pretraining (defaults: official code, ROI 96^3, 2 crops per volume)."""
     roi = ensure_tuple_rep(roi_size, 3)

@@ -27,14 +27,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-# --------------------------------------------------------------------------------------------- colours
-BTCV_ORGANS: dict[int, str] = {
-    1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus", 6: "liver",
-    7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal & splenic veins", 11: "pancreas",
-    12: "right adrenal gland", 13: "left adrenal gland",
-}
-"""BTCV label id -> organ name (the 13 classes of the Synapse multi-organ challenge)."""
+from ..utils.organs import BTCV_ORGANS  # the one BTCV organ table: id -> name shown in figures
 
+# --------------------------------------------------------------------------------------------- colours
 BTCV_COLORS: dict[int, tuple[int, int, int]] = {
     1: (148, 103, 189), 2: (255, 127, 14), 3: (255, 187, 120), 4: (44, 160, 44), 5: (247, 182, 210),
     6: (140, 86, 75), 7: (188, 189, 34), 8: (214, 39, 40), 9: (31, 119, 180), 10: (23, 190, 207),

@@ -19,7 +19,8 @@ from swinunetr_lib.data.labels import totalseg_to_btcv
 from swinunetr_lib.viz.figures import plot_triplanar, plot_windows
 
 # %% tags=["parameters"]
-image_name: str = "example_ct_sm.nii.gz"  # example file to load (see ../shared/data/totalsegmentator_examples/README.md)
+image_name: str = "example_ct_sm.nii.gz"  # example file to load (see
+                                          # ../shared/data/totalsegmentator_examples/README.md)
 label_name: str = "example_seg.nii.gz"  # its TotalSegmentator label map, remapped to the 13 BTCV organs below
 window_preset: str = "abdomen"  # CT display window: abdomen, btcv, lung or bone
 mirror_dir: str = ""  # local folder with the example files; empty: $SWINUNETR_EXAMPLES_MIRROR or ../shared/...

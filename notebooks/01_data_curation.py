@@ -39,7 +39,8 @@ n_validation: int = 3  # held-out phantoms in the fine-tuning manifest's "valida
 seed: int = 0  # first phantom seed; the same seed always draws the same phantoms
 phantom_spacing: list[float] = [3.0, 3.0, 3.0]  # voxel size (mm) of the demo phantoms, like the real example CT
 n_folds: int = 5  # k for the k-fold split written into scanned manifests
-labeled_fractions: list[float] = [0.1, 0.25, 0.5, 1.0]  # labeled-fraction subsets for label-efficiency runs (notebook 06)
+labeled_fractions: list[float] = [0.1, 0.25, 0.5, 1.0]  # labeled-fraction subsets for label-efficiency runs (notebook
+                                                        # 06)
 data_manifest: str = ""  # a manifest to validate at the end; empty: the demo cohort's finetune.json
 
 # %% [markdown]

@@ -66,14 +66,18 @@ lr: float = 4e-4  # AdamW learning rate (paper: 4e-4)
 seed: int = 0  # seed for data order, augmentations and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
 resume: bool = False  # continue from runs_dir()/ssl_pretraining/checkpoints/last.pt if it exists
-cutout_mode: str = "single"  # "single" (one pass, as the paper: mean 13.5 % cut out) or "official" (two passes, as the official code: mean 22 %)
+cutout_mode: str = "single"  # "single" (one pass, as the paper: mean 13.5 % cut out) or "official" (two passes, as the
+                             # official code: mean 22 %)
 cutout_fraction: float = 0.3  # max fraction of a sub-volume cut out per pass (paper/official: 0.3)
 cutout_min_block: float = 0.05  # smallest cutout box side, fraction of each axis (official: 0.05)
 cutout_max_block: float = 0.25  # largest cutout box side, fraction of each axis (official: 0.25)
 cutout_noise_prob: float = 0.5  # "single" mode: probability a box gets noise rather than another sample's content
-contrastive_negatives: str = "global"  # "global" (all GPUs' batches) or "per_gpu" (local batch only, as the official code)
-decoder: str = "upsample"  # reconstruction head: "upsample" (as the paper: from the deepest stage alone) or "unet" (the Swin UNETR decoder with skips; roi_size 64 or more)
-show_precomputed: bool = True  # also show the instructor's finished run from runs_dir()/precomputed/ssl_pretraining when it is there
+contrastive_negatives: str = "global"  # "global" (all GPUs' batches) or "per_gpu" (local batch only, as the official
+                                       # code)
+decoder: str = "upsample"  # reconstruction head: "upsample" (as the paper: from the deepest stage alone) or "unet" (the
+                           # Swin UNETR decoder with skips; roi_size 64 or more)
+show_precomputed: bool = True  # also show the instructor's finished run from runs_dir()/precomputed/ssl_pretraining
+                               # when it is there
 
 # %% [markdown]
 # ## Why these three tasks should teach anatomy

@@ -44,9 +44,11 @@ from swinunetr_lib.viz.curves import plot_learning_curves
 from swinunetr_lib.viz.figures import new_figure, plot_prediction_vs_truth
 
 # %% tags=["parameters"]
-data_manifest: str = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo cohort's
+data_manifest: str = ""  # decathlon JSON ("training" + "validation" lists, or "fold" keys); empty means the demo
+                         # cohort's
 task: str = "demo_btcv"  # task preset (swinunetr_lib.finetune.task_presets): btcv, demo_btcv, an MSD task, ...
-init: str = "scratch"  # scratch, ssl (notebook 02's encoder; the model takes its feature size), official, or auto (ssl if exported)
+init: str = "scratch"  # scratch, ssl (notebook 02's encoder; the model takes its feature size), official, or auto (ssl
+                       # if exported)
 pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
 labeled_fraction: float = 1.0  # fraction of the training list used (nested subsets; notebook 06 varies it)
 spacing: list[float] = [4.5, 4.5, 4.5]  # target voxel spacing in mm (paper: 1.5 x 1.5 x 2.0)
@@ -63,7 +65,8 @@ device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
 precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "bf16" (fast on CPUs with AMX / AVX512-BF16), "fp32"
 run_name: str = ""  # sub-folder of runs_dir()/finetune_btcv; empty means <init>_frac<fraction>_seed<seed>
 results_json: str = ""  # where to write the final metrics as JSON; empty means <run_dir>/results.json
-show_precomputed: bool = True  # also show the instructor's finished run from runs_dir()/precomputed/finetune_btcv/<run name> when it is there
+show_precomputed: bool = True  # also show the instructor's finished run from runs_dir()/precomputed/finetune_btcv/<run
+                               # name> when it is there
 
 # %% [markdown]
 # ## Dice and HD95 on a small 2D example

@@ -32,10 +32,12 @@ from swinunetr_lib.viz.curves import plot_learning_curves
 
 # %% tags=["parameters"]
 tasks: list[str] = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]
-data_manifests: list[str] = []  # one manifest per task; empty means the demo cohort (phantom tasks) or data_dir()/msd/<task>/dataset.json
+data_manifests: list[str] = []  # one manifest per task; empty means the demo cohort (phantom tasks) or
+                                # data_dir()/msd/<task>/dataset.json
 init: str = "auto"  # scratch, ssl (encoder from notebook 02), official (model_swinvit.pt) or auto (ssl if exported)
 pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
-spacing: "Optional[list[float]]" = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None means each task's preset spacing, an empty list the native grid
+spacing: "Optional[list[float]]" = [4.5, 4.5, 4.5]  # target spacing in mm for every task; None means each task's preset
+                                                    # spacing, an empty list the native grid
 roi_size: list[int] = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
 feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 num_samples: int = 1  # label-balanced crops per volume per step
@@ -45,7 +47,8 @@ lr: float = 2e-3  # AdamW learning rate
 warmup_steps: int = 10  # linear warm-up steps
 seed: int = 0  # seed for data order, augmentation and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
-show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()/precomputed/finetune_msd/<task>) when installed
+show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()/precomputed/finetune_msd/<task>) when
+                               # installed
 
 # %% [markdown]
 # ## The ten MSD task presets

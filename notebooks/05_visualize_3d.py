@@ -52,9 +52,11 @@ from swinunetr_lib.viz import surfaces as viz3d
 window_preset: str = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
 n_cohort_cases: int = 4  # how many demo-cohort cases to show side by side
 surface_step_size: int = 1  # marching-cubes step for the 3D surfaces, 2 is faster and coarser
-runs_dir: str = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or runs/notebooks
+runs_dir: str = ""  # run folder holding ssl_pretraining/ and finetune_btcv/; empty means $SWINUNETR_RUNS_DIR or
+                    # runs/notebooks
 roi_size: list[int] = [64, 64, 64]  # SSL crop size for the reconstruction panels (divisible by 32)
-viewer: str = "auto"  # 3D viewer: auto (NiiVue if installed, else itkwidgets if it can load, else static), niivue, itkwidgets, static
+viewer: str = "auto"  # 3D viewer: auto (NiiVue if installed, else itkwidgets if it can load, else static), niivue,
+                      # itkwidgets, static
 seed: int = 0  # random seed for the SSL augmentations
 device: str = "auto"  # "auto" picks CUDA when present
 

@@ -29,7 +29,7 @@ from swinunetr_lib.experiments.label_efficiency import (
     summarize_runs,
 )
 from swinunetr_lib.experiments.probe import run_probes
-from swinunetr_lib.finetune.run import SSL_EXPORT
+from swinunetr_lib.models.swin_unetr import SSL_EXPORT
 from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
 
@@ -37,14 +37,19 @@ from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
 fractions: list[float] = [1.0]  # labeled fractions of the training list (paper: 10 %..100 %); demo profile: [0.25, 1.0]
 inits: list[str] = ["scratch", "ssl"]  # initialisations compared: scratch, ssl (notebook 02's encoder), official
 seeds: list[int] = [0]  # seeds per setting (each changes the labeled subset, data order and initialisation)
-finetune_params: str = "ci/params/label_efficiency/quick_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for every run; empty means its defaults
+finetune_params: str = "ci/params/label_efficiency/quick_03_finetune_btcv.yml"  # YAML of notebook 03 parameters for
+                                                                                # every run; empty means its defaults
 pretrained: str = ""  # encoder checkpoint for ssl/official; empty means runs_dir()/ssl_pretraining/model_swinvit.pt
 output: str = ""  # results folder; empty means runs_dir()/label_efficiency
 rerun: bool = False  # rerun settings whose results already exist (else they are reused)
-probe_checkpoint: str = ""  # SSL pretraining checkpoint (fit's last.pt, with the heads) to probe; empty means runs_dir()/ssl_pretraining/checkpoints/last.pt
-probe_manifest: str = ""  # labeled manifest for the organ probe (fitted on "training", scored on "validation"); empty means the demo cohort's finetune.json
-probe_crops_per_organ: int = 1  # organ-centred 32^3 crops per organ and case for the probe (more: a steadier probe, ~2 min per extra crop on 2 CPU cores)
-show_precomputed: bool = True  # also show the instructor's finished sweep (runs_dir()/precomputed/label_efficiency) when it is there
+probe_checkpoint: str = ""  # SSL pretraining checkpoint (fit's last.pt, with the heads) to probe; empty means
+                            # runs_dir()/ssl_pretraining/checkpoints/last.pt
+probe_manifest: str = ""  # labeled manifest for the organ probe (fitted on "training", scored on "validation"); empty
+                          # means the demo cohort's finetune.json
+probe_crops_per_organ: int = 1  # organ-centred 32^3 crops per organ and case for the probe (more: a steadier probe, ~2
+                                # min per extra crop on 2 CPU cores)
+show_precomputed: bool = True  # also show the instructor's finished sweep (runs_dir()/precomputed/label_efficiency)
+                               # when it is there
 
 # %% [markdown]
 # ## 1 · A probe of what pretraining learned

@@ -18,7 +18,8 @@ import textwrap
 import tokenize
 import types
 import typing
-from typing import Any, Mapping, TypeVar, Union, get_args, get_origin, get_type_hints
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 C = TypeVar("C", bound="Config")
 
@@ -134,7 +135,7 @@ def _class_field_comments(klass: type) -> dict[str, str]:
     return result
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_comments(cls: type) -> dict[str, str]:
     """Each field's source comment for a dataclass, including fields inherited from dataclass bases
     (a subclass that redeclares a field without a comment keeps the base class's comment)."""

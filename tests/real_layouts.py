@@ -43,7 +43,7 @@ BTCV_SHORT_LABELS = {"0": "background", "1": "spleen", "2": "rkid", "3": "lkid",
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 50  # a macOS "._" file's header
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def phantom(seed: int) -> Phantom:
     return make_abdomen_phantom(seed, spacing=SPACING)
 

@@ -147,7 +147,8 @@ def test_label_in_another_voxel_order_is_scored_on_the_image_grid():
     affine = np.diag([1.5, 1.5, 2.0, 1.0])
     affine[:3, 3] = rng.normal(size=3) * 10
     flip_x_swap_yz = np.array([[-1, 0, 0, 11], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
-    stored = np.ascontiguousarray(np.flip(label, 0).transpose(0, 2, 1))  # voxel (i, k, j) of the file = voxel (11 - i, j, k) here
+    stored = np.ascontiguousarray(np.flip(label, 0).transpose(0, 2, 1))  # voxel (i, k, j) of the file = voxel (11 - i,
+                                                                         # j, k) here
     stored_affine = affine @ flip_x_swap_yz
     assert case_metrics(stored.transpose(0, 2, 1), label, {0: "bg", 1: "a", 2: "b"}).dice.min() < 0.5  # raw: wrong
     back = label_on_grid(stored, stored_affine, label.shape, affine)

@@ -10,9 +10,10 @@ import gc
 import platform
 import resource
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +36,8 @@ class BenchBase(Config):
     feature_size: int = 48        # Swin UNETR embedding size (paper: 48)
     precision: str = "auto"       # ours: auto | bf16 | fp16 | fp32
     device: str = "auto"          # auto | cpu | cuda
-    sdpa_attention: bool = False  # ours: window attention through scaled_dot_product_attention (models/window_attention.py)
+    sdpa_attention: bool = False  # ours: window attention through scaled_dot_product_attention
+                                  # (models/window_attention.py)
     channels_last: bool = False   # ours: model and inputs in channels_last_3d memory format
     compile: bool = False         # ours: torch.compile (see compile_scope); compiles in the first warmup step
     compile_scope: str = "layers"  # layers (each Swin stage) | blocks (each Swin block) | model

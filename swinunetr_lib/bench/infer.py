@@ -22,8 +22,9 @@ CPU smoke: ``python -m swinunetr_lib.bench infer --roi-size 64 --feature-size 12
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -38,7 +38,8 @@ class PrepareConfig(Config):
     out: str = ""                        # output folder: volumes/ and prepared.json (required)
     data_root: str = ""                  # folder the manifest's paths are relative to; "" = the manifest's folder
     split: str = "training"              # name of the manifest's list to prepare
-    spacing: list[float] | None = None   # resample to this voxel size in mm (e.g. 1.5,1.5,1.5); None = native, as the official pretraining code
+    spacing: list[float] | None = None   # resample to this voxel size in mm (e.g. 1.5,1.5,1.5); None = native, as the
+                                         # official pretraining code
     dtype: str = "int16"                 # int16 (HU rounded to 1) or float16 (HU, ~0.1 % relative precision)
     hu_min: float = -1024.0              # HU below this are clipped (air; the paper's window starts at -1000)
     hu_max: float = 3071.0               # HU above this are clipped (12-bit CT range; the paper's window ends at 1000)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from ..utils import distributed as ddp
 
 PREPARED_FORMAT = "swinunetr-prepared-v1"  # the "format" key of a prepared manifest
 PRETRAIN_HU_WINDOW = (-1000.0, 1000.0)  # HU clipped, then scaled to [0, 1], for pretraining (paper Sec. 4)
-BODY_THRESHOLD_HU = -500.0  # body vs air: CT air is ~-1000 HU with noise well above -1000, soft tissue ~0 HU, lung ~-850
+BODY_THRESHOLD_HU = -500.0  # body vs air: CT air is ~-1000 HU with noise well above -1000, soft tissue ~0 HU, lung
+                            # ~-850
 
 
 def body_mask(img: Any, threshold: float = BODY_THRESHOLD_HU) -> np.ndarray:

@@ -4,8 +4,9 @@ and the image list of a pretraining manifest."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from monai.data import load_decathlon_datalist
 from monai.transforms import (

@@ -23,7 +23,7 @@ learning anything*, at the settings in use:
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ def trivial_fill_l1(target: torch.Tensor, mask: torch.Tensor, *, region: str = "
 def all_background_dice(label: torch.Tensor | np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class Dice (classes 1..K-1) of an all-background prediction against ``label`` (B, 1, X, Y, Z) or
     (X, Y, Z) ids: 0 where the class is present, NaN where absent (MONAI ``DiceMetric``, ``ignore_empty``)."""
-    from ..infer.evaluation import dice_scores
+    from ..finetune.sliding_window import dice_scores
 
     y = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label).long()
     if y.ndim == 3:

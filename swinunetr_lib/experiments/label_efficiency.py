@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -39,7 +40,8 @@ NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinune
 
 @dataclass
 class LabelEfficiencyConfig(Config):
-    params: str = ""                     # YAML of base notebook parameters (e.g. ci/params/label_efficiency/demo_03_finetune_btcv.yml)
+    params: str = ""                     # YAML of base notebook parameters (e.g.
+                                         # ci/params/label_efficiency/demo_03_finetune_btcv.yml)
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])  # labeled fractions of the training
                                                                                    # list, 0..1 (paper: 10 %..100 %)
     inits: list[str] = field(default_factory=lambda: ["scratch", "ssl"])  # initialisations compared:
@@ -49,7 +51,10 @@ class LabelEfficiencyConfig(Config):
     pretrained: str = ""                 # encoder for init=ssl; "" = the notebook's default (notebook 02's export)
     output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
     notebook: str = NOTEBOOK             # fine-tuning notebook run (through papermill) for each setting
-    engine: str = "notebook"             # notebook: each run executes the notebook through papermill (its executed copy kept); library: the same steps called in this process (swinunetr_lib.experiments.finetune_run; notebook 03 only), for machines without Jupyter
+    engine: str = "notebook"             # notebook: each run executes the notebook through papermill (its executed copy
+                                         # kept); library: the same steps called in this process
+                                         # (swinunetr_lib.experiments.finetune_run; notebook 03 only), for machines
+                                         # without Jupyter
     rerun: bool = False                  # rerun runs whose results.json already exists
     progress: bool = False               # show papermill's per-cell progress bar
 

@@ -9,7 +9,8 @@ with a seed from the global NumPy RNG, so :func:`swinunetr_lib.train.loop.fit`'s
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

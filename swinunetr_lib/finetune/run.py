@@ -23,9 +23,10 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,6 @@ from monai.losses import DiceCELoss
 
 from ..data.loading import refuse_paths_outside_root
 from ..models.swin_unetr import (
-    SSL_EXPORT,
     LoadReport,
     build_finetune_model,
     encoder_feature_size,
@@ -49,7 +49,7 @@ from ..train.run_lock import run_dir_lock
 from ..utils.cli import run_cli
 from ..utils.device import resolve_device, seed_everything
 from ..utils.files import atomic_torch_save, atomic_write_text, safe_torch_load
-from .cases import AugmentedCases, check_label_values, preprocess_cases
+from .cases import AugmentedCases, preprocess_cases
 from .sliding_window import check_window_options, dice_scores, sliding_window_predict
 from .task_presets import (
     TaskPreset,
@@ -69,7 +69,8 @@ MODEL_FILE = "model.pt"
 class FinetuneConfig(TrainConfig):
     """A fine-tuning run: the loop's settings (:class:`TrainConfig`, with fine-tuning's defaults below) and the task's."""
 
-    task: str = ""                        # task preset: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct, demo_mr;
+    task: str = ""                        # task preset: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct,
+                                          # demo_mr;
                                           # "" = the task the manifest names (its name or folder, e.g. Spleen ->
                                           # Task09_Spleen) or whose labels and modality it lists
     data_manifest: str = ""               # decathlon JSON with "training" and "validation" lists (relative paths)
@@ -79,14 +80,16 @@ class FinetuneConfig(TrainConfig):
     run_dir: str = ""                     # output folder (checkpoints, metrics.csv, model.pt);
                                           # "" = runs_dir()/finetune/<task>
     init: str = "scratch"                 # scratch | ssl | official | auto (ssl if our export exists, else scratch)
-    pretrained: str = ""                  # encoder checkpoint; "" with init=ssl: runs_dir()/ssl_pretraining/model_swinvit.pt
+    pretrained: str = ""                  # encoder checkpoint; "" with init=ssl:
+                                          # runs_dir()/ssl_pretraining/model_swinvit.pt
     allow_partial: bool = False           # accept a pretrained checkpoint that does not fill every encoder tensor
     feature_size: int = 48                # Swin UNETR embedding size, divisible by 12 (paper Sec. 4.1: 48)
     roi_size: int | list[int] | None = None  # training crop / sliding window in voxels, each divisible by 32;
                                              # None = the preset's (BTCV: 96^3, as the paper); an int is a cube
     spacing: list[float] | None = None    # target voxel spacing in mm; None = the preset's (BTCV: 1.5 x 1.5 x 2.0,
                                           # as the paper); [] = keep each image's grid
-    num_samples: int | None = None        # label-balanced crops per volume per step; None = the preset's (official BTCV: 4)
+    num_samples: int | None = None        # label-balanced crops per volume per step; None = the preset's (official
+                                          # BTCV: 4)
     labeled_fraction: float = 1.0         # fraction (0..1] of the training list used (nested subsets, seeded)
     batch_size: int = 1                   # volumes per step (each gives num_samples crops)
     max_steps: int = 30000                # optimizer steps in total (MONAI's BTCV tutorial: 30000)

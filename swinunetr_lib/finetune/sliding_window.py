@@ -11,7 +11,8 @@ Sliding-window inference as in the paper (Tang et al. 2022, Sec. 4.1): overlap 0
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

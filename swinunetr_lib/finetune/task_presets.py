@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from monai import transforms as T
 
@@ -60,7 +61,7 @@ class TaskPreset:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TaskPreset":
+    def from_dict(cls, d: dict[str, Any]) -> TaskPreset:
         d = dict(d)
         d["labels"] = {int(k): v for k, v in d["labels"].items()}
         for key in ("channel_names", "spacing", "window", "roi_size"):
@@ -68,7 +69,7 @@ class TaskPreset:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def with_overrides(self, **changes: Any) -> "TaskPreset":
+    def with_overrides(self, **changes: Any) -> TaskPreset:
         """A copy with some fields changed (e.g. ``roi_size=(64, 64, 64)`` for a CPU run)."""
         for key in ("spacing", "roi_size", "window"):
             if changes.get(key) is not None:

@@ -14,8 +14,9 @@ its image is first brought onto the image's grid (nearest neighbour, :func:`labe
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from monai import transforms as T
 from monai.metrics import HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
-from ..finetune.sliding_window import dice_one_hot, dice_scores
+from ..finetune.sliding_window import dice_one_hot
 from ..finetune.task_presets import TaskPreset
 from ..utils.files import atomic_write_text
 from .predict import load_finetuned, predict_original_grid, write_label_map

@@ -49,8 +49,8 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
 
 from ..config import Config
 from ..data.example_data import sha256_of
@@ -146,9 +146,11 @@ def finished_runs(root: Path | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------------ pack
 @dataclasses.dataclass
 class PackConfig(Config):
-    runs: str = "runs/demo"               # runs folder to pack: `make demo`'s runs/demo, or a runs_dir() such as runs/notebooks
+    runs: str = "runs/demo"               # runs folder to pack: `make demo`'s runs/demo, or a runs_dir() such as
+                                          # runs/notebooks
     out: str = ""                         # archive to write; empty means <runs>.precomputed.tar.gz beside the folder
-    include_training_state: bool = False  # also pack the fine-tuning runs' checkpoints/ (optimizer state for resuming; 2-3x larger)
+    include_training_state: bool = False  # also pack the fine-tuning runs' checkpoints/ (optimizer state for resuming;
+                                          # 2-3x larger)
 
 
 

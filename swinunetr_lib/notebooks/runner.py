@@ -75,8 +75,8 @@ class NotebookParameter:
 # the names a parameter annotation may use (evaluated with nothing else in scope)
 _ANNOTATION_NAMES: dict[str, Any] = {
     "int": int, "float": float, "str": str, "bool": bool, "list": list, "tuple": tuple, "dict": dict,
-    "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any, "List": typing.List,
-    "Tuple": typing.Tuple, "Dict": typing.Dict,
+    "Optional": typing.Optional, "Union": typing.Union, "Any": typing.Any, "List": list,
+    "Tuple": tuple, "Dict": dict,
 }
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Iterator, Sequence
 from multiprocessing.pool import ThreadPool
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from monai.data import CacheDataset, DataLoader, partition_dataset

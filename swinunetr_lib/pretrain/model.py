@@ -13,8 +13,9 @@ last stage, both heads here read globally average-pooled last-stage features.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer, SwinUNETR

@@ -42,7 +42,8 @@ CONFIG_FILE = "pretrain_config.json"  # the run's PretrainConfig, written beside
 @dataclass
 class PretrainConfig(TrainConfig):
     data_manifest: str = ""              # decathlon-style JSON listing {"image": path} entries (or prepared_dir)
-    prepared_dir: str = ""               # folder written by `python -m swinunetr_lib.data prepare`: memory-mapped volumes, no cache (for thousands of CTs); instead of data_manifest
+    prepared_dir: str = ""               # folder written by `python -m swinunetr_lib.data prepare`: memory-mapped
+                                         # volumes, no cache (for thousands of CTs); instead of data_manifest
     data_root: str = ""                  # folder the manifest's paths are relative to; "" = the manifest's folder
     split: str = "training"              # name of the manifest's list to train on
     run_dir: str = "runs/ssl_pretraining"  # checkpoints, metrics.csv, tb/, model_swinvit.pt (the default is in
@@ -54,19 +55,35 @@ class PretrainConfig(TrainConfig):
     num_samples: int = 2                 # random crops per volume (official sw_batch_size 2) -> 4 sub-volumes
     spacing: list[float] | None = None   # resample to this voxel size in mm; None = no resampling, as the official code
     cache_rate: float = 1.0              # fraction (0..1) of volumes kept in memory after the deterministic transforms
-    num_workers: int = -1                # DataLoader worker processes per rank (persistent, prefetching); 0 loads in the main process; -1 = auto: 0 on a CPU, else min(4, cores per rank - 1)
+    num_workers: int = -1                # DataLoader worker processes per rank (persistent, prefetching); 0 loads in
+                                         # the main process; -1 = auto: 0 on a CPU, else min(4, cores per rank - 1)
     temperature: float = 0.5             # NT-Xent temperature (paper: 0.5)
     rotation_weight: float = 1.0         # weight of the rotation-prediction loss (paper Eq. 4 lambda_1: 1)
     contrastive_weight: float = 1.0      # weight of the contrastive loss (paper Eq. 4 lambda_2: 1)
     reconstruction_weight: float = 1.0   # weight of the inpainting (L1 reconstruction) loss (paper Eq. 4 lambda_3: 1)
     cutout_fraction: float = 0.3         # max fraction (0..1) of each sub-volume's voxels cut out (official: 0.3)
-    cutout_mode: Literal["single", "official"] = "single"  # single: one pass, as the paper describes (mean 13.5 % cut out at 96^3, uniform noise); official: two passes as the official code (mean 22 %, normal noise min-max scaled per box); default single: the paper's "up to 30 %" and reproducible with earlier runs
+    cutout_mode: Literal["single", "official"] = "single"  # single: one pass, as the paper describes (mean 13.5 % cut
+                                                           # out at 96^3, uniform noise); official: two passes as the
+                                                           # official code (mean 22 %, normal noise min-max scaled per
+                                                           # box); default single: the paper's "up to 30 %" and
+                                                           # reproducible with earlier runs
     cutout_min_block: float = 0.05       # smallest cutout box side, as a fraction of each axis (official: 0.05)
     cutout_max_block: float = 0.25       # largest cutout box side, as a fraction of each axis (official: 0.25)
     cutout_noise_prob: float = 0.5       # single mode: probability a box is noise rather than another sample's content
-    contrastive_negatives: Literal["global", "per_gpu"] = "global"  # global: all-gather embeddings across GPUs (with gradients); per_gpu: local batch only, as the official code
-    init_from: str = ""                  # start from an earlier run's weights (fit's last.pt, or an exported model_swinvit.pt: encoder only): every encoder tensor must load; heads and decoder load where their shapes match, else start fresh; "" = random initialisation. A resume restores its own weights instead
-    decoder: Literal["upsample", "transposed", "unet"] = "upsample"  # reconstruction head: upsample = the paper's, from the last stage alone (resize-convolution); transposed = the same with transposed convolutions; unet = Swin UNETR's decoder with skip connections (roi_size >= 64): the visible voxels pass through, the boxes are inpainted from context
+    contrastive_negatives: Literal["global", "per_gpu"] = "global"  # global: all-gather embeddings across GPUs (with
+                                                                    # gradients); per_gpu: local batch only, as the
+                                                                    # official code
+    init_from: str = ""                  # start from an earlier run's weights (fit's last.pt, or an exported
+                                         # model_swinvit.pt: encoder only): every encoder tensor must load; heads and
+                                         # decoder load where their shapes match, else start fresh; "" = random
+                                         # initialisation. A resume restores its own weights instead
+    decoder: Literal["upsample", "transposed", "unet"] = "upsample"  # reconstruction head: upsample = the paper's, from
+                                                                     # the last stage alone (resize-convolution);
+                                                                     # transposed = the same with transposed
+                                                                     # convolutions; unet = Swin UNETR's decoder with
+                                                                     # skip connections (roi_size >= 64): the visible
+                                                                     # voxels pass through, the boxes are inpainted from
+                                                                     # context
     export: bool = True                  # write run_dir/model_swinvit.pt at the end
     sdpa_attention: bool = False         # fused scaled_dot_product_attention for window attention (same weights)
 

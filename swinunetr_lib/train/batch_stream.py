@@ -22,7 +22,8 @@ would have drawn them.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset

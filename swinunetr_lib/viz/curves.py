@@ -11,8 +11,9 @@ Figures are built without ``pyplot`` (headless-safe); organ bars use :data:`swin
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

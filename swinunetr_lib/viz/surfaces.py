@@ -19,7 +19,8 @@ import importlib.util
 import io
 import os
 import socket
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np

@@ -25,6 +25,7 @@ Contract for exact resume (bitwise on CPU):
   ``set_epoch`` such as ``ssl_data.EpochDataLoader``). On resume, ``fit`` skips the batches already used in
   the current epoch at the sampler, without loading them, where that keeps the batches exact, and loads and
   drops them otherwise (:mod:`swinunetr_lib.train.batch_stream`).
+- One optimizer step (autocast, backward, the finite checks, clipping, AdamW): :mod:`swinunetr_lib.train.step`.
 - Checkpoints, resume at another world size (what stays exact), RNG states, rank agreement on the resume
   step and signals: :mod:`swinunetr_lib.train.checkpointing`.
 - Gradient checkpointing sets ``use_checkpoint = True`` on every submodule that has that attribute
@@ -35,9 +36,10 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,8 +55,12 @@ from .checkpointing import RESUME_MAY_CHANGE, ResumeMismatchError
 from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
 from .metrics_log import MetricsLog
 from .run_lock import run_dir_lock
+from .step import NonFiniteLossError, Optimization, StepFn, optimizer_step
 
-StepFn = Callable[[nn.Module, Any, torch.device], dict[str, torch.Tensor]]
+# what this module offers, with what fit raises and what a step function may use (importable from here)
+__all__ = ["RESUME_MAY_CHANGE", "FitResult", "NonFiniteLossError", "ResumeMismatchError", "StepFn", "TrainConfig",
+           "ValFn", "fit", "make_adamw", "resolve_precision", "seed_for", "unwrap", "warmup_cosine"]
+
 ValFn = Callable[[nn.Module, int], dict[str, float]]
 
 
@@ -112,23 +118,6 @@ class FitResult:
     best_checkpoint: Path | None = None
     best_value: float | None = None
     checkpoints: list[Path] = field(default_factory=list)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradient became NaN/inf; the message names the step, the loss terms, the last good
-    checkpoint and what to try."""
-
-
-def _nonfinite_hint(dtype: torch.dtype, cfg: TrainConfig) -> str:
-    """What to try after a non-finite loss or gradient, for this run's settings."""
-    tips = []
-    if dtype != torch.float32:
-        tips.append(f"precision='fp32' (this run used {str(dtype).split('.')[-1]} autocast)")
-    tips.append(f"a lower lr (this run: {cfg.lr:g})")
-    if cfg.grad_clip <= 0:
-        tips.append("grad_clip=1.0")
-    tips.append("checking the data: python -m swinunetr_lib.data validate MANIFEST")
-    return "try " + ", ".join(tips)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -227,131 +216,171 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
 def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfig, run_dir: Path,
          device: torch.device, val_fn: ValFn | None, stop_after: int | None,
          run_settings: Mapping[str, Any] | None, stop: ckpt.StopRequest) -> FitResult:
-    rank, main = ddp.rank(), ddp.is_main_process()
-    ckpt_dir = run_dir / "checkpoints"
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    """The loop of :func:`fit`, inside the run folder's lock and the signal handlers: set up (or resume), then per
+    step a batch, an optimizer step, a log row, validation, a checkpoint and a look at the signals."""
+    main = ddp.is_main_process()
+    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
 
+    opt = _prepare_training(model, cfg, device, verbose=main)
+    resumed = _resume(last_path, model, opt, cfg, run_settings, device, train_data, run_dir / "metrics.csv")
+    step, best = resumed.step, resumed.best
+    net = _wrap(model, cfg, device)  # DDP and/or torch.compile; step_fn gets it, val_fn and checkpoints the plain model
+    logger = MetricsLog(run_dir, enabled=main)
+    logger.rows = list(resumed.history)
+    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    batches = BatchStream(train_data, cfg.seed, ddp.rank(), resumed.epoch, resumed.consumed)
+    saver = _CheckpointWriter(model, opt, batches, cfg, run_settings, device)
+    bar = _progress_bar(cfg.progress and main, step, end)
+    model.train()
+    tic = time.perf_counter()
+    while step < end:
+        batch = batches.next(step)  # then seeds the global RNGs from (seed, step, rank) for step_fn
+        terms, lr = optimizer_step(net, step_fn, batch, device, opt, cfg, step + 1, last_path)
+        step += 1
+        if step % cfg.log_every == 0 or step == end:
+            row = {"step": step, **_reduce_for_log(terms), "lr": lr,
+                   "sec_per_step": (time.perf_counter() - tic) / cfg.log_every}
+            tic = time.perf_counter()
+            _log_row(row, logger, bar)
+        if val_fn is not None and cfg.val_interval > 0 and (step % cfg.val_interval == 0 or step == end):
+            best = _validate_and_keep_best(val_fn, model, step, best, cfg.best_metric, logger, saver, best_path)
+        if bar is not None:
+            bar.update(1)
+        saved = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end
+        if saved:
+            saver.save(last_path, step, best)
+        if step < end and (signum := ckpt.stop_signal(stop, device)) is not None:  # SIGINT / SIGTERM: stop here
+            if not saved:
+                saver.save(last_path, step, best)
+            _close(bar, logger)
+            raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after step {step} of {end}; checkpoint "
+                                 f"{last_path}; run the same command again to resume", signum)
+    _close(bar, logger)
+    return _result(step, logger.rows, best, saver.written, last_path, best_path)
+
+
+# --- the pieces of _fit, in the order it uses them ---------------------------------------------------------------
+
+def _prepare_training(model: nn.Module, cfg: TrainConfig, device: torch.device, verbose: bool) -> Optimization:
+    """Move ``model`` to ``device`` (gradient checkpointing on if asked; bf16 on a CPU keeps its smallest 3D
+    convolutions in fp32) and build what its optimizer steps update: AdamW over the trainable parameters, warm-up
+    then cosine LR, and a GradScaler enabled under fp16 only."""
     model.to(device)
     if cfg.grad_checkpoint:
         _enable_checkpointing(model)
     dtype = resolve_precision(cfg.precision, device)
     if device.type == "cpu" and dtype == torch.bfloat16:
-        _guard_cpu_bf16(model, main)
+        _guard_cpu_bf16(model, verbose)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_adamw(params, cfg.lr, cfg.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup_steps, cfg.max_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    return Optimization(params, optimizer, scheduler, scaler, dtype)
 
-    state = ckpt.load_agreed(last_path, cfg.resume, device)  # every rank the same step, or all stop
-    resumed = ckpt.Resumed() if state is None else ckpt.restore(
-        state, last_path, model, optimizer, scheduler, scaler, cfg, run_settings, device, train_data,
-        run_dir / "metrics.csv")
-    del state
-    step, best = resumed.step, resumed.best
 
+def _resume(last_path: Path, model: nn.Module, opt: Optimization, cfg: TrainConfig,
+            run_settings: Mapping[str, Any] | None, device: torch.device, train_data: Iterable,
+            metrics_csv: Path) -> ckpt.Resumed:
+    """Where this run starts: step 0, or ``last_path`` (every rank at the same step, or all stop) loaded into the
+    model, optimizer, scheduler, scaler and RNGs (:func:`~swinunetr_lib.train.checkpointing.restore`)."""
+    state = ckpt.load_agreed(last_path, cfg.resume, device)
+    if state is None:
+        return ckpt.Resumed()
+    return ckpt.restore(state, last_path, model, opt.optimizer, opt.scheduler, opt.scaler, cfg, run_settings, device,
+                        train_data, metrics_csv)
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """``model`` as the steps call it: in ``DistributedDataParallel`` under torchrun, then ``torch.compile``-d if
+    ``cfg.compile``; the plain ``model`` itself otherwise."""
     net: nn.Module = model
     if ddp.is_distributed():
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)  # type: ignore[assignment]
+    return net
 
-    logger = MetricsLog(run_dir, enabled=main)
-    logger.rows = list(resumed.history)
-    checkpoints: list[Path] = []
 
-    def save(path: Path, sync: bool = True) -> None:
-        if main:
-            atomic_torch_save(ckpt.checkpoint_state(model, optimizer, scheduler, scaler, step=step,
+class _CheckpointWriter:
+    """Writes ``last.pt`` / ``best.pt`` (rank 0, atomically): model, optimizer, scheduler and scaler states, the
+    data position of ``batches``, RNG states and settings (:func:`~swinunetr_lib.train.checkpointing.checkpoint_state`).
+    ``written`` lists the paths written, in order."""
+
+    def __init__(self, model: nn.Module, opt: Optimization, batches: BatchStream, cfg: TrainConfig,
+                 run_settings: Mapping[str, Any] | None, device: torch.device) -> None:
+        self.model, self.opt, self.batches = model, opt, batches
+        self.cfg, self.run_settings, self.device = cfg, run_settings, device
+        self.written: list[Path] = []
+
+    def save(self, path: Path, step: int, best: float | None, sync: bool = True) -> None:
+        """Write the checkpoint after ``step`` steps to ``path``; with ``sync`` every rank waits until it is there."""
+        if ddp.is_main_process():
+            opt, batches = self.opt, self.batches
+            atomic_torch_save(ckpt.checkpoint_state(self.model, opt.optimizer, opt.scheduler, opt.scaler, step=step,
                                                     epoch=batches.epoch, consumed=batches.consumed,
-                                                    epoch_batches=batches.length, best=best,
-                                                    cfg=cfg, run_settings=run_settings, device=device), path)
-            if path not in checkpoints:
-                checkpoints.append(path)
+                                                    epoch_batches=batches.length, best=best, cfg=self.cfg,
+                                                    run_settings=self.run_settings, device=self.device), path)
+            if path not in self.written:
+                self.written.append(path)
         if sync:
             ddp.barrier()
 
-    end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
-    batches = BatchStream(train_data, cfg.seed, rank, resumed.epoch, resumed.consumed)
-    bar = None
-    if cfg.progress and main and step < end:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=end, initial=step, desc="fit", dynamic_ncols=True)
-    model.train()
-    tic = time.perf_counter()
-    while step < end:
-        batch = batches.next(step)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = step_fn(net, batch, device)
-        if "loss" not in out:
-            raise KeyError(f"step_fn must return a dict with a 'loss' entry; got keys {sorted(out)}")
-        terms = {k: v.detach().float() for k, v in out.items()}
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out["loss"]).backward()
-        # the finite check waits for the device: do it once backward is queued, not between forward and backward
-        values = torch.stack([terms[k] for k in terms])
-        ok = ddp.all_reduce_min(torch.isfinite(values).all().to(torch.int32))
-        if not bool(ok):
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(terms, values.tolist()))
-            kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
-            raise NonFiniteLossError(f"non-finite loss at step {step + 1} (rank {rank}): {shown}; "
-                                     f"stopped before the optimizer step; {kept}; {_nonfinite_hint(dtype, cfg)}")
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            terms["grad_norm"] = grad_norm.detach().float()
-            # under fp16 the GradScaler skips such a step by design; otherwise clipping an inf norm would write
-            # NaN into the weights (inf * 0) and the loss would only turn NaN steps later
-            if not scaler.is_enabled() and not bool(ddp.all_reduce_min(torch.isfinite(grad_norm).to(torch.int32))):
-                kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
-                raise NonFiniteLossError(f"non-finite gradient at step {step + 1} (rank {rank}): grad_norm={float(grad_norm):.4g}, "
-                                         f"loss={float(terms['loss']):.4g}; stopped before the optimizer step; {kept}; "
-                                         f"{_nonfinite_hint(dtype, cfg)}")
-        lr = optimizer.param_groups[0]["lr"]
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == end:
-            means = ddp.all_reduce_mean(torch.stack(list(terms.values())))
-            row = {"step": step, **dict(zip(terms, means.tolist())), "lr": lr,
-                   "sec_per_step": (time.perf_counter() - tic) / cfg.log_every}
-            tic = time.perf_counter()
-            logger.log(row)
-            if bar is not None:
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if val_fn is not None and cfg.val_interval > 0 and (step % cfg.val_interval == 0 or step == end):
-            if main:
-                scores = val_fn(model, step)
-                model.train()
-                logger.log({"step": step, **{f"val_{k}": float(v) for k, v in scores.items()}})
-                if cfg.best_metric:
-                    if cfg.best_metric not in scores:
-                        raise KeyError(f"best_metric={cfg.best_metric!r} not in val_fn's keys {sorted(scores)}")
-                    value = float(scores[cfg.best_metric])
-                    if best is None or value > best:
-                        best = value
-                        save(best_path, sync=False)
-            ddp.barrier()
-        if bar is not None:
-            bar.update(1)
-        saved = (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end
-        if saved:
-            save(last_path)
-        if step < end and (signum := ckpt.stop_signal(stop, device)) is not None:  # SIGINT / SIGTERM: stop here
-            if not saved:
-                save(last_path)
-            if bar is not None:
-                bar.close()
-            logger.close()
-            raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after step {step} of {end}; checkpoint "
-                                 f"{last_path}; run the same command again to resume", signum)
+
+def _progress_bar(show: bool, step: int, end: int) -> Any:
+    """A tqdm bar from ``step`` to ``end``, or None when not ``show`` or nothing is left to do."""
+    if not show or step >= end:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=end, initial=step, desc="fit", dynamic_ncols=True)
+
+
+def _reduce_for_log(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """``terms`` (0-d tensors) as floats, each the mean over the ranks (one all-reduce; waits for the device)."""
+    means = ddp.all_reduce_mean(torch.stack(list(terms.values())))  # (len(terms),)
+    return dict(zip(terms, means.tolist()))
+
+
+def _log_row(row: dict[str, float], logger: MetricsLog, bar: Any) -> None:
+    """Append ``row`` to ``metrics.csv`` / TensorBoard (rank 0) and show its loss on the progress bar."""
+    logger.log(row)
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+
+
+def _validate_and_keep_best(val_fn: ValFn, model: nn.Module, step: int, best: float | None, best_metric: str,
+                            logger: MetricsLog, saver: _CheckpointWriter, best_path: Path) -> float | None:
+    """On rank 0: ``val_fn`` on the plain ``model`` (back in train mode after), its scores logged as ``val_*``, and
+    ``best_path`` written when ``best_metric`` (if set) beats ``best``; every rank then waits. Returns the best value."""
+    if ddp.is_main_process():
+        scores = val_fn(model, step)
+        model.train()
+        logger.log({"step": step, **{f"val_{k}": float(v) for k, v in scores.items()}})
+        if best_metric:
+            if best_metric not in scores:
+                raise KeyError(f"best_metric={best_metric!r} not in val_fn's keys {sorted(scores)}")
+            value = float(scores[best_metric])
+            if best is None or value > best:
+                best = value
+                saver.save(best_path, step, best, sync=False)
+    ddp.barrier()
+    return best
+
+
+def _close(bar: Any, logger: MetricsLog) -> None:
+    """Close the progress bar (if any) and the metrics log (TensorBoard; the CSV if not written yet)."""
     if bar is not None:
         bar.close()
     logger.close()
+
+
+def _result(step: int, rows: list[dict[str, float]], best: float | None, written: list[Path], last_path: Path,
+            best_path: Path) -> FitResult:
+    """The :class:`FitResult` after ``step`` steps: the last training row, every row, and the checkpoints on disk."""
+    checkpoints = list(written)
     if last_path.exists() and last_path not in checkpoints:
         checkpoints.append(last_path)
-    train_rows = [r for r in logger.rows if "loss" in r]
-    return FitResult(step=step, metrics=train_rows[-1] if train_rows else {}, history=logger.rows,
+    train_rows = [r for r in rows if "loss" in r]
+    return FitResult(step=step, metrics=train_rows[-1] if train_rows else {}, history=rows,
                      last_checkpoint=last_path if last_path.exists() else None,
                      best_checkpoint=best_path if best_path.exists() else None, best_value=best,
                      checkpoints=checkpoints)

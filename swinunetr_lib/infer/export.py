@@ -21,10 +21,17 @@ only ``monai`` and ``nibabel`` (no pytorch-ignite: the config loops over the dat
 (scripting fails for SwinUNETR: its forward takes keyword-only arguments). The traced graph is only valid
 for ROI-sized input, which is all that sliding-window inference feeds it.
 
-The checkpoint is read with ``torch.load(weights_only=True)``, never unpickling code. A missing or unreadable
-checkpoint, one without fine-tuning metadata, or an existing non-empty ``--out`` folder is a one-line error
-(``python -m swinunetr_lib.infer.export: error: <file>: <problem>``, exit 2). The bundle is written to a temporary
-folder beside ``--out`` and renamed into place at the end, so nothing half-written is left.
+The checkpoint is read with ``torch.load(weights_only=True)``, never unpickling code. MONAI's runner evaluates
+config strings that start with ``$`` (and follows ``@`` references, ``%`` macros, ``_target_`` imports), so no
+checkpoint value is copied unchecked: every one that reaches a bundle file (metadata, task preset, label and
+channel names, ``best_mean_dice``, ``step``, the file name) passes the typed allow-list of
+:mod:`swinunetr_lib.infer.bundle_values` (numbers finite and bounded, lists of their length, names plain text
+with none of ``$ @ % #`` and no markup), and the README shows names only inside code spans. A missing or
+unreadable checkpoint, one without fine-tuning metadata, a value that fails that check (``<file>: <field>
+<problem>``), or an existing non-empty ``--out`` folder is a one-line error (``python -m
+swinunetr_lib.infer.export: error: <file>: <problem>``, exit 2), checked before anything is written. The bundle
+is written to a temporary folder beside ``--out`` and renamed into place at the end, so nothing half-written is
+left.
 """
 from __future__ import annotations
 
@@ -35,8 +42,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -44,6 +52,7 @@ from ..data.example_data import sha256_of
 from ..finetune.task_presets import TaskPreset
 from ..utils.cli import run_cli
 from ..utils.files import check_folder_creatable
+from .bundle_values import BundleValueError, BundleValues, bundle_safe_value, bundle_values
 from .predict import InferenceError, build_finetuned, read_finetuned
 
 PROG = "python -m swinunetr_lib.infer.export"
@@ -56,24 +65,29 @@ class ExportError(ValueError):
     """Bad checkpoint or output folder; the message names the file and the problem."""
 
 
-def load_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], TaskPreset, dict[str, Any]]:
-    """(state dict, fine-tuning metadata, task preset, whole checkpoint) of a ``model.pt`` written by
-    :func:`swinunetr_lib.finetune.run.finetune`, read once and checked exactly as :func:`swinunetr_lib.infer.predict.load_finetuned`
-    does (``weights_only=True``, metadata complete, weights loading into the SwinUNETR it describes)."""
+def load_checkpoint(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], BundleValues]:
+    """(state dict, checked bundle values) of a ``model.pt`` written by :func:`swinunetr_lib.finetune.run.finetune`,
+    read once and checked as :func:`swinunetr_lib.infer.predict.load_finetuned` does (``weights_only=True``,
+    metadata complete, weights loading into the SwinUNETR it describes) and, before the model is built, every
+    value a bundle file takes from it by :func:`swinunetr_lib.infer.bundle_values.bundle_values`."""
     path = Path(checkpoint)
     try:  # the file is read once: weights, metadata, and best_mean_dice and step for metadata.json
         ckpt = read_finetuned(path)
-        model, meta, obj = build_finetuned(ckpt, device="cpu"), ckpt.meta, ckpt.obj
     except InferenceError as err:
         raise ExportError(str(err)) from err
     try:
-        preset = TaskPreset.from_dict(meta["preset"])
-    except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild
-        raise ExportError(f"{path}: recorded task preset cannot be rebuilt ({type(err).__name__}: {err})") from err
-    if (preset.in_channels, preset.out_channels) != (meta["in_channels"], meta["out_channels"]):
-        raise ExportError(f"{path}: metadata says {meta['in_channels']} input / {meta['out_channels']} output "
-                          f"channels but its preset {preset.name} {preset.in_channels} / {preset.out_channels}")
-    return model.state_dict(), meta, preset, obj if isinstance(obj, dict) else {}
+        values = bundle_values(path, ckpt.meta, ckpt.obj, meta_file=ckpt.meta_source)
+    except BundleValueError as err:
+        raise ExportError(str(err)) from None
+    preset = values.preset
+    if (preset.in_channels, preset.out_channels) != (values.in_channels, values.out_channels):
+        raise ExportError(f"{ckpt.meta_source}: metadata says {values.in_channels} input / {values.out_channels} "
+                          f"output channels but its preset {preset.name} {preset.in_channels} / {preset.out_channels}")
+    try:
+        model = build_finetuned(ckpt, device="cpu")
+    except InferenceError as err:
+        raise ExportError(str(err)) from err
+    return model.state_dict(), values
 
 
 def preprocessing_config(preset: TaskPreset) -> list[dict[str, Any]]:
@@ -97,8 +111,11 @@ def preprocessing_config(preset: TaskPreset) -> list[dict[str, Any]]:
     return steps
 
 
-def inference_config(meta: dict[str, Any], preset: TaskPreset) -> dict[str, Any]:
-    """``configs/inference.json``: network, preprocessing, sliding window, inversion and NIfTI writing."""
+def inference_config(values: BundleValues) -> dict[str, Any]:
+    """``configs/inference.json``: network, preprocessing, sliding window, inversion and NIfTI writing. Every
+    string that starts with ``$`` or ``@`` is written here; from the checkpoint come only checked numbers and
+    names (:class:`~swinunetr_lib.infer.bundle_values.BundleValues`)."""
+    preset = values.preset
     predict = ("$[@postprocessing(item) for batch in @dataloader for item in monai.data.decollate_batch("
                "{**batch, 'pred': @predict(batch['image'].to(@device))})]")
     return {
@@ -112,8 +129,8 @@ def inference_config(meta: dict[str, Any], preset: TaskPreset) -> dict[str, Any]
         "task": preset.name,
         "label_names": {str(k): v for k, v in sorted(preset.labels.items())},
         "channel_names": list(preset.channel_names),
-        "network_def": {"_target_": "SwinUNETR", "in_channels": int(meta["in_channels"]),
-                        "out_channels": int(meta["out_channels"]), "feature_size": int(meta["feature_size"])},
+        "network_def": {"_target_": "SwinUNETR", "in_channels": values.in_channels,
+                        "out_channels": values.out_channels, "feature_size": values.feature_size},
         "network": "$@network_def.to(@device).eval()",
         "preprocessing": {"_target_": "Compose", "transforms": preprocessing_config(preset)},
         "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]",
@@ -144,31 +161,34 @@ def _versions() -> dict[str, str]:
             "nibabel": nibabel.__version__}
 
 
-def metadata(meta: dict[str, Any], preset: TaskPreset, obj: dict[str, Any], source: Path) -> dict[str, Any]:
-    """``configs/metadata.json`` in the Model Zoo's layout (network_data_format with the label names)."""
+def metadata(values: BundleValues, source: Path) -> dict[str, Any]:
+    """``configs/metadata.json`` in the Model Zoo's layout (network_data_format with the label names), made of
+    checked values only and checked once more as a whole (``"plain"``: no config syntax, no markup)."""
     v = _versions()
+    preset = values.preset
     ct = preset.intensity == "ct_window"
     roi = [int(r) for r in preset.roi_size]
     labels = {str(k): n for k, n in sorted(preset.labels.items())}
-    return {
+    md = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
                   "meta_schema_20240725.json",
         "version": "0.1.0",
-        "changelog": {"0.1.0": f"exported by swinunetr_lib.infer.export from {source.name} on "
+        "changelog": {"0.1.0": f"exported by swinunetr_lib.infer.export from {values.source_name} on "
                                f"{datetime.date.today().isoformat()}"},
         "monai_version": v["monai"], "pytorch_version": v["torch"], "numpy_version": v["numpy"],
         "required_packages_version": {"nibabel": v["nibabel"]},
         "optional_packages_version": {"fire": ""},
         "name": f"Swin UNETR {preset.name} segmentation",
         "task": f"{preset.name} segmentation ({', '.join(n for k, n in sorted(preset.labels.items()) if k)})",
-        "description": f"Swin UNETR (feature size {meta['feature_size']}) fine-tuned with swinunetr_lib on task "
+        "description": f"Swin UNETR (feature size {values.feature_size}) fine-tuned with swinunetr_lib on task "
                        f"{preset.name}; sliding-window inference, label map on the input's grid.",
         "authors": "swinunetr_lib", "copyright": "see LICENSE",
         "data_type": "nibabel",
         "image_classes": f"{preset.in_channels} channel(s) ({', '.join(preset.channel_names)})"
-                         + (f", HU clipped to {list(preset.window)} and scaled to [0, 1]" if ct
+                         + (f", HU clipped to {preset.window[0]} .. {preset.window[1]} and scaled to 0 .. 1" if ct
                             else ", z-scored per channel over non-zero voxels")
-                         + ("" if preset.spacing is None else f", resampled to {list(preset.spacing)} mm RAS"),
+                         + ("" if preset.spacing is None
+                            else f", resampled to {' x '.join(map(str, preset.spacing))} mm RAS"),
         "label_classes": ", ".join(f"{k}: {n}" for k, n in labels.items()),
         "pred_classes": ", ".join(f"{k}: {n}" for k, n in labels.items()),
         "intended_use": "research only; not for clinical use",
@@ -183,22 +203,38 @@ def metadata(meta: dict[str, Any], preset: TaskPreset, obj: dict[str, Any], sour
                 "spatial_shape": roi, "dtype": "float32", "value_range": [0, 1], "is_patch_data": True,
                 "channel_def": labels}},
         },
-        "swinunetr_lib": {"task": preset.name, "preset": preset.to_dict(), "feature_size": meta["feature_size"],
-                          "best_mean_dice": obj.get("best_mean_dice"), "step": obj.get("step"),
-                          "source_checkpoint": source.name, "source_sha256": sha256_of(source),
+        "swinunetr_lib": {"task": preset.name, "preset": preset.to_dict(), "feature_size": values.feature_size,
+                          "best_mean_dice": values.best_mean_dice, "step": values.step,
+                          "source_checkpoint": values.source_name, "source_sha256": sha256_of(source),
                           "sliding_window": {"roi_size": roi, "overlap": OVERLAP, "mode": "gaussian",
                                              "sw_batch_size": SW_BATCH_SIZE}},
     }
+    try:
+        return bundle_safe_value("metadata.json", md, "plain")
+    except BundleValueError as err:
+        raise ExportError(f"{source}: {err}") from None
 
 
-def _readme(md: dict[str, Any], preset: TaskPreset, torchscript: bool) -> str:
-    sw = md["swinunetr_lib"]["sliding_window"]
+def _code(name: str) -> str:
+    """A checked name (no backtick, no control character: :func:`bundle_safe_value`) as a Markdown code span,
+    so none of its characters is read as markup."""
+    return f"`{name}`"
+
+
+def _readme(values: BundleValues, torchscript: bool) -> str:
+    """``docs/README.md``; names from the checkpoint appear only inside code spans, numbers are checked numbers."""
+    preset = values.preset
+    roi = ", ".join(map(str, preset.roi_size))
     ts = ("\n`models/model.ts` is the network traced with TorchScript at one window of shape "
-          f"(1, {preset.in_channels}, {', '.join(map(str, sw['roi_size']))}); it is valid for that window size only "
+          f"(1, {preset.in_channels}, {roi}); it is valid for that window size only "
           "(what sliding-window inference feeds it): `torch.jit.load('models/model.ts')`.\n") if torchscript else ""
-    return f"""# {md['name']}
+    intensity = (f"HU clipped to {preset.window[0]} .. {preset.window[1]} and scaled to 0 .. 1"
+                 if preset.intensity == "ct_window" else "z-scored per channel over non-zero voxels")
+    spacing = "" if preset.spacing is None else f", resampled to {' x '.join(map(str, preset.spacing))} mm RAS"
+    return f"""# Swin UNETR {_code(preset.name)} segmentation
 
-{md['description']}
+Swin UNETR (feature size {values.feature_size}) fine-tuned with swinunetr_lib on task {_code(preset.name)};
+sliding-window inference, label map on the input's grid.
 
 Exported by `python -m swinunetr_lib.infer.export bundle`; research use only, not for clinical use.
 
@@ -216,19 +252,19 @@ the input's shape and affine. A multi-channel task takes a list of channel files
 
 ## Pipeline
 
-- Input: {md['image_classes']}.
+- Input: {preset.in_channels} channel(s) ({', '.join(map(_code, preset.channel_names))}), {intensity}{spacing}.
 - Preprocessing: RAS orientation, resampling (bilinear), crop to the body (margin 2 voxels), intensity preset.
-- Sliding-window inference: ROI {sw['roi_size']}, overlap {sw['overlap']}, {sw['mode']} blending.
+- Sliding-window inference: ROI ({roi}), overlap {OVERLAP}, gaussian blending.
 - Postprocessing: argmax, preprocessing inverted (nearest neighbour), NIfTI on the input's grid.
 
 ## Labels
 
-{chr(10).join(f'- {k}: {n}' for k, n in md['network_data_format']['outputs']['pred']['channel_def'].items())}
+{chr(10).join(f'- {k}: {_code(n)}' for k, n in sorted(preset.labels.items()))}
 
 ## Weights
 
 `models/model.pt`: a plain state dict of `monai.networks.nets.SwinUNETR` as `network_def` builds it
-(step {md['swinunetr_lib']['step']}, best validation mean Dice {md['swinunetr_lib']['best_mean_dice']}).
+(step {values.step}, best validation mean Dice {values.best_mean_dice}).
 {ts}"""
 
 
@@ -257,15 +293,17 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript: bool 
     """Write the MONAI bundle of ``checkpoint`` to the folder ``out`` (absent or empty); returns ``out``."""
     out = check_out_dir(out)
     source = Path(checkpoint)
-    state, meta, preset, obj = load_checkpoint(source)
+    state, values = load_checkpoint(source)
+    preset = values.preset
+    md = metadata(values, source)  # both configs are composed (and checked) before anything is written
+    configs = {"metadata.json": md, "inference.json": inference_config(values)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         for sub in ("configs", "models", "docs"):
             (tmp / sub).mkdir()
-        md = metadata(meta, preset, obj, source)
-        (tmp / "configs" / "metadata.json").write_text(json.dumps(md, indent=2) + "\n")
-        (tmp / "configs" / "inference.json").write_text(json.dumps(inference_config(meta, preset), indent=2) + "\n")
+        for name, config in configs.items():
+            (tmp / "configs" / name).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
         torch.save(state, tmp / "models" / "model.pt")
         if torchscript:
             from monai.bundle import ckpt_export
@@ -274,7 +312,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript: bool 
                         ckpt_file=str(tmp / "models" / "model.pt"), meta_file=str(tmp / "configs" / "metadata.json"),
                         config_file=str(tmp / "configs" / "inference.json"), bundle_root=str(tmp), use_trace=True,
                         input_shape=[1, preset.in_channels, *preset.roi_size])
-        (tmp / "docs" / "README.md").write_text(_readme(md, preset, torchscript))
+        (tmp / "docs" / "README.md").write_text(_readme(values, torchscript))
         (tmp / "LICENSE").write_text(LICENSE_TEXT)
         if out.is_dir():
             out.rmdir()  # empty (checked above); fails if something appeared meanwhile

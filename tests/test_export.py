@@ -319,7 +319,7 @@ def hostile(checkpoint, tmp_path_factory) -> dict[str, Path]:
     """One checkpoint per case, each in a folder of its own: the payload in one field, all else honest."""
     root = tmp_path_factory.mktemp("hostile")
     cases = {}
-    for i, (field, mutate) in enumerate([*HOSTILE, TARGET_IN_SPACING]):
+    for i, (_field, mutate) in enumerate([*HOSTILE, TARGET_IN_SPACING]):
         name = CASES[i]
         cases[name] = _with(checkpoint, root / f"case{i}" / "model.pt", mutate)
     # the checkpoint's file name goes into metadata.json too

@@ -46,7 +46,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import monai
+import nibabel
+import numpy
 import torch
+from monai.bundle import ckpt_export
 
 from ..data.example_data import sha256_of
 from ..finetune.task_presets import TaskPreset
@@ -153,10 +157,6 @@ def inference_config(values: BundleValues) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import monai
-    import nibabel
-    import numpy
-
     return {"monai": monai.__version__, "torch": torch.__version__.split("+")[0], "numpy": numpy.__version__,
             "nibabel": nibabel.__version__}
 
@@ -268,8 +268,8 @@ the input's shape and affine. A multi-channel task takes a list of channel files
 {ts}"""
 
 
-LICENSE_TEXT = """Code and configuration: Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0), as swinunetr_lib
-and MONAI. The model weights were trained by whoever ran swinunetr_lib.finetune: their use is also bound by the
+LICENSE_TEXT = """Code and configuration: Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0), as
+swinunetr_lib and MONAI. The model weights were trained by whoever ran swinunetr_lib.finetune: their use is also bound by the
 licenses of the pretraining and fine-tuning data sets (e.g. BTCV, Medical Segmentation Decathlon: CC BY-SA 4.0).
 Research use only; not a medical device.
 """
@@ -306,8 +306,6 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript: bool 
             (tmp / "configs" / name).write_text(json.dumps(config, indent=2, allow_nan=False) + "\n")
         torch.save(state, tmp / "models" / "model.pt")
         if torchscript:
-            from monai.bundle import ckpt_export
-
             ckpt_export(net_id="network_def", filepath=str(tmp / "models" / "model.ts"),
                         ckpt_file=str(tmp / "models" / "model.pt"), meta_file=str(tmp / "configs" / "metadata.json"),
                         config_file=str(tmp / "configs" / "inference.json"), bundle_root=str(tmp), use_trace=True,

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..config import Config
 from ..utils import distributed as ddp
@@ -132,7 +133,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return table[precision]
 
 
-def make_adamw(params: Iterable[torch.Tensor], lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+def make_adamw(params: Iterable[torch.Tensor], lr: float, weight_decay: float,
+               device: torch.device) -> torch.optim.AdamW:
     """AdamW, fused (one kernel for all parameters) on CUDA, the default foreach version elsewhere."""
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
 
@@ -153,7 +155,8 @@ def _guard_cpu_bf16(model: nn.Module, verbose: bool) -> None:
     n = keep_small_convs_fp32(model)
     if verbose and n and cpu_bf16_conv3d_grad_is_wrong():
         print(f"bf16 on this CPU: its oneDNN bf16 Conv3d weight gradient is wrong for inputs 2 voxels deep, so the "
-              f"{n} 3D convolutions run in fp32 where an input axis is <= 2 voxels (precision='fp32' avoids bf16 entirely)")
+              f"{n} 3D convolutions run in fp32 where an input axis is <= 2 voxels "
+              "(precision='fp32' avoids bf16 entirely)")
 
 
 def _enable_checkpointing(model: nn.Module) -> None:
@@ -170,8 +173,8 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
         stop_after: int | None = None, run_settings: Mapping[str, Any] | None = None) -> FitResult:
     """Train ``model`` for ``cfg.max_steps`` optimizer steps; see the module docstring for the contracts.
 
-    Safety: rank 0 holds ``run_dir``'s lock (:func:`~swinunetr_lib.train.run_lock.run_dir_lock`: a second live run in the
-    folder is refused) and removes temporary files of interrupted checkpoint writes. A resume refuses a
+    Safety: rank 0 holds ``run_dir``'s lock (:func:`~swinunetr_lib.train.run_lock.run_dir_lock`: a second live run in
+    the folder is refused) and removes temporary files of interrupted checkpoint writes. A resume refuses a
     checkpoint that holds more than tensors and plain values, and one written with other settings that define
     the run; changed settings of :data:`RESUME_MAY_CHANGE` are applied and reported in one line (a new lr or
     max_steps takes effect at the next step). SIGINT / SIGTERM stop after the current step with a checkpoint
@@ -330,14 +333,13 @@ def _progress_bar(show: bool, step: int, end: int) -> Any:
     """A tqdm bar from ``step`` to ``end``, or None when not ``show`` or nothing is left to do."""
     if not show or step >= end:
         return None
-    from tqdm.auto import tqdm
     return tqdm(total=end, initial=step, desc="fit", dynamic_ncols=True)
 
 
 def _reduce_for_log(terms: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """``terms`` (0-d tensors) as floats, each the mean over the ranks (one all-reduce; waits for the device)."""
     means = ddp.all_reduce_mean(torch.stack(list(terms.values())))  # (len(terms),)
-    return dict(zip(terms, means.tolist()))
+    return dict(zip(terms, means.tolist(), strict=True))
 
 
 def _log_row(row: dict[str, float], logger: MetricsLog, bar: Any) -> None:
@@ -350,7 +352,8 @@ def _log_row(row: dict[str, float], logger: MetricsLog, bar: Any) -> None:
 def _validate_and_keep_best(val_fn: ValFn, model: nn.Module, step: int, best: float | None, best_metric: str,
                             logger: MetricsLog, saver: _CheckpointWriter, best_path: Path) -> float | None:
     """On rank 0: ``val_fn`` on the plain ``model`` (back in train mode after), its scores logged as ``val_*``, and
-    ``best_path`` written when ``best_metric`` (if set) beats ``best``; every rank then waits. Returns the best value."""
+    ``best_path`` written when ``best_metric`` (if set) beats ``best``; every rank then waits. Returns the best
+    value."""
     if ddp.is_main_process():
         scores = val_fn(model, step)
         model.train()

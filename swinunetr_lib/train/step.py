@@ -60,7 +60,7 @@ def check_finite(named: Mapping[str, torch.Tensor], what: str, step: int, dtype:
     values = torch.stack(list(named.values()))  # (len(named),)
     if bool(ddp.all_reduce_min(torch.isfinite(values).all().to(torch.int32))):
         return
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(named, values.tolist()))
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in zip(named, values.tolist(), strict=True))
     kept = f"last good checkpoint: {last_path}" if last_path.exists() else "no checkpoint written yet"
     raise NonFiniteLossError(f"non-finite {what} at step {step} (rank {ddp.rank()}): {shown}; "
                              f"stopped before the optimizer step; {kept}; {_nonfinite_hint(dtype, cfg)}")

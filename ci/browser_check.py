@@ -48,10 +48,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nbformat
+import numpy as np
+from matplotlib.image import imread
+from papermill.iorw import load_notebook_node
+from papermill.parameterize import parameterize_notebook
+
+from swinunetr_lib.notebooks.runner import load_params_file
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 # WebGL without a GPU: ANGLE on SwiftShader (software); newer Chromium needs the "unsafe" flag to allow it
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
+                 "--enable-unsafe-swiftshader",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
 DEFAULT_RUN = ("00", "01", "05")
@@ -83,19 +92,12 @@ class Result:
 # ---------------------------------------------------------------------------------------- preparation
 def prepare(nb_path: Path, params_dir: Path | None, dest: Path) -> dict[str, Any]:
     """Copy ``nb_path`` to ``dest`` with the validated parameters of ``params_dir/<stem>.yml`` injected."""
-    import nbformat
-    from papermill.iorw import load_notebook_node
-
     nb = load_notebook_node(str(nb_path))  # adds the metadata papermill's parameterizer expects
     params: dict[str, Any] = {}
     params_file = params_dir / f"{nb_path.stem}.yml" if params_dir else None
     if params_file is not None and params_file.is_file():
-        from swinunetr_lib.notebooks.runner import load_params_file
-
         params = load_params_file(params_file, nb_path.with_suffix(".py"))
     if params:
-        from papermill.parameterize import parameterize_notebook
-
         nb = parameterize_notebook(nb, params, report_mode=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
@@ -120,7 +122,8 @@ def start_lab(port: int, settings: Path, env: dict[str, str], log: Path, *, pyth
     news.parent.mkdir(parents=True, exist_ok=True)
     news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     cmd = [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--port-retries=0", "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+           "--port-retries=0", "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
+           "--ServerApp.disable_check_xsrf=True",
            f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
            f"--LabApp.user_settings_dir={user_settings}", f"--LabApp.workspaces_dir={settings / 'workspaces'}",
            "--LabApp.news_url=", "--ServerApp.allow_remote_access=False"]
@@ -188,7 +191,8 @@ JS_INSPECT = """() => {
   ['Error displaying widget', 'model not found', 'Failed to load model class'].forEach(m => {
     if (text.includes(m)) errors.push(`page shows "${m}"`);
   });
-  if (document.querySelector('.jp-Dialog')) errors.push('dialog: ' + document.querySelector('.jp-Dialog').innerText.slice(0, 300));
+  const dialog = document.querySelector('.jp-Dialog');
+  if (dialog) errors.push('dialog: ' + dialog.innerText.slice(0, 300));
   return {errors, png, widgets, imgs: imgs.length, loaded};
 }"""
 
@@ -205,9 +209,6 @@ def canvas_stats(png: Path) -> dict[str, Any]:
     dithering does not count), and the share of coloured pixels
     (channel spread above 20/255: organ labels over a grey CT, even the dull liver brown at half opacity;
     pure red, the crosshair, left out)."""
-    import numpy as np
-    from matplotlib.image import imread
-
     rgb = np.round(imread(str(png))[..., :3] * 255).astype(np.int16)  # (H, W, 3)
     h, w = rgb.shape[:2]
     levels, counts = np.unique(rgb.reshape(-1, 3) // 4, axis=0, return_counts=True)  # 64 levels per channel
@@ -326,20 +327,20 @@ def check_notebook(page: Any, base: str, rel: str, mode: str, out: Path, timeout
             path = shots / f"{stem}_{tag}.png"
             page.screenshot(path=str(path))
             res.screenshots.append(str(path.relative_to(REPO)))
-    except Exception as err:  # noqa: BLE001 - reported per notebook, the check goes on
+    except Exception as err:  # reported per notebook, the check goes on
         res.errors.append(f"{type(err).__name__}: {err}")
         try:
             path = out / "screenshots" / f"{stem}_failure.png"
             page.screenshot(path=str(path))
             res.screenshots.append(str(path.relative_to(REPO)))
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     finally:
         try:  # shut the kernel down and close the tab so the next notebook starts clean
             page.evaluate("""async () => { const w = window.jupyterapp.shell.currentWidget;
                 if (w && w.sessionContext) { await w.sessionContext.shutdown(); }
                 await window.jupyterapp.commands.execute('application:close-all'); }""")
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     res.ok = not res.errors
     res.seconds = round(time.monotonic() - t0, 1)
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = start_lab(port, settings, env, log)
     try:
         wait_http(f"{base}/api/status", proc, 120, log)
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 — optional: tests use the helpers without it
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS, headless=True)

@@ -21,6 +21,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
 C = TypeVar("C", bound="Config")
 
 
@@ -56,7 +58,7 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{name}={value!r} should have {len(args)} items")
-            return tuple(_check_type(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_check_type(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         checked = [_check_type(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
         return tuple(checked) if origin is tuple else checked
@@ -196,8 +198,6 @@ class Config:
 
     @classmethod
     def from_args(cls: type[C], args: argparse.Namespace) -> C:
-        import yaml
-
         raw = {k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in vars(args).items()
                if k in {f.name for f in dataclasses.fields(cls)}}
         # YAML reads a bare path like "runs/x" as a string already; keep strings that YAML turns into other types

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import monai
 import torch
+from monai.networks.nets.swin_unetr import BasicLayer, SwinTransformerBlock
 from torch import nn
 
 from ..config import Config
@@ -103,7 +105,7 @@ def plain_options(ours: dict[str, Any]) -> dict[str, Any]:
 
 def _raise_recompile_limit(n: int = 64) -> None:
     """Every Swin stage (and, for inference, a smaller last window batch) is one compiled entry of the same code."""
-    import torch._dynamo.config as dc
+    import torch._dynamo.config as dc  # noqa: PLC0415 — loads torch._dynamo (seconds); only when compiling
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dc, name):
             setattr(dc, name, max(n, getattr(dc, name)))
@@ -112,8 +114,6 @@ def _raise_recompile_limit(n: int = 64) -> None:
 def compile_regions(model: nn.Module, scope: str, backend: str = "inductor") -> nn.Module:
     """torch.compile ``model`` (scope "model") or, in place, each MONAI ``BasicLayer`` ("layers") or
     ``SwinTransformerBlock`` ("blocks") inside it; returns what to call. Static shapes."""
-    from monai.networks.nets.swin_unetr import BasicLayer, SwinTransformerBlock
-
     _raise_recompile_limit()
     if scope == "model":
         return torch.compile(model, backend=backend, dynamic=False)  # type: ignore[return-value]
@@ -224,7 +224,6 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 def header(benchmark: str, cfg: Config, device: torch.device) -> dict[str, Any]:
-    import monai
     if device.type == "cuda":
         name = f"{device} ({torch.cuda.get_device_name(device)})"
     else:

@@ -9,9 +9,9 @@ spine, a table below it), each in this process with one torch thread (one DataLo
 - ``prepared``: ``data prepare`` once, then :class:`~swinunetr_lib.data.prepared_volumes.PreparedVolumes`: a memory
   map, ``num_samples`` crops, the crops scaled (the file was just written: a warm page cache).
 
-Each path: CPU seconds per volume (median; the wall time too), sub-volumes per second per core (``num_samples`` per volume) and the cores one GPU needs
-to be fed at 25 and 45 sub-volumes/s (``ceil(rate / per-core rate)``). Goal (issue #15): from prepared volumes
-one core feeds at least 45 sub-volumes/s of 96^3.
+Each path: CPU seconds per volume (median; the wall time too), sub-volumes per second per core (``num_samples`` per
+volume) and the cores one GPU needs to be fed at 25 and 45 sub-volumes/s (``ceil(rate / per-core rate)``). Goal (issue
+#15): from prepared volumes one core feeds at least 45 sub-volumes/s of 96^3.
 """
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from ..config import Config
+from ..data.prepare import prepare_volume
+from ..data.prepared_volumes import PreparedVolumes
+from ..pretrain.dataloader import ssl_dataset, ssl_transforms
 
 GOAL_SUBVOLUMES_PER_S = 45.0  # one H200 at the paper's size (bench ssl's goal), fed by one core
 FEED_RATES = (25.0, 45.0)     # sub-volumes/s one GPU consumes (today / goal)
@@ -87,12 +91,6 @@ def _path_numbers(times: tuple[float, float], num_samples: int) -> dict[str, Any
 
 def bench_data(cfg: DataBenchConfig, emit: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
     """Run the data benchmark; returns the numbers :func:`format_data_table` prints."""
-    import nibabel as nib
-
-    from ..data.prepare import prepare_volume
-    from ..data.prepared_volumes import PreparedVolumes
-    from ..pretrain.dataloader import ssl_dataset, ssl_transforms
-
     if len(cfg.volume_size) != 3 or min(cfg.volume_size) < 1 or len(cfg.spacing_mm) != 3:
         raise ValueError(f"volume_size={cfg.volume_size} / spacing_mm={cfg.spacing_mm}: need 3 positive values each")
     for name in ("roi_size", "num_samples", "repeats", "fast_repeats"):
@@ -127,8 +125,8 @@ def bench_data(cfg: DataBenchConfig, emit: Callable[[dict[str, Any]], None] = la
         result["cache_mb_per_volume"] = ds._cache[0]["image"].numel() * 4 / 1e6  # after the body crop
         epochs = iter(range(10**9))
         result["paths"]["cache"] = _path_numbers(
-            _time(lambda: (ds.set_epoch(next(epochs)), ds[0]), cfg.fast_repeats), cfg.num_samples)
-        del ds
+            _time(lambda ds=ds: (ds.set_epoch(next(epochs)), ds[0]), cfg.fast_repeats), cfg.num_samples)
+        del ds  # frees the cache before the next path (the lambda got ds as its default argument)
         emit(result)
 
         t = time.perf_counter()

@@ -2,11 +2,11 @@
 
 A step is what :func:`swinunetr_lib.finetune.run.finetune` runs through ``fit``: a batch of crops (B, 1, R, R, R)
 and labels of ``out_channels`` classes copied to the device, MONAI's ``SwinUNETR``
-(:func:`~swinunetr_lib.models.swin_unetr.build_finetune_model`), DiceCE (:func:`~swinunetr_lib.finetune.run.dice_step_fn`),
-backward, gradient clipping and AdamW (:func:`~swinunetr_lib.train.loop.make_adamw`). Crops and labels are
-random. The fine-tuning augmentation runs on the CPU in DataLoader workers
-(:class:`~swinunetr_lib.finetune.run.AugmentedCases`: label-balanced crops, flips, 90-degree turns, intensity);
-it is timed on one synthetic case of ``volume_size`` in this process and reported as the number of
+(:func:`~swinunetr_lib.models.swin_unetr.build_finetune_model`), DiceCE
+(:func:`~swinunetr_lib.finetune.run.dice_step_fn`), backward, gradient clipping and AdamW
+(:func:`~swinunetr_lib.train.loop.make_adamw`). Crops and labels are random. The fine-tuning augmentation runs on the
+CPU in DataLoader workers (:class:`~swinunetr_lib.finetune.run.AugmentedCases`: label-balanced crops, flips, 90-degree
+turns, intensity); it is timed on one synthetic case of ``volume_size`` in this process and reported as the number of
 workers needed to keep up with the step (``loader_workers_needed``), not added to the step.
 CPU smoke: ``python -m swinunetr_lib.bench finetune --roi-size 64 --feature-size 12 --batch-size 1 --steps 1
 --warmup 0 --volume-size 64,64,64``.
@@ -21,7 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai import transforms as T
+from monai.data import MetaTensor
 
+from ..finetune.run import AugmentedCases, dice_step_fn
+from ..finetune.task_presets import get_preset
 from ..models.swin_unetr import build_finetune_model
 from ..train.loop import resolve_precision
 from .common import (
@@ -58,9 +62,6 @@ def synthetic_case(size: list[int], classes: int, roi: int, seed: int) -> dict[s
     """A preprocessed-looking case: image (1, X, Y, Z) in [0, 1], labels 1..classes-1 in a central box
     (a third of each axis), background elsewhere, padded to the ROI, with the foreground / background
     indices that :func:`~swinunetr_lib.finetune.run.preprocess_cases` caches (``with_indices=True``)."""
-    from monai import transforms as T
-    from monai.data import MetaTensor
-
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(1, *size, generator=g)
     label = torch.zeros(1, *size)
@@ -74,9 +75,6 @@ def synthetic_case(size: list[int], classes: int, roi: int, seed: int) -> dict[s
 def loader_augment_s(cfg: FinetuneBenchConfig) -> float:
     """Seconds for one CPU process to produce one batch (``batch_size`` crops of one case) through
     :class:`~swinunetr_lib.finetune.run.AugmentedCases` with the BTCV preset at this ROI."""
-    from ..finetune.run import AugmentedCases
-    from ..finetune.task_presets import get_preset
-
     preset = get_preset("btcv").with_overrides(roi_size=(cfg.roi_size,) * 3, num_samples=cfg.batch_size)
     data = AugmentedCases([synthetic_case(cfg.volume_size, cfg.out_channels, cfg.roi_size, cfg.seed)], preset)
     np.random.seed(cfg.seed)
@@ -89,8 +87,6 @@ def loader_augment_s(cfg: FinetuneBenchConfig) -> float:
 
 def bench_finetune(cfg: FinetuneBenchConfig, emit: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
     """Run the fine-tuning benchmark (see the module docstring); ``emit(result)`` after every variant."""
-    from ..finetune.run import dice_step_fn
-
     check_common(cfg)
     if cfg.out_channels < 2 or len(cfg.volume_size) != 3 or min(cfg.volume_size) < 1:
         raise ValueError(f"out_channels={cfg.out_channels} must be >= 2 and volume_size={cfg.volume_size} "

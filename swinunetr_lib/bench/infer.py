@@ -29,8 +29,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..finetune.run import dice_step_fn, sliding_window_predict
 from ..models.swin_unetr import build_swinunetr
 from ..train.loop import make_adamw, resolve_precision
+from ..utils.files import safe_torch_load
 from .common import (
     BenchBase,
     Phases,
@@ -81,12 +83,9 @@ def fitted_state(cfg: InferBenchConfig, volume: torch.Tensor, label: torch.Tenso
                  dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], float | None]:
     """Weights every variant starts from: ``checkpoint``'s, or seeded and fitted for ``fit_steps`` steps
     (batches of 2 random ROI crops, DiceCE, AdamW, autocast ``dtype``). Returns (CPU state dict, last loss)."""
-    from ..finetune.run import dice_step_fn
-
     torch.manual_seed(cfg.seed)
     model = build_swinunetr(1, cfg.out_channels, feature_size=cfg.feature_size)
     if cfg.checkpoint:
-        from ..utils.files import safe_torch_load
         obj = safe_torch_load(cfg.checkpoint)  # tensors and plain values only: never runs code from the file
         model.load_state_dict(obj.get("state_dict", obj) if isinstance(obj, dict) else obj)
         return model.state_dict(), None
@@ -123,8 +122,6 @@ def label_agreement(a: torch.Tensor, b: torch.Tensor, classes: int) -> dict[str,
 
 def bench_infer(cfg: InferBenchConfig, emit: Callable[[dict[str, Any]], None] = lambda r: None) -> dict[str, Any]:
     """Run the inference benchmark (see the module docstring); ``emit(result)`` after every variant."""
-    from ..finetune.run import sliding_window_predict
-
     check_common(cfg)
     if not 0 <= cfg.overlap < 1 or len(cfg.volume_size) != 3 or min(cfg.volume_size) < 1 or cfg.out_channels < 2:
         raise ValueError(f"need 0 <= overlap < 1 (got {cfg.overlap}), three positive volume sizes (got "

@@ -59,6 +59,9 @@ from .common import (
     train_timing,
     variants,
 )
+from .data import DataBenchConfig, bench_data, format_data_table
+from .finetune import FinetuneBenchConfig, bench_finetune
+from .infer import InferBenchConfig, bench_infer
 
 __all__ = ["BenchConfig", "bench_ssl", "format_table", "main", "reference_augment"]
 
@@ -81,11 +84,11 @@ def _ref_block_drop(x: torch.Tensor, other: torch.Tensor | None = None, max_drop
     c, h, w, d = x.shape
     n_drop = np.random.uniform(0, max_drop) * h * w * d
     mins = [max(1, int(s * tol)) for s in (h, w, d)]
-    maxs = [max(m + 1, int(s * max_block)) for s, m in zip((h, w, d), mins)]
+    maxs = [max(m + 1, int(s * max_block)) for s, m in zip((h, w, d), mins, strict=True)]
     total = 0
     while total < n_drop:
-        lo = [np.random.randint(0, s - m) for s, m in zip((h, w, d), mins)]
-        hi = [min(np.random.randint(m, mx) + l0, s) for m, mx, l0, s in zip(mins, maxs, lo, (h, w, d))]
+        lo = [np.random.randint(0, s - m) for s, m in zip((h, w, d), mins, strict=True)]
+        hi = [min(np.random.randint(m, mx) + l0, s) for m, mx, l0, s in zip(mins, maxs, lo, (h, w, d), strict=True)]
         region = (slice(None), slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
         if other is None:
             noise = torch.empty((c, hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), device=x.device).normal_()
@@ -157,10 +160,6 @@ def bench_ssl(cfg: BenchConfig, emit: Callable[[dict[str, Any]], None] = lambda 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DataBenchConfig, bench_data, format_data_table
-    from .finetune import FinetuneBenchConfig, bench_finetune
-    from .infer import InferBenchConfig, bench_infer
-
     commands = {"ssl": (BenchConfig, bench_ssl, "SSL pretraining step throughput"),
                 "finetune": (FinetuneBenchConfig, bench_finetune, "fine-tuning step throughput (DiceCE, AdamW)"),
                 "infer": (InferBenchConfig, bench_infer, "sliding-window inference time per volume, Dice vs fp32"),

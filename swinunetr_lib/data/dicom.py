@@ -26,11 +26,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pydicom
+from monai.data import PydicomReader
+from nibabel import orientations as nio
 
 from ..utils.files import atomic_path
+from .manifest import check_output_file
 
 
 class DicomError(ValueError):
@@ -76,10 +82,6 @@ _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 def _read_file(f: Path) -> tuple[object | None, str | None, bool]:
     """(dataset or None, problem or None, looks like DICOM) of one file; pixel data read, not decoded."""
-    import warnings
-
-    import pydicom
-
     try:
         with open(f, "rb") as fh:
             head = fh.read(132)
@@ -90,7 +92,7 @@ def _read_file(f: Path) -> tuple[object | None, str | None, bool]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(f)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported, not a crash
+    except Exception as err:  # any unreadable file is reported, not a crash
         return None, f"not readable ({type(err).__name__}: {str(err)[:80]})", magic
     eof = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
     if eof:
@@ -98,7 +100,7 @@ def _read_file(f: Path) -> tuple[object | None, str | None, bool]:
     return ds, None, magic or "SeriesInstanceUID" in ds
 
 
-def _pixel_problem(ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
+def _pixel_problem(ds: pydicom.Dataset) -> str | None:
     """Why an image's pixel data is missing or shorter than its header says, else None."""
     if "Rows" not in ds or "Columns" not in ds:
         return None  # not an image object: nothing to check
@@ -117,7 +119,7 @@ def _pixel_problem(ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
     return None
 
 
-def _numbers(ds, keyword: str, n: int) -> np.ndarray | None:  # noqa: ANN001 - a pydicom Dataset
+def _numbers(ds: pydicom.Dataset, keyword: str, n: int) -> np.ndarray | None:
     try:
         values = np.asarray(getattr(ds, keyword), dtype=np.float64).reshape(-1)
     except (AttributeError, TypeError, ValueError):
@@ -125,7 +127,7 @@ def _numbers(ds, keyword: str, n: int) -> np.ndarray | None:  # noqa: ANN001 - a
     return values if values.shape == (n,) and np.isfinite(values).all() else None
 
 
-def _slice_header(ds) -> _SliceHeader:  # noqa: ANN001 - a pydicom Dataset
+def _slice_header(ds: pydicom.Dataset) -> _SliceHeader:
     try:
         instance = int(ds.InstanceNumber)
     except (AttributeError, TypeError, ValueError):
@@ -188,16 +190,12 @@ class SeriesLocation:
 
 def _series_header(f: Path) -> object | None:
     """The header of a DICOM file with a SeriesInstanceUID (pixel data not read), else None."""
-    import warnings
-
-    import pydicom
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(f, stop_before_pixels=True,
                                  specific_tags=["SeriesInstanceUID", "Modality", "SeriesDescription", "ImageType"])
-    except Exception:  # noqa: BLE001 - not DICOM (metadata.csv, LICENSE, ...) or unreadable: not a series file
+    except Exception:  # not DICOM (metadata.csv, LICENSE, ...) or unreadable: not a series file
         return None
     return ds if "SeriesInstanceUID" in ds else None
 
@@ -282,8 +280,6 @@ NIFTI_OUT_SUFFIXES = (".nii.gz", ".nii")
 
 def check_nifti_out(out_path: str | os.PathLike[str], what: str = "output") -> Path:
     """Raise :class:`DicomError` naming ``what`` unless ``out_path`` is a writable ``.nii``/``.nii.gz`` file name."""
-    from .manifest import check_output_file
-
     try:
         return check_output_file(out_path, what, NIFTI_OUT_SUFFIXES)
     except ValueError as err:
@@ -291,9 +287,6 @@ def check_nifti_out(out_path: str | os.PathLike[str], what: str = "output") -> P
 
 
 def _reorient(arr: np.ndarray, affine: np.ndarray, orientation: str | None) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-    from nibabel import orientations as nio
-
     orientation = parse_orientation(orientation)
     if orientation is None:
         return arr, affine
@@ -322,7 +315,8 @@ def read_dicom_series(
     info = dicom_series_info(folder)
     if not info.series_uids:
         detail = f"; damaged: {_damaged_list(info.damaged)}" if info.damaged else ""
-        raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, e.g. {info.unreadable[:3]}){detail}")
+        raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, "
+                         f"e.g. {info.unreadable[:3]}){detail}")
     if series_uid is None and len(info.series_uids) > 1:
         raise DicomError(f"{folder}: holds {len(info.series_uids)} series {info.series_uids}; pass series_uid=")
     if series_uid is not None and series_uid not in info.series_uids:
@@ -333,11 +327,12 @@ def read_dicom_series(
         raise DicomError(f"{folder}: {len(broken)} DICOM file(s) could not be read: {_damaged_list(broken)}; "
                          "re-export or remove them")
     files, headers = info.files[chosen], info.headers[chosen]
-    no_geometry = [f.name for f, h in zip(files, headers) if h.position is None]
+    no_geometry = [f.name for f, h in zip(files, headers, strict=True) if h.position is None]
     if no_geometry:
         raise DicomError(f"{folder}: {len(no_geometry)} slice(s) lack a usable ImageOrientationPatient or "
                          f"ImagePositionPatient (e.g. {no_geometry[:3]}); the slice geometry is unknown")
-    no_spacing = [f.name for f, h in zip(files, headers) if h.pixel_spacing is None or (h.pixel_spacing <= 0).any()]
+    no_spacing = [f.name for f, h in zip(files, headers, strict=True)
+                  if h.pixel_spacing is None or (h.pixel_spacing <= 0).any()]
     if no_spacing:
         raise DicomError(f"{folder}: {len(no_spacing)} slice(s) lack a usable PixelSpacing (e.g. {no_spacing[:3]})")
     positions = np.array([h.position for h in headers])
@@ -350,10 +345,6 @@ def read_dicom_series(
     else:  # read copies numbered by position rank, so MONAI stacks them in position order
         order = np.argsort(positions, kind="stable")
         renumber = {int(i): rank + 1 for rank, i in enumerate(order)}
-
-    import warnings
-
-    from monai.data import PydicomReader  # imported only once the folder has passed the checks above
 
     reader = PydicomReader(affine_lps_to_ras=True, swap_ij=True)
     try:
@@ -369,7 +360,7 @@ def read_dicom_series(
             else:
                 source = str(folder)
             arr, meta = reader.get_data(reader.read(source))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise DicomError(f"{folder}: PydicomReader failed: {err}") from err
     arr = np.asarray(arr)
     if arr.ndim != 3:
@@ -405,10 +396,6 @@ def _monotonic(values: np.ndarray) -> bool:
 
 def _write_renumbered(files: list[Path], renumber: dict[int, int], folder: Path) -> None:
     """Copies of ``files`` in ``folder``, file i with InstanceNumber ``renumber[i]`` (nothing else changed)."""
-    import warnings
-
-    import pydicom
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-conformant values were already read (and reported) once
         for i, f in enumerate(files):
@@ -458,8 +445,8 @@ def _check_slice_spacing(folder: Path, positions: list[float]) -> None:
     if steps.min() < 1e-3:
         raise DicomError(f"{folder}: duplicate slice positions (two slices at the same location)")
     if not np.allclose(steps, np.median(steps), rtol=1e-2, atol=1e-2):
-        raise DicomError(f"{folder}: slices are not evenly spaced (steps {sorted({round(float(s), 3) for s in steps})} mm); "
-                         "missing slices?")
+        rounded = sorted({round(float(s), 3) for s in steps})
+        raise DicomError(f"{folder}: slices are not evenly spaced (steps {rounded} mm); missing slices?")
 
 
 def dicom_to_nifti(
@@ -470,8 +457,6 @@ def dicom_to_nifti(
 
     ``out_path`` (``.nii``/``.nii.gz``, not a folder) and ``orientation`` are checked before the series is read.
     """
-    import nibabel as nib
-
     check_nifti_out(out_path)
     orientation = parse_orientation(orientation)
     arr, affine = read_dicom_series(folder, orientation, series_uid)

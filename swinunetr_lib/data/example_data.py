@@ -55,7 +55,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _mirror_dir(mirror_dir: str | os.PathLike[str] | None) -> Path | None:
+def resolve_mirror_dir(mirror_dir: str | os.PathLike[str] | None) -> Path | None:
     if mirror_dir is not None:
         return Path(mirror_dir)
     if os.environ.get(MIRROR_ENV):
@@ -91,7 +91,7 @@ def fetch_example(
         if all(p.parent == paths[0].parent for p in paths):
             return paths[0].parent
         # members found in different places (e.g. a partial mirror plus the cache): one folder holds them all
-        for member, path in zip(members, paths):
+        for member, path in zip(members, paths, strict=True):
             dest = cache_dir(cache) / member
             if path.resolve() == dest.resolve() or (dest.is_file() and sha256_of(dest) == sums[member]):
                 continue
@@ -102,7 +102,7 @@ def fetch_example(
         raise ExampleDataError(f"unknown example file {name!r}; known files: {sorted(n for n in sums if '/' not in n)}")
     expected = sums[name]
 
-    mirror = _mirror_dir(mirror_dir)
+    mirror = resolve_mirror_dir(mirror_dir)
     if mirror is not None and (mirror / name).is_file():
         found = mirror / name
         if sha256_of(found) != expected:

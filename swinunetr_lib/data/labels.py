@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.organs import BTCV_LABELS  # the one BTCV organ table (ids, file names, display names)
+from .example_data import fetch_example
 
 # Other spellings of the same structure, normalised (lower case, non-alphanumerics -> "_").
 SYNONYMS: dict[str, str] = {
@@ -44,8 +45,6 @@ def normalise_name(name: str) -> str:
 def totalseg_class_map(task: str = "total", path: str | Path | None = None) -> dict[int, str]:
     """TotalSegmentator ``{id: structure name}`` for ``task`` ("total" or "total_mr") from ``class_map.json``."""
     if path is None:
-        from .example_data import fetch_example
-
         path = fetch_example("class_map.json")
     maps = json.loads(Path(path).read_text())
     if task not in maps:

@@ -79,7 +79,7 @@ class LoadImageNamed(LoadImaged):
     def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
         try:
             out = super().__call__(data, reader)
-        except Exception as err:  # noqa: BLE001 - any reader failure: say which file
+        except Exception as err:  # any reader failure: say which file
             files = ", ".join(str(data[k]) for k in self.keys if k in data)
             raise ValueError(f"{files}: cannot read image ({error_message(err)})") from err
         if self.check_finite:

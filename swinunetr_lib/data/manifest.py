@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..utils.files import atomic_write_text, check_folder_creatable
+from .registry import dataset_info
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 Layout = Literal["auto", "decathlon", "btcv", "flat"]
@@ -106,9 +107,9 @@ def pair_images_and_labels(root: Path, image_dir: Path, label_dir: Path) -> list
     img_numbers = [_case_number(p) for p in images]
     if None not in numbers + img_numbers and len(set(numbers)) == len(numbers) \
             and len(set(img_numbers)) == len(img_numbers):
-        by_number = dict(zip(numbers, labels))
+        by_number = dict(zip(numbers, labels, strict=True))
     entries = []
-    for img, number in zip(images, img_numbers):
+    for img, number in zip(images, img_numbers, strict=True):
         entry: dict[str, Any] = {"image": _rel(img, root)}
         lab = by_name.get(img.name) if use_names else by_number.get(number)
         if lab is not None:
@@ -260,8 +261,6 @@ def build_manifest(
         meta, _ = _datalist(root)
         _take_validation_split(lists, meta)
     if kind == "btcv" and "labels" not in meta:
-        from .registry import dataset_info
-
         btcv = dataset_info("BTCV")
         meta = {"name": "BTCV", "modality": dict(btcv.modality), **meta, "labels": dict(btcv.labels or {})}
     if n_folds > 1:

@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.transforms import Compose
+from tqdm.auto import tqdm
 
 from ..config import Config
 from ..utils.cli import error_message
 from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
 from .example_data import sha256_of
 from .prepared_volumes import BODY_THRESHOLD_HU, PREPARED_FORMAT
+from .pretrain_volumes import load_image_list, volume_transforms
 
 DTYPES = ("int16", "float16")
 
@@ -101,11 +105,6 @@ def is_finished(meta_path: Path, source: str, settings: dict[str, Any]) -> bool:
 
 def prepare_volume(source: str, out_dir: str | os.PathLike[str], settings: dict[str, Any]) -> dict[str, Any]:
     """Prepare one CT (see the module doc); returns its metadata (also written as ``<name>.json``)."""
-    import torch
-    from monai.transforms import Compose
-
-    from .pretrain_volumes import volume_transforms
-
     torch.set_num_threads(1)  # one volume per process; the pool gives the parallelism
     out_dir = Path(out_dir)
     name = volume_name(source)
@@ -120,7 +119,7 @@ def prepare_volume(source: str, out_dir: str | os.PathLike[str], settings: dict[
     meta = {**_source_stamp(source), "file": f"{name}.npy", "shape": list(arr.shape), "dtype": settings["dtype"],
             "spacing": [float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(0))], "affine": affine.tolist(),
             "orientation": "RAS", "source_shape": list(loaded.shape[1:]),
-            "body_box": [box_start, [b + s for b, s in zip(box_start, arr.shape)]],
+            "body_box": [box_start, [b + s for b, s in zip(box_start, arr.shape, strict=True)]],
             "source_sha256": sha256_of(source), "settings": settings}
     with atomic_path(out_dir / f"{name}.npy") as tmp:
         np.save(tmp, np.ascontiguousarray(arr), allow_pickle=False)
@@ -132,7 +131,7 @@ def _prepare_one(source: str, out_dir: str, settings: dict[str, Any]) -> tuple[s
     """Pool task: (source, metadata or None, error message)."""
     try:
         return source, prepare_volume(source, out_dir, settings), ""
-    except Exception as err:  # noqa: BLE001 - reported per volume; the others go on
+    except Exception as err:  # reported per volume; the others go on
         return source, None, error_message(err)
 
 
@@ -140,10 +139,6 @@ def prepare(manifest: str | os.PathLike[str], cfg: PrepareConfig) -> dict[str, A
     """Prepare every volume of ``manifest``'s split into ``cfg.out``; returns the prepared manifest (also written
     as ``cfg.out/prepared.json``). Volumes that fail are listed in it under ``"failed"`` and raise at the end
     (one line: how many, the first with its reason); the others are kept, so a rerun only retries those."""
-    from tqdm.auto import tqdm
-
-    from .pretrain_volumes import load_image_list
-
     check_prepare_config(cfg)
     files = [f["image"] for f in load_image_list(manifest, cfg.split, cfg.data_root or None)]
     out = Path(cfg.out)

@@ -10,8 +10,8 @@ Randomness is per item: the crops of item ``i`` depend only on ``(seed, epoch, i
 (:func:`index_seed`), never on which worker reads it or what it read before. So DataLoader workers can stay
 alive across epochs (``persistent_workers``; :meth:`PreparedVolumes.set_epoch` writes the epoch to shared
 memory they read), and a resumed run can skip batches at the sampler without reading them. The NIfTI path
-(:mod:`swinunetr_lib.pretrain.dataloader`) draws its crops from the same seeds with the same MONAI functions, so both paths
-give the same sub-volumes for the same seed (up to the int16 rounding of HU).
+(:mod:`swinunetr_lib.pretrain.dataloader`) draws its crops from the same seeds with the same MONAI functions, so both
+paths give the same sub-volumes for the same seed (up to the int16 rounding of HU).
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def body_mask(img: Any, threshold: float = BODY_THRESHOLD_HU) -> np.ndarray:
 
 
 class BodyMask:
-    """Picklable ``select_fn`` for MONAI's ``CropForegroundd`` / ``generate_spatial_bounding_box``: :func:`body_mask`."""
+    """Picklable ``select_fn`` for MONAI's ``CropForegroundd`` / ``generate_spatial_bounding_box``:
+    :func:`body_mask`."""
 
     def __init__(self, threshold: float = BODY_THRESHOLD_HU) -> None:
         self.threshold = threshold
@@ -82,7 +83,7 @@ def crop_slices(shape: Sequence[int], roi_size: Sequence[int], num_samples: int,
 
 def symmetric_padding(shape: Sequence[int], roi_size: Sequence[int]) -> list[int]:
     """Voxels added before each axis by MONAI's ``SpatialPadd(method="symmetric")`` to reach ``roi_size``."""
-    return [max(r - s, 0) // 2 for s, r in zip(shape, roi_size)]
+    return [max(r - s, 0) // 2 for s, r in zip(shape, roi_size, strict=True)]
 
 
 def read_prepared_manifest(path: str | os.PathLike[str], split: str = "training") -> tuple[list[dict[str, Any]],
@@ -162,12 +163,14 @@ class PreparedVolumes(torch.utils.data.Dataset):
         """``num_samples`` windows of ``vol`` (X, Y, Z) in HU -> (num_samples, 1, *roi) float32 in [0, 1].
         One allocation; each window is converted straight into it and scaled in place (no temporaries)."""
         pad = symmetric_padding(vol.shape, self.roi)
-        padded = [max(s, r) for s, r in zip(vol.shape, self.roi)]
+        padded = [max(s, r) for s, r in zip(vol.shape, self.roi, strict=True)]
         out = torch.full((self.num_samples, 1, *self.roi), self.a_min, dtype=torch.float32)
         dst_np = out.numpy()
         for k, window in enumerate(crop_slices(padded, self.roi, self.num_samples, seed)):
-            src = tuple(slice(max(w.start - p, 0), min(w.stop - p, s)) for w, p, s in zip(window, pad, vol.shape))
-            dst = tuple(slice(s.start + p - w.start, s.stop + p - w.start) for s, p, w in zip(src, pad, window))
+            src = tuple(slice(max(w.start - p, 0), min(w.stop - p, s))
+                        for w, p, s in zip(window, pad, vol.shape, strict=True))
+            dst = tuple(slice(s.start + p - w.start, s.stop + p - w.start)
+                        for s, p, w in zip(src, pad, window, strict=True))
             np.copyto(dst_np[(k, 0, *dst)], vol[src], casting="unsafe")  # the only read from disk: this window
         return out.sub_(self.a_min).mul_(1.0 / (self.a_max - self.a_min)).clamp_(0.0, 1.0)
 

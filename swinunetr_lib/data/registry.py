@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 REGISTRY_PATH = Path(__file__).with_name("registry.json")  # package data; data_manifests/registry.json links here
 _REQUIRED = ("name", "kind", "modality", "input_channels", "source", "licence", "download")
 
@@ -77,8 +79,6 @@ def pretraining_total(path: str | os.PathLike[str] | None = None) -> int:
 
 def registry_table(kind: str | None = None, path: str | os.PathLike[str] | None = None) -> Any:
     """A ``pandas.DataFrame`` with one row per dataset (optionally only ``kind``)."""
-    import pandas as pd
-
     rows = []
     for d in load_registry(path).values():
         if kind is not None and d.kind != kind:

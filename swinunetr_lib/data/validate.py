@@ -13,10 +13,10 @@ CLI: ``python -m swinunetr_lib.data validate MANIFEST --root DIR`` (exit status 
 Checks. Manifest: missing/unreadable JSON, not an object, no data list, list not a list or empty, task classes
 (``"labels"``) malformed. Entry: not an object, missing ``image`` (or ``label`` where the manifest declares classes),
 path not a string, absolute, or leaving the root, duplicate image (within or across lists), missing file, folder
-instead of file, macOS AppleDouble ``._`` file, unreadable/not NIfTI, corrupt gzip, truncated data, not 3D (4D only with channels last), image
-and label spatial shape or affine differing, label values not integers or outside the task's classes, NaN/Inf,
-constant image, and for CT: values that look normalised or raw (intercept not applied) or beyond the HU scale.
-A class absent from one case is not a problem.
+instead of file, macOS AppleDouble ``._`` file, unreadable/not NIfTI, corrupt gzip, truncated data, not 3D (4D only with
+channels last), image and label spatial shape or affine differing, label values not integers or outside the task's
+classes, NaN/Inf, constant image, and for CT: values that look normalised or raw (intercept not applied) or beyond the
+HU scale. A class absent from one case is not a problem.
 """
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
+from nibabel.filebasedimages import ImageFileError
 
 DATA_LISTS = ("training", "validation", "test")
 HU_SCALE = (-3100.0, 31000.0)  # the widest CT scale in use (extended range); -3024 padding is common
@@ -69,8 +72,6 @@ class ValidationReport:
 
     def table(self) -> Any:
         """QC table (pandas DataFrame): one row per entry, with its problems joined in ``problems``."""
-        import pandas as pd
-
         return pd.DataFrame(self.rows)
 
     def __str__(self) -> str:
@@ -94,7 +95,8 @@ def _looks_raw_with_padding(data: np.ndarray, lo: float) -> bool:
 class _Checker:
     def __init__(self, manifest_name: str, root: Path, modality: str | None, classes: set[int] | None,
                  channels: int | None):
-        self.name, self.root, self.modality, self.classes, self.channels = manifest_name, root, modality, classes, channels
+        self.name, self.root, self.modality = manifest_name, root, modality
+        self.classes, self.channels = classes, channels
         self.problems: list[Problem] = []
 
     def add(self, entry: str, code: str, message: str, field: str = "", path: str | None = None,
@@ -133,9 +135,6 @@ class _Checker:
 
     def load(self, entry: str, field: str, rel: str, full: Path) -> tuple[np.ndarray, np.ndarray, tuple] | None:
         """(data, affine, zooms) or None after recording why the file cannot be read."""
-        import nibabel as nib
-        from nibabel.filebasedimages import ImageFileError
-
         if full.stat().st_size == 0:
             self.add(entry, "unreadable", "file is empty (0 bytes)", field, rel)
             return None
@@ -155,7 +154,7 @@ class _Checker:
         except EOFError as err:
             self.add(entry, "truncated", f"file ends inside its header ({err})", field, rel)
             return None
-        except Exception as err:  # noqa: BLE001 - any other reader failure is reported, never raised
+        except Exception as err:  # any other reader failure is reported, never raised
             self.add(entry, "unreadable", f"cannot read header: {type(err).__name__}: {err}", field, rel)
             return None
         try:
@@ -172,7 +171,7 @@ class _Checker:
             text = f"file is truncated: {msg}" if code == "truncated" else f"cannot read image data: {msg}"
             self.add(entry, code, text, field, rel)
             return None
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             self.add(entry, "unreadable", f"cannot read image data: {type(err).__name__}: {err}", field, rel)
             return None
         affine = img.affine if img.affine is not None else np.eye(4)
@@ -291,7 +290,8 @@ class _Checker:
         if img is not None and label_ok and lab is not None:
             ishape, lshape = img[0].shape[:3], lab[0].shape[:3]
             if ishape != lshape:
-                self.add(name, "shape_mismatch", f"image shape {ishape} != label shape {lshape}", "label", entry["label"])
+                self.add(name, "shape_mismatch", f"image shape {ishape} != label shape {lshape}", "label",
+                         entry["label"])
             elif not np.allclose(img[1], lab[1], atol=1e-3):
                 diff = float(np.abs(img[1] - lab[1]).max())
                 self.add(name, "affine_mismatch", f"image and label affines differ (max {diff:.4g} mm): the label is "
@@ -365,13 +365,13 @@ def validate_manifest(
                 before = len(chk.problems)
                 try:
                     chk.check_entry(key, i, entry, need_label, seen, row)
-                except Exception as err:  # noqa: BLE001 - the validator reports, it never crashes
+                except Exception as err:  # the validator reports, it never crashes
                     chk.add(f"{key}[{i}]", "internal_error", f"unexpected error while checking: {err!r}")
                 new = chk.problems[before:]
                 row["status"] = "error" if any(p.severity == "error" for p in new) else ("warning" if new else "ok")
                 row["problems"] = "; ".join(f"{p.field + ': ' if p.field else ''}{p.message}" for p in new)
                 rows.append(row)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         chk.add("manifest", "internal_error", f"unexpected error while validating: {err!r}")
     return ValidationReport(name, str(root_path), chk.problems, rows)
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..finetune.sliding_window import dice_scores
+
 
 def rotation_chance(num_classes: int = 4) -> float:
     """Cross-entropy of the uniform guess over ``num_classes`` rotations: ln(num_classes) (4 in the paper, Sec. 3)."""
@@ -42,7 +44,8 @@ def ssl_batch_subvolumes(batch_size: int, num_samples: int, world_size: int = 1,
     """N, the sub-volumes the contrastive loss contrasts per step: ``batch_size * num_samples`` per process
     (each volume gives ``num_samples`` crops), times ``world_size`` when negatives are gathered ("global")."""
     if min(batch_size, num_samples, world_size) < 1:
-        raise ValueError(f"batch_size={batch_size}, num_samples={num_samples}, world_size={world_size}: each must be >= 1")
+        raise ValueError(f"batch_size={batch_size}, num_samples={num_samples}, world_size={world_size}: "
+                         "each must be >= 1")
     if contrastive_negatives not in ("global", "per_gpu"):
         raise ValueError(f"contrastive_negatives={contrastive_negatives!r}: expected 'global' or 'per_gpu'")
     n = batch_size * num_samples
@@ -94,8 +97,6 @@ def trivial_fill_l1(target: torch.Tensor, mask: torch.Tensor, *, region: str = "
 def all_background_dice(label: torch.Tensor | np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class Dice (classes 1..K-1) of an all-background prediction against ``label`` (B, 1, X, Y, Z) or
     (X, Y, Z) ids: 0 where the class is present, NaN where absent (MONAI ``DiceMetric``, ``ignore_empty``)."""
-    from ..finetune.sliding_window import dice_scores
-
     y = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label).long()
     if y.ndim == 3:
         y = y[None, None]
@@ -118,5 +119,6 @@ def add_baselines(fig: Figure, lines: Mapping[str, Mapping[str, float]]) -> Figu
             ax.legend(fontsize=7)
     missing = set(lines) - found
     if missing:
-        raise KeyError(f"add_baselines: no panel titled {sorted(missing)}; panels are {[a.get_title() for a in fig.axes]}")
+        titles = [a.get_title() for a in fig.axes]
+        raise KeyError(f"add_baselines: no panel titled {sorted(missing)}; panels are {titles}")
     return fig

@@ -2,7 +2,8 @@
 
 Notebook 03 (``03_finetune_btcv``) turns its parameters into settings with :func:`notebook_config`, trains
 (:func:`~swinunetr_lib.finetune.run.finetune`), scores the held-out cases on their original grid
-(:func:`~swinunetr_lib.infer.evaluation.evaluate`) and writes :func:`results_record` as ``results.json``, showing each step.
+(:func:`~swinunetr_lib.infer.evaluation.evaluate`) and writes :func:`results_record` as ``results.json``, showing each
+step.
 :func:`run_from_params` chains the same steps without a notebook: ``python -m swinunetr_lib.experiments.label_efficiency
 --engine library`` uses it on machines where Jupyter is not installed (a GPU machine with only PyTorch), so both
 engines give the same numbers for the same parameters.
@@ -17,7 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.cohort import build_demo_cohort
 from ..finetune.run import FinetuneConfig, FinetuneResult, finetune, split_entries
+from ..infer.evaluation import evaluate, summarize
 from ..models.swin_unetr import resolve_init
 from ..paths import resolve_path, runs_dir
 from ..utils.files import atomic_write_text
@@ -37,8 +40,6 @@ def notebook_config(*, data_manifest: str, task: str, init: str, pretrained: str
     ``<init>_frac<fraction>_seed<seed>``); every run starts fresh (no resume) and keeps 4 checkpoints.
     """
     if not data_manifest:
-        from ..data.cohort import build_demo_cohort
-
         data_manifest = str(build_demo_cohort().finetune_manifest)
     init_kind, init_path = resolve_init(init, pretrained)
     run_dir = runs_dir() / "finetune_btcv" / (run_name or f"{init_kind}_frac{labeled_fraction:g}_seed{seed}")
@@ -52,8 +53,8 @@ def notebook_config(*, data_manifest: str, task: str, init: str, pretrained: str
 
 def results_record(cfg: FinetuneConfig, result: FinetuneResult, table: pd.DataFrame) -> dict[str, Any]:
     """The numbers of one run for a sweep to collect (``results.json``): settings, time, the best validation Dice on
-    the resampled grid and, from ``table`` (:func:`~swinunetr_lib.infer.evaluation.summarize` of the held-out cases on their
-    original grid), the mean Dice, mean HD95 (mm), organs missed and the Dice of each class."""
+    the resampled grid and, from ``table`` (:func:`~swinunetr_lib.infer.evaluation.summarize` of the held-out cases on
+    their original grid), the mean Dice, mean HD95 (mm), organs missed and the Dice of each class."""
     return {"init": cfg.init, "labeled_fraction": cfg.labeled_fraction, "seed": cfg.seed, "n_train": result.n_train,
             "steps": result.fit.step, "minutes": round(result.seconds / 60, 2),
             "val_mean_dice_resampled": result.best_mean_dice, "mean_dice": float(table.loc["mean", "dice"]),
@@ -70,10 +71,8 @@ def write_results(record: Mapping[str, Any], cfg: FinetuneConfig, results_json: 
 
 def run_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Notebook 03 without the notebook: ``params`` are its parameters, all of them (its defaults updated with a
-    parameter file's values, as :func:`swinunetr_lib.notebooks.runner.notebook_parameters` reads them). Trains, evaluates
-    the held-out cases on their original grid and writes the record (:func:`write_results`); returns it."""
-    from ..infer.evaluation import evaluate, summarize
-
+    parameter file's values, as :func:`swinunetr_lib.notebooks.runner.notebook_parameters` reads them). Trains,
+    evaluates the held-out cases on their original grid and writes the record (:func:`write_results`); returns it."""
     cfg = notebook_config(**{k: v for k, v in params.items() if k not in NOTEBOOK_ONLY})
     _, val_entries = split_entries(cfg)
     result = finetune(cfg)

@@ -11,7 +11,8 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
 
 ::
 
-    python -m swinunetr_lib.experiments.label_efficiency --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
+    python -m swinunetr_lib.experiments.label_efficiency \\
+        --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
         --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
 
 Tang et al. (CVPR 2022, label-efficiency ablation) report that SSL pretraining helps most when few labels are
@@ -23,17 +24,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
 import pandas as pd
 
 from ..config import Config
+from ..finetune.run import resolve_init
+from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters, run_notebook
 from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
+from .finetune_run import run_from_params
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.experiments.finetune_run
 
@@ -131,8 +137,6 @@ def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None,
     if n_train is None and "n_train" in results:
         full = results.loc[results["labeled_fraction"] == 1.0, "n_train"]
         n_train = int(full.iloc[0]) if len(full) else None
-    import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
-
     summary = summarize_runs(results, metric)
     fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(9.6, 3.6))
     names = {"ssl": "SSL pretrained", "scratch": "from scratch"}
@@ -173,8 +177,6 @@ def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None,
 
 def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
-    from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters
-
     notebook = resolve_path(cfg.notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
@@ -185,8 +187,6 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
     if cfg.engine == "library":  # papermill fills in the notebook's defaults itself; the library engine needs them all
         base = {**notebook_parameters(notebook), **base}
-    from ..finetune.run import resolve_init
-
     for f in cfg.fractions:
         if not 0 < f <= 1:
             raise ValueError(f"fraction {f} is not in (0, 1]")
@@ -233,8 +233,6 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
     figure = out / "dice_vs_fraction.png"
     fig = plot_label_efficiency(results, figure)
-    import matplotlib.pyplot as plt
-
     plt.close(fig)
     return SweepResult(out, results, summary, figure, failures)
 
@@ -242,20 +240,15 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
 def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
              progress: bool) -> tuple[bool, float, str]:
     """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
-    ``library``: :func:`swinunetr_lib.experiments.finetune_run.run_from_params` (``params`` then hold every parameter)."""
+    ``library``: :func:`swinunetr_lib.experiments.finetune_run.run_from_params` (``params`` then hold every
+    parameter)."""
     if engine == "notebook":
-        from ..notebooks.runner import run_notebook
-
         run = run_notebook(notebook, params, folder, progress=progress)
         return run.ok, run.seconds, run.error
-    import time
-
-    from .finetune_run import run_from_params
-
     tic = time.perf_counter()
     try:
         run_from_params(params)
-    except Exception as err:  # noqa: BLE001 - a failed run is reported and the sweep goes on, as with papermill
+    except Exception as err:  # a failed run is reported and the sweep goes on, as with papermill
         return False, time.perf_counter() - tic, f"{folder.name}: {type(err).__name__}: {err}"
     return True, time.perf_counter() - tic, ""
 

@@ -21,7 +21,8 @@ from ..utils.cli import error_message
 from .task_presets import TaskPreset, augment_transforms, format_labels, preprocess_transforms
 
 
-def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, with_indices: bool = False) -> list[dict]:
+def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *,
+                     with_indices: bool = False) -> list[dict]:
     """Run the deterministic pipeline once per case (the cache), checking each case as it is loaded (finite
     voxels, the label on the image's grid: :class:`~swinunetr_lib.data.loading.DataError` naming the file; label
     values: :func:`check_label_values`); optionally add foreground/background
@@ -38,7 +39,7 @@ def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *, w
     for e in entries:
         try:
             out.append(pipeline(dict(e)))
-        except Exception as err:  # noqa: BLE001 - name the case that broke
+        except Exception as err:  # name the case that broke
             bad = data_error_in(err)  # NaN voxels, a label on another grid: already names its file
             if bad is not None:
                 raise DataError(bad.path, bad.problem) from err

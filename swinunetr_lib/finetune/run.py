@@ -34,6 +34,7 @@ from monai.data import list_data_collate
 from monai.losses import DiceCELoss
 
 from ..data.loading import refuse_paths_outside_root
+from ..data.manifest import assign_folds, labeled_fraction_subsets, load_manifest, resolve_entries, split_fold
 from ..models.swin_unetr import (
     LoadReport,
     build_finetune_model,
@@ -67,7 +68,8 @@ MODEL_FILE = "model.pt"
 
 @dataclass
 class FinetuneConfig(TrainConfig):
-    """A fine-tuning run: the loop's settings (:class:`TrainConfig`, with fine-tuning's defaults below) and the task's."""
+    """A fine-tuning run: the loop's settings (:class:`TrainConfig`, with fine-tuning's defaults below) and the
+    task's."""
 
     task: str = ""                        # task preset: btcv, Task01_BrainTumour..Task10_Colon, demo_btcv, demo_ct,
                                           # demo_mr;
@@ -163,8 +165,6 @@ def resolve_task(cfg: FinetuneConfig) -> FinetuneConfig:
     ``Task09_Spleen``, ...), else the one real task (BTCV or an MSD task) whose labels and modality it lists;
     the choice is printed.
     """
-    from ..data.manifest import load_manifest
-
     path = _manifest_path(cfg)
     manifest = load_manifest(path)
     real = ["btcv", *msd_tasks()]
@@ -208,8 +208,6 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
     (:func:`~swinunetr_lib.data.manifest.assign_folds`, seed 0, independent of ``cfg.seed``).
     ``labeled_fraction`` < 1 keeps a seeded, nested subset of the training entries. Every listed file must exist.
     """
-    from ..data.manifest import assign_folds, labeled_fraction_subsets, load_manifest, resolve_entries, split_fold
-
     path = _manifest_path(cfg)
     root = resolve_path(cfg.data_root) if cfg.data_root else path.parent
     manifest = load_manifest(path)
@@ -274,7 +272,7 @@ def make_val_fn(cases: list[dict], preset: TaskPreset, cfg: FinetuneConfig):
             rows.append(dice_scores(pred, case["label"][None].as_tensor().long(), preset.out_channels)[0])
         per_class = np.nanmean(np.stack(rows), axis=0) if rows else np.full(len(names), np.nan)
         out = {"mean_dice": float(np.nanmean(per_class))}
-        out.update({f"dice_{n.replace(' ', '_')}": float(v) for n, v in zip(names, per_class)})
+        out.update({f"dice_{n.replace(' ', '_')}": float(v) for n, v in zip(names, per_class, strict=True)})
         return out
     return val
 
@@ -304,7 +302,8 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
     """Fine-tune on ``cfg.data_manifest``; returns the best validation mean Dice and where the model is.
 
     The run folder is locked for the whole call (a second run there is refused, see
-    :func:`~swinunetr_lib.train.run_lock.run_dir_lock`); every case is checked as it is loaded (``preprocess_cases``)."""
+    :func:`~swinunetr_lib.train.run_lock.run_dir_lock`); every case is checked as it is loaded
+    (``preprocess_cases``)."""
     with contextlib.ExitStack() as stack:
         return _finetune(cfg, stop_after, stack)
 
@@ -348,7 +347,7 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
         print(report.summary())
     train_cases = preprocess_cases(train_entries, preset, with_indices=True)
     val_cases = preprocess_cases(val_entries, preset)
-    for case, e in zip(train_cases + val_cases, train_entries + val_entries):
+    for case, e in zip(train_cases + val_cases, train_entries + val_entries, strict=True):
         if case["image"].shape[0] != preset.in_channels:
             raise ValueError(f"{e['image']}: {case['image'].shape[0]} channel(s), task {preset.name} expects "
                              f"{preset.in_channels} ({', '.join(preset.channel_names)})")

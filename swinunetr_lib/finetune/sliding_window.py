@@ -44,7 +44,8 @@ def check_window_options(sw_batch_size: Any, overlap: Any, *, cli: bool = False)
 
 @torch.no_grad()
 def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, roi_size: Sequence[int], *,
-                           sw_batch_size: int = 4, overlap: float = 0.5, device: str | torch.device = "cpu") -> torch.Tensor:
+                           sw_batch_size: int = 4, overlap: float = 0.5,
+                           device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits (B, K, D, H, W) for image (B, C, D, H, W) by sliding-window inference with Gaussian blending
     (windows of ``roi_size``; paper Sec. 4.1: overlap 0.5). The model is put in eval mode."""
     device = resolve_device(device)

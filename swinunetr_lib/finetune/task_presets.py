@@ -26,6 +26,7 @@ from monai import transforms as T
 
 from ..data.labels import BTCV_LABELS
 from ..data.loading import CheckSameGridd, LoadImageNamed
+from ..data.registry import dataset_info
 
 Keys = Sequence[str]
 
@@ -103,8 +104,6 @@ _MSD: dict[str, tuple[tuple[float, float, float], tuple[float, float] | None]] =
 
 
 def _msd_preset(task: str) -> TaskPreset:
-    from ..data.registry import dataset_info
-
     info = dataset_info(task)
     spacing, window = _MSD[task]
     channels = tuple(info.modality[str(i)] for i in range(info.input_channels))

@@ -3,8 +3,8 @@
 The model predicts on the preset's resampled grid; :func:`swinunetr_lib.infer.predict.predict_original_grid`
 inverts the preprocessing (MONAI ``Invertd``), so metrics compare against the untouched ground-truth
 file at the image's own voxel spacing (HD95 in millimetres); a label stored in another voxel order than
-its image is first brought onto the image's grid (nearest neighbour, :func:`label_on_grid`). Metrics are MONAI's ``DiceMetric`` and
-``HausdorffDistanceMetric(percentile=95)``; predictions are written as NIfTI with the image's affine.
+its image is first brought onto the image's grid (nearest neighbour, :func:`label_on_grid`). Metrics are MONAI's
+``DiceMetric`` and ``HausdorffDistanceMetric(percentile=95)``; predictions are written as NIfTI with the image's affine.
 
 ::
 
@@ -18,13 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
 from monai import transforms as T
 from monai.metrics import HausdorffDistanceMetric
 from monai.networks.utils import one_hot
+from nibabel.processing import resample_from_to
 
+from ..data.dicom import read_dicom_series
 from ..finetune.sliding_window import dice_one_hot
 from ..finetune.task_presets import TaskPreset
 from ..utils.files import atomic_write_text
@@ -64,8 +67,6 @@ def load_label(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth label map (X, Y, Z) in its file's voxel order, and its 4 x 4 affine (RAS, mm); a DICOM
     folder is read by :func:`swinunetr_lib.data.dicom.read_dicom_series` (RAS), as every command reads DICOM."""
     if Path(path).is_dir():
-        from ..data.dicom import read_dicom_series
-
         arr, affine = read_dicom_series(path, orientation="RAS")
         return np.rint(arr).astype(np.int64), affine
     img = T.LoadImage(image_only=True)(str(path))
@@ -83,9 +84,6 @@ def label_on_grid(label: np.ndarray, label_affine: np.ndarray, shape: Sequence[i
     """
     if label.shape == tuple(shape) and np.allclose(label_affine, affine, atol=1e-3):
         return label
-    import nibabel as nib
-    from nibabel.processing import resample_from_to
-
     moved = resample_from_to(nib.Nifti1Image(label.astype(np.int16), label_affine), (tuple(shape), affine),
                              order=0, mode="constant", cval=0)
     return np.asarray(moved.dataobj).astype(np.int64)

@@ -4,7 +4,8 @@
 
     python -m swinunetr_lib.infer --checkpoint runs/.../model.pt --input scan.nii.gz --output seg.nii.gz
     python -m swinunetr_lib.infer --checkpoint model.pt --input DICOM_FOLDER --output seg.nii.gz
-    python -m swinunetr_lib.infer --checkpoint model.pt --input t2.nii.gz adc.nii.gz --output seg.nii.gz --task Task05_Prostate
+    python -m swinunetr_lib.infer --checkpoint model.pt --input t2.nii.gz adc.nii.gz --output seg.nii.gz \\
+        --task Task05_Prostate
 
 The checkpoint (``model.pt`` from :func:`swinunetr_lib.finetune.run.finetune`, or ``fit``'s
 ``checkpoints/best.pt`` beside ``finetune_meta.json``) records the task preset, so the same resampling,
@@ -32,12 +33,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai import transforms as T
 from monai.data import MetaTensor
 
 from ..config import Config, field_comments
+from ..data.dicom import DicomError, dicom_series_info, dicom_to_nifti, locate_series
 from ..data.loading import data_error_in
 from ..finetune.sliding_window import InferenceError, check_window_options, sliding_window_predict
 from ..finetune.task_presets import TaskPreset, preprocess_transforms
@@ -129,16 +132,17 @@ def build_finetuned(ckpt: FinetunedCheckpoint, *, device: str | torch.device = "
     meta = ckpt.meta
     try:
         model = build_swinunetr(meta["in_channels"], meta["out_channels"], feature_size=meta["feature_size"])
-    except Exception as err:  # noqa: BLE001 - a model the metadata cannot describe
+    except Exception as err:  # a model the metadata cannot describe
         raise InferenceError(f"{ckpt.meta_source}: metadata describes no valid model (in_channels="
                              f"{meta['in_channels']!r}, out_channels={meta['out_channels']!r}, feature_size="
-                             f"{meta['feature_size']!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                             ) from err
+                             f"{meta['feature_size']!r}: "
+                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
     _check_weights(ckpt.path, model, ckpt.state, meta)
     try:
         model.load_state_dict(ckpt.state)
     except RuntimeError as err:
-        raise InferenceError(f"{ckpt.path}: weights do not match the recorded model ({str(err).splitlines()[0]})") from err
+        raise InferenceError(f"{ckpt.path}: weights do not match the recorded model "
+                             f"({str(err).splitlines()[0]})") from err
     return model.to(resolve_device(device)).eval()
 
 
@@ -183,8 +187,6 @@ def locate_inputs(inputs: Paths, *, say: bool = True) -> list[str]:
     """The inputs, with the top of a DICOM download tree (TCIA ``Patient/Study/Series/``) replaced by its single
     CT series folder (:func:`swinunetr_lib.data.dicom.locate_series`; printed when ``say``); several series
     there are an error that lists them."""
-    from ..data.dicom import DicomError, locate_series
-
     out = []
     for p in _as_list(inputs):
         if Path(p).is_dir():
@@ -205,8 +207,6 @@ def dicom_as_nifti(paths: Sequence[str]) -> Iterator[list[str]]:
     :func:`swinunetr_lib.data.dicom.dicom_to_nifti` (HU, RAS: slices ordered by position, rescaled slice by
     slice), the one DICOM reading path of every command; files pass unchanged. The NIfTI files are deleted
     when the block ends."""
-    from ..data.dicom import DicomError, dicom_to_nifti
-
     if not any(Path(p).is_dir() for p in paths):
         yield list(paths)
         return
@@ -225,8 +225,6 @@ def dicom_as_nifti(paths: Sequence[str]) -> Iterator[list[str]]:
 def check_input_paths(inputs: Paths) -> list[str]:
     """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series (or is the
     top of a download tree with a single CT series below it)."""
-    from ..data.dicom import dicom_series_info
-
     paths = _as_list(inputs)
     if not paths:
         raise InferenceError("no input image given")
@@ -264,10 +262,10 @@ def _predict_files(model: torch.nn.Module, preset: TaskPreset, files: list[str],
     pipeline = preprocess_transforms(preset, keys=("image",))
     try:  # the pipeline's loader names the file it could not read; no separate read beforehand
         data = pipeline({"image": files[0] if len(files) == 1 else files})
-    except Exception as err:  # noqa: BLE001 - report it as this module's error, in one line
+    except Exception as err:  # report it as this module's error, in one line
         bad = data_error_in(err)  # e.g. NaN voxels: the scan was read, its values are unusable
         if bad is not None:
-            shown = dict(zip(files, names)).get(bad.path, ", ".join(names) if len(files) > 1 else bad.path)
+            shown = dict(zip(files, names, strict=True)).get(bad.path, ", ".join(names) if len(files) > 1 else bad.path)
             raise InferenceError(f"{shown}: {bad.problem}") from err
         raise InferenceError(f"{', '.join(names)}: cannot be read as an image or DICOM series "
                              f"({error_message(err)})") from err
@@ -285,11 +283,10 @@ def _predict_files(model: torch.nn.Module, preset: TaskPreset, files: list[str],
     return label, affine
 
 
-def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path, reference: str | Path | None = None) -> Path:
+def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path,
+                    reference: str | Path | None = None) -> Path:
     """Write ``label`` (X, Y, Z) as NIfTI (uint8). With a NIfTI ``reference`` its header and affine are kept
     exactly (qform/sform codes included); otherwise ``affine`` is used."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.name.endswith((".nii", ".nii.gz")):
         raise InferenceError(f"{path}: output must end in .nii or .nii.gz")
@@ -322,7 +319,7 @@ def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: st
     model, meta = load_finetuned(checkpoint, task=task, device=device)
     try:
         preset = TaskPreset.from_dict(meta["preset"])
-    except Exception as err:  # noqa: BLE001 - a preset this version cannot rebuild
+    except Exception as err:  # a preset this version cannot rebuild
         raise InferenceError(f"{checkpoint}: recorded task preset cannot be rebuilt "
                              f"({type(err).__name__}: {err})") from err
     with dicom_as_nifti(paths) as files:  # a DICOM series: the label map lies on dicom-to-nifti's grid and header

@@ -95,7 +95,8 @@ def swinunetr_roi_problem(roi: Sequence[int]) -> str | None:
     """Why Swin UNETR cannot train on crops of ``roi`` (three multiples of 32), or None. Its bottleneck is 1/32
     of each side; a 32^3 crop leaves one voxel there, and instance norm fails on a single voxel."""
     if all(r == 32 for r in roi):
-        return "32^3 leaves one voxel at Swin UNETR's bottleneck, where instance norm fails: it needs at least 64 on one side"
+        return ("32^3 leaves one voxel at Swin UNETR's bottleneck, where instance norm fails: "
+                "it needs at least 64 on one side")
     return None
 
 
@@ -235,7 +236,7 @@ def encoder_feature_size(checkpoint: str | os.PathLike[str] | Mapping[str, Any])
     try:
         obj = checkpoint if isinstance(checkpoint, Mapping) else safe_torch_load(checkpoint)
         mapped, _, _ = encoder_state_from_checkpoint(find_state_dict(obj, str(checkpoint)))
-    except Exception:  # noqa: BLE001 - load_encoder names the problem
+    except Exception:  # load_encoder names the problem
         return None
     weight = mapped.get(ENCODER_PREFIX + "patch_embed.proj.weight")
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 5 else None

@@ -38,6 +38,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import jupytext
+import nbformat
+from nbformat.v4 import new_markdown_cell
+
 from ..paths import REPO_ROOT
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
@@ -102,11 +106,9 @@ def has_exercises(source: Path) -> bool:
 def exercise_notebook(source: Path):
     """Read ``source`` and return ``(exercise notebook, number of exercises)``; :class:`ExerciseError` names
     the source and the cell when the tags break the convention."""
-    import jupytext
-
     try:
         nb = jupytext.read(source)
-    except Exception as err:  # noqa: BLE001 - name the broken file
+    except Exception as err:  # name the broken file
         raise ExerciseError(f"{source}: cannot be read as a notebook ({err})") from err
     out = copy.deepcopy(nb)
     cells, count, current, answered = [], 0, 0, True
@@ -123,7 +125,8 @@ def exercise_notebook(source: Path):
         elif SOLUTION_TAG in tags:
             prev = _tags(nb.cells[i - 1]) if i else []
             if not (EXERCISE_TAG in prev or SOLUTION_TAG in prev):
-                raise ExerciseError(f"{source}: cell {i}: a 'solution' cell must follow an 'exercise' cell or another solution")
+                raise ExerciseError(f"{source}: cell {i}: a 'solution' cell must follow an 'exercise' cell "
+                                    "or another solution")
             answered = True
             stub = copy.deepcopy(cell)
             stub.metadata["tags"] = [t for t in tags if t != SOLUTION_TAG] + ["stub"]
@@ -139,8 +142,6 @@ def exercise_notebook(source: Path):
 
 
 def _notice(source: Path):
-    from nbformat.v4 import new_markdown_cell
-
     rel = _rel(source)
     return new_markdown_cell(
         f"**Generated file, do not edit:** the exercise version of `{rel}`, written by `{COMMAND}`.\n"
@@ -163,9 +164,6 @@ def _cell_id(index: int, cell) -> str:
 
 def render(source: Path) -> Generated:
     """Both generated files of ``source`` as text (nothing is written)."""
-    import jupytext
-    import nbformat
-
     nb, count = exercise_notebook(source)
     if not count:
         raise ExerciseError(f"{source}: no cell tagged 'exercise'")
@@ -175,7 +173,8 @@ def render(source: Path) -> Generated:
     ipynb_nb.metadata = {"jupytext": {"cell_metadata_filter": "tags,-all"}, "kernelspec": dict(KERNELSPEC)}
     paired = source.with_suffix(".ipynb")
     if paired.is_file():  # the tutorial's own kernelspec, when it has one
-        ipynb_nb.metadata["kernelspec"] = json.loads(paired.read_text()).get("metadata", {}).get("kernelspec", KERNELSPEC)
+        paired_meta = json.loads(paired.read_text()).get("metadata", {})
+        ipynb_nb.metadata["kernelspec"] = paired_meta.get("kernelspec", KERNELSPEC)
     ipynb_nb.nbformat, ipynb_nb.nbformat_minor = 4, 5
     for i, cell in enumerate(ipynb_nb.cells):
         cell["id"] = _cell_id(i, cell)
@@ -227,9 +226,12 @@ def stale(names: list[Path] | None = None, folder: Path = NOTEBOOK_DIR) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks.exercises", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["generate", "check"], help="write the exercise notebooks, or check they are current")
-    parser.add_argument("notebooks", nargs="*", type=Path, help="NN_topic.py sources (default: every one with exercises)")
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks.exercises",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["generate", "check"],
+                        help="write the exercise notebooks, or check they are current")
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="NN_topic.py sources (default: every one with exercises)")
     args = parser.parse_args(argv)
 
     def body() -> int:

@@ -29,9 +29,9 @@ then replaces ``runs_dir()/precomputed`` by a rename.
 A run folder is *finished* (:func:`find_precomputed`) when it holds its run's final artefact, a non-empty
 file written last and atomically by the run (:data:`FINAL_ARTEFACTS`: ``model_swinvit.pt`` of pretraining,
 ``model.pt`` of fine-tuning, ``results.json`` of notebook 03, ``summary.csv`` beside ``results.csv`` of the
-label-efficiency sweep), holds no ``.lock`` (a run still writing there), and, where ``precomputed.json`` is present (it is
-after ``unpack``), every file it lists under that folder exists with its recorded size: a half-copied
-folder does not qualify. Checkpoints inside are only ever read by the library's weights-only loaders
+label-efficiency sweep), holds no ``.lock`` (a run still writing there), and, where ``precomputed.json`` is present (it
+is after ``unpack``), every file it lists under that folder exists with its recorded size: a half-copied folder does not
+qualify. Checkpoints inside are only ever read by the library's weights-only loaders
 (:func:`swinunetr_lib.utils.files.safe_torch_load`), never unpickled as code.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -211,10 +212,11 @@ def pack(runs: str | os.PathLike[str] = "runs/demo", out: str | os.PathLike[str]
     files = collect_files(runs, include_training_state=include_training_state)
     folders = {path.parent: PurePosixPath(rel).parent.as_posix() for rel, path in files.items() if "/" in rel}
     finished = sorted(name for folder, name in folders.items()
-                      if not name.startswith(EXECUTED) and _final_artefact(folder) and not (folder / LOCK_FILE).exists())
+                      if not name.startswith(EXECUTED) and _final_artefact(folder)
+                      and not (folder / LOCK_FILE).exists())
     if not finished:
-        raise PrecomputedError(f"{runs}: no finished run to pack (none holds {', '.join(n[-1] for n in FINAL_ARTEFACTS)}); "
-                               "run `make demo` first")
+        artefacts = ", ".join(n[-1] for n in FINAL_ARTEFACTS)
+        raise PrecomputedError(f"{runs}: no finished run to pack (none holds {artefacts}); run `make demo` first")
     out = resolve_path(out) if out else runs.with_name(runs.name + ".precomputed.tar.gz")
     if out.resolve().is_relative_to(runs.resolve()):
         raise PrecomputedError(f"{out}: the archive must not be written inside the runs folder {runs}")
@@ -308,7 +310,7 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
                     h = hashlib.sha256()
                     src = tar.extractfile(member)
                     with src, open(target, "wb") as f:
-                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                        for chunk in iter(functools.partial(src.read, 1 << 20), b""):
                             h.update(chunk)
                             f.write(chunk)
                     got[rel.as_posix()] = h.hexdigest()
@@ -323,7 +325,8 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
             if rel == SUMS_FILE:
                 continue
             if rel not in sums:
-                raise PrecomputedError(f"{archive}: member {rel!r} is not in {SUMS_FILE}; refused, nothing was unpacked")
+                raise PrecomputedError(f"{archive}: member {rel!r} is not in {SUMS_FILE}; "
+                                       "refused, nothing was unpacked")
             if digest != sums[rel]:
                 raise PrecomputedError(f"{archive}: member {rel!r} does not match its SHA-256 in {SUMS_FILE} "
                                        "(corrupt or altered); refused, nothing was unpacked")

@@ -23,14 +23,19 @@ import argparse
 import ast
 import base64
 import difflib
+import io
+import itertools
 import os
 import re
 import sys
 import time
+import tokenize
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..config import ConfigError, check_type
 from ..paths import DATA_ENV, REPO_ROOT, RUNS_ENV
@@ -49,11 +54,11 @@ def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def _read(path: Path):
-    import jupytext
+    import jupytext  # noqa: PLC0415 — Jupyter only: the library engine reads parameters without it
 
     try:
         return jupytext.read(path)
-    except Exception as err:  # noqa: BLE001 - report which file is broken
+    except Exception as err:  # report which file is broken
         raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
 
 
@@ -99,9 +104,6 @@ def _annotation(node: ast.expr, where: str) -> tuple[Any, str]:
 
 
 def _line_comments(source: str) -> dict[int, str]:
-    import io
-    import tokenize
-
     try:
         return {tok.start[0]: tok.string.lstrip("#").strip()
                 for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
@@ -154,7 +156,7 @@ def _percent_parameters_sources(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as err:
         raise NotebookError(f"{path}: cannot be read as a notebook ({err})") from err
     starts = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
-    return ["\n".join(lines[a + 1:b]).strip("\n") for a, b in zip(starts, starts[1:])
+    return ["\n".join(lines[a + 1:b]).strip("\n") for a, b in itertools.pairwise(starts)
             if re.search(r"""tags=\[[^\]]*["']parameters["']""", lines[a])]
 
 
@@ -162,7 +164,7 @@ def notebook_parameter_specs(path: Path) -> dict[str, NotebookParameter]:
     """The parameters (default, type, help) of the notebook's single parameters cell (without jupytext installed,
     from the text of a percent-format ``.py`` notebook)."""
     try:
-        import jupytext  # noqa: F401
+        import jupytext  # noqa: F401, PLC0415 — is it there? GPU machines read the .py text instead
     except ImportError:
         if path.suffix != ".py":
             raise
@@ -195,8 +197,6 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
     """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters:
     an annotated parameter's value must match its annotation (an int is widened to a float where a float is
     declared); an unannotated one must keep the kind of its default."""
-    import yaml
-
     try:
         values = yaml.safe_load(params_file.read_text()) or {}
     except yaml.YAMLError as err:
@@ -253,7 +253,7 @@ class NotebookRun:
 
 def export_figures(executed: Path, folder: Path) -> list[Path]:
     """Write every PNG output of an executed notebook to ``folder/cellNN_K.png``."""
-    import nbformat
+    import nbformat  # noqa: PLC0415 — Jupyter only; the module runs on GPU machines without it
 
     nb = nbformat.read(executed, as_version=4)
     written = []
@@ -270,8 +270,8 @@ def export_figures(executed: Path, folder: Path) -> list[Path]:
 
 def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True) -> NotebookRun:
     """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    import papermill  # noqa: PLC0415 — Jupyter only; the module runs on GPU machines without it
+    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415 — likewise
 
     ipynb = check_pair(py)
     output = output_dir / ipynb.name
@@ -286,7 +286,7 @@ def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress
         msg = (f"{py.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
                f"{err.ename}: {err.evalue}. Partially executed notebook: {output}")
         return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
-    except Exception as err:  # noqa: BLE001 - kernel died, timeout, ...: report, keep going
+    except Exception as err:  # kernel died, timeout, ...: report, keep going
         msg = f"{py.name} failed: {type(err).__name__}: {err}. Partially executed notebook: {output}"
         return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
     export_figures(output, output_dir / "figures" / py.stem)

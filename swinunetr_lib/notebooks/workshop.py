@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import REPO_ROOT, data_dir, demo_cohort_dir, runs_dir
+from ..utils.cli import run_cli
 
 PROG = "python -m swinunetr_lib.notebooks.workshop"
 MIN_FREE_GB = 2.0  # the demo cohort, a few runs and the precomputed archive fit in this
@@ -59,7 +60,7 @@ def check_packages() -> Check:
             mod = importlib.import_module(name)
             if name in ("monai", "jupytext", "papermill"):
                 versions.append(f"{name} {getattr(mod, '__version__', '?')}")
-        except Exception as err:  # noqa: BLE001 - a broken install can fail in many ways
+        except Exception as err:  # a broken install can fail in many ways
             missing.append(f"{name} ({type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else ''})")
     if missing:
         return Check("packages", False, "cannot import " + ", ".join(missing),
@@ -79,8 +80,8 @@ def _gpu_visible() -> bool:
 
 def check_torch() -> Check:
     try:
-        import torch
-    except Exception as err:  # noqa: BLE001
+        import torch  # noqa: PLC0415 — a broken torch is this check's FAIL, not a crash
+    except Exception as err:
         return Check("torch", False, f"cannot import torch ({err})", "rm -rf .venv && make lab")
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what device="auto" picks
     detail = f"{torch.__version__}, device {dev}"
@@ -95,10 +96,16 @@ def check_torch() -> Check:
 
 def check_examples() -> Check:
     """Every pinned example file present in the mirror or the cache with its SHA-256; downloads nothing."""
-    from ..data.example_data import MIRROR_ENV, _mirror_dir, cache_dir, example_checksums, sha256_of
+    from ..data.example_data import (  # noqa: PLC0415 — loads torch: a broken install fails this check alone
+        MIRROR_ENV,
+        cache_dir,
+        example_checksums,
+        resolve_mirror_dir,
+        sha256_of,
+    )
 
     sums = example_checksums()
-    mirror = _mirror_dir(None)
+    mirror = resolve_mirror_dir(None)
     bad, missing, places = [], [], set()
     for name, digest in sums.items():
         found = [d / name for d in (mirror, cache_dir()) if d is not None and (d / name).is_file()]
@@ -140,9 +147,9 @@ def check_cohort() -> Check:
 def check_model(roi_size: tuple[int, int, int] = (64, 32, 32), feature_size: int = 12) -> Check:
     """One forward and backward pass of Swin UNETR, input (1, 1, *roi_size) -> logits (1, 14, *roi_size).
     Each side divisible by 32; 32^3 would leave one voxel at the bottleneck, where instance norm fails."""
-    import torch
+    import torch  # noqa: PLC0415 — a broken torch is this check's FAIL, not a crash
 
-    from ..models.swin_unetr import build_swinunetr
+    from ..models.swin_unetr import build_swinunetr  # noqa: PLC0415 — torch, MONAI: this check's FAIL
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -155,16 +162,17 @@ def check_model(roi_size: tuple[int, int, int] = (64, 32, 32), feature_size: int
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     finite = all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     ok = tuple(out.shape) == (1, 14, *roi_size) and finite
-    return Check("model", ok, f"Swin UNETR feature {feature_size}, {'x'.join(map(str, roi_size))} forward+backward in {seconds:.1f} s "
-                              f"on {dev}" + ("" if ok else f"; output {tuple(out.shape)}, finite grads {finite}"),
+    return Check("model", ok, f"Swin UNETR feature {feature_size}, {'x'.join(map(str, roi_size))} "
+                              f"forward+backward in {seconds:.1f} s on {dev}"
+                              + ("" if ok else f"; output {tuple(out.shape)}, finite grads {finite}"),
                  "" if ok else "reinstall torch: rm -rf .venv && make lab")
 
 
 def check_jupyter() -> Check:
     try:
-        import jupyterlab
-        from jupyter_client.kernelspec import KernelSpecManager
-    except Exception as err:  # noqa: BLE001
+        import jupyterlab  # noqa: PLC0415 — a missing JupyterLab is this check's FAIL
+        from jupyter_client.kernelspec import KernelSpecManager  # noqa: PLC0415 — likewise
+    except Exception as err:
         return Check("jupyterlab", False, f"not installed ({err})", "rm .venv/.installed && make lab")
     kernels = KernelSpecManager().find_kernel_specs()
     lab_bin = Path(sys.executable).with_name("jupyter-lab")
@@ -177,16 +185,16 @@ def check_jupyter() -> Check:
 
 def check_notebooks() -> Check:
     """Each ``notebooks/NN_topic.py`` has a readable ``.ipynb`` beside it (an attendee's edits are fine)."""
-    import nbformat
+    import nbformat  # noqa: PLC0415 — a broken Jupyter install fails this check alone
 
-    from .runner import list_notebooks
+    from .runner import list_notebooks  # noqa: PLC0415 — reads config (pyyaml): this check's FAIL
 
     books = list_notebooks()
     problems = []
     for py in books:
         try:
             nbformat.read(py.with_suffix(".ipynb"), as_version=4)
-        except Exception as err:  # noqa: BLE001 - missing, truncated, not JSON...
+        except Exception as err:  # missing, truncated, not JSON...
             problems.append(f"{py.with_suffix('.ipynb')}: cannot be opened ({type(err).__name__})")
     if not books or problems:
         return Check("notebooks", False, problems[0] if problems else "no notebooks/NN_topic.py found",
@@ -196,7 +204,7 @@ def check_notebooks() -> Check:
 
 
 def check_disk() -> Check:
-    from ..utils.files import check_folder_creatable
+    from ..utils.files import check_folder_creatable  # noqa: PLC0415 — loads torch: this check's FAIL
 
     folder = runs_dir()
     try:
@@ -213,7 +221,7 @@ def check_disk() -> Check:
 
 
 def check_precomputed() -> Check:
-    from .precomputed import finished_runs, precomputed_dir
+    from .precomputed import finished_runs, precomputed_dir  # noqa: PLC0415 — loads torch: this check's FAIL
 
     runs = finished_runs()
     if not runs:
@@ -232,7 +240,7 @@ def run_checks(checks: Sequence[Callable[[], Check]] = CHECKS, echo: bool = True
         name = fn.__name__.removeprefix("check_").replace("_", " ")
         try:
             result = fn()
-        except Exception as err:  # noqa: BLE001 - one broken check must not hide the others
+        except Exception as err:  # one broken check must not hide the others
             result = Check(name, False, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
                            "rm .venv/.installed && make lab; if it persists, show this line to the instructor")
         results.append(result)
@@ -244,9 +252,9 @@ def run_checks(checks: Sequence[Callable[[], Check]] = CHECKS, echo: bool = True
 # ------------------------------------------------------------------------------------------------ setup
 def setup() -> None:
     """Fetch and verify every example file, build the demo cohort, report the precomputed runs."""
-    from ..data.cohort import build_demo_cohort
-    from ..data.example_data import example_checksums, fetch_example
-    from .precomputed import finished_runs, precomputed_dir
+    from ..data.cohort import build_demo_cohort  # noqa: PLC0415 — torch: only setup loads it
+    from ..data.example_data import example_checksums, fetch_example  # noqa: PLC0415 — torch: only setup loads it
+    from .precomputed import finished_runs, precomputed_dir  # noqa: PLC0415 — torch: only setup loads it
 
     names = sorted({n.split("/")[0] for n in example_checksums()})
     t0 = time.perf_counter()
@@ -270,8 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     if args.command == "setup":
-        from ..utils.cli import run_cli
-
         return run_cli(f"{PROG} setup", setup)
     t0 = time.perf_counter()
     results = run_checks()

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from multiprocessing.pool import ThreadPool
 from typing import Any
 
+import nibabel as nib
 import torch
 from monai.data import CacheDataset, DataLoader, partition_dataset
 from monai.data.utils import set_rnd
@@ -50,7 +51,8 @@ from ..utils import distributed as ddp
 
 
 def ssl_transforms(roi_size: int | Sequence[int] = 96, num_samples: int = 2,
-                   spacing: Sequence[float] | None = None, a_min: float = PRETRAIN_HU_WINDOW[0], a_max: float = PRETRAIN_HU_WINDOW[1],
+                   spacing: Sequence[float] | None = None, a_min: float = PRETRAIN_HU_WINDOW[0],
+                   a_max: float = PRETRAIN_HU_WINDOW[1],
                    key: str = "image", body_threshold: float = BODY_THRESHOLD_HU) -> Compose:
     """MONAI dictionary transforms for pretraining (defaults: official code, ROI 96^3, 2 crops per volume)."""
     roi = ensure_tuple_rep(roi_size, 3)
@@ -79,17 +81,15 @@ def ssl_dataset(files: Sequence[dict[str, str]], roi_size: int | Sequence[int] =
 def estimate_cache_bytes(files: Sequence[dict[str, str]], spacing: Sequence[float] | None = None) -> int:
     """Upper bound of the cache's size: float32 voxels of each volume (header only; after resampling to
     ``spacing``; before the body crop)."""
-    import nibabel as nib
-
     total = 0
     for f in files:
         try:
             header = nib.load(f["image"]).header
-        except Exception as err:  # noqa: BLE001 - any reader failure: say which file
+        except Exception as err:  # any reader failure: say which file
             raise ValueError(f"{f['image']}: cannot read image header ({err})") from err
         shape, zooms = header.get_data_shape()[:3], header.get_zooms()[:3]
-        scale = [float(z) / s for z, s in zip(zooms, spacing)] if spacing is not None else [1.0] * 3
-        total += 4 * math.prod(max(1, round(n * k)) for n, k in zip(shape, scale))
+        scale = [float(z) / s for z, s in zip(zooms, spacing, strict=True)] if spacing is not None else [1.0] * 3
+        total += 4 * math.prod(max(1, round(n * k)) for n, k in zip(shape, scale, strict=True))
     return total
 
 
@@ -111,8 +111,9 @@ class CacheTooLargeError(ValueError):
 
 def check_cache_fits(files: Sequence[dict[str, str]], spacing: Sequence[float] | None = None,
                      fraction: float = 0.9) -> None:
-    """:class:`CacheTooLargeError` (one line: volumes, estimated GB, available GB, what to do) when caching ``files`` on every
-    rank of this node (``LOCAL_WORLD_SIZE``, set by torchrun) would take more than ``fraction`` of the free RAM."""
+    """:class:`CacheTooLargeError` (one line: volumes, estimated GB, available GB, what to do) when caching ``files`` on
+    every rank of this node (``LOCAL_WORLD_SIZE``, set by torchrun) would take more than ``fraction`` of the free
+    RAM."""
     if not files:
         return
     need = estimate_cache_bytes(files, spacing)

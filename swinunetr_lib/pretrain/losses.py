@@ -41,7 +41,8 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         if z1.shape != z2.shape or z1.ndim != 2:
-            raise ValueError(f"expected two (B, D) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+            raise ValueError(f"expected two (B, D) embeddings of equal shape, "
+                             f"got {tuple(z1.shape)} and {tuple(z2.shape)}")
         if self.gather_distributed:
             z1, z2 = all_gather_with_grad(z1), all_gather_with_grad(z2)
         n = z1.shape[0]
@@ -66,7 +67,8 @@ class SSLLoss(nn.Module):
     Args of ``forward``: rotation logits (2B, 4) and labels (2B,) of both views, contrastive
     embeddings of view 1 and view 2 (B, D) each, reconstructions and targets (2B, C, D, H, W).
     ``gather_distributed``: contrastive negatives from the global batch across ranks (True, default) or
-    from this rank's batch only (False, as the official code). Returns ``{"loss", "rotation", "contrastive", "reconstruction"}`` scalars.
+    from this rank's batch only (False, as the official code).
+    Returns ``{"loss", "rotation", "contrastive", "reconstruction"}`` scalars.
     """
 
     def __init__(self, rotation_weight: float = 1.0, contrastive_weight: float = 1.0,
@@ -83,5 +85,5 @@ class SSLLoss(nn.Module):
         terms = {"rotation": self.rotation(rotation_logits, rotation_labels),
                  "contrastive": self.contrastive(z1, z2),
                  "reconstruction": self.reconstruction(reconstruction, target)}
-        total = sum(w * t for w, t in zip(self.weights, terms.values()))
+        total = sum(w * t for w, t in zip(self.weights, terms.values(), strict=True))
         return {"loss": total, **terms}  # type: ignore[dict-item]

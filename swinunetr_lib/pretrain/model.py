@@ -1,4 +1,5 @@
-"""Self-supervised Swin UNETR encoder with rotation, contrastive and inpainting heads (Tang et al. 2022, Sec. 3, Fig. 1).
+"""Self-supervised Swin UNETR encoder with rotation, contrastive and inpainting heads
+(Tang et al. 2022, Sec. 3, Fig. 1).
 
 The encoder is MONAI's :class:`~monai.networks.nets.swin_unetr.SwinTransformer` built with exactly the
 arguments :class:`~monai.networks.nets.SwinUNETR` uses for its ``swinViT`` (patch 2, window 7,
@@ -51,11 +52,11 @@ class ReconstructionDecoder(nn.Module):
     LeakyReLU``, halving the channels (16F -> 8F -> ... -> F/2): the "resize-convolution" that Odena et al.
     (Distill 2016) recommend against checkerboard artefacts. The official decoder has the same layers with the
     upsampling last in each stage; upsampling first also lets the 32^3 sub-volumes whose last stage is one
-    voxel be normalised (InstanceNorm needs more than one voxel). ``kind="transposed"``: five ``ConvTranspose3d(k=2, s=2) -> InstanceNorm ->
-    LeakyReLU`` stages instead; cheaper, but a stride-2 transposed convolution paints the same 2x2x2 pattern
-    into every output cell, so an undertrained decoder draws a checkerboard rather than a blurry volume.
-    Both end in a 1x1x1 convolution to ``out_channels``, with no output activation: targets are intensities
-    in [0, 1] and the loss is L1, as in the official code.
+    voxel be normalised (InstanceNorm needs more than one voxel). ``kind="transposed"``: five ``ConvTranspose3d(k=2,
+    s=2) -> InstanceNorm -> LeakyReLU`` stages instead; cheaper, but a stride-2 transposed convolution paints the same
+    2x2x2 pattern into every output cell, so an undertrained decoder draws a checkerboard rather than a blurry volume.
+    Both end in a 1x1x1 convolution to ``out_channels``, with no output activation: targets are intensities in [0, 1]
+    and the loss is L1, as in the official code.
     """
 
     def __init__(self, in_channels: int, out_channels: int = 1, num_upsamples: int = 5,
@@ -229,7 +230,8 @@ def ssl_model_from_checkpoint(state: object, source: str | os.PathLike[str],
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{path}: does not match SSLModel(feature_size={w.shape[0]}): {str(err).splitlines()[0]}") from None
+        raise ValueError(f"{path}: does not match SSLModel(feature_size={w.shape[0]}): "
+                         f"{str(err).splitlines()[0]}") from None
     return model.to(device).eval()
 
 

@@ -159,9 +159,9 @@ def check_pretrain_config(cfg: PretrainConfig) -> None:
     if not 0 <= cfg.cutout_fraction < 1:
         raise ValueError(f"cutout_fraction={cfg.cutout_fraction} must be at least 0 and below 1")
     if cfg.decoder == "unet" and cfg.roi_size < 64:
-        raise ValueError(f"roi_size={cfg.roi_size} with decoder=unet: Swin UNETR's decoder needs sub-volumes of at least "
-                         "64^3 (its bottleneck block normalises over the last stage's voxels); use roi_size >= 64 or "
-                         "decoder=upsample")
+        raise ValueError(f"roi_size={cfg.roi_size} with decoder=unet: Swin UNETR's decoder needs sub-volumes of "
+                         "at least 64^3 (its bottleneck block normalises over the last stage's voxels); use "
+                         "roi_size >= 64 or decoder=upsample")
     if not cfg.temperature > 0:
         raise ValueError(f"temperature={cfg.temperature} must be > 0")
 
@@ -192,7 +192,8 @@ def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> Pretr
     """:func:`pretrain` once the settings are checked and the run folder is locked."""
     torch.manual_seed(cfg.seed)
     model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
-    if cfg.init_from and not (cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file()):  # a resume restores its own
+    # not on a resume from a checkpoint: that restores its own weights
+    if cfg.init_from and not (cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file()):
         line = warm_start(model, resolve_path(cfg.init_from))
         if ddp.is_main_process():
             print(line)

@@ -34,7 +34,8 @@ def rotate_axial(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     Branch-free: the three non-trivial rotations are computed for the whole batch and selected per sample.
     """
     if x.ndim != 5 or x.shape[2] != x.shape[3]:
-        raise ValueError(f"axial rotation needs a (B, C, X, Y, Z) batch with X == Y, got shape {tuple(x.shape)} (B, C, X, Y, Z)")
+        raise ValueError(f"axial rotation needs a (B, C, X, Y, Z) batch with X == Y, "
+                         f"got shape {tuple(x.shape)} (B, C, X, Y, Z)")
     k = k.to(x.device).view(-1, *([1] * (x.ndim - 1))) % 4
     out = x
     for turns in (1, 2, 3):
@@ -151,7 +152,7 @@ class InnerCutout:
                weights: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per weight (B, N): sum over boxes of weight * indicator, as (B, 1, X, Y, Z) float."""
         b = starts[0].shape[0]
-        ix, iy, iz = (_axis_indicator(s, lo, ln) for s, lo, ln in zip(spatial, starts, lengths))
+        ix, iy, iz = (_axis_indicator(s, lo, ln) for s, lo, ln in zip(spatial, starts, lengths, strict=True))
         yz = (iy[..., :, None] * iz[..., None, :]).flatten(2)                    # (B, N, Y*Z)
         return [torch.bmm((ix * w[..., None]).transpose(1, 2), yz).view(b, 1, *spatial) for w in weights]
 

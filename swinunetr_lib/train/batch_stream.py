@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from monai.transforms import Compose, Randomizable
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..utils.device import seed_everything
@@ -69,8 +70,6 @@ class SkipFirst:
 def _has_sequential_randomness(dataset: Any) -> bool:
     """True when ``dataset`` applies MONAI random transforms that keep their own RNG state across items
     (skipping item ``i`` would change the crops of every later item of the epoch)."""
-    from monai.transforms import Compose, Randomizable
-
     def random(t: Any) -> bool:  # not Compose.flatten(): a new Compose re-seeds the transforms it holds
         if isinstance(t, Compose):
             return any(random(u) for u in t.transforms)

@@ -110,7 +110,8 @@ def checkpoint_state(model: torch.nn.Module, optimizer: Any, scheduler: Any, sca
     """The dict ``last.pt`` / ``best.pt`` hold (no metrics history: ``metrics.csv`` is the record)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "consumed": consumed,
-            "epoch_batches": epoch_batches, "world_size": ddp.world_size(), "best_value": best, "rng": rng_state(device), "config": cfg.to_dict(),
+            "epoch_batches": epoch_batches, "world_size": ddp.world_size(), "best_value": best,
+            "rng": rng_state(device), "config": cfg.to_dict(),
             "run": plain(dict(run_settings or {}))}
 
 
@@ -176,7 +177,7 @@ def restore(state: Mapping[str, Any], path: Path, model: torch.nn.Module, optimi
         scaler.load_state_dict(state["scaler"])
         out = Resumed(state["step"], state["epoch"], state["consumed"], state["best_value"])
         set_rng_state(state["rng"], device)
-    except Exception as err:  # noqa: BLE001 - a corrupt or foreign checkpoint: say which and what to do
+    except Exception as err:  # a corrupt or foreign checkpoint: say which and what to do
         raise ValueError(f"{path}: cannot resume from this checkpoint ({error_message(err).splitlines()[0]}); "
                          "delete it or start with resume=false") from err
     out.history = read_metrics(metrics_csv, out.step) if metrics_csv.exists() else list(state.get("history", []))

@@ -30,7 +30,7 @@ class MetricsLog:
         if not self._tb_tried:  # opened at the first logged step, so a run that fails earlier leaves no tb/
             self._tb_tried = True
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 — optional (see except)
                 self.tb = SummaryWriter(str(self._tb_dir))
             except ImportError:  # TensorBoard is optional; the CSV is the record
                 self.tb = None

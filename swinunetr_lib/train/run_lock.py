@@ -9,6 +9,11 @@ from pathlib import Path
 
 from ..utils.files import current_umask
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no file locks, runs go unprotected
+    fcntl = None  # type: ignore[assignment]
+
 
 class RunDirBusyError(RuntimeError):
     """Another live process holds the run folder's lock."""
@@ -42,8 +47,6 @@ def _pid_running(pid: str) -> bool:
 def _open_locked(lock: Path, run_dir: Path) -> int | None:
     """An fd holding ``flock`` on ``lock`` (the very file at that path), None where file locks are unsupported;
     :class:`RunDirBusyError` when a live process holds it."""
-    import fcntl
-
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
         try:
@@ -86,9 +89,7 @@ def run_dir_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path | None]:
             if not _held_locks[key]:
                 del _held_locks[key]
         return
-    try:
-        import fcntl  # noqa: F401 - POSIX only
-    except ImportError:
+    if fcntl is None:  # POSIX only
         yield None
         return
     created = not run_dir.exists()

@@ -29,7 +29,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device={device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no usable CUDA GPU is visible"
+            why = ("this PyTorch is built without CUDA" if torch.version.cuda is None
+                   else "no usable CUDA GPU is visible")
             raise ValueError(f"device={device!r}: {why}; use device=cpu, or auto to take a GPU only when there is one")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "

@@ -150,7 +150,7 @@ def _unsafe_globals(path: Path, err: BaseException) -> list[str]:
     running anything."""
     try:
         found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # noqa: BLE001 - not a zip checkpoint: read the names from the error instead
+    except Exception:  # not a zip checkpoint: read the names from the error instead
         found = []
     return found or re.findall(r"GLOBAL ([\w.]+)", str(err))
 
@@ -171,7 +171,7 @@ def safe_torch_load(path: str | os.PathLike[str], *, allow_numpy_rng: bool = Fal
                                         "and plain values, and unpickling them could run code; use a checkpoint "
                                         "written by this library") from None
         raise CheckpointError(path, f"cannot be read as a torch checkpoint ({_unpickling_detail(err)})") from err
-    except Exception as err:  # noqa: BLE001 - a file that is no checkpoint can fail anywhere in the unpickler
+    except Exception as err:  # a file that is no checkpoint can fail anywhere in the unpickler
         detail = (str(err).splitlines() or [""])[0] if not isinstance(err, KeyError) else ""
         detail = detail or f"{type(err).__name__} while unpickling"
         raise CheckpointError(path, f"cannot be read as a torch checkpoint ({detail})") from err

@@ -70,7 +70,7 @@ def plot_learning_curves(source: pd.DataFrame | str | os.PathLike[str] | Mapping
     nrows = int(np.ceil(len(cols) / ncols))
     fig = new_figure(figsize=(ncols * panel_size, nrows * panel_size * 0.8))
     axs = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for ax, col in zip(axs, cols):
+    for ax, col in zip(axs, cols, strict=False):  # the grid's last row may have more panels than columns left
         for name, df in tables.items():
             if col not in df.columns:
                 continue
@@ -101,7 +101,8 @@ def _organ_labels(values: pd.Series) -> pd.Series:
     return values.astype(str)
 
 
-def plot_organ_metrics(results: pd.DataFrame | str | os.PathLike[str], *, metrics: Sequence[str] | str = ("dice", "hd95"),
+def plot_organ_metrics(results: pd.DataFrame | str | os.PathLike[str], *,
+                       metrics: Sequence[str] | str = ("dice", "hd95"),
                        kind: str = "bar", organ_col: str | None = None, group_col: str | None = None,
                        panel_size: float = 4.0) -> Figure:
     """Per-organ Dice / HD95 as bars (mean ± sd over cases) or box plots, one panel per metric.
@@ -130,7 +131,7 @@ def plot_organ_metrics(results: pd.DataFrame | str | os.PathLike[str], *, metric
     axs = np.atleast_1d(fig.subplots(1, len(present))).ravel()
     width = 0.8 / len(groups)
     x = np.arange(len(order))
-    for ax, metric in zip(axs, present):
+    for ax, metric in zip(axs, present, strict=True):
         for gi, g in enumerate(groups):
             sub = df if g is None else df[df[group_col] == g]
             vals = [sub.loc[sub["_organ"] == o, metric].dropna().to_numpy(dtype=float) for o in order]
@@ -167,7 +168,8 @@ def plot_label_efficiency(results: pd.DataFrame | str | os.PathLike[str], *, x: 
 
     Columns are found by name unless given: x in (``fraction``, ``labeled_fraction``, ``label_fraction``),
     y in (``dice``, ``mean_dice``, ``val_dice``), group in (``init``, ``initialization``, ``method``).
-    Rows sharing (group, x) are the seeds; the band is ± one standard deviation (as in the paper's label-efficiency plot).
+    Rows sharing (group, x) are the seeds; the band is ± one standard deviation (as in the paper's label-efficiency
+    plot).
     """
     df = _read_table(results, "label_efficiency.csv")
     xc = _pick(df, x, ("fraction", "labeled_fraction", "label_fraction", "labelled_fraction"), "fraction", "results")

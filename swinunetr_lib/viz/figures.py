@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..utils.files import atomic_path
 from ..utils.organs import BTCV_ORGANS  # the one BTCV organ table: id -> name shown in figures
 
 # --------------------------------------------------------------------------------------------- colours
@@ -58,8 +60,6 @@ def label_color(label_id: int, colors: Mapping[int, tuple[int, int, int]] = BTCV
     """RGB in [0, 1] of one label id; ids beyond the table get a deterministic tab20 colour."""
     if label_id in colors:
         return tuple(c / 255.0 for c in colors[label_id])  # type: ignore[return-value]
-    from matplotlib import colormaps
-
     return tuple(colormaps["tab20"](label_id % 20)[:3])  # type: ignore[return-value]
 
 
@@ -113,7 +113,8 @@ def as_volume(x: Any, name: str = "volume") -> np.ndarray:
     while arr.ndim > 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume (D, H, W) (leading singleton dims allowed); got shape {arr.shape}")
+        raise ValueError(f"{name} must be a 3D volume (D, H, W) (leading singleton dims allowed); "
+                         f"got shape {arr.shape}")
     return arr
 
 
@@ -203,15 +204,13 @@ def figure_to_png(fig: Figure, dpi: float = 100) -> bytes:
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: float = 120) -> Path:
     """Save atomically (format from the suffix)."""
-    from ..utils.files import atomic_path
-
     with atomic_path(path) as tmp:
         FigureCanvasAgg(fig)
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".") or "png")
     return Path(path)
 
 
-def _aspect(spacing: Sequence[float] | None, axis: int) -> float:
+def slice_aspect(spacing: Sequence[float] | None, axis: int) -> float:
     """Pixel aspect (row spacing / column spacing) of a displayed slice."""
     if spacing is None:
         return 1.0
@@ -247,12 +246,12 @@ def plot_triplanar(image: Any, label: Any = None, *, position: str | Sequence[in
         pos = tuple(int(p) for p in position)
     fig = new_figure(figsize=(3 * panel_size + (1.8 if legend and lab is not None else 0), panel_size))
     axs = fig.subplots(1, 3)
-    for ax, view in zip(axs, ("axial", "coronal", "sagittal")):
+    for ax, view in zip(axs, ("axial", "coronal", "sagittal"), strict=True):
         a = AXES[view]
         sl = display_slice(img, a, pos[a])
         ls = display_slice(lab, a, pos[a]) if lab is not None else None
         ax.imshow(overlay_rgb(sl, ls, alpha=alpha, window_preset=window_preset), interpolation="nearest",
-                  aspect=_aspect(spacing, a))
+                  aspect=slice_aspect(spacing, a))
         ax.set_title(f"{view} [{pos[a]}]", fontsize=9)
         ax.set_axis_off()
     if legend and lab is not None:
@@ -297,7 +296,7 @@ def plot_windows(image: Any, *, axis: str = "axial", index: int | None = None,
     k = vol.shape[a] // 2 if index is None else index
     sl = display_slice(vol, a, k)
     fig = new_figure(figsize=(len(presets) * panel_size, panel_size))
-    for ax, preset in zip(np.atleast_1d(fig.subplots(1, len(presets))), presets):
+    for ax, preset in zip(np.atleast_1d(fig.subplots(1, len(presets))), presets, strict=True):
         ax.imshow(window(sl, preset), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         w_, l_ = WINDOWS[preset] if isinstance(preset, str) else preset
         ax.set_title(f"{preset if isinstance(preset, str) else 'custom'} W{w_:g}/L{l_:g}", fontsize=9)
@@ -315,8 +314,9 @@ def plot_ssl_panels(original: Any, rotated: Any, cutout: Any, reconstructed: Any
     already scaled to [0, 1]; the middle slice of ``axis`` is shown. ``rotation_labels`` (0-3, multiples
     of 90 degrees in the axial plane) are written above the rotated panel. With ``mask`` (the cut-out voxels,
     same shape, e.g. ``SSLView.mask``) each row shows the slice where the boxes hide the most content (the sum
-    of the rotated intensities under them; air hides nothing) and the boxes are outlined in the cut-out and reconstructed panels. ``window_preset``: see :func:`window`; for
-    intensities scaled from HU [-1000, 1000] to [0, 1], :data:`SCALED_SOFT_TISSUE` shows the organs.
+    of the rotated intensities under them; air hides nothing) and the boxes are outlined in the cut-out and
+    reconstructed panels. ``window_preset``: see :func:`window`; for intensities scaled from HU [-1000, 1000] to [0, 1],
+    :data:`SCALED_SOFT_TISSUE` shows the organs.
     """
     def batch(x: Any, name: str) -> np.ndarray:
         arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
@@ -386,12 +386,12 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
         err[m] = col
     fig = new_figure(figsize=(3 * panel_size + 1.8, panel_size + 0.8))
     axs = fig.subplots(1, 3)
-    asp = _aspect(spacing, a)
+    asp = slice_aspect(spacing, a)
     axs[0].imshow(overlay_rgb(sl, t, alpha=alpha, window_preset=window_preset), interpolation="nearest", aspect=asp)
     axs[1].imshow(overlay_rgb(sl, p, alpha=alpha, window_preset=window_preset), interpolation="nearest", aspect=asp)
     axs[2].imshow(err, interpolation="nearest", aspect=asp)
     wrong = int(sum(m.sum() for m, _ in kinds.values()))
-    for ax, name in zip(axs, ("ground truth", "prediction", f"errors ({wrong} px)")):
+    for ax, name in zip(axs, ("ground truth", "prediction", f"errors ({wrong} px)"), strict=True):
         ax.set_title(f"{name}, {axis} [{index}]", fontsize=9)
         ax.set_axis_off()
     present = sorted(int(k) for k in np.union1d(np.unique(t), np.unique(p)) if k > 0)

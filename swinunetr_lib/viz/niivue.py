@@ -21,6 +21,8 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ipywidgets as w
+import nibabel as nib
 import numpy as np
 
 from .figures import BTCV_COLORS, BTCV_ORGANS, WINDOWS, as_volume, label_color, organ_name, window_bounds
@@ -35,8 +37,8 @@ def niivue_status() -> tuple[bool, str]:
     if importlib.util.find_spec("ipyniivue") is None:
         return False, "ipyniivue is not installed (pip install ipyniivue==2.4.4)"
     try:
-        import ipyniivue  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - a broken install must not break the notebook
+        import ipyniivue  # noqa: F401, PLC0415 — only whether it imports: optional, may be broken
+    except Exception as err:  # a broken install must not break the notebook
         return False, f"ipyniivue failed to import ({type(err).__name__}: {err})"
     return True, "ipyniivue available (its JavaScript ships in the wheel: works offline)"
 
@@ -61,8 +63,6 @@ def _affine(spacing: Sequence[float], affine: Any) -> np.ndarray:
 def nifti_bytes(volume: np.ndarray, affine: np.ndarray, *, label: bool = False) -> bytes:
     """``volume`` (X, Y, Z) as the bytes of a gzipped NIfTI-1 file: uint8 (or int16) for a label map; int16 for
     whole-number intensities that fit (CT in HU), else float32."""
-    import nibabel as nib
-
     arr = np.asarray(volume)
     if label:
         arr = arr.astype(np.uint8 if arr.size == 0 or int(arr.max()) < 256 else np.int16)
@@ -90,7 +90,7 @@ def label_lut(label_ids: Sequence[int], *, colors: Mapping[int, tuple[int, int, 
 
 
 def _slice_type(layout: str) -> Any:
-    from ipyniivue import SliceType
+    from ipyniivue import SliceType  # noqa: PLC0415 — optional viewer; the module imports without it
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
@@ -107,7 +107,7 @@ def niivue_view(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.
     a 3D rendering; as a 2 x 2 ``grid`` for a narrow view), ``axial``, ``coronal``, ``sagittal`` or ``3d``.
     Volumes are ``nv.volumes[0]`` (CT) and ``nv.volumes[1]`` (labels).
     """
-    from ipyniivue import MultiplanarType, NiiVue, Volume
+    from ipyniivue import MultiplanarType, NiiVue, Volume  # noqa: PLC0415 — optional viewer (niivue_status)
 
     img = as_volume(image, "image")
     lab = None if label is None else as_volume(label, "label")
@@ -133,8 +133,6 @@ def niivue_view(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.
 
 def _window_control(views: Sequence[Any], window_preset: str | tuple[float, float]) -> Any:
     """A dropdown of the window presets that sets the CT display range of every view in ``views``."""
-    import ipywidgets as w
-
     options = list(WINDOWS) if isinstance(window_preset, str) else ["custom", *WINDOWS]
     choice = w.Dropdown(options=options, value=window_preset if isinstance(window_preset, str) else "custom",
                         description="window", layout=w.Layout(width="200px"))
@@ -154,8 +152,6 @@ def niivue_viewer(image: Any, label: Any = None, *, spacing: Sequence[float] = (
                   layout: str = "multiplanar", height: int = 420) -> Any:
     """:func:`niivue_view` with controls above it: window preset, layout and label opacity.
     Returns an ``ipywidgets.VBox`` whose last child is the ``NiiVue`` widget."""
-    import ipywidgets as w
-
     nv = niivue_view(image, label, spacing=spacing, affine=affine, window_preset=window_preset,
                      label_opacity=label_opacity, layout=layout, height=height)
     controls = [_window_control([nv], window_preset)]
@@ -175,8 +171,6 @@ def niivue_compare(image: Any, prediction: Any, truth: Any, *, spacing: Sequence
     """The ground truth (left) and the prediction (right) on the same CT, two linked NiiVue views: the
     crosshair and the 3D camera of one follow the other (``NiiVue.broadcast_to``); one window control for both.
     Returns an ``ipywidgets.VBox``; the views are its last child's children."""
-    import ipywidgets as w
-
     kw = dict(spacing=spacing, affine=affine, window_preset=window_preset, label_opacity=label_opacity,
               layout=layout, height=height, grid=True)
     pred, lab = as_volume(prediction, "prediction"), as_volume(truth, "truth")
@@ -187,5 +181,5 @@ def niivue_compare(image: Any, prediction: Any, truth: Any, *, spacing: Sequence
     views[0].broadcast_to(views[1], sync)
     views[1].broadcast_to(views[0], sync)
     titles = [w.HTML(f"<b>{t}</b>") for t in ("ground truth", "prediction")]
-    panes = [w.VBox([t, v], layout=w.Layout(width="50%")) for t, v in zip(titles, views)]
+    panes = [w.VBox([t, v], layout=w.Layout(width="50%")) for t, v in zip(titles, views, strict=True)]
     return w.VBox([_window_control(views, window_preset), w.HBox(panes)])

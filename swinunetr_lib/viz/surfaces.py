@@ -23,19 +23,25 @@ from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import ipywidgets as w
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+from skimage.measure import marching_cubes
 
+from . import niivue
 from .figures import (
     AXES,
-    _aspect,
     as_volume,
     display_slice,
+    figure_to_png,
     label_color,
     new_figure,
     organ_legend,
     organ_name,
     overlay_rgb,
+    slice_aspect,
 )
 
 VIEWER_ENV = "SWINUNETR_3D_VIEWER"
@@ -53,8 +59,6 @@ def label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), st
     ``step_size`` > 1 coarsens marching cubes (faster, fewer faces); a mesh above ``max_faces`` faces is
     recomputed with a larger step until it fits (display only).
     """
-    from skimage.measure import marching_cubes
-
     lab = as_volume(label, "label").astype(np.int64)
     ids = [int(k) for k in np.unique(lab) if k > 0] if labels is None else [int(k) for k in labels]
     meshes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -91,8 +95,6 @@ def plot_label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0
         elev, azim: camera angles in degrees. The default camera stands at the patient's front-right (RAS
             +y anterior, +x right), so, as on axial CT slices, the patient's right shows on the viewer's left.
     """
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-
     meshes = label_surfaces(label, spacing=spacing, step_size=step_size, labels=labels)
     lab_shape = as_volume(label, "label").shape
     fig = new_figure(figsize=(size + (1.8 if legend and meshes else 0), size))
@@ -101,7 +103,7 @@ def plot_label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0
         poly = Poly3DCollection(verts[faces], facecolors=label_color(k), edgecolor="none", alpha=alpha, shade=True)
         ax.add_collection3d(poly)
     extent = np.asarray(lab_shape, dtype=float) * np.asarray(spacing, dtype=float)
-    for setter, e in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), extent):
+    for setter, e in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), extent, strict=True):
         setter(0, e)
     ax.set_box_aspect(tuple(extent))
     ax.set_xlabel("x (mm, →right)", fontsize=7)
@@ -120,8 +122,6 @@ def plot_label_surfaces(label: Any, *, spacing: Sequence[float] = (1.0, 1.0, 1.0
 
 # --------------------------------------------------------------------------------------------- widgets
 def _png(rgb: np.ndarray) -> bytes:
-    from matplotlib.image import imsave
-
     buf = io.BytesIO()
     imsave(buf, np.clip(rgb, 0, 1), format="png")
     return buf.getvalue()
@@ -137,8 +137,6 @@ def slice_scroller(image: Any, label: Any = None, *, axis: str = "axial",
     with ``spacing`` (mm, x y z) the coarser direction is stretched further, so anisotropic voxels (e.g.
     0.7 x 0.7 x 2.5 mm) keep their true proportions in coronal and sagittal views.
     """
-    import ipywidgets as w
-
     img = as_volume(image, "image")
     lab = None if label is None else as_volume(label, "label")
     if lab is not None and lab.shape != img.shape:
@@ -155,7 +153,7 @@ def slice_scroller(image: Any, label: Any = None, *, axis: str = "axial",
         k = min(slider.value, slider.max)
         ls = None if lab is None else display_slice(lab, a, k)
         rgb = overlay_rgb(display_slice(img, a, k), ls, alpha=alpha, window_preset=window_preset)
-        picture.value = _png(_upsample(rgb, zoom, _aspect(spacing, a)))
+        picture.value = _png(_upsample(rgb, zoom, slice_aspect(spacing, a)))
         present = [] if ls is None else [int(v) for v in np.unique(ls) if v > 0]
         caption.value = " ".join(
             f"<span style='color:rgb{tuple(int(255 * c) for c in label_color(v))}'>■</span> {organ_name(v)}"
@@ -200,11 +198,12 @@ def itkwidgets_status(check_network: bool = True) -> tuple[bool, str]:
         if importlib.util.find_spec(mod) is None:
             return False, f"{mod} is not installed (pip install -e '.[viewer]' in the project folder)"
     try:
-        from itkwidgets import viewer_config
+        from itkwidgets import viewer_config  # noqa: PLC0415 — optional extra ([viewer]), may be absent or broken
     except Exception as err:  # a broken install must not break the notebook
         return False, f"itkwidgets failed to import ({type(err).__name__}: {err})"
     if check_network and not _host_reachable(viewer_config.ITK_VIEWER_SRC):
-        return False, f"its viewer is loaded from {urlparse(viewer_config.ITK_VIEWER_SRC).hostname}, which is unreachable (offline?)"
+        host = urlparse(viewer_config.ITK_VIEWER_SRC).hostname
+        return False, f"its viewer is loaded from {host}, which is unreachable (offline?)"
     return True, "itkwidgets available"
 
 
@@ -228,19 +227,17 @@ def show_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0, 1
         raise ValueError(f"viewer must be one of {', '.join(repr(v) for v in VIEWERS)}; got {choice!r}")
     reasons = []
     if choice in ("auto", "niivue"):
-        from .niivue import niivue_status, niivue_viewer
-
-        ok, why = niivue_status()
+        ok, why = niivue.niivue_status()
         if ok:
             try:
-                return niivue_viewer(img, lab, spacing=spacing, window_preset=window_preset or "abdomen")
-            except Exception as err:  # noqa: BLE001 - a broken viewer must not break the notebook
+                return niivue.niivue_viewer(img, lab, spacing=spacing, window_preset=window_preset or "abdomen")
+            except Exception as err:  # a broken viewer must not break the notebook
                 why = f"NiiVue failed ({type(err).__name__}: {err})"
         reasons.append(why)
     if choice in ("auto", "itkwidgets"):
         ok, why = itkwidgets_status(check_network=choice == "auto")
         if ok:
-            from itkwidgets import view
+            from itkwidgets import view  # noqa: PLC0415 — optional extra ([viewer]), checked just above
 
             kw: dict[str, Any] = {"image": np.ascontiguousarray(img.astype(np.float32))}
             if lab is not None:
@@ -260,10 +257,6 @@ def show_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0, 1
 def static_3d(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.0, 1.0, 1.0), step_size: int = 2,
               window_preset: str | tuple[float, float] | None = "abdomen") -> Any:
     """The fallback of :func:`show_3d`: surface rendering (as a PNG image widget) above a slice scroller."""
-    import ipywidgets as w
-
-    from .figures import figure_to_png
-
     parts = []
     if label is not None:
         fig = plot_label_surfaces(label, spacing=spacing, step_size=step_size)

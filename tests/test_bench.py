@@ -133,7 +133,8 @@ def test_gpu_label_efficiency_script_dry_run(tmp_path):
                  "sweep ssl_seed1", "sweep", "probe"):
         assert f"{part}: rc=0" in log, log[-3000:]
     results = pd.read_csv(tmp_path / "results.csv")
-    assert sorted(zip(results["init"], results["seed"])) == [("scratch", 0), ("scratch", 1), ("ssl", 0), ("ssl", 1)]
+    assert sorted(zip(results["init"], results["seed"], strict=True)) == \
+        [("scratch", 0), ("scratch", 1), ("ssl", 0), ("ssl", 1)]
     assert results["mean_dice"].between(0, 1).all() and results["minutes"].gt(0).all()
     assert log.count("ok in") == 4  # each run trained once: the collecting call reused them all
     assert pd.read_csv(tmp_path / "probe.csv")["encoder"].tolist() == ["ssl", "random init"]
@@ -152,6 +153,7 @@ def test_bench_data_reports_three_paths_and_the_cores_they_need(tmp_path, capsys
         for rate in (25, 45):
             assert p[f"cores_for_{rate}"] == -(-rate // p["subvolumes_per_s"])  # ceil
     # the body crop removed the air and the table: the stored volume is smaller than the synthetic CT
-    assert all(s <= v for s, v in zip(r["prepared_shape"], [96, 80, 40])) and r["prepared_shape"][:2] != [96, 80]
+    assert all(s <= v for s, v in zip(r["prepared_shape"], [96, 80, 40], strict=True))
+    assert r["prepared_shape"][:2] != [96, 80]
     assert r["goal"]["at_paper_size"] is False and r["goal"]["met"] is None
     assert "goal: prepared subvolumes_per_s (one core) >= 45.0" in capsys.readouterr().out

@@ -116,7 +116,8 @@ def test_niivue_compare_draws_truth_and_prediction_in_the_browser(tmp_path):
                                                            "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell(
         "import nibabel as nib\nimport numpy as np\n"
-        "from swinunetr_lib.viz import figures as viz, niivue as viz_niivue\nfrom swinunetr_lib.data.labels import totalseg_to_btcv\n"
+        "from swinunetr_lib.viz import figures as viz, niivue as viz_niivue\n"
+        "from swinunetr_lib.data.labels import totalseg_to_btcv\n"
         "from swinunetr_lib.data.example_data import fetch_example\n"
         "ct = np.asarray(nib.load(fetch_example('example_ct_sm.nii.gz')).dataobj, dtype=np.float32)\n"
         "truth, _ = totalseg_to_btcv(np.asarray(nib.load(fetch_example('example_seg.nii.gz')).dataobj))\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # "-m swinunetr_lib.x.y" (python, python3, $(PY), torchrun), then a subcommand word when one follows
-COMMAND = re.compile(r"-m (swinunetr_lib(?:\.[A-Za-z_][A-Za-z_0-9]*)*)(?![.<{\w])(?:[ \t]+([a-z][a-z0-9-]*)\b(?![./=]))?")
+COMMAND = re.compile(r"-m (swinunetr_lib(?:\.[A-Za-z_][A-Za-z_0-9]*)*)(?![.<{\w])"  # the module
+                     r"(?:[ \t]+([a-z][a-z0-9-]*)\b(?![./=]))?")  # a subcommand
 # words that follow a module in prose or commands without being a subcommand
 NOT_SUBCOMMANDS = {"with", "and", "or", "as", "is", "runs", "for", "to", "on", "in", "the", "a"}
 

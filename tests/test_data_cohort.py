@@ -39,7 +39,8 @@ def test_real_example_is_remapped_to_btcv(cohort):
     lab = np.asanyarray(nib.load(cohort.root / "labelsTr/example_ct_sm.nii.gz").dataobj)
     assert set(np.unique(lab)) == set(range(14)) - {5}  # no esophagus in the example
     img = nib.load(cohort.root / "imagesTr/example_ct_sm.nii.gz")
-    assert img.shape == lab.shape and np.allclose(img.affine, nib.load(cohort.root / "labelsTr/example_ct_sm.nii.gz").affine)
+    label_affine = nib.load(cohort.root / "labelsTr/example_ct_sm.nii.gz").affine
+    assert img.shape == lab.shape and np.allclose(img.affine, label_affine)
 
 
 def test_msd_tasks(cohort):
@@ -69,7 +70,8 @@ def test_registry():
     reg = load_registry()
     msd = [d for d in reg.values() if d.collection == "Medical Segmentation Decathlon"]
     assert len(msd) == 10 and all(d.num_training and d.labels and d.licence for d in msd)
-    assert dataset_info("Task01_BrainTumour").input_channels == 4 and dataset_info("Task05_Prostate").input_channels == 2
+    assert dataset_info("Task01_BrainTumour").input_channels == 4
+    assert dataset_info("Task05_Prostate").input_channels == 2
     assert dataset_info("Task09_Spleen").num_training == 41
     assert dataset_info("BTCV").num_classes == 14 and dataset_info("BTCV").registration_required
     counts = {d.name: d.num_cases for d in reg.values() if d.kind == "pretrain"}

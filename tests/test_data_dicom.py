@@ -36,7 +36,8 @@ def test_geometry_matches_reference_label_grid(series, reference):
 def test_hu_values_equal_rescaled_pixels_and_are_plausible(series, reference):
     _, seg = reference
     arr, _ = read_dicom_series(series, orientation="LPS")  # DICOM's own voxel order: undo nothing
-    slices = sorted((pydicom.dcmread(f) for f in sorted(series.iterdir())), key=lambda d: float(d.ImagePositionPatient[2]))
+    slices = sorted((pydicom.dcmread(f) for f in sorted(series.iterdir())),
+                    key=lambda d: float(d.ImagePositionPatient[2]))
     manual = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in slices], -1)
     np.testing.assert_array_equal(arr, manual.transpose(1, 0, 2))  # pixel_array is (rows=y, cols=x)
     las, _ = read_dicom_series(series, orientation="LAS")

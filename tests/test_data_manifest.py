@@ -23,7 +23,8 @@ def touch(root, *names):
 
 
 def test_decathlon_layout(tmp_path):
-    touch(tmp_path, *(f"imagesTr/spleen_{i}.nii.gz" for i in range(6)), *(f"labelsTr/spleen_{i}.nii.gz" for i in range(5)),
+    touch(tmp_path, *(f"imagesTr/spleen_{i}.nii.gz" for i in range(6)),
+          *(f"labelsTr/spleen_{i}.nii.gz" for i in range(5)),
           "imagesTr/._spleen_0.nii.gz", "imagesTs/spleen_9.nii.gz", "imagesTr/notes.txt")
     (tmp_path / "dataset.json").write_text(json.dumps({"name": "Spleen", "labels": {"0": "background", "1": "spleen"}}))
     m = build_manifest(tmp_path, n_folds=3)

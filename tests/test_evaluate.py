@@ -27,7 +27,7 @@ def _direct_dice_hd95(pred: np.ndarray, gt: np.ndarray, spacing) -> tuple[float,
 
 def _ball(shape, center, radii):
     g = np.ogrid[tuple(slice(0, s) for s in shape)]
-    return sum(((x - c) / r) ** 2 for x, c, r in zip(g, center, radii)) <= 1
+    return sum(((x - c) / r) ** 2 for x, c, r in zip(g, center, radii, strict=True)) <= 1
 
 
 def test_metrics_agree_with_direct_numpy_on_anisotropic_grid():

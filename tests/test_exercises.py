@@ -124,7 +124,8 @@ def undefined_names(nb) -> set[str]:
             continue
         tree = ast.parse(cell.source)
         mine = _defined(tree)
-        missing |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - known - mine
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        missing |= used - known - mine
         known |= mine
     return missing
 

@@ -117,7 +117,8 @@ def test_presets_cover_btcv_and_all_ten_msd_tasks():
     from swinunetr_lib.finetune.task_presets import get_preset, intensity_transform, msd_tasks
 
     btcv = get_preset("btcv")
-    assert (btcv.out_channels, btcv.spacing, btcv.window, btcv.roi_size) == (14, (1.5, 1.5, 2.0), (-175.0, 250.0), (96, 96, 96))
+    assert (btcv.out_channels, btcv.spacing, btcv.window, btcv.roi_size) == \
+        (14, (1.5, 1.5, 2.0), (-175.0, 250.0), (96, 96, 96))
     assert len(msd_tasks()) == 10
     for task in msd_tasks():
         p, info = get_preset(task), dataset_info(task)
@@ -159,7 +160,8 @@ def test_demo_augmentation_keeps_left_and_right(tmp_path):
     entries = [{k: str(tmp_path / v) for k, v in e.items()} for e in json.loads(manifest.read_text())["training"]]
     sides = {}
     for task in ("demo_btcv", "btcv"):
-        preset = resolve_preset(FinetuneConfig(task=task, spacing=[8.0, 8.0, 8.0], roi_size=[64, 64, 32], num_samples=1))
+        preset = resolve_preset(FinetuneConfig(task=task, spacing=[8.0, 8.0, 8.0], roi_size=[64, 64, 32],
+                                               num_samples=1))
         data = AugmentedCases(preprocess_cases(entries, preset, with_indices=True), preset)
         np.random.seed(0)
         sides[task] = [s for s in (_right_kidney_is_right(data[0][0]) for _ in range(40)) if s is not None]
@@ -203,7 +205,8 @@ def test_finetune_cli_one_line_errors_and_no_files_written(tmp_path, capsys):
     run_dir = tmp_path / "run"
     base = ["--task", "demo_btcv", "--data-manifest", str(manifest), "--run-dir", str(run_dir), "--feature-size", "12",
             "--spacing", "8,8,8", "--max-steps", "1", "--device", "cpu"]
-    for extra, expected in [([], f"{image}: preprocessing failed"), (["--roi-size", "50"], "roi_size=50: need 3 positive"),
+    for extra, expected in [([], f"{image}: preprocessing failed"),
+                            (["--roi-size", "50"], "roi_size=50: need 3 positive"),
                             (["--roi-size", "32"], "roi_size=32: 32^3 leaves one voxel"),
                             (["--max-steps", "0"], "max_steps=0 must be >= 1"), (["--device", "tpu"], "device='tpu'")]:
         assert main(base + extra) == 2, extra

@@ -35,7 +35,8 @@ def test_official_layout_loads_every_encoder_tensor(tmp_path):
     for k, v in _encoder(source).items():
         assert torch.equal(model.state_dict()[k], v), k
     # the decoder keeps its own (random) initialisation: only the encoder came from the checkpoint
-    assert not torch.equal(model.state_dict()["out.conv.conv.weight"][:1], source.state_dict()["out.conv.conv.weight"][:1])
+    key = "out.conv.conv.weight"
+    assert not torch.equal(model.state_dict()[key][:1], source.state_dict()[key][:1])
 
 
 def test_our_full_ssl_checkpoint_with_heads_loads(tmp_path):
@@ -47,7 +48,8 @@ def test_our_full_ssl_checkpoint_with_heads_loads(tmp_path):
     report = load_encoder(model, tmp_path / "ssl.pt")
     assert report.layout == "swinunetr" and report.loaded == report.total
     assert report.unexpected == ["_orig_mod.rotation_head.weight"]
-    assert torch.equal(model.swinViT.layers4[0].blocks[1].mlp.linear2.weight, source.swinViT.layers4[0].blocks[1].mlp.linear2.weight)
+    assert torch.equal(model.swinViT.layers4[0].blocks[1].mlp.linear2.weight,
+                       source.swinViT.layers4[0].blocks[1].mlp.linear2.weight)
 
 
 def test_other_feature_size_fails_loudly(tmp_path):
@@ -102,6 +104,7 @@ def test_missing_or_unreadable_file(tmp_path):
 
 def test_a_booby_trapped_checkpoint_is_refused_without_running_it(tmp_path, booby_trap):
     marker = booby_trap(tmp_path / "evil.pt")
-    with pytest.raises(EncoderLoadError, match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):
+    with pytest.raises(EncoderLoadError,
+                       match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):
         load_encoder(build_swinunetr(1, 2, feature_size=FS), tmp_path / "evil.pt")
     assert not marker.exists()

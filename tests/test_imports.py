@@ -19,6 +19,7 @@ it started.
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -185,7 +186,7 @@ def test_folders_import_only_lower_floors(graph):
 
 def test_there_is_no_import_cycle(graph):
     cycle = find_cycle(graph)
-    where = "" if cycle is None else "; ".join(f"{a} -> {b} at {graph[a][b]}" for a, b in zip(cycle, cycle[1:]))
+    where = "" if cycle is None else "; ".join(f"{a} -> {b} at {graph[a][b]}" for a, b in itertools.pairwise(cycle))
     assert cycle is None, f"import cycle {' -> '.join(cycle or [])}: {where}"
 
 
@@ -206,7 +207,8 @@ def test_the_checker_reads_imports_in_made_up_code():
     assert imported_modules("from ..utils import ddp, files\n", ("train",)) == [("utils", 1)]
     assert imported_modules("from . import config, paths\n", ()) == [("config", 1), ("paths", 1)]
     assert imported_modules("import numpy\nfrom os import path\n", ()) == []
-    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\nelse:\n    from .b import B\n"
+    typing_only = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n"
+                   "else:\n    from .b import B\n")
     assert imported_modules(typing_only, ("x",)) == [("x.b", 5)]
 
 

@@ -53,11 +53,11 @@ def test_ssl_loss_is_weighted_sum():
     z1, z2 = torch.randn(2, 8), torch.randn(2, 8)
     rec, tgt = torch.rand(4, 1, 4, 4, 4), torch.rand(4, 1, 4, 4, 4)
     out = SSLLoss(2.0, 3.0, 0.5)(logits, labels, z1, z2, rec, tgt)
-    r, c, l = RotationLoss()(logits, labels), ContrastiveLoss(0.5)(z1, z2), ReconstructionLoss()(rec, tgt)
-    assert out["rotation"].item() == pytest.approx(r.item())
-    assert out["loss"].item() == pytest.approx(2 * r.item() + 3 * c.item() + 0.5 * l.item(), rel=1e-6)
+    rot, con, recon = RotationLoss()(logits, labels), ContrastiveLoss(0.5)(z1, z2), ReconstructionLoss()(rec, tgt)
+    assert out["rotation"].item() == pytest.approx(rot.item())
+    assert out["loss"].item() == pytest.approx(2 * rot.item() + 3 * con.item() + 0.5 * recon.item(), rel=1e-6)
     default = SSLLoss()(logits, labels, z1, z2, rec, tgt)
-    assert default["loss"].item() == pytest.approx(r.item() + c.item() + l.item(), rel=1e-6)
+    assert default["loss"].item() == pytest.approx(rot.item() + con.item() + recon.item(), rel=1e-6)
 
 
 def test_contrastive_loss_stays_fp32_under_bf16_autocast():

@@ -46,15 +46,15 @@ def test_body_box_removes_air_on_the_real_example_ct(example_ct):
     assert list(start) == [0, 0, 0] and list(end) == list(hu.shape[1:])
     # ours: largest component above -500 HU
     start, end = generate_spatial_bounding_box(hu, select_fn=body_mask)
-    box = tuple(slice(s, e) for s, e in zip(start, end))
-    assert np.prod([e - s for s, e in zip(start, end)]) < np.prod(hu.shape[1:])  # something was cut
+    box = tuple(slice(s, e) for s, e in zip(start, end, strict=True))
+    assert np.prod([e - s for s, e in zip(start, end, strict=True)]) < np.prod(hu.shape[1:])  # something was cut
     outside = np.ones(hu.shape[1:], bool)
     outside[box] = False
     assert np.median(hu[0][outside]) < -900  # what was cut is air (and the table)
     inside = hu[0][box]
     assert (inside > -500).mean() > 0.4  # the box is mostly body
     cropped = CropForegroundd("image", "image", select_fn=body_mask)({"image": hu})["image"]
-    assert tuple(cropped.shape[1:]) == tuple(e - s for s, e in zip(start, end))
+    assert tuple(cropped.shape[1:]) == tuple(e - s for s, e in zip(start, end, strict=True))
 
 
 def test_prepare_writes_ras_int16_with_metadata_and_resumes(tmp_path, example_ct, capsys):
@@ -96,7 +96,8 @@ def test_resampling_and_float16(tmp_path, example_ct):
     meta = json.loads((tmp_path / "p" / res["training"][0]["meta"]).read_text())
     arr = np.load(tmp_path / "p" / res["training"][0]["image"])
     assert arr.dtype == np.float16 and meta["spacing"] == [4.5, 4.5, 4.5]
-    assert all(abs(n - s * 3 / 4.5) <= 1 for n, s in zip(meta["source_shape"], (122, 101, 112)))  # 3 -> 4.5 mm
+    # 3 -> 4.5 mm
+    assert all(abs(n - s * 3 / 4.5) <= 1 for n, s in zip(meta["source_shape"], (122, 101, 112), strict=True))
     assert not np.all(arr == np.rint(arr))  # bilinear resampling keeps fractional HU
 
 

@@ -59,7 +59,7 @@ def test_prepared_volumes_give_the_nifti_paths_crops(cohort):
         for i in range(2):
             a, b = nifti[i], prepared[i]
             assert len(a) == len(b) == 3
-            for x, y in zip(a, b):
+            for x, y in zip(a, b, strict=True):
                 assert x["image"].shape == y["image"].shape == (1, 32, 32, 32)
                 assert float((x["image"] - y["image"]).abs().max()) <= INT16_ROUNDING
             seen.append(torch.cat([c["image"] for c in b]))
@@ -92,7 +92,7 @@ def test_persistent_workers_follow_set_epoch_and_resume_skips_at_the_sampler(coh
         expected = batches(inproc, epoch)
         assert len(expected) == 2 and expected[0].shape == (2, 1, 32, 32, 32)
         got = batches(workers, epoch)
-        assert all(torch.equal(a, b) for a, b in zip(expected, got))
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
     assert not torch.equal(batches(inproc, 0)[0], batches(inproc, 1)[0])
     # a resume at batch 1 of epoch 1 reads one volume, not two, and gets the same batch
     before = inproc.dataset.reads
@@ -163,7 +163,7 @@ def test_two_ranks_cache_and_read_only_their_own_partition(tmp_path):
         parts = [set(r[kind]["partition"]) for r in res]
         assert all(len(r[kind]["partition"]) == 3 for r in res)  # 5 volumes -> 3 + 3 (one repeated: equal steps)
         assert parts[0] | parts[1] == {f"v{i}" for i in range(1, 6)} and len(parts[0] & parts[1]) <= 1
-        for r, part in zip(res, parts):
+        for r, part in zip(res, parts, strict=True):
             assert {f"v{hu // 100}" for hu in r[kind]["seen"]} <= part  # read only its own volumes
             assert len(r[kind]["seen"]) == 6  # 2 epochs x 3 batches
         if kind == "cache":

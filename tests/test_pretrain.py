@@ -74,7 +74,8 @@ def test_bad_settings_fail_before_the_manifest_is_read(tmp_path, run):
                                                             "needs at least 2 (it would be exactly 0)"),
              (["--decoder", "unet"], "roi_size=32 with decoder=unet: Swin UNETR's decoder needs sub-volumes of at "
                                      "least 64^3"),
-             (["--decoder", "pixelshuffle"], "decoder='pixelshuffle' must be one of ['upsample', 'transposed', 'unet']")]
+             (["--decoder", "pixelshuffle"],
+              "decoder='pixelshuffle' must be one of ['upsample', 'transposed', 'unet']")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "device='cuda': "))
     for extra, expected in cases:
@@ -124,7 +125,8 @@ def test_python_dash_m_exits_cleanly_when_every_volume_is_bad(tmp_path):
                           *map(str, _args(_manifest(tmp_path, *names), tmp_path / "run"))],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 2, res.stderr
-    assert res.stderr == (f"{PROG}: error: {tmp_path / 'bad0.nii.gz'}: 5 of 64000 voxels are not finite (5 NaN, 0 Inf): "
+    assert res.stderr == (f"{PROG}: error: {tmp_path / 'bad0.nii.gz'}: "
+                          "5 of 64000 voxels are not finite (5 NaN, 0 Inf): "
                           "the scan is damaged or was written wrongly; repair or leave out this file\n")
 
 
@@ -171,7 +173,8 @@ def test_the_recorded_longer_runs_are_complete_and_beat_their_baselines(tmp_path
     assert staged.config.init_from == "runs/exp/ssl_a/checkpoints/last.pt" and staged.config.decoder == "unet"
     assert staged.metrics["rotation"].tail(20).mean() < 0.5 * math.log(4) < unet.metrics["rotation"].tail(20).mean()
     ssl, rnd = (staged.probe.set_index("encoder").loc[k] for k in ("ssl", "random init"))
-    assert ssl["rotation_accuracy"] > 0.3 > rnd["rotation_accuracy"] and ssl["inpainting_l1"] < 0.5 * ssl["trivial_fill_l1"]
+    assert ssl["rotation_accuracy"] > 0.3 > rnd["rotation_accuracy"]
+    assert ssl["inpainting_l1"] < 0.5 * ssl["trivial_fill_l1"]
     assert "python -m swinunetr_lib.pretrain" in (RECORDED / "README.md").read_text()
 
     shutil.copytree(RECORDED_RUNS["Swin UNETR's decoder, 64³"], tmp_path / "rec")
@@ -211,7 +214,8 @@ def test_init_from_warm_starts_encoder_and_heads_and_refuses_foreign_or_unsafe_f
                                                          "decoder" in out, err
 
     code, _, err = run(*_args(manifest, tmp_path / "wide", "--feature-size", "24", "--init-from", first))
-    assert code == 2 and err.count(str(first)) == 1 and "is the checkpoint for this feature_size (24)" in err.lower(), err
+    assert code == 2 and err.count(str(first)) == 1, err
+    assert "is the checkpoint for this feature_size (24)" in err.lower(), err
     assert not (tmp_path / "wide" / "checkpoints").exists()
     code, _, err = run(*_args(manifest, tmp_path / "none", "--init-from", tmp_path / "missing.pt"))
     assert code == 2 and str(tmp_path / "missing.pt") in err, err

@@ -121,7 +121,7 @@ def test_load_ssl_model_round_trip_and_refusals(tmp_path):
     model = SSLModel(feature_size=12)
     torch.save({"model": model.state_dict(), "step": 3}, tmp_path / "last.pt")
     back = load_ssl_model(tmp_path / "last.pt")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values(), strict=True))
     twin = random_like(back, seed=1)
     assert not torch.equal(twin.swinViT.patch_embed.proj.weight, back.swinViT.patch_embed.proj.weight)
     old = SSLModel(feature_size=12, decoder="transposed")  # checkpoints from before the upsample default

@@ -68,7 +68,7 @@ def run(data_fn, run_dir, stop_after=None, **kw):
 
 
 def same_weights(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 @pytest.mark.parametrize("kind", ["in_process", "per_index_worker"])
@@ -317,7 +317,7 @@ def test_ranks_that_disagree_on_the_resume_step_stop_with_a_message(tmp_path):
     finally:
         for p in procs:
             p.kill()
-    for rank, (p, (_, err)) in enumerate(zip(procs, outs)):
+    for rank, (p, (_, err)) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 2, err
         last = tmp_path / f"r{rank}" / "checkpoints" / "last.pt"
         assert err == (f"toy: error: {last}: the ranks disagree on where to resume (step 2 on rank 0; no file on "

@@ -103,7 +103,7 @@ def test_unet_decoder_is_swinunetrs_decoder_and_round_trips(tmp_path):
     torch.save({"model": ssl.state_dict()}, tmp_path / "last.pt")
     back = load_ssl_model(tmp_path / "last.pt")
     assert back.decoder_kind == "unet"
-    assert all(torch.equal(a, b) for a, b in zip(ssl.state_dict().values(), back.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(ssl.state_dict().values(), back.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="decoder kind must be 'upsample', 'transposed' or 'unet'"):
         SSLModel(feature_size=12, decoder="skip")
 

@@ -107,7 +107,8 @@ def test_cutout_mode_distribution_matches_the_measured_figures(mode):
     got = torch.quantile(frac, torch.tensor([0.05, 0.5, 0.95]))
     # 200 draws: the mean is known to ~0.007, the 5 % / 95 % quantiles to ~0.02
     assert abs(frac.mean().item() - mean) < 0.02, frac.mean()
-    assert all(abs(g - r) < tol for g, r, tol in zip(got.tolist(), (q05, q50, q95), (0.03, 0.03, 0.04))), got
+    assert all(abs(g - r) < tol
+               for g, r, tol in zip(got.tolist(), (q05, q50, q95), (0.03, 0.03, 0.04), strict=True)), got
     assert frac.max() < 0.3 + 0.25 ** 3 + 1e-6 if mode == "single" else frac.max() < 0.6
     assert fill.min() >= 0 and fill.max() <= 1 and abs(fill.mean().item() - 0.5) < 0.02
     assert abs(fill.std().item() - std) < 0.01, fill.std()

@@ -184,14 +184,16 @@ def test_cuda_resume_matches_an_uninterrupted_run(tmp_path):
     run(tmp_path / "b", stop_after=2)
     resumed, res = run(tmp_path / "b")
     assert res.step == 4 and all(p.is_cuda for p in resumed.parameters())
-    assert all(torch.allclose(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+    assert all(torch.allclose(a, b)
+               for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True))
 
 
 # --- untrusted checkpoints, shared run folders, changed settings, signals (issue #12) ---------------------------
 
 def test_a_booby_trapped_last_pt_is_refused_without_running_it(tmp_path, booby_trap):
     marker = booby_trap(tmp_path / "checkpoints" / "last.pt", lambda trap: {"model": {}, "step": 1, "rng": trap})
-    with pytest.raises(ValueError, match=r"last.pt: cannot resume from this checkpoint \(refused to load: .*posix.system"):
+    with pytest.raises(ValueError,
+                       match=r"last.pt: cannot resume from this checkpoint \(refused to load: .*posix.system"):
         fit(Toy(), toy_step, [torch.randn(4, 3)], cfg(max_steps=1), tmp_path, device="cpu")
     assert not marker.exists()
 
@@ -226,7 +228,8 @@ def test_resume_with_a_changed_lr_uses_the_new_lr_and_refuses_a_changed_seed(tmp
     data = [torch.randn(4, 3) for _ in range(3)]
     fit(Toy(), toy_step, data, cfg(max_steps=6, warmup_steps=2, lr=1e-3), tmp_path, device="cpu", stop_after=3,
         run_settings={"roi_size": 32})
-    with pytest.raises(ValueError, match=r"cannot resume with other settings .*: seed was 0, now 1; roi_size was 32, now 64"):
+    with pytest.raises(ValueError,
+                       match=r"cannot resume with other settings .*: seed was 0, now 1; roi_size was 32, now 64"):
         fit(Toy(), toy_step, data, cfg(max_steps=6, warmup_steps=2, lr=1e-3, seed=1), tmp_path, device="cpu",
             run_settings={"roi_size": 64})
     capsys.readouterr()
@@ -341,7 +344,9 @@ def test_a_last_pt_of_the_earlier_format_still_resumes_exactly(tmp_path):
     last = tmp_path / "b" / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=True)
     n = state["rng"]["numpy"]
-    state["rng"]["numpy"] = (n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    state["rng"]["numpy"] = (n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["gauss"])
     torch.save(state, last)  # as the earlier versions wrote it
     resumed = run(tmp_path / "b")
-    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True))

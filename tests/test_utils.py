@@ -28,7 +28,8 @@ def test_safe_load_refuses_code_and_keeps_plain_checkpoints(tmp_path, booby_trap
     from swinunetr_lib.utils.files import CheckpointError, safe_torch_load
 
     marker = booby_trap(tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"evil.pt: refused to load: the file holds Python objects \(posix.system\)"):
         safe_torch_load(tmp_path / "evil.pt")
     assert not marker.exists()
     plain = {"state_dict": {"module.patch_embed.proj.weight": torch.ones(2)}, "meta": {"roi": [96, 96, 96], "x": None}}

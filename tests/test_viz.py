@@ -271,7 +271,8 @@ def test_slice_scroller_and_static_fallback(capsys, monkeypatch):
     assert "ipyniivue is not installed" in printed[0] and "itkwidgets is not installed" in printed[0]
     out = viz3d.show_3d(img, lab, viewer="niivue")  # asked for NiiVue alone: no itkwidgets attempt
     assert isinstance(out, w.VBox) and isinstance(out.children[0], w.Image)
-    assert capsys.readouterr().out.strip() == "3D viewer: ipyniivue is not installed; showing the static fallback instead."
+    assert capsys.readouterr().out.strip() == \
+        "3D viewer: ipyniivue is not installed; showing the static fallback instead."
     assert isinstance(viz3d.show_3d(img, None, viewer="static"), w.VBox)
     with pytest.raises(ValueError, match="viewer"):
         viz3d.show_3d(img, lab, viewer="vtk")

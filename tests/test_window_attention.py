@@ -47,7 +47,8 @@ def test_sdpa_switch_keeps_state_dict_and_constructor_flag_is_the_same_model():
     torch.manual_seed(1)
     flagged = SSLModel(feature_size=12, sdpa_attention=True)
     assert plain.state_dict().keys() == flagged.state_dict().keys()
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), flagged.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(plain.state_dict().values(), flagged.state_dict().values(), strict=True))
     net = SwinUNETR(in_channels=1, out_channels=3, feature_size=12)
     keys = list(net.state_dict())
     assert use_sdpa_window_attention(net) == 8

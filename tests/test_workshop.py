@@ -17,7 +17,8 @@ from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.notebooks import workshop
 
 REPO = Path(__file__).resolve().parent.parent
-MIRROR = os.environ.get("SWINUNETR_EXAMPLES_MIRROR") or str(REPO.parent / "shared" / "data" / "totalsegmentator_examples")
+MIRROR = (os.environ.get("SWINUNETR_EXAMPLES_MIRROR")
+          or str(REPO.parent / "shared" / "data" / "totalsegmentator_examples"))
 
 
 @pytest.fixture
@@ -114,7 +115,8 @@ def test_make_lab_opens_jupyterlab_on_the_notebooks(tmp_path):
         pytest.skip(f"{bc.CHROMIUM} not installed ({bc.INSTALL_HINT})")
     port = bc.free_port()
     env = dict(os.environ, SWINUNETR_DATA_DIR=str(tmp_path / "data"), SWINUNETR_RUNS_DIR=str(tmp_path / "runs"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter_runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter_config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter_runtime"),
+               JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter_config"),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab_settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "lab_workspaces"))
     log = tmp_path / "make_lab.log"

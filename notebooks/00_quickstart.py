@@ -48,7 +48,7 @@ geometry = pd.Series({
     "spacing (mm)": tuple(round(float(s), 2) for s in img.header.get_zooms()[:3]),
     "orientation": "".join(nib.aff2axcodes(img.affine)),
     "HU min / max": (float(hu.min()), float(hu.max())),
-    "field of view (mm)": tuple(round(n * float(s)) for n, s in zip(img.shape, img.header.get_zooms())),
+    "field of view (mm)": tuple(round(n * float(s)) for n, s in zip(img.shape, img.header.get_zooms(), strict=True)),
 })
 geometry.to_frame("value")
 

@@ -132,8 +132,10 @@ plot_triplanar(phantom.image, phantom.label, spacing=phantom.spacing, title=f"ph
 rows = []
 for i, name in BTCV_LABELS.items():
     mask = phantom.label == i
-    rows.append({"organ": name, "voxels": int(mask.sum()), "volume (ml)": round(mask.sum() * np.prod(phantom.spacing) / 1000, 1),
-                 "designed HU": round(phantom.organ_hu(BTCV_HU_KEY[i])), "measured mean HU": round(float(phantom.image[mask].mean()))})
+    rows.append({"organ": name, "voxels": int(mask.sum()),
+                 "volume (ml)": round(mask.sum() * np.prod(phantom.spacing) / 1000, 1),
+                 "designed HU": round(phantom.organ_hu(BTCV_HU_KEY[i])),
+                 "measured mean HU": round(float(phantom.image[mask].mean()))})
 pd.DataFrame(rows).set_index("organ")
 
 # %% [markdown]
@@ -171,8 +173,8 @@ write_manifest(scanned, out_dir / "scanned_spleen.json")
 pd.DataFrame(scanned["training"])
 
 # %% [markdown]
-# Label-efficiency experiments (the paper's label-efficiency ablation, notebook 06) fine-tune on 10 %…100 % of the labeled cases.
-# The subsets are nested, so each larger run sees every case of the smaller ones.
+# Label-efficiency experiments (the paper's label-efficiency ablation, notebook 06) fine-tune on 10 %…100 % of the
+# labeled cases. The subsets are nested, so each larger run sees every case of the smaller ones.
 
 # %%
 ft = json.loads(cohort.finetune_manifest.read_text())
@@ -207,7 +209,8 @@ img0 = nib.load(cohort.root / first["image"])
 nib.save(img0, broken / "imagesTr/a.nii.gz")
 shifted = img0.affine.copy()
 shifted[2, 3] += 6.0
-nib.save(nib.Nifti1Image(np.asarray(nib.load(cohort.root / first["label"]).dataobj), shifted), broken / "labelsTr/a.nii.gz")
+label0 = np.asarray(nib.load(cohort.root / first["label"]).dataobj)
+nib.save(nib.Nifti1Image(label0, shifted), broken / "labelsTr/a.nii.gz")
 nan_img = np.asarray(img0.dataobj, dtype=np.float32)
 nan_img[:4] = np.nan
 nib.save(nib.Nifti1Image(nan_img, img0.affine), broken / "imagesTr/b.nii.gz")
@@ -219,7 +222,8 @@ bad = {**{k: ft[k] for k in ("labels", "modality")}, "training": [
     {"image": "imagesTr/missing.nii.gz", "label": "labelsTr/b.nii.gz"}],
     "validation": [{"image": "imagesTr/a.nii.gz", "label": "labelsTr/a.nii.gz"}]}
 bad_report = validate_manifest(write_manifest(bad, broken / "broken.json"))
-pd.DataFrame([{"entry": p.entry, "field": p.field, "problem": p.code, "message": p.message} for p in bad_report.problems])
+pd.DataFrame([{"entry": p.entry, "field": p.field, "problem": p.code, "message": p.message}
+              for p in bad_report.problems])
 
 # %% [markdown]
 # ## 9. Where the paper's data comes from

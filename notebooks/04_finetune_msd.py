@@ -59,7 +59,8 @@ show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()
 presets = [get_preset(t) for t in msd_tasks()]
 pd.DataFrame([{"task": p.name, "modality": p.modality, "channels": ", ".join(p.channel_names),
                "classes": ", ".join(v for k, v in p.labels.items() if k), "spacing (mm)": p.spacing,
-               "intensity": "clip %g..%g HU -> [0, 1]" % p.window if p.intensity == "ct_window" else "z-score, non-zero"}
+               "intensity": ("clip {:g}..{:g} HU -> [0, 1]".format(*p.window) if p.intensity == "ct_window"
+                             else "z-score, non-zero")}
               for p in presets]).set_index("task")
 
 # %% [markdown]

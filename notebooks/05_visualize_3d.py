@@ -36,12 +36,20 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import totalseg_to_btcv
+from swinunetr_lib.finetune.cases import preprocess_cases
+from swinunetr_lib.finetune.sliding_window import sliding_window_predict
+from swinunetr_lib.finetune.task_presets import TaskPreset
+from swinunetr_lib.infer.predict import load_finetuned
 from swinunetr_lib.paths import resolve_path
 from swinunetr_lib.paths import runs_dir as default_runs_dir
+from swinunetr_lib.pretrain.dataloader import ssl_transforms
+from swinunetr_lib.pretrain.model import load_ssl_model
+from swinunetr_lib.pretrain.transforms import SSLViewTransform, make_generator
 from swinunetr_lib.utils.device import resolve_device, seed_everything
 from swinunetr_lib.viz import curves as viz_metrics
 from swinunetr_lib.viz import figures as viz
@@ -121,22 +129,18 @@ viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["
 # cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
 
 # %%
-from swinunetr_lib.pretrain.dataloader import ssl_transforms
-from swinunetr_lib.pretrain.transforms import SSLViewTransform, make_generator
-
 # The pretraining pipeline itself: native grid, HU [-1000, 1000] -> [0, 1], one random roi_size crop per volume.
 prep = ssl_transforms(roi_size, num_samples=1).set_random_state(seed)
 crops = [prep({"image": str(cohort.root / e["image"])})[0]["image"] for e in entries[:2]]  # (1, *roi_size) each
 batch = torch.stack([torch.as_tensor(c) for c in crops])  # (B, 1, *roi_size)
 view = SSLViewTransform()(batch, make_generator("cpu", seed))
-print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, cut-out {view.mask.float().mean():.0%} of voxels")
+print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, "
+      f"cut-out {view.mask.float().mean():.0%} of voxels")
 
 # %%
 run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
 ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt"))  # fit's full checkpoints
 if ssl_ckpts:
-    from swinunetr_lib.pretrain.model import load_ssl_model
-
     ssl_model = load_ssl_model(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
     with torch.no_grad():
         reconstruction = ssl_model(view.image)["reconstruction"]
@@ -158,11 +162,6 @@ viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_lab
 # %%
 ft_models = sorted((run_root / "finetune_btcv").glob("*/model.pt"))
 if ft_models:
-    from swinunetr_lib.finetune.cases import preprocess_cases
-    from swinunetr_lib.finetune.sliding_window import sliding_window_predict
-    from swinunetr_lib.finetune.task_presets import TaskPreset
-    from swinunetr_lib.infer.predict import load_finetuned
-
     model, meta = load_finetuned(ft_models[0], device="cpu")
     preset = TaskPreset.from_dict(meta["preset"])
     val_entry = json.loads(cohort.finetune_manifest.read_text())["validation"][0]
@@ -177,8 +176,8 @@ else:
 
 # %%
 if pred is not None:
-    display(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)))  # noqa: F821
-    display(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0), step_size=surface_step_size,  # noqa: F821
+    display(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)))
+    display(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0), step_size=surface_step_size,
                                       title="prediction"))
 else:
     print("(no prediction to show)")
@@ -194,7 +193,7 @@ if pred is None:
 elif not niivue_ok or viewer not in ("auto", "niivue"):
     print(f"(no 3D comparison: {niivue_why if not niivue_ok else f'viewer={viewer!r}'}; the figures above show it)")
 else:
-    display(viz_niivue.niivue_compare(case["image"][0].numpy(), pred, truth, spacing=preset.spacing or (1.0, 1.0, 1.0),  # noqa: F821
+    display(viz_niivue.niivue_compare(case["image"][0].numpy(), pred, truth, spacing=preset.spacing or (1.0, 1.0, 1.0),
                                       window_preset=(1.0, 0.5)))
 
 # %% [markdown]
@@ -204,7 +203,7 @@ else:
 # %%
 metric_files = sorted(f for f in run_root.rglob("metrics.csv") if (f.parent / "checkpoints").is_dir())  # fit runs
 if metric_files:
-    display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))  # noqa: F821
+    display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))
 else:
     print(f"No metrics.csv under {run_root}: run notebooks 02/03 to see learning curves.")
 

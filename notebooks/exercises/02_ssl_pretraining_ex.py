@@ -42,6 +42,7 @@ from swinunetr_lib.experiments.baselines import (
     trivial_fill_l1,
 )
 from swinunetr_lib.experiments.recorded_pretraining import RECORDED_RUNS, load_recorded
+from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_dataloader
 from swinunetr_lib.pretrain.losses import ContrastiveLoss
@@ -127,15 +128,18 @@ tokens, win, shift = 8, 4, 2  # a 2D cartoon: 8 x 8 patches, windows of 4 x 4 (t
 i, j = torch.meshgrid(torch.arange(tokens), torch.arange(tokens), indexing="ij")
 fig = new_figure((11, 3.4))
 axs = fig.subplots(1, 3)
-for ax, (name, ids) in zip(axs, [("windows", (i // win) * 8 + j // win),
-                                 ("shifted windows", ((i + shift) // win) * 8 + (j + shift) // win)]):
+# the first two panels; the third, the channels per stage, is drawn below
+for ax, (name, ids) in zip(axs[:2], [("windows", (i // win) * 8 + j // win),
+                                     ("shifted windows", ((i + shift) // win) * 8 + (j + shift) // win)],
+                           strict=True):
     ax.imshow(ids, cmap="tab20", interpolation="nearest")
     ax.set_xticks(torch.arange(tokens) - 0.5, minor=True), ax.set_yticks(torch.arange(tokens) - 0.5, minor=True)
-    ax.grid(which="minor", color="w", lw=0.6), ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+    ax.grid(which="minor", color="w", lw=0.6)
+    ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     ax.set_title(f"{name}: {win}x{win} patches (white lines)", fontsize=9)
 axs[2].bar(stages["output of"], stages["channels"], color="tab:blue")
 axs[2].set_title(f"channels per stage at feature_size={feature_size} (side on top)", fontsize=9)
-for k, (c, s) in enumerate(zip(stages["channels"], stages["side (patches)"])):
+for k, (c, s) in enumerate(zip(stages["channels"], stages["side (patches)"], strict=True)):
     axs[2].text(k, c, f"{s}³", ha="center", va="bottom", fontsize=8)
 fig
 
@@ -164,7 +168,8 @@ if not data_manifest:
 dev = resolve_device(device)
 loader = ssl_dataloader(data_manifest, roi_size=roi_size, batch_size=batch_size, num_samples=num_samples, seed=seed)
 x = next(iter(loader))["image"].as_tensor().to(dev)
-print(f"{len(loader.dataset)} volumes; one batch: {tuple(x.shape)} (B, C, X, Y, Z), range [{x.min():.2f}, {x.max():.2f}]")
+print(f"{len(loader.dataset)} volumes; one batch: {tuple(x.shape)} (B, C, X, Y, Z), "
+      f"range [{x.min():.2f}, {x.max():.2f}]")
 
 # %% [markdown]
 # ## Each proxy task once, by hand
@@ -246,7 +251,8 @@ plot_ssl_panels(x, v2.target, v2.image, rotation_labels=v2.rotation.tolist(), ma
 run_dir = runs_dir() / "ssl_pretraining"
 cfg = PretrainConfig(data_manifest=data_manifest, run_dir=str(run_dir), device=device, roi_size=roi_size,
                      feature_size=feature_size, batch_size=batch_size, num_samples=num_samples, max_steps=max_steps,
-                     warmup_steps=warmup_steps, lr=lr, seed=seed, resume=resume, checkpoint_every=max(1, max_steps // 4),
+                     warmup_steps=warmup_steps, lr=lr, seed=seed, resume=resume,
+                     checkpoint_every=max(1, max_steps // 4),
                      cutout_mode=cutout_mode, cutout_fraction=cutout_fraction, cutout_min_block=cutout_min_block,
                      cutout_max_block=cutout_max_block, cutout_noise_prob=cutout_noise_prob,
                      contrastive_negatives=contrastive_negatives, decoder=decoder)
@@ -292,9 +298,11 @@ baselines = {"rotation": {"chance ln 4": rotation_chance()},
              "reconstruction": {"constant": constant, "trivial fill": fill_all}}
 baselines["loss"] = {"sum of chance levels": rotation_chance() + contrastive_chance(n_sub) + constant}
 hist = pd.DataFrame([r for r in result.fit.history if "loss" in r])
-curves = plot_learning_curves(hist, columns=["loss", "rotation", "contrastive", "reconstruction"], smoothing=0.6, ncols=4)
+curves = plot_learning_curves(hist, columns=["loss", "rotation", "contrastive", "reconstruction"], smoothing=0.6,
+                              ncols=4)
 display(add_baselines(curves, baselines))
-lines = pd.Series({k: ", ".join(f"{name} {v:.4f}" for name, v in d.items()) for k, d in baselines.items()}, name="baselines")
+lines = pd.Series({k: ", ".join(f"{name} {v:.4f}" for name, v in d.items()) for k, d in baselines.items()},
+                  name="baselines")
 pd.concat([hist.set_index("step")[list(baselines)].iloc[[0, -1]].T.add_prefix("step ").round(4), lines], axis=1)
 
 # %% [markdown]
@@ -421,14 +429,9 @@ for name, rec in recorded.items():
 # %%
 pre = None
 if show_precomputed:
-    try:
-        from swinunetr_lib.notebooks.precomputed import find_precomputed
-    except ImportError:
-        print("swinunetr_lib.notebooks.precomputed is not in this version of the library: no precomputed run to show")
-    else:
-        pre = find_precomputed("ssl_pretraining")
-        print(f"instructor's precomputed run: {pre}" if pre else
-              f"no precomputed run in {runs_dir() / 'precomputed' / 'ssl_pretraining'}: only this notebook's run is shown")
+    pre = find_precomputed("ssl_pretraining")
+    print(f"instructor's precomputed run: {pre}" if pre else
+          f"no precomputed run in {runs_dir() / 'precomputed' / 'ssl_pretraining'}: only this notebook's run is shown")
 pre_ckpt = safe_torch_load(pre / "checkpoints" / "last.pt") if pre else None
 pd.Series({**pre_ckpt["run"], "steps": pre_ckpt["step"], "lr": pre_ckpt["config"]["lr"]},
           name="instructor's precomputed run").astype(str).to_frame() if pre_ckpt else None
@@ -493,9 +496,8 @@ pd.DataFrame({"this run": [result.fit.step, f"{last['rotation']:.4f}", f"{last['
 # it. The three recorded runs showed what longer runs buy on a CPU: rotation and contrastive coding need many views
 # per step; inpainting needs a decoder that is not starved at a one-voxel bottleneck (Swin UNETR's, with skips);
 # a run continued from a cheaper one at a smaller size (progressive resizing) learns rotation where one from
-# random weights did not; at this budget none gave features that name organs better than random ones. The paper's encoder saw 5,050
-# CTs on 8 GPUs. Next: notebook 03 fine-tunes
-# Swin UNETR on the labeled cohort, from this encoder (`runs_dir()/ssl_pretraining/model_swinvit.pt`) with
-# `init = "ssl"` and the same `feature_size` (notebook 06 does exactly that), or from scratch; try more
-# `max_steps`, `roi_size = 96` and `feature_size = 48` on a GPU, or
+# random weights did not; at this budget none gave features that name organs better than random ones. The paper's
+# encoder saw 5,050 CTs on 8 GPUs. Next: notebook 03 fine-tunes Swin UNETR on the labeled cohort, from this encoder
+# (`runs_dir()/ssl_pretraining/model_swinvit.pt`) with `init = "ssl"` and the same `feature_size` (notebook 06 does
+# exactly that), or from scratch; try more `max_steps`, `roi_size = 96` and `feature_size = 48` on a GPU, or
 # `torchrun --nproc-per-node N -m swinunetr_lib.pretrain ...` for several GPUs.

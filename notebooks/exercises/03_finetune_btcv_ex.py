@@ -44,6 +44,7 @@ from swinunetr_lib.experiments.baselines import add_baselines, all_background_di
 from swinunetr_lib.experiments.finetune_run import notebook_config, results_record, write_results
 from swinunetr_lib.finetune.run import finetune, split_entries
 from swinunetr_lib.infer.evaluation import evaluate, load_label, summarize
+from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import resolve_path, runs_dir
 from swinunetr_lib.viz.curves import plot_learning_curves
 from swinunetr_lib.viz.figures import new_figure, plot_prediction_vs_truth
@@ -113,7 +114,7 @@ def dice_hd95(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
 gt = (yy - 20) ** 2 + (xx - 20) ** 2 <= 8 ** 2                  # a disc of radius 8 pixels
 pred = gt.roll(2, dims=1)                                       # the same disc, 2 pixels to the right
-print("Dice %.3f, HD95 %.2f pixels (by hand = MONAI)" % dice_hd95(pred, gt))
+print("Dice {:.3f}, HD95 {:.2f} pixels (by hand = MONAI)".format(*dice_hd95(pred, gt)))
 
 # %%
 rgb = torch.ones(40, 40, 3)                                    # white background
@@ -162,8 +163,9 @@ print(f"all-background prediction: Dice {float(2 * (empty & gt).sum() / (empty.s
 # ## The data
 # `notebook_config` turns the parameters into the run's settings (the same function runs a sweep without
 # Jupyter): without a manifest it uses the demo cohort (built once by notebook 01, or here), it resolves `init`
-# to the encoder file, and names the run folder. Paths in a manifest are relative to its folder. Validation is the manifest's `validation` list (or fold 0 of a k-fold manifest);
-# `labeled_fraction` keeps a nested, seeded subset of the training list.
+# to the encoder file, and names the run folder. Paths in a manifest are relative to its folder. Validation is the
+# manifest's `validation` list (or fold 0 of a k-fold manifest); `labeled_fraction` keeps a nested, seeded subset of the
+# training list.
 
 # %%
 cfg = notebook_config(data_manifest=data_manifest, task=task, init=init, pretrained=pretrained,
@@ -258,14 +260,9 @@ pd.Series({k: v for k, v in results.items() if k != "dice_per_class"}).to_frame(
 pre = None
 if show_precomputed:
     name = f"finetune_btcv/{run_dir.name}"
-    try:
-        from swinunetr_lib.notebooks.precomputed import find_precomputed
-    except ImportError:
-        print("swinunetr_lib.notebooks.precomputed is not in this version of the library: no precomputed run to show")
-    else:
-        pre = find_precomputed(name)
-        print(f"instructor's precomputed run: {pre}" if pre else
-              f"no precomputed run in {runs_dir() / 'precomputed' / name}: only this notebook's run is shown")
+    pre = find_precomputed(name)
+    print(f"instructor's precomputed run: {pre}" if pre else
+          f"no precomputed run in {runs_dir() / 'precomputed' / name}: only this notebook's run is shown")
 pre_results = json.loads((pre / "results.json").read_text()) if pre else {}
 pre_meta = json.loads((pre / "finetune_meta.json").read_text()) if pre else {}
 pd.Series({**{k: pre_meta.get(k) for k in ("spacing", "roi_size", "feature_size")},
@@ -283,7 +280,8 @@ if pre:
                       "instructor's precomputed run": pre_table[["dice", "hd95_mm", "missed"]]}, axis=1)
     both[("baseline", "dice_all_background")] = table["dice_all_background"]
     display(both.round(3))
-    fig = plot_learning_curves(pd.read_csv(pre / "metrics.csv"), columns=["loss", "val_mean_dice"], smoothing=0.6, ncols=2)
+    fig = plot_learning_curves(pd.read_csv(pre / "metrics.csv"), columns=["loss", "val_mean_dice"], smoothing=0.6,
+                               ncols=2)
     fig.suptitle(f"instructor's precomputed run ({pre_results.get('steps')} steps)", fontsize=10)
     display(add_baselines(fig, {"val_mean_dice": {"all background": 0.0}}))
     pre_pred = pre / "eval" / "predictions" / f"{case_name}_pred.nii.gz"

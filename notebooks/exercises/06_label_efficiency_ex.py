@@ -71,7 +71,8 @@ show_precomputed: bool = True  # also show the instructor's finished sweep (runs
 # - **Rotation accuracy** of the SSL head on the held-out crops at all four axial rotations (chance 25 %).
 
 # %%
-ckpt = resolve_path(probe_checkpoint) if probe_checkpoint else runs_dir() / "ssl_pretraining" / "checkpoints" / "last.pt"
+ckpt = (resolve_path(probe_checkpoint) if probe_checkpoint
+        else runs_dir() / "ssl_pretraining" / "checkpoints" / "last.pt")
 manifest = resolve_path(probe_manifest) if probe_manifest else demo_cohort_dir() / "finetune.json"
 probe = None
 if ckpt.is_file() and manifest.is_file():
@@ -89,7 +90,7 @@ if probe is not None:
     panels = [("organ_accuracy", "organ_chance"), ("organ_accuracy_last_stage", "organ_chance"),
               ("rotation_accuracy", "rotation_chance")]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for ax, (metric, chance) in zip(axes, panels):
+    for ax, (metric, chance) in zip(axes, panels, strict=True):
         ax.bar(probe["encoder"], probe[metric], color=["tab:orange", "tab:gray"])
         ax.axhline(probe[chance].iloc[0], ls="--", color="k", label="chance")
         ax.set_ylim(0, 1)
@@ -235,7 +236,8 @@ recorded.probe.round(3) if recorded.probe is not None else print("no probe recor
 recap = {"organ probe, SSL encoder": None if probe is None else round(float(probe["organ_accuracy"].iloc[0]), 3),
          "organ probe, random encoder": None if probe is None else round(float(probe["organ_accuracy"].iloc[1]), 3),
          "organ probe, chance": None if probe is None else round(float(probe["organ_chance"].iloc[0]), 3),
-         "rotation accuracy, SSL head (chance 0.25)": None if probe is None else round(float(probe["rotation_accuracy"].iloc[0]), 3)}
+         "rotation accuracy, SSL head (chance 0.25)":
+             None if probe is None else round(float(probe["rotation_accuracy"].iloc[0]), 3)}
 recap.update({f"mean Dice, {r.init}, {100 * r.labeled_fraction:g} % labels": round(r.mean, 3)
               for r in sweep.summary.itertuples()})
 pd.Series(recap, name="value").to_frame()

@@ -31,8 +31,8 @@ PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test env pytest smoke browser notebooks clean lab check pack unpack experiment experiment-pretraining \
-	experiment-progressive
+.PHONY: demo test env lint pytest smoke browser notebooks clean lab check pack unpack experiment \
+	experiment-pretraining experiment-progressive
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from t
 demo: env
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/demo --output runs/demo
 
+lint: env  ## ruff with the settings of pyproject.toml ([tool.ruff]); `make test` runs it first
+	$(PY) -m ruff check .
+
 pytest: env
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
@@ -67,6 +70,7 @@ browser: env
 	$(PY) -m pytest -q -ra -m browser tests/test_browser.py
 
 test: env
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress
 	bash ci/install_browser.sh

@@ -32,22 +32,26 @@ def test_gain_is_paired_by_seed_and_skips_unpaired_runs():
     """Seed 0 has both runs (gain +0.2), seed 1 both (gain 0.0), seed 2 only scratch: mean 0.1 over 2 seeds."""
     df = pd.DataFrame({"init": ["scratch", "ssl", "scratch", "ssl", "scratch"], "labeled_fraction": [0.25] * 5,
                        "seed": [0, 0, 1, 1, 2], "mean_dice": [0.3, 0.5, 0.6, 0.6, 0.9]})
-    g = paired_gain(df).set_index("labeled_fraction")
-    assert g.loc[0.25, "mean"] == pytest.approx(0.1) and g.loc[0.25, "count"] == 2
-    assert g.loc[0.25, "std"] == pytest.approx(0.1414, abs=1e-4)
+    g = paired_gain(df).set_index("setting")
+    assert g.loc["25 % labels", "mean"] == pytest.approx(0.1) and g.loc["25 % labels", "count"] == 2
+    assert g.loc["25 % labels", "std"] == pytest.approx(0.1414, abs=1e-4)
+    assert g.loc["25 % labels", "ci_low"] < 0 < g.loc["25 % labels", "ci_high"]  # 2 pairs: a wide interval
     assert paired_gain(df[df["init"] == "scratch"]).empty
 
 
-def test_plot_draws_each_initialisation_and_the_papers_point(tmp_path):
+def test_plot_draws_each_initialisation_the_floors_and_a_forest_of_gains(tmp_path):
     df = pd.DataFrame({"init": ["scratch", "ssl"] * 4, "labeled_fraction": [0.25, 0.25, 0.25, 0.25, 1.0, 1.0, 1.0, 1.0],
                        "seed": [0, 0, 1, 1, 0, 0, 1, 1], "mean_dice": [0.3, 0.4, 0.35, 0.45, 0.7, 0.7, 0.72, 0.71]})
-    fig = plot_label_efficiency(df, tmp_path / "f.png", n_train=4)
+    fig = plot_label_efficiency(df, tmp_path / "f.png", n_train=4, floors={"atlas (no learning)": 0.5})
     left, right = fig.axes
     assert [t.get_text() for t in left.get_legend().get_texts()] == ["from scratch", "SSL pretrained"]
-    assert any("paper" in t.get_text() for t in right.get_legend().get_texts())
+    assert any("atlas (no learning): 0.50" in t.get_text() for t in left.texts)
+    ticks = [t.get_text() for t in right.get_yticklabels()]
+    assert ticks[0].startswith("25 % labels (1 of 4 cases), n = 2") and ticks[2] == "pooled, n = 4"
+    assert "paper: BTCV, 5,050 CTs" in ticks[3]  # the paper's point as its own row, not on our axis of cases
     assert "of 4 cases" in left.get_xlabel() and (tmp_path / "f.png").stat().st_size > 10_000
-    gain_line = right.lines[0].get_ydata()  # the measured gain, paired by seed
-    assert list(gain_line) == pytest.approx([0.1, -0.005])
+    means = [c.lines[0].get_xdata()[0] for c in right.containers]  # each errorbar's own point
+    assert means[:3] == pytest.approx([0.1, -0.005, 0.0475])  # per fraction, then pooled, paired by seed
 
 
 def test_recorded_experiment_has_three_seeds_per_point_and_both_inits():
@@ -57,7 +61,7 @@ def test_recorded_experiment_has_three_seeds_per_point_and_both_inits():
     counts = rec.results.groupby(["init", "labeled_fraction"]).size()
     assert set(rec.results["init"]) == {"scratch", "ssl"} and (counts >= 3).all()
     assert rec.results["mean_dice"].between(0, 1).all()
-    assert len(paired_gain(rec.results)) == rec.results["labeled_fraction"].nunique()
+    assert len(paired_gain(rec.results)) == rec.results["labeled_fraction"].nunique() + 1
     assert rec.probe is not None and rec.probe["encoder"].tolist() == ["ssl", "random init"]
     assert "python -m swinunetr_lib.experiments.label_efficiency" in rec.about
     assert "of 4 cases" in plot_label_efficiency(rec.results).axes[0].get_xlabel()  # n_train read from the runs

@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt  # no backend forced: inline in notebooks, Agg where there is no display
+import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ..config import Config
 from ..finetune.run import resolve_init
@@ -39,7 +41,9 @@ from ..notebooks.runner import NotebookError, load_params_file, notebook_paramet
 from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
+from ..viz.figures import new_figure
 from .finetune_run import run_from_params
+from .intervals import mean_interval
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.experiments.finetune_run
 
@@ -120,59 +124,89 @@ def load_recorded(folder: str | Path = RECORDED) -> RecordedExperiment:
 
 def paired_gain(results: pd.DataFrame, metric: str = "mean_dice", base: str = "scratch",
                 other: str = "ssl") -> pd.DataFrame:
-    """``other - base`` per labeled fraction, paired by seed (a seed fixes the labeled subset and the data
-    order for both), with mean, std and count over the seeds that have both runs."""
+    """``other - base`` paired by seed (a seed fixes the labeled subset and the data order for both), one row per
+    labeled fraction and a last row ``pooled`` over all of them: mean, its 95 % t interval (``ci_low``, ``ci_high``),
+    ``std``, ``count`` (pairs) and the smallest effect the pairs could detect (:func:`intervals.mean_interval`)."""
+    columns = ["setting", "labeled_fraction", "n_train", "mean", "ci_low", "ci_high", "std", "count",
+               "smallest_detectable"]
     wide = results.pivot_table(index=["labeled_fraction", "seed"], columns="init", values=metric)
     if not {base, other} <= set(wide.columns):
-        return pd.DataFrame(columns=["labeled_fraction", "mean", "std", "count"])
+        return pd.DataFrame(columns=columns)
     diff = (wide[other] - wide[base]).dropna().rename("gain").reset_index()
-    return diff.groupby("labeled_fraction")["gain"].agg(["mean", "std", "count"]).reset_index()
+    n_train = (results.groupby("labeled_fraction")["n_train"].first() if "n_train" in results
+               else pd.Series(dtype=float))
+    rows = []
+    groups = [(f"{100 * f:g} % labels", f, g["gain"]) for f, g in diff.groupby("labeled_fraction")]
+    for name, fraction, gains in [*groups, ("pooled", float("nan"), diff["gain"])]:
+        ci = mean_interval(gains)
+        rows.append({"setting": name, "labeled_fraction": fraction, "n_train": n_train.get(fraction, float("nan")),
+                     "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "std": ci.sd, "count": ci.n,
+                     "smallest_detectable": ci.smallest_detectable})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def plot_label_efficiency(results: pd.DataFrame, path: str | Path | None = None, metric: str = "mean_dice",
-                          n_train: int | None = None, paper: bool = True):
-    """Two panels: Dice versus labeled data per initialisation (mean +- std over seeds, each seed a dot), and
-    the SSL - scratch gain paired by seed with zero and, when ``paper``, the paper's reported point.
-    ``n_train`` (training cases at 100 %) is read from the runs at fraction 1 when not given."""
+                          n_train: int | None = None, paper: bool = True,
+                          floors: Mapping[str, float] | None = None) -> Figure:
+    """Two panels. Left: Dice versus labeled data per initialisation, the mean over seeds with its 95 % interval
+    (each seed a dot) and, from ``floors`` (``{"atlas from 1 case (no learning)": 0.50, ...}``), the no-learning
+    floors and ceilings as labelled lines. Right: a forest plot of the SSL − scratch gain paired by seed, one row per
+    labeled fraction and a pooled row, each with its 95 % interval, the zero line, and — when ``paper`` — the paper's
+    reported point as its own labelled row (BTCV, 5,050 CTs, feature 48: a different setting, not a target on this
+    axis). ``n_train`` (training cases at 100 %) is read from the runs at fraction 1 when not given."""
     if n_train is None and "n_train" in results:
         full = results.loc[results["labeled_fraction"] == 1.0, "n_train"]
         n_train = int(full.iloc[0]) if len(full) else None
-    summary = summarize_runs(results, metric)
-    fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    fig = new_figure(figsize=(10.4, 3.8))
+    ax, ax_gain = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.15]})
     names = {"ssl": "SSL pretrained", "scratch": "from scratch"}
-    for i, (init, rows) in enumerate(summary.groupby("init")):
-        rows = rows.sort_values("labeled_fraction")
-        x = 100 * rows["labeled_fraction"]
-        line = ax.errorbar(x + (i - 0.5) * 1.5, rows["mean"], yerr=rows["std"].fillna(0.0), marker="o", capsize=3,
-                           label=names.get(init, init))
-        runs = results[results["init"] == init]
+    for i, (init, runs) in enumerate(results.groupby("init")):
+        cis = {f: mean_interval(g[metric]) for f, g in runs.groupby("labeled_fraction")}
+        x = np.array(sorted(cis)) * 100 + (i - 0.5) * 1.5
+        mean = np.array([cis[f].mean for f in sorted(cis)])
+        err = np.nan_to_num(np.array([[cis[f].mean - cis[f].low, cis[f].high - cis[f].mean] for f in sorted(cis)]).T)
+        line = ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=names.get(init, init))
         ax.scatter(100 * runs["labeled_fraction"] + (i - 0.5) * 1.5, runs[metric], s=10, alpha=0.5,
                    color=line[0].get_color())
+    for j, (label, value) in enumerate((floors or {}).items()):
+        ax.axhline(value, color="0.35", lw=1, ls=(0, (4, 2 + 2 * j)))
+        ax.annotate(f"{label}: {value:.2f}", (1, value), xycoords=("axes fraction", "data"), ha="right", va="bottom",
+                    fontsize=7, color="0.25")
     ax.set_xlabel("labeled training data (%)" if n_train is None else f"labeled training data (% of {n_train} cases)")
     ax.set_ylabel(f"{metric.replace('_', ' ')} (held-out cases)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("measured here: mean ± std over seeds")
-    gain = paired_gain(results, metric)
-    if len(gain):
-        ax_gain.errorbar(100 * gain["labeled_fraction"], gain["mean"], yerr=gain["std"].fillna(0.0), marker="o",
-                         capsize=3, color="tab:orange", label="measured here (paired by seed)")
-    if paper:
-        ax_gain.scatter([10], [PAPER_LABEL_EFFICIENCY["gain_at_10_percent"]], marker="*", s=140, color="k",
-                        label="paper, BTCV (text: ≈ +10 % at 10 % labels)")
-    ax_gain.axhline(0, color="gray", lw=1, ls="--")
-    ax_gain.set_xlim(0, 105)
-    ax_gain.set_xlabel("labeled training data (%)")
-    ax_gain.set_ylabel(f"SSL − scratch, {metric.replace('_', ' ')}")
-    ax_gain.grid(alpha=0.3)
-    ax_gain.legend(loc="best", fontsize=8)
-    ax_gain.set_title("what pretraining buys")
-    fig.tight_layout()
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("measured here: mean and 95 % CI over seeds", fontsize=10)
+    _forest(ax_gain, paired_gain(results, metric), n_train, paper)
     if path is not None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     return fig
+
+
+def _forest(ax: Axes, gain: pd.DataFrame, n_train: int | None, paper: bool) -> None:
+    """Forest plot of :func:`paired_gain`'s rows on ``ax`` (top to bottom), the zero line, and the paper's row."""
+    labels, y = [], 0
+    for row in gain.itertuples():
+        cases = "" if n_train is None or not np.isfinite(row.labeled_fraction) else \
+            f" ({row.labeled_fraction * n_train:g} of {n_train} cases)"
+        pooled = row.setting == "pooled"
+        err = [[row.mean - row.ci_low], [row.ci_high - row.mean]] if row.count >= 2 else None
+        ax.errorbar([row.mean], [y], xerr=err, fmt="D" if pooled else "o", color="k" if pooled else "tab:orange",
+                    capsize=3, ms=6 if pooled else 5)
+        labels.append(f"{row.setting}{cases}, n = {row.count}")
+        y -= 1
+    if paper:
+        y -= 0.5
+        ax.scatter([PAPER_LABEL_EFFICIENCY["gain_at_10_percent"]], [y], marker="*", s=120, color="0.3")
+        labels.append("paper: BTCV, 5,050 CTs, feature 48,\n10 % labels (text, no interval)")
+    ticks = [-i for i in range(len(gain))] + ([y] if paper else [])
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.axvline(0, color="gray", lw=1, ls="--")
+    ax.set_xlabel("SSL − scratch, mean Dice (95 % CI, paired by seed)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title("what pretraining buys here", fontsize=10)
 
 
 def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
@@ -232,8 +266,7 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     atomic_write_text(results.to_csv(index=False), out / "results.csv")
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
     figure = out / "dice_vs_fraction.png"
-    fig = plot_label_efficiency(results, figure)
-    plt.close(fig)
+    plot_label_efficiency(results, figure)  # pyplot-free: nothing to close
     return SweepResult(out, results, summary, figure, failures)
 
 

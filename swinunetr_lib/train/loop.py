@@ -54,7 +54,7 @@ from . import checkpointing as ckpt
 from .batch_stream import BatchStream, seed_for
 from .checkpointing import RESUME_MAY_CHANGE, ResumeMismatchError
 from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
-from .metrics_log import MetricsLog
+from .metrics_log import MetricsLog, write_plan
 from .run_lock import run_dir_lock
 from .step import NonFiniteLossError, Optimization, StepFn, optimizer_step
 
@@ -231,6 +231,8 @@ def _fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConf
     logger = MetricsLog(run_dir, enabled=main)
     logger.rows = list(resumed.history)
     end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+    if main:  # for progress watchers: the steps this call runs (metrics.csv then says how far it got)
+        write_plan(run_dir, step, end, cfg.max_steps, cfg.log_every)
     batches = BatchStream(train_data, cfg.seed, ddp.rank(), resumed.epoch, resumed.consumed)
     saver = _CheckpointWriter(model, opt, batches, cfg, run_settings, device)
     bar = _progress_bar(cfg.progress and main, step, end)

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 from ..utils.files import atomic_write_text
+
+PLAN_FILE = "fit_plan.json"  # beside metrics.csv: where this run of fit starts and ends (progress watchers read it)
+
+
+def write_plan(run_dir: Path, start_step: int, end_step: int, max_steps: int, log_every: int) -> Path:
+    """``<run_dir>/fit_plan.json``, written by rank 0 when :func:`~swinunetr_lib.train.loop.fit` starts (or resumes):
+    the steps it will run (``start_step`` to ``end_step``; ``max_steps`` spans the LR schedule) and how often a row
+    reaches ``metrics.csv``. A watcher (``python -m swinunetr_lib.notebooks run``) reads it to show "step k of n"
+    and the time left without a second copy of the loop."""
+    plan = {"start_step": start_step, "end_step": end_step, "max_steps": max_steps, "log_every": log_every,
+            "started": time.time()}
+    return atomic_write_text(json.dumps(plan) + "\n", run_dir / PLAN_FILE)
 
 
 class MetricsLog:

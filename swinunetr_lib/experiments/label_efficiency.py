@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from matplotlib.figure import Figure
 
 from ..config import Config
 from ..finetune.run import resolve_init
+from ..notebooks.progress import ProgressWatcher
 from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters, run_notebook
 from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
@@ -66,7 +69,9 @@ class LabelEfficiencyConfig(Config):
                                          # (swinunetr_lib.experiments.finetune_run; notebook 03 only), for machines
                                          # without Jupyter
     rerun: bool = False                  # rerun runs whose results.json already exists
-    progress: bool = False               # show papermill's per-cell progress bar
+    progress: bool = False               # show papermill's per-cell progress bar (when status is off)
+    status: bool = True                  # one progress line: run k of n, its cell, step, loss and time left
+                                         # (swinunetr_lib.notebooks.progress); never inside a notebook's kernel
 
 
 @dataclass
@@ -235,30 +240,39 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
         if pending and init != "scratch":
             resolve_init(init, cfg.pretrained)
     rows, failures = [], []
-    for init in cfg.inits:
-        for fraction in cfg.fractions:
-            for seed in cfg.seeds:
-                name = run_name(init, fraction, seed)
-                folder = out / "runs" / name
-                result_file = folder / "results.json"
-                if cfg.rerun or not result_file.is_file():
-                    params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
-                              "run_name": f"label_efficiency_{name}", "results_json": str(result_file),
-                              "show_precomputed": False}
-                    if init != "scratch" and cfg.pretrained:
-                        params["pretrained"] = str(resolve_path(cfg.pretrained))
-                    print(f"[label efficiency] {name}", flush=True)
-                    ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress)
-                    if not ok:
-                        failures.append(error)
-                        print(f"    FAILED: {error}", flush=True)
-                        continue
-                    print(f"    ok in {seconds:.0f} s", flush=True)
-                if not result_file.is_file():
-                    raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
-                r = json.loads(result_file.read_text())
-                rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
-                             **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
+    todo = sum(cfg.rerun or not (out / "runs" / run_name(i, f, s) / "results.json").is_file()
+               for i in cfg.inits for f in cfg.fractions for s in cfg.seeds)
+    watcher = _watcher(out) if cfg.status and todo else None
+    say = watcher.say if watcher is not None else (lambda text: print(text, flush=True))
+    done = 0
+    with watcher or nullcontext():
+        for init in cfg.inits:
+            for fraction in cfg.fractions:
+                for seed in cfg.seeds:
+                    name = run_name(init, fraction, seed)
+                    folder = out / "runs" / name
+                    result_file = folder / "results.json"
+                    if cfg.rerun or not result_file.is_file():
+                        params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
+                                  "run_name": f"label_efficiency_{name}", "results_json": str(result_file),
+                                  "show_precomputed": False}
+                        if init != "scratch" and cfg.pretrained:
+                            params["pretrained"] = str(resolve_path(cfg.pretrained))
+                        done += 1
+                        label = f"run {done} of {todo}: {name}"
+                        say(f"[label efficiency] {label}")
+                        ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress, watcher,
+                                                      label)
+                        if not ok:
+                            failures.append(error)
+                            say(f"    FAILED: {error}")
+                            continue
+                        say(f"    ok in {seconds:.0f} s")
+                    if not result_file.is_file():
+                        raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
+                    r = json.loads(result_file.read_text())
+                    rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
+                                 **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
     if not rows:
         raise RuntimeError("no run of the sweep succeeded:\n" + "\n".join(failures))
     results = pd.DataFrame(rows)
@@ -270,14 +284,27 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     return SweepResult(out, results, summary, figure, failures)
 
 
-def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path,
-             progress: bool) -> tuple[bool, float, str]:
+def _watcher(out: Path) -> ProgressWatcher | None:
+    """The progress line of a sweep on ``runs_dir()`` (where notebook 03 puts each run's folder) and ``out``; None
+    inside a notebook's kernel (notebook 06), whose output is the notebook, not a terminal."""
+    if "ipykernel" in sys.modules:
+        return None
+    roots = [runs_dir()]
+    if not out.resolve().is_relative_to(roots[0].resolve()):
+        roots.append(out)
+    return ProgressWatcher(roots)
+
+
+def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path, progress: bool,
+             watcher: ProgressWatcher | None = None, label: str = "") -> tuple[bool, float, str]:
     """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
     ``library``: :func:`swinunetr_lib.experiments.finetune_run.run_from_params` (``params`` then hold every
-    parameter)."""
+    parameter). ``watcher``: the sweep's progress line, labelled ``label`` for this run."""
     if engine == "notebook":
-        run = run_notebook(notebook, params, folder, progress=progress)
+        run = run_notebook(notebook, params, folder, progress=progress, watcher=watcher, label=label)
         return run.ok, run.seconds, run.error
+    if watcher is not None:
+        watcher.set_label(label)
     tic = time.perf_counter()
     try:
         run_from_params(params)

@@ -16,6 +16,12 @@ the kernel needs no import). Executed notebooks and their figures go to ``--outp
 ``runs/<profile>``, profile = the params folder's name); a failing notebook is left there, partially
 executed, and the error names the notebook and the cell. ``$SWINUNETR_DATA_DIR`` and ``$SWINUNETR_RUNS_DIR``
 are pointed into the output folder so that runs of different profiles never mix.
+
+While a notebook runs, one line shows its running cell and, for a cell that trains, the step out of the total,
+the last loss, seconds per step and the time left (:mod:`swinunetr_lib.notebooks.progress`: rewritten in place on a
+terminal, a line every ~30 s in CI logs; ``--no-progress`` turns it off). A profile with measured times
+(:mod:`swinunetr_lib.notebooks.estimates`: demo, quick, smoke) first prints the estimated time per notebook on this
+machine, and after each notebook its time beside the estimate.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import sys
 import time
 import tokenize
 import typing
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,16 @@ import yaml
 from ..config import ConfigError, check_type
 from ..paths import DATA_ENV, REPO_ROOT, RUNS_ENV
 from ..utils.cli import run_cli
+from .estimates import (
+    REFERENCE,
+    Estimate,
+    calibration_workload,
+    compare_line,
+    estimate,
+    format_duration,
+    plan_lines,
+)
+from .progress import ProgressWatcher
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -249,6 +266,7 @@ class NotebookRun:
     seconds: float
     output: Path
     error: str = ""
+    estimated: float | None = None   # seconds estimated beforehand (a profile with measured times)
 
 
 def export_figures(executed: Path, folder: Path) -> list[Path]:
@@ -268,19 +286,28 @@ def export_figures(executed: Path, folder: Path) -> list[Path]:
     return written
 
 
-def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True) -> NotebookRun:
-    """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``."""
+def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True,
+                 watcher: ProgressWatcher | None = None, label: str = "") -> NotebookRun:
+    """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``. With ``watcher``, its
+    line shows ``label``, the running cell and the training in progress (papermill's own cell bar is then off);
+    otherwise ``progress`` shows papermill's bar. The kernel's TCP-without-encryption warning is left out of stderr
+    (:mod:`swinunetr_lib.notebooks.kernel`)."""
     import papermill  # noqa: PLC0415 — Jupyter only; the module runs on GPU machines without it
     from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415 — likewise
+
+    from .kernel import QuietKernelManager  # noqa: PLC0415 — imports jupyter_client: Jupyter only, likewise
 
     ipynb = check_pair(py)
     output = output_dir / ipynb.name
     output_dir.mkdir(parents=True, exist_ok=True)
+    if watcher is not None:
+        watcher.set_label(label or py.stem, notebook=output)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
             str(ipynb), str(output), parameters=params, kernel_name="python3", cwd=str(py.parent),
-            progress_bar=progress, request_save_on_cell_execute=True,
+            progress_bar=progress and watcher is None, request_save_on_cell_execute=True,
+            kernel_manager_class=QuietKernelManager,
         )
     except PapermillExecutionError as err:
         msg = (f"{py.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
@@ -294,9 +321,15 @@ def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress
 
 
 def run_all(
-    notebooks: list[Path], params_dir: Path | None, output_dir: Path, *, progress: bool = True, keep_going: bool = False
+    notebooks: list[Path], params_dir: Path | None, output_dir: Path, *, progress: bool = True,
+    keep_going: bool = False, estimates: bool = True,
 ) -> list[NotebookRun]:
-    """Validate every parameter file first, then run the notebooks in order; stop at the first failure."""
+    """Validate every parameter file first, then run the notebooks in order; stop at the first failure.
+
+    ``progress``: the progress line of :class:`~swinunetr_lib.notebooks.progress.ProgressWatcher` while each runs.
+    ``estimates``: for a profile with measured times (the params folder's name in
+    :data:`~swinunetr_lib.notebooks.estimates.REFERENCE`), print the estimate first (a ~1-3 s calibration), then
+    each notebook's time beside it; a profile's notice (the quick tier's) is printed at the start and the end."""
     planned = []
     for py in notebooks:
         pfile = params_dir / f"{py.stem}.yml" if params_dir else None
@@ -307,22 +340,60 @@ def run_all(
         stray = [p.name for p in sorted(params_dir.glob("*.yml")) if p.stem not in known]
         if stray:
             raise NotebookError(f"{params_dir}: parameter files for no notebook: {stray}")
+    profile = params_dir.name if params_dir else ""
+    notice = REFERENCE.get(profile, {}).get("notice", "")
+    if notice:
+        print(f"NOTE: {notice}", flush=True)
+    est = plan_estimate(profile, [py.stem for py, _ in planned]) if estimates else None
     os.environ[DATA_ENV] = str(output_dir / "data")
     os.environ[RUNS_ENV] = str(output_dir / "artifacts")
     runs = []
-    for i, (py, params) in enumerate(planned, 1):
-        print(f"[{i}/{len(planned)}] {py.name} {params if params else '(defaults)'}", flush=True)
-        run = run_notebook(py, params, output_dir, progress=progress)
-        print(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s -> {run.output}", flush=True)
-        runs.append(run)
-        if not run.ok and not keep_going:
-            break
+    watching = ProgressWatcher([output_dir / "artifacts"]) if progress else None
+    with watching or nullcontext():
+        say = watching.say if watching is not None else (lambda text: print(text, flush=True))
+        for i, (py, params) in enumerate(planned, 1):
+            say(f"[{i}/{len(planned)}] {py.name} {params if params else '(defaults)'}")
+            run = run_notebook(py, params, output_dir, progress=progress, watcher=watching,
+                               label=f"[{i}/{len(planned)}] {py.stem}")
+            run.estimated = est.get(py.stem) if est is not None else None
+            say(f"    {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s -> {run.output}")
+            if est is not None:
+                say("    " + compare_line(py.stem, run.seconds, run.estimated))
+            runs.append(run)
+            if not run.ok and not keep_going:
+                break
+    if notice:
+        print(f"NOTE: {notice}", flush=True)
     return runs
 
 
+def plan_estimate(profile: str, stems: list[str]) -> Estimate | None:
+    """Print the estimate of ``profile`` for the notebooks ``stems`` (after a short calibration) and return it;
+    None, printing nothing, when the profile has no measured times or the calibration cannot run."""
+    if profile not in REFERENCE:
+        return None
+    try:
+        est = estimate(profile, stems)
+    except Exception as err:  # noqa: BLE001 - no estimate is no reason not to run the notebooks
+        print(f"(no time estimate: the calibration failed: {type(err).__name__}: {err})", flush=True)
+        return None
+    if est is not None:
+        print("\n".join(plan_lines(est, stems)), flush=True)
+    return est
+
+
 def summary(runs: list[NotebookRun], output_dir: Path) -> str:
-    lines = [f"{'notebook':<28} {'status':<7} {'seconds':>8}", "-" * 45]
-    lines += [f"{r.notebook:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:8.1f}" for r in runs]
+    with_est = any(r.estimated is not None for r in runs)
+    head = f"{'notebook':<28} {'status':<7} {'seconds':>8}" + (f" {'estimated':>10}" if with_est else "")
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        est = (f" {r.estimated:10.0f}" if r.estimated is not None else f" {'-':>10}") if with_est else ""
+        lines.append(f"{r.notebook:<28} {'ok' if r.ok else 'FAILED':<7} {r.seconds:8.1f}{est}")
+    if with_est:
+        known = [r for r in runs if r.estimated is not None]
+        lines.append(f"{'total':<28} {'':<7} {sum(r.seconds for r in runs):8.1f} "
+                     f"{sum(r.estimated or 0.0 for r in known):10.0f}  "
+                     f"({format_duration(sum(r.seconds for r in runs))}; the estimate is an estimate)")
     lines.append(f"outputs: {output_dir} (executed notebooks; figures/ holds their PNGs)")
     lines += [f"ERROR: {r.error}" for r in runs if not r.ok]
     return "\n".join(lines)
@@ -336,12 +407,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--params", type=Path, default=None, help="folder of NN_topic.yml parameter files")
     run.add_argument("--output", type=Path, default=None, help="default: runs/<params folder name>")
     run.add_argument("--keep-going", action="store_true", help="run the rest after a failure")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress line while notebooks run")
+    run.add_argument("--no-estimate", action="store_true", help="no time estimate (and no calibration) first")
     show = sub.add_parser("params", help="print a notebook's parameters and defaults")
     show.add_argument("notebook", type=Path)
+    sub.add_parser("calibrate", help="time the estimates' calibration workload on this machine (seconds)")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.command == "calibrate":
+            print(f"{calibration_workload():.3f} s per pass (median; "
+                  "swinunetr_lib/notebooks/estimates.py CALIBRATIONS holds the reference machines')")
+            return 0
         if args.command == "params":
             for p in notebook_parameter_specs(args.notebook).values():
                 typed = f"{p.name}: {p.type_text}" if p.type_text else p.name
@@ -359,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             raise NotebookError(f"{args.params}: --params must be a folder of NN_topic.yml files")
         profile = args.params.name if args.params else "default"
         output = (args.output or REPO_ROOT / "runs" / profile).resolve()
-        runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going)
+        runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going,
+                       estimates=not args.no_estimate)
         print(summary(runs, output))
         return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
 

@@ -1,0 +1,157 @@
+"""How long a profile's notebooks take: measured seconds per notebook on a reference machine, scaled to this machine
+by a short calibration (a few forward/backward passes of a tiny 3D conv net, ~1-3 s on 2 CPU cores).
+
+``python -m swinunetr_lib.notebooks run --params ci/params/demo`` prints the estimate per notebook and in total
+before it starts, then each notebook's time beside its estimate. ``python -m swinunetr_lib.notebooks calibrate``
+prints this machine's calibration time: run it on a reference machine to store that machine's value below.
+An estimate, not a promise: the notebooks' time depends on the load of the machine while they run, on the data
+cache (notebook 01 builds the cohort once), and on a GPU (the calibration runs on the CPU).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+# The reference machines' calibration times (seconds of calibration_workload(), median of its repeats).
+CALIBRATIONS: dict[str, dict[str, Any]] = {
+    "epyc-2core": {
+        "machine": "this project's 2-core CPU machine: AMD EPYC (AVX512-BF16, no AMX), torch 2.13, fp32",
+        "seconds": 0.032,
+        "date": "2026-12-07",
+        "commit": "1f606cc",
+        "note": "derived, not measured idle: the cores were shared (load 6-8), where the calibration took 0.28-0.31 s "
+                "and `bench ssl --roi-size 64 --feature-size 12 --batch-size 1 --steps 2 --warmup 1` 35.5-36.1 "
+                "s/step against 3.74 s/step uncontended (README, Measured numbers): 0.30 s / 9.6 = 0.032 s. "
+                "To be replaced by `python -m swinunetr_lib.notebooks calibrate` on the idle machine",
+    },
+}
+
+# Measured seconds per notebook, per profile, with the machine they came from (README, *Measured numbers*).
+# "calibration": the key of CALIBRATIONS for that machine, or the closest measured one where the machine's own
+# calibration was not measured (then said in "note").
+REFERENCE: dict[str, dict[str, Any]] = {
+    "demo": {
+        "seconds": {"00_quickstart": 4, "01_data_curation": 15, "02_ssl_pretraining": 1967,
+                    "03_finetune_btcv": 1157, "04_finetune_msd": 905, "05_visualize_3d": 20,
+                    "06_label_efficiency": 1123},  # 5,191 s = 86.5 min
+        "machine": "a 2-core Intel machine, clean clone, `make demo` (issue #32)",
+        "date": "2026-12 (issue #32)",
+        "commit": "the tree of issue #32 (at or before 1f606cc)",
+        "calibration": "epyc-2core",
+        "note": "the Intel machine's own calibration was not measured: scaled by the EPYC's, which ran the same "
+                "demo in 8,959 s with its cores shared (load 3-8; README, Measured numbers, at 8b560fb)",
+    },
+    "quick": {
+        "seconds": {"00_quickstart": 4, "01_data_curation": 15, "02_ssl_pretraining": 162,
+                    "03_finetune_btcv": 202, "04_finetune_msd": 134, "05_visualize_3d": 20,
+                    "06_label_efficiency": 260},  # 797 s = 13.3 min
+        "machine": "this project's 2-core AMD EPYC, uncontended (00 and 05 with the demo profile, which barely "
+                   "differs from their defaults)",
+        "date": "2026-12-01",
+        "commit": "ebc67ae",
+        "calibration": "epyc-2core",
+        "notice": "quick tier: every notebook with its own defaults (short runs of 20-50 steps). Its numbers and "
+                  "figures show that everything runs; they are not the demo's results (`make demo` for those).",
+    },
+    "smoke": {
+        "seconds": {"00_quickstart": 3, "01_data_curation": 13, "02_ssl_pretraining": 31,
+                    "03_finetune_btcv": 15, "04_finetune_msd": 18, "05_visualize_3d": 12,
+                    "06_label_efficiency": 38},
+        "machine": "this project's 2-core AMD EPYC, uncontended",
+        "date": "2026-12",
+        "commit": "ea60d79",
+        "calibration": "epyc-2core",
+    },
+}
+
+
+def calibration_workload(repeats: int = 7, seed: int = 0) -> float:
+    """Seconds of one pass of a fixed small torch job on the CPU (forward, backward and an SGD step of a tiny 3D
+    conv net on a 2 x 1 x 24^3 batch), the median of ``repeats`` after one warm-up, with torch's default threads
+    as the notebooks use them: under 2 s in all on 2 idle cores. The median follows the load of the machine
+    now, as the notebooks will feel it."""
+    import torch  # noqa: PLC0415 - torch only when an estimate is asked for (the runner itself needs none)
+    from torch import nn  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv3d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv3d(8, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv3d(8, 1, 3, padding=1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    x = torch.randn(2, 1, 24, 24, 24, generator=gen)
+
+    def one() -> float:
+        tic = time.perf_counter()
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        return time.perf_counter() - tic
+
+    one()
+    return statistics.median(one() for _ in range(repeats))
+
+
+@dataclass
+class Estimate:
+    profile: str
+    seconds: dict[str, float]    # notebook stem -> estimated seconds on this machine
+    scale: float                 # this machine's calibration / the reference machine's
+    here_s: float                # this machine's calibration time
+    reference: dict[str, Any]    # the REFERENCE entry
+
+    def get(self, stem: str) -> float | None:
+        return self.seconds.get(stem)
+
+
+def estimate(profile: str, stems: list[str], here_s: float | None = None) -> Estimate | None:
+    """The estimate for ``stems`` (notebook names) of ``profile`` on this machine, or None without a reference
+    table for the profile. ``here_s``: this machine's calibration time (measured now when not given)."""
+    ref = REFERENCE.get(profile)
+    if ref is None:
+        return None
+    if here_s is None:
+        here_s = calibration_workload()
+    ref_s = CALIBRATIONS[ref["calibration"]]["seconds"]
+    scale = min(20.0, max(0.05, here_s / ref_s))
+    seconds = {s: ref["seconds"][s] * scale for s in stems if s in ref["seconds"]}
+    return Estimate(profile, seconds, scale, here_s, ref)
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``12 min 05 s`` below 10 min, ``27 min``, ``1 h 05 min``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 600:
+        return f"{s // 60} min {s % 60:02d} s"
+    m = int(round(s / 60))
+    return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def plan_lines(est: Estimate, stems: list[str]) -> list[str]:
+    """What the runner prints before it starts: the estimate per notebook and in total, and where it comes from."""
+    ref, cal = est.reference, CALIBRATIONS[est.reference["calibration"]]
+    lines = [f"Estimated time on this machine (an estimate, not a measurement): the {est.profile} profile measured "
+             f"on {ref['machine']}, {ref['date']}, {ref['commit']}; scaled by a CPU calibration of "
+             f"{est.here_s:.2f} s here vs {cal['seconds']:.2f} s there (x{est.scale:.2f})"]
+    if ref.get("note"):
+        lines.append(f"  ({ref['note']})")
+    width = max([len(s) for s in stems] + [5])
+    for stem in stems:
+        sec = est.get(stem)
+        lines.append(f"  {stem:<{width}}  {'~' + format_duration(sec) if sec is not None else 'no estimate'}")
+    known = [est.get(s) for s in stems if est.get(s) is not None]
+    total = sum(known)  # type: ignore[arg-type]
+    lines.append(f"  {'total':<{width}}  ~{format_duration(total)}"
+                 + (f" ({len(stems) - len(known)} notebook(s) without an estimate)" if len(known) < len(stems) else ""))
+    return lines
+
+
+def compare_line(stem: str, seconds: float, estimated: float | None) -> str:
+    """``02_ssl_pretraining: 162 s (estimated 150 s)``."""
+    est = f" (estimated {format_duration(estimated)})" if estimated is not None else ""
+    return f"{stem}: {format_duration(seconds)}{est}"

@@ -1,4 +1,5 @@
 # Two commands: `make demo` (run every notebook on the demo data) and `make test` (tests + notebook smoke runs).
+# `make demo DEMO=quick`: every notebook with its own defaults (short runs, ~13 min on 2 cores) into runs/quick.
 # Both create .venv on first use and install the project into it. Workshops: `make lab` (set up and open
 # JupyterLab), `make check` (is this laptop ready?), `make pack` / `make unpack ARCHIVE=...` (precomputed runs);
 # docs/workshop.md.
@@ -30,6 +31,9 @@ PACK_RUNS ?= runs/demo
 PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
+# make demo: the demo profile (ci/params/demo, ~1.5 h on 2 CPU cores) or DEMO=quick (ci/params/quick: no parameter
+# files, every notebook's defaults, ~13 min); the runner prints its time estimate first and a progress line
+DEMO ?= demo
 
 .PHONY: demo test env lint pytest smoke browser notebooks clean lab check pack unpack experiment \
 	experiment-pretraining experiment-progressive
@@ -54,7 +58,8 @@ notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from t
 	$(PY) -m swinunetr_lib.notebooks.exercises generate  # the student versions in notebooks/exercises/
 
 demo: env
-	$(PY) -m swinunetr_lib.notebooks run --params ci/params/demo --output runs/demo
+	@case "$(DEMO)" in demo|quick) ;; *) echo "make demo: DEMO=$(DEMO); expected demo or quick" >&2; exit 2;; esac
+	$(PY) -m swinunetr_lib.notebooks run --params ci/params/$(DEMO) --output runs/$(DEMO)
 
 lint: env  ## ruff with the settings of pyproject.toml ([tool.ruff]); `make test` runs it first
 	$(PY) -m ruff check .

@@ -68,7 +68,7 @@ pytest: env
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 smoke: env
-	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress
+	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 
 browser: env
 	bash ci/install_browser.sh
@@ -77,7 +77,7 @@ browser: env
 test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_ARGS)
-	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress
+	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 	bash ci/install_browser.sh
 	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)
 

@@ -287,7 +287,9 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
 def _watcher(out: Path) -> ProgressWatcher | None:
     """The progress line of a sweep on ``runs_dir()`` (where notebook 03 puts each run's folder) and ``out``; None
     inside a notebook's kernel (notebook 06), whose output is the notebook, not a terminal."""
-    if "ipykernel" in sys.modules:
+    ipython = sys.modules.get("IPython")  # imported by papermill too: a kernel is running only if its shell has one
+    shell = ipython.get_ipython() if ipython is not None else None
+    if getattr(shell, "kernel", None) is not None:
         return None
     roots = [runs_dir()]
     if not out.resolve().is_relative_to(roots[0].resolve()):

@@ -1,5 +1,5 @@
 """How long a profile's notebooks take: measured seconds per notebook on a reference machine, scaled to this machine
-by a short calibration (a few forward/backward passes of a tiny 3D conv net, ~1-3 s on 2 CPU cores).
+by a short calibration (forward/backward passes of a tiny 3D conv net on one CPU thread, about 1 s).
 
 ``python -m swinunetr_lib.notebooks run --params ci/params/demo`` prints the estimate per notebook and in total
 before it starts, then each notebook's time beside its estimate. ``python -m swinunetr_lib.notebooks calibrate``
@@ -18,13 +18,12 @@ from typing import Any
 CALIBRATIONS: dict[str, dict[str, Any]] = {
     "epyc-2core": {
         "machine": "this project's 2-core CPU machine: AMD EPYC (AVX512-BF16, no AMX), torch 2.13, fp32",
-        "seconds": 0.032,
+        "seconds": 0.071,
         "date": "2026-12-07",
         "commit": "1f606cc",
-        "note": "derived, not measured idle: the cores were shared (load 6-8), where the calibration took 0.28-0.31 s "
-                "and `bench ssl --roi-size 64 --feature-size 12 --batch-size 1 --steps 2 --warmup 1` 35.5-36.1 "
-                "s/step against 3.74 s/step uncontended (README, Measured numbers): 0.30 s / 9.6 = 0.032 s. "
-                "To be replaced by `python -m swinunetr_lib.notebooks calibrate` on the idle machine",
+        "note": "the lowest of 3 medians (0.071, 0.082, 0.085 s) measured with the 2 cores shared by other jobs "
+                "(load 8-9), not idle: the idle value may be lower, and then estimates come out low. To be "
+                "replaced by `python -m swinunetr_lib.notebooks calibrate` on the idle machine",
     },
 }
 
@@ -69,9 +68,10 @@ REFERENCE: dict[str, dict[str, Any]] = {
 
 def calibration_workload(repeats: int = 7, seed: int = 0) -> float:
     """Seconds of one pass of a fixed small torch job on the CPU (forward, backward and an SGD step of a tiny 3D
-    conv net on a 2 x 1 x 24^3 batch), the median of ``repeats`` after one warm-up, with torch's default threads
-    as the notebooks use them: under 2 s in all on 2 idle cores. The median follows the load of the machine
-    now, as the notebooks will feel it."""
+    conv net on a 2 x 1 x 24^3 batch), the median of ``repeats`` after one warm-up, on one thread: ~0.1 s a pass,
+    about 1 s in all. One thread, because two threads on two busy cores time OpenMP waiting for each other far more
+    than the notebooks' larger operations feel it (measured here: 0.07 s on one thread and 0.22-3.7 s on two, with
+    the cores shared). The median follows the load of the machine now, as the notebooks will feel it."""
     import torch  # noqa: PLC0415 - torch only when an estimate is asked for (the runner itself needs none)
     from torch import nn  # noqa: PLC0415
 
@@ -91,8 +91,13 @@ def calibration_workload(repeats: int = 7, seed: int = 0) -> float:
         opt.step()
         return time.perf_counter() - tic
 
-    one()
-    return statistics.median(one() for _ in range(repeats))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one()
+        return statistics.median(one() for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Estimate:
     scale: float                 # this machine's calibration / the reference machine's
     here_s: float                # this machine's calibration time
     reference: dict[str, Any]    # the REFERENCE entry
+    gpu: bool = False            # a CUDA GPU is present (the notebooks train there; the calibration ran on the CPU)
 
     def get(self, stem: str) -> float | None:
         return self.seconds.get(stem)
@@ -116,9 +122,18 @@ def estimate(profile: str, stems: list[str], here_s: float | None = None) -> Est
     if here_s is None:
         here_s = calibration_workload()
     ref_s = CALIBRATIONS[ref["calibration"]]["seconds"]
-    scale = min(20.0, max(0.05, here_s / ref_s))
+    scale = min(10.0, max(0.1, here_s / ref_s))
     seconds = {s: ref["seconds"][s] * scale for s in stems if s in ref["seconds"]}
-    return Estimate(profile, seconds, scale, here_s, ref)
+    return Estimate(profile, seconds, scale, here_s, ref, gpu=_has_gpu())
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch  # noqa: PLC0415 - see calibration_workload
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch, no CUDA: a CPU estimate
+        return False
 
 
 def format_duration(seconds: float) -> str:
@@ -135,11 +150,13 @@ def format_duration(seconds: float) -> str:
 def plan_lines(est: Estimate, stems: list[str]) -> list[str]:
     """What the runner prints before it starts: the estimate per notebook and in total, and where it comes from."""
     ref, cal = est.reference, CALIBRATIONS[est.reference["calibration"]]
-    lines = [f"Estimated time on this machine (an estimate, not a measurement): the {est.profile} profile measured "
-             f"on {ref['machine']}, {ref['date']}, {ref['commit']}; scaled by a CPU calibration of "
-             f"{est.here_s:.2f} s here vs {cal['seconds']:.2f} s there (x{est.scale:.2f})"]
+    lines = [f"Estimated time on this machine (an estimate, not a measurement) for the {est.profile} profile:",
+             f"  measured on {ref['machine']}, {ref['date']}, {ref['commit']}; scaled by a CPU calibration of "
+             f"{est.here_s:.3f} s here vs {cal['seconds']:.3f} s there (x{est.scale:.2f})"]
     if ref.get("note"):
         lines.append(f"  ({ref['note']})")
+    if est.gpu:
+        lines.append("  (a GPU is present: the notebooks train there, so expect less than this CPU-based estimate)")
     width = max([len(s) for s in stems] + [5])
     for stem in stems:
         sec = est.get(stem)

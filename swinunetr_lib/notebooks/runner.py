@@ -328,7 +328,7 @@ def run_all(
 
     ``progress``: the progress line of :class:`~swinunetr_lib.notebooks.progress.ProgressWatcher` while each runs.
     ``estimates``: for a profile with measured times (the params folder's name in
-    :data:`~swinunetr_lib.notebooks.estimates.REFERENCE`), print the estimate first (a ~1-3 s calibration), then
+    :data:`~swinunetr_lib.notebooks.estimates.REFERENCE`), print the estimate first (a ~1 s calibration), then
     each notebook's time beside it; a profile's notice (the quick tier's) is printed at the start and the end."""
     planned = []
     for py in notebooks:

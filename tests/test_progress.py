@@ -25,7 +25,7 @@ from swinunetr_lib.notebooks.estimates import (
 )
 from swinunetr_lib.notebooks.kernel import TCP_WARNING, forward_filtered
 from swinunetr_lib.notebooks.progress import ProgressWatcher, newest_metrics, read_training
-from swinunetr_lib.notebooks.runner import REPO_ROOT, NotebookRun, list_notebooks, run_all, summary
+from swinunetr_lib.notebooks.runner import REPO_ROOT, NotebookRun, list_notebooks, main, run_all, summary
 from swinunetr_lib.train.loop import TrainConfig, fit
 
 TOTAL = 40
@@ -201,3 +201,19 @@ def test_label_efficiency_sweep_shows_run_k_of_n(tmp_path, monkeypatch):
     assert re.match(r"run 1 of 2: scratch_frac0\.5_seed0 \| finetune_btcv/label_efficiency_scratch_frac0\.5_seed0: "
                     r"step 2/8, loss 0\.9, 1\.50 s/step, ~\d+ s left$", seen[0]), seen
     assert seen[1].startswith("run 2 of 2: scratch_frac1_seed0 | finetune_btcv/label_efficiency_scratch_frac1_seed0:")
+
+
+def test_quick_tier_says_so_at_start_and_end(tmp_path, capsys):
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    py = folder / "00_toy.py"
+    py.write_text('# %% tags=["parameters"]\nsteps = 1\n\n# %%\nprint("done", steps)\n')
+    nb = jupytext.read(py)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    jupytext.write(nb, py.with_suffix(".ipynb"))
+    (tmp_path / "quick").mkdir()
+    assert main(["run", str(py), "--params", str(tmp_path / "quick"), "--output", str(tmp_path / "out"),
+                 "--no-progress", "--no-estimate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    notes = [i for i, line in enumerate(lines) if line.startswith("NOTE: quick tier") and "not the demo's" in line]
+    assert notes == [0, len(lines) - 1], lines

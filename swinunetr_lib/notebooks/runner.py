@@ -329,7 +329,8 @@ def run_all(
     ``progress``: the progress line of :class:`~swinunetr_lib.notebooks.progress.ProgressWatcher` while each runs.
     ``estimates``: for a profile with measured times (the params folder's name in
     :data:`~swinunetr_lib.notebooks.estimates.REFERENCE`), print the estimate first (a ~1 s calibration), then
-    each notebook's time beside it; a profile's notice (the quick tier's) is printed at the start and the end."""
+    each notebook's time beside it; a profile's notice (the quick tier's) is printed first (``main`` repeats it
+    after the summary)."""
     planned = []
     for py in notebooks:
         pfile = params_dir / f"{py.stem}.yml" if params_dir else None
@@ -362,8 +363,6 @@ def run_all(
             runs.append(run)
             if not run.ok and not keep_going:
                 break
-    if notice:
-        print(f"NOTE: {notice}", flush=True)
     return runs
 
 
@@ -439,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_all(notebooks, args.params, output, progress=not args.no_progress, keep_going=args.keep_going,
                        estimates=not args.no_estimate)
         print(summary(runs, output))
+        if REFERENCE.get(profile, {}).get("notice"):
+            print(f"NOTE: {REFERENCE[profile]['notice']}")
         return 0 if all(r.ok for r in runs) and len(runs) == len(notebooks) else 1
 
     return run_cli("python -m swinunetr_lib.notebooks", body)

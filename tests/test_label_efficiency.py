@@ -129,3 +129,20 @@ def test_bad_inits_fail_before_any_run(tmp_path, monkeypatch, capsys):
     assert main(["--inits", "ssl", "--output", str(tmp_path / "o")]) == 2  # no encoder exported yet
     assert "model_swinvit.pt: pretrained encoder for init='ssl' not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_recorded_readme_states_the_intervals_its_results_give():
+    """Typed numbers cannot drift (issues #25, #26): each row of the README's gain table is what paired_gain computes
+    from the committed results.csv, rounded to 3 places."""
+    import re
+
+    rec = load_recorded()
+    gain = paired_gain(rec.results).set_index("setting")
+    rows = {"1 (25 %)": "25 % labels", "2 (50 %)": "50 % labels", "4 (100 %)": "100 % labels",
+            "pooled (9 pairs; the fractions share seeds)": "pooled"}
+    for label, setting in rows.items():
+        line = next(line for line in rec.about.splitlines() if line.startswith(f"| {label} |"))
+        numbers = [float(x.replace("−", "-")) for x in re.findall(r"[−+-]?\d+\.\d{3}", line)]
+        g = gain.loc[setting]
+        expected = [g["mean"], g["ci_low"], g["ci_high"], g["smallest_detectable"]]
+        assert numbers[-4:] == pytest.approx(expected, abs=5e-4), (label, numbers, expected)

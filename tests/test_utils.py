@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swinunetr_lib.utils import files as utils
+from swinunetr_lib.utils import device as device_module
 from swinunetr_lib.utils.device import resolve_device
 from swinunetr_lib.utils.files import atomic_write_text
 
@@ -18,7 +18,7 @@ def test_an_explicit_gpu_that_is_not_there_is_an_error_and_auto_says_it_falls_ba
             resolve_device(name)
     with pytest.raises(ValueError, match="'tpu' is not a device"):
         resolve_device("tpu")
-    monkeypatch.setattr(utils, "_said_cpu_fallback", False)
+    monkeypatch.setattr(device_module, "_said_cpu_fallback", False)
     assert resolve_device("auto") == resolve_device("auto") == torch.device("cpu")
     assert capsys.readouterr().out == "device=auto: no usable CUDA GPU, running on the CPU\n"  # one line, once
     assert resolve_device("cpu") == torch.device("cpu")

@@ -109,3 +109,53 @@ def test_msd_variants(tmp_path):
         make_msd_phantom(0, organ="brain")
     with pytest.raises(ValueError, match="spacing"):
         make_abdomen_phantom(0, spacing=(0, 1, 1))
+
+
+# sha256 (first 16 hex) of image + label bytes, computed before `variability` existed (commit 25151e6): the
+# template phantoms, which committed results and the demo cohort depend on, must not change.
+TEMPLATE_DIGESTS = [
+    (3, dict(spacing=(12.0, 12.0, 12.0)), "986ee455dbb3cf55"),
+    (5, dict(shape=(20, 16, 12), spacing=(9.0, 9.0, 9.0), noise_sd=5.0), "2ed04858a783043e"),
+]
+
+
+@pytest.mark.parametrize("seed,kw,digest", TEMPLATE_DIGESTS)
+def test_variability_zero_draws_the_unchanged_template(seed, kw, digest):
+    import hashlib
+
+    for ph in (make_abdomen_phantom(seed, **kw), make_abdomen_phantom(seed, **kw, variability=0.0)):
+        assert hashlib.sha256(ph.image.tobytes() + ph.label.tobytes()).hexdigest()[:16] == digest
+
+
+def test_variability_moves_and_reshapes_each_case_deterministically():
+    sp = (12.0, 12.0, 12.0)
+    base = make_abdomen_phantom(3, spacing=sp)
+    a, b = make_abdomen_phantom(3, spacing=sp, variability=1.0), make_abdomen_phantom(3, spacing=sp, variability=1.0)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert a.image.shape == base.image.shape and a.label.dtype == np.uint8
+    assert (a.label != base.label).mean() > 0.01  # the case is posed and shaped differently
+    liver = [np.argwhere(p.label == 6).mean(0) * 12.0 for p in (base, a)]
+    other = make_abdomen_phantom(4, spacing=sp, variability=1.0)
+    moved = [np.linalg.norm(np.argwhere(p.label == 6).mean(0) * 12.0 - liver[0]) for p in (a, other)]
+    assert max(moved) > 5.0  # mm: at least one case's liver moved by more than the template jitter
+    assert len(np.unique(a.label)) >= 10  # the organs are still there (the smallest may vanish at 12 mm)
+    half = make_abdomen_phantom(3, spacing=sp, variability=0.5)
+    assert (half.label != base.label).mean() < (a.label != base.label).mean()  # more variability, larger change
+    offsets = np.array([a.hu_offsets[k] for k in a.hu_offsets])
+    assert np.abs(offsets).max() > HU_JITTER  # organ HU now differ more than the template's jitter
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "a", True])
+def test_variability_outside_0_1_is_refused(bad):
+    with pytest.raises(ValueError, match="variability"):
+        make_abdomen_phantom(0, spacing=(24.0, 24.0, 24.0), variability=bad)
+
+
+def test_cohort_config_carries_variability_default_zero(tmp_path):
+    from swinunetr_lib.data.cohort import DemoCohortConfig, build_demo_cohort
+
+    assert DemoCohortConfig().variability == 0.0
+    with pytest.raises(ValueError, match="variability"):
+        build_demo_cohort(tmp_path / "c", variability=2.0, include_real=False)
+    assert not (tmp_path / "c").exists()  # refused before anything is written

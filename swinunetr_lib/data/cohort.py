@@ -33,6 +33,7 @@ from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
 from .labels import BTCV_LABELS, totalseg_to_btcv
 from .manifest import assign_folds, labeled_fraction_subsets, write_manifest
 from .phantom import PHANTOM_DESCRIP, make_abdomen_phantom, make_msd_phantom, write_phantom
+from .phantom_variability import check_variability
 
 COHORT_VERSION = 1
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
@@ -70,7 +71,7 @@ def _generator_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in ("phantom.py", "labels.py", "cohort.py"):
+    for name in ("phantom.py", "phantom_variability.py", "labels.py", "cohort.py"):
         h.update((Path(__file__).with_name(name)).read_bytes())
     return h.hexdigest()[:16]
 
@@ -154,6 +155,7 @@ def build_demo_cohort(
     n_msd: int = 6,
     include_real: bool = True,
     force: bool = False,
+    variability: float = 0.0,
 ) -> DemoCohort:
     """Build (or find already built) the demo cohort; returns its paths.
 
@@ -166,16 +168,21 @@ def build_demo_cohort(
         n_msd: cases per MSD-style phantom task (single-organ CT spleen; 2-channel MR-like).
         include_real: add the real TotalSegmentator example CT (labels remapped to BTCV ids).
         force: rebuild even when a complete build with the same parameters exists.
+        variability: 0..1, how much the abdomen phantoms (labeled and unlabeled) differ as patients do
+            (``make_abdomen_phantom(..., variability)``); 0 (default): the template phantoms, as before.
     """
     from .. import paths
 
     spacing, shape = _check_params(n_phantoms, seed, spacing, shape, n_validation, n_unlabeled, n_msd,
                                    include_real, force)
+    variability = check_variability(variability)
     root = Path(out_dir) if out_dir is not None else paths.demo_cohort_dir()
     _check_out_dir(root)
     params = {"version": COHORT_VERSION, "generator": _generator_digest(), "n_phantoms": n_phantoms, "seed": seed, "spacing": [float(s) for s in spacing],
               "shape": None if shape is None else [int(s) for s in shape], "n_validation": n_validation,
               "n_unlabeled": n_unlabeled, "n_msd": n_msd, "include_real": include_real}
+    if variability > 0:  # only then, so that the parameters (and cohort.json) of a template cohort are unchanged
+        params["variability"] = variability
     cohort = _cohort(root, params)
     if not force and _is_complete(cohort):
         return cohort
@@ -210,7 +217,8 @@ def build_demo_cohort(
     for k in range(n_phantoms):
         s = seed + k
         img, lab = f"imagesTr/phantom_{s:03d}.nii.gz", f"labelsTr/phantom_{s:03d}.nii.gz"
-        write_phantom(root / img, root / lab, make_abdomen_phantom(s, shape=shape, spacing=spacing))
+        write_phantom(root / img, root / lab, make_abdomen_phantom(s, shape=shape, spacing=spacing,
+                                                                     variability=variability))
         files += [img, lab]
         phantom_entries.append({"image": img, "label": lab})
     validation = phantom_entries[n_phantoms - n_validation:]
@@ -219,7 +227,7 @@ def build_demo_cohort(
     for k in range(n_unlabeled):
         s = seed + 1000 + k
         img = f"unlabeled/phantom_{s:03d}.nii.gz"
-        ph = make_abdomen_phantom(s, shape=shape, spacing=spacing)
+        ph = make_abdomen_phantom(s, shape=shape, spacing=spacing, variability=variability)
         _save_nifti(np.round(ph.image).astype(np.int16), ph.affine, root / img, PHANTOM_DESCRIP)
         files.append(img)
         extra.append({"image": img})
@@ -295,6 +303,7 @@ class DemoCohortConfig(Config):
     n_msd: int = 6                 # cases per MSD-style phantom task (CT spleen; 2-channel MR-like)
     include_real: bool = True      # add the real TotalSegmentator example CT (labels remapped to BTCV ids)
     force: bool = False            # rebuild even when a complete build with the same parameters exists
+    variability: float = 0.0       # 0..1: abdomen phantoms differ as patients do (pose, organ shape, HU); 0 = template
 
     def build(self) -> DemoCohort:
         kw = self.to_dict()

@@ -29,7 +29,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..utils.files import atomic_path
-from . import phantom_variability as pv
+from .phantom_variability import (DEFORM_MM, check_variability, hu_offsets, organ_scale, organ_shift, random_pose,
+                                  smooth_displacement, variability_rng, warp_to_pose)
 
 PHANTOM_DESCRIP = "SYNTHETIC PHANTOM (swinunetr_lib), not patient data"
 DEFAULT_FOV_MM = (384.0, 288.0, 216.0)
@@ -157,7 +158,7 @@ def make_abdomen_phantom(
         spacing: voxel size in mm (x, y, z). Default (1.5, 1.5, 2.0): the paper's BTCV spacing.
         noise_sd: standard deviation of additive Gaussian noise in HU.
         blur_mm: sigma in mm of the Gaussian partial-volume blur applied before the noise.
-        variability: 0..1, how much cases differ as patients do (:mod:`.phantom_variability`: global rotation
+        variability: 0..1, how much cases differ as patients do (:mod:`swinunetr_lib.data.phantom_variability`: global rotation
             about z up to 15 deg, anisotropic scale +-12 %, shift +-20 mm, per-organ shift/size, a smooth
             deformation and HU offsets up to 40 HU, all at 1). 0 (default): the template alone, as before.
 
@@ -172,22 +173,22 @@ def make_abdomen_phantom(
     shape = _default_shape(spacing) if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three ints >= 8, got {shape}")
-    variability = pv.check_variability(variability)
+    variability = check_variability(variability)
     rng = np.random.default_rng(seed)
-    vr = pv.variability_rng(seed) if variability > 0 else None  # its own stream: the template's draws are unchanged
+    vr = variability_rng(seed) if variability > 0 else None  # its own stream: the template's draws are unchanged
     cv = _Canvas(shape, spacing)  # type: ignore[arg-type]
     off = {k: float(rng.uniform(-HU_JITTER, HU_JITTER)) for k in ORGAN_HU if k not in ("air", "outside")}
     if vr is not None:
-        off = {k: off[k] + v for k, v in pv.hu_offsets(vr, variability, list(off)).items()}
+        off = {k: off[k] + v for k, v in hu_offsets(vr, variability, list(off)).items()}
     hu = {k: ORGAN_HU[k] + off.get(k, 0.0) for k in ORGAN_HU}
 
     def j(scale: float = 8.0) -> np.ndarray:  # position jitter in mm
         d = rng.uniform(-scale, scale, 3)
-        return d if vr is None else d + pv.organ_shift(vr, variability)
+        return d if vr is None else d + organ_shift(vr, variability)
 
     def s(v: float = 0.12) -> float:  # size factor
         f = float(rng.uniform(1 - v, 1 + v))
-        return f if vr is None else f * pv.organ_scale(vr, variability)
+        return f if vr is None else f * organ_scale(vr, variability)
 
     # Body outline: elliptic cylinder; subcutaneous fat, abdominal-wall muscle, visceral fat inside.
     bx, by = 160.0 * s(0.08), 115.0 * s(0.08)
@@ -281,9 +282,9 @@ def make_abdomen_phantom(
             hu["esophagus"], ids["esophagus"])
 
     if vr is not None:  # the case's pose and a smooth deformation, on the painted volume (before blur and noise)
-        pose = pv.random_pose(vr, variability)
-        disp = pv.smooth_displacement(vr, shape, pv.DEFORM_MM * variability)  # type: ignore[arg-type]
-        cv.image, cv.label = pv.warp_to_pose(cv.image, cv.label, spacing, pose, disp)  # type: ignore[arg-type]
+        pose = random_pose(vr, variability)
+        disp = smooth_displacement(vr, shape, DEFORM_MM * variability)  # type: ignore[arg-type]
+        cv.image, cv.label = warp_to_pose(cv.image, cv.label, spacing, pose, disp)  # type: ignore[arg-type]
 
     # Partial-volume blur (sigma in mm -> voxels), then noise; clip to a CT's range.
     img = ndimage.gaussian_filter(cv.image, sigma=[blur_mm / sp for sp in spacing]) if blur_mm > 0 else cv.image

@@ -29,8 +29,17 @@ import numpy as np
 from scipy import ndimage
 
 from ..utils.files import atomic_path
-from .phantom_variability import (DEFORM_MM, check_variability, hu_offsets, organ_scale, organ_shift, random_pose,
-                                  smooth_displacement, variability_rng, warp_to_pose)
+from .phantom_variability import (
+    DEFORM_MM,
+    check_variability,
+    hu_offsets,
+    organ_scale,
+    organ_shift,
+    random_pose,
+    smooth_displacement,
+    variability_rng,
+    warp_to_pose,
+)
 
 PHANTOM_DESCRIP = "SYNTHETIC PHANTOM (swinunetr_lib), not patient data"
 DEFAULT_FOV_MM = (384.0, 288.0, 216.0)

@@ -182,13 +182,14 @@ def summarize(table: pd.DataFrame, source: str = "encoder") -> tuple[pd.DataFram
     per = m.groupby(["encoder", "labeled_case"]).dice.mean().unstack(0)
     band = m[m.encoder == "random"].pivot_table(index="labeled_case", columns="seed", values="dice")
     summary = per.drop(columns=["random"], errors="ignore").copy()
-    summary["random_min"], summary["random_max"], summary["random_mean"] = band.min(1), band.max(1), band.mean(1)
+    summary["random_min"], summary["random_max"] = band.min(axis=1), band.max(axis=1)
+    summary["random_mean"] = band.mean(axis=1)
     verdict = None
     if "ssl" in per:
-        summary["gain_ssl_minus_random_mean"] = per["ssl"] - band.mean(1)
+        summary["gain_ssl_minus_random_mean"] = per["ssl"] - band.mean(axis=1)
         verdict = decide(per["ssl"].to_numpy(), band.to_numpy())
     for col in [c for c in per if c.startswith("supervised")]:
-        summary[f"{col} above band max"] = per[col] > band.max(1)
+        summary[f"{col} above band max"] = per[col] > band.max(axis=1)
     summary = summary.reset_index()
     summary.insert(0, "source", source)
     return summary, verdict

@@ -205,3 +205,49 @@ def test_unlisted_member_is_refused(archive, tmp_path, runs_env):
     with pytest.raises(pc.PrecomputedError, match=r"member 'ssl_pretraining/extra.py' is not in SHA256SUMS"):
         pc.unpack(bad)
     assert not (runs_env / "precomputed").exists()
+
+
+@pytest.mark.parametrize("kind", ["user_folder", "plain_file", "cwd"])
+def test_unpack_never_deletes_what_it_did_not_place(archive, tmp_path, monkeypatch, capsys, kind):
+    """Issue #27: --dest naming a folder of the user's files, a plain file or '.' is refused, nothing touched."""
+    if kind == "plain_file":
+        dest = tmp_path / "notes.txt"
+        dest.write_text("mine")
+    else:
+        dest = tmp_path / "mine"
+        (dest / "sub").mkdir(parents=True)
+        (dest / "thesis.tex").write_text("years of work")
+        (dest / "sub" / "data.csv").write_text("1,2\n")
+    before = sorted((p.relative_to(tmp_path), p.is_file() and p.read_bytes()) for p in tmp_path.rglob("*"))
+    if kind == "cwd":
+        monkeypatch.chdir(dest)
+        argv = ["unpack", str(archive), "--dest", "."]
+    else:
+        argv = ["unpack", str(archive), "--dest", str(dest)]
+    assert pc.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(dest) in err and "refused" in err
+    assert sorted((p.relative_to(tmp_path), p.is_file() and p.read_bytes()) for p in tmp_path.rglob("*")) == before
+
+
+def test_unpack_replaces_only_a_previous_unpack(archive, tmp_path, runs_env):
+    dest = pc.unpack(archive)
+    marker = json.loads((dest / pc.MARKER).read_text())
+    assert marker["archive_sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "ssl_pretraining/model_swinvit.pt" in marker["files"]
+    assert pc.unpack(archive) == dest  # a previous unpack is replaced
+    (dest / "ssl_pretraining" / "my_notes.txt").write_text("mine")  # ... unless the user put files there
+    with pytest.raises(pc.PrecomputedError, match=r"1 file\(s\) the previous unpack did not place, e.g. "
+                                                  r"'ssl_pretraining/my_notes.txt'"):
+        pc.unpack(archive)
+    assert (dest / "ssl_pretraining" / "my_notes.txt").read_text() == "mine"
+    (dest / "ssl_pretraining" / "my_notes.txt").unlink()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert pc.unpack(archive, empty) == empty and (empty / pc.MARKER).is_file()  # an empty folder is fine
+    # the temporary folders of a killed unpack (pid no longer running) are removed by the next one
+    stale = [runs_env / ".precomputed.999999999.abcd_123.tmp", runs_env / ".precomputed.old.999999999.abcd_123"]
+    for p in stale:
+        (p / "x").mkdir(parents=True)
+    pc.unpack(archive)
+    assert not [p for p in runs_env.iterdir() if p.name.startswith(".")]

@@ -24,7 +24,10 @@ Beside the archive, ``<archive>.sha256sums`` lists the archive's own SHA-256 and
 folder beside ``runs_dir()/precomputed`` and verifies every member against ``SHA256SUMS`` before anything
 is placed: only plain files and folders, no absolute paths, no ``..``, no links; a member whose checksum
 differs, or that the list does not name, stops the unpacking with one line naming it. The verified folder
-then replaces ``runs_dir()/precomputed`` by a rename.
+then replaces ``runs_dir()/precomputed`` (or ``--dest``) by a rename, with a marker file ``.swinunetr_precomputed``
+(the archive's SHA-256, the files placed). Unpack never deletes what it did not place: a destination that is a
+file, or a folder that is neither empty nor a previous unpack holding only what that unpack placed, is refused
+with one line.
 
 A run folder is *finished* (:func:`find_precomputed`) when it holds its run's final artefact, a non-empty
 file written last and atomically by the run (:data:`FINAL_ARTEFACTS`: ``model_swinvit.pt`` of pretraining,
@@ -44,6 +47,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -69,6 +73,9 @@ EXECUTED = "executed"
 FINAL_ARTEFACTS = (("model_swinvit.pt",), ("model.pt",), ("results.json",), ("results.csv", "summary.csv"))
 SKIPPED_TOP = ("data_curation", PRECOMPUTED)  # notebook 01's deliberately broken files; never nest archives
 TRAINING_STATE = "checkpoints"
+MARKER = ".swinunetr_precomputed"  # written by unpack: the archive's SHA-256 and the files it placed (JSON)
+# the temporary folders of an unpack: .<dest>.<pid>.<random>.tmp (being filled), .<dest>.old.<pid>.<random> (replaced)
+_STALE_UNPACK = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?(?P<pid>\d+)\.[a-z0-9_]{8}(?:\.tmp)?$")
 
 
 class PrecomputedError(ValueError):
@@ -283,16 +290,78 @@ def verify_beside(archive: Path) -> bool:
     return True
 
 
+def _previous_unpack(dest: Path) -> list[str] | None:
+    """The files (relative paths) a previous :func:`unpack` placed at ``dest``, read from its marker; None when
+    ``dest`` holds no readable marker."""
+    try:
+        files = json.loads((dest / MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [str(f) for f in files] if isinstance(files, list) else None
+
+
+def check_destination(dest: Path) -> None:
+    """Refuse a ``dest`` whose contents :func:`unpack` would destroy: a file or link, or a folder that is neither
+    empty nor a previous unpack (its :data:`MARKER`), or a previous unpack holding files the archive did not put
+    there. One line naming ``dest`` and what to do."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise PrecomputedError(f"{dest}: exists and is not a folder; refused, give --dest a new or empty folder")
+    if not dest.is_dir() or not any(dest.iterdir()):
+        return
+    placed = _previous_unpack(dest)
+    if placed is None:
+        raise PrecomputedError(f"{dest}: exists and is not a previous unpack (no {MARKER}); refused so that nothing "
+                               "there is deleted: give --dest a new or empty folder, or move its contents away")
+    ours = set(placed) | {MARKER}
+    extra = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")
+                   if not p.is_dir() or p.is_symlink())
+    extra = [rel for rel in extra if rel not in ours]
+    if extra:
+        raise PrecomputedError(f"{dest}: holds {len(extra)} file(s) the previous unpack did not place, e.g. "
+                               f"{extra[0]!r}; refused so that they are not deleted: move them away or give another "
+                               "--dest")
+
+
+def remove_stale_unpack_folders(dest: Path) -> list[Path]:
+    """Delete the temporary folders beside ``dest`` that an earlier :func:`unpack` left when it was killed
+    (``.<dest>.<pid>.<random>.tmp`` and ``.<dest>.old.<pid>.<random>``), only those whose process has ended."""
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for p in dest.parent.iterdir():
+        m = _STALE_UNPACK.match(p.name)
+        if m and m["name"] == dest.name and p.is_dir() and not p.is_symlink() and not _pid_alive(int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's live process (PermissionError), or a pid we cannot ask about
+        return True
+    return True
+
+
 def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
-    """Verify every member of ``archive`` and place it at ``dest`` (default ``runs_dir()/precomputed``),
-    replacing what was there; returns ``dest``. Nothing is placed unless every check passes."""
+    """Verify every member of ``archive`` and place it at ``dest`` (default ``runs_dir()/precomputed``); returns
+    ``dest``. Nothing is placed unless every check passes.
+
+    ``dest`` must be new, an empty folder, or a previous unpack (it holds :data:`MARKER`, written by this function
+    with the archive's SHA-256 and the files it placed) holding only what that unpack placed: then it is replaced.
+    Anything else is refused (:func:`check_destination`), so an unpack never deletes a file it did not put there."""
     archive = Path(archive)
     if not archive.is_file():
         raise PrecomputedError(f"{archive}: no such archive (the instructor's `make pack` writes it)")
     dest = Path(dest) if dest is not None else precomputed_dir()
+    check_destination(dest)
     verify_beside(archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    remove_stale_unpack_folders(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent))
     try:
         got: dict[str, str] = {}
         sums_text = None
@@ -304,8 +373,9 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
                     if member.isdir():
                         target.mkdir(parents=True, exist_ok=True)
                         continue
-                    if rel.as_posix() in got:
-                        raise PrecomputedError(f"{archive}: member {member.name!r} appears twice; refused")
+                    if rel.as_posix() in got or rel.as_posix() == MARKER:
+                        raise PrecomputedError(f"{archive}: member {member.name!r} appears twice or is reserved; "
+                                               "refused, nothing was unpacked")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     h = hashlib.sha256()
                     src = tar.extractfile(member)
@@ -334,9 +404,12 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
         if missing:
             raise PrecomputedError(f"{archive}: {len(missing)} file(s) of {SUMS_FILE} missing, e.g. {missing[0]!r}; "
                                    "refused, nothing was unpacked")
+        marker = {"archive": archive.name, "archive_sha256": sha256_of(archive), "files": sorted(got)}
+        atomic_write_text(json.dumps(marker, indent=1) + "\n", tmp / MARKER)
+        check_destination(dest)  # again: something may have been written there while we were extracting
         old = None
         if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.{os.getpid()}.", dir=dest.parent))
             os.replace(dest, old / dest.name)
         os.replace(tmp, dest)
         if old is not None:

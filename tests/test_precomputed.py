@@ -2,10 +2,12 @@
 archives without placing anything."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import tarfile
+import time
 
 import pytest
 import torch
@@ -251,3 +253,68 @@ def test_unpack_replaces_only_a_previous_unpack(archive, tmp_path, runs_env):
         (p / "x").mkdir(parents=True)
     pc.unpack(archive)
     assert not [p for p in runs_env.iterdir() if p.name.startswith(".")]
+
+
+def _lying_archive(path, declared=10 * 10**9):
+    """A few hundred bytes of .tar.gz whose second member's header claims ``declared`` bytes it does not hold,
+    listed in SHA256SUMS (so only the sizes can refuse it)."""
+    big = tarfile.TarInfo("ssl_pretraining/big.bin")
+    big.size = declared
+    sums = f"{'0' * 64}  ssl_pretraining/big.bin\n".encode()
+    head = tarfile.TarInfo("SHA256SUMS")
+    head.size = len(sums)
+    raw = head.tobuf(tarfile.GNU_FORMAT) + sums + b"\0" * (-len(sums) % 512) + big.tobuf(tarfile.GNU_FORMAT)
+    path.write_bytes(gzip.compress(raw + b"\0" * 4096))
+    return path
+
+
+def test_declared_sizes_are_checked_before_anything_is_written(tmp_path, runs_env, capsys):
+    """Issue #27: a 10 GB header in a ~300-byte archive is refused at once, in one line, writing nothing."""
+    bomb = _lying_archive(tmp_path / "bomb.tar.gz")
+    assert bomb.stat().st_size < 1000
+    start = time.perf_counter()
+    assert pc.main(["unpack", str(bomb)]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "members declare 10.0 GB" in err and "over 1000x" in err
+    assert not runs_env.exists() or not list(runs_env.iterdir())
+
+
+def test_size_cap_and_free_space(archive, tmp_path, runs_env, monkeypatch, capsys):
+    with pytest.raises(pc.PrecomputedError, match=r"more than the cap of 1.0 KB \(--max-gib\)"):
+        pc.unpack(archive, max_bytes=1000)
+    assert pc.main(["unpack", str(archive), "--max-gib", "0.000001"]) == 2
+    assert "--max-gib" in capsys.readouterr().err
+    usage = pc.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(pc.shutil, "disk_usage", lambda p: usage._replace(free=pc.FREE_SPACE_MARGIN + 100))
+    with pytest.raises(pc.PrecomputedError, match=r"more than the 100 bytes free where it would be unpacked"):
+        pc.unpack(archive)
+    assert not runs_env.exists() or not list(runs_env.iterdir())
+
+
+def test_check_declared_sizes_on_headers():
+    def info(name, size, sparse=False):
+        m = tarfile.TarInfo(name)
+        m.size = size
+        if sparse:
+            m.type, m.sparse = tarfile.GNUTYPE_SPARSE, [(0, 0)]
+        return m
+    kw = {"archive_bytes": 10**6, "free_bytes": 10**12}
+    assert pc.check_declared_sizes(pc.Path("a.tar.gz"), [info("a", 10**6), info("b", 5)], **kw) == 10**6 + 5
+    with pytest.raises(pc.PrecomputedError, match="'b' is a sparse file"):
+        pc.check_declared_sizes(pc.Path("a.tar.gz"), [info("a", 1), info("b", 10**10, sparse=True)], **kw)
+    with pytest.raises(pc.PrecomputedError, match=r"declare 1.0 GB \(up to 'b'\), over 1000x"):
+        pc.check_declared_sizes(pc.Path("a.tar.gz"), [info("a", 1), info("b", 10**9)], **kw)
+
+    def endless():
+        while True:
+            yield info("z", 10**8)
+    with pytest.raises(pc.PrecomputedError, match="more than the cap"):  # stops reading at the first header too many
+        pc.check_declared_sizes(pc.Path("a.tar.gz"), endless(), archive_bytes=10**12, free_bytes=10**15)
+
+
+def test_member_yielding_more_than_declared_is_refused(tmp_path):
+    member = tarfile.TarInfo("x.bin")
+    member.size = 5
+    with pytest.raises(pc.PrecomputedError, match=r"'x.bin' holds more than the 5 bytes its header declares"):
+        pc._copy_member(tmp_path / "a.tar.gz", member, io.BytesIO(b"0123456789"), io.BytesIO())

@@ -54,8 +54,9 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from ..config import Config
 from ..data.example_data import sha256_of
@@ -73,6 +74,12 @@ EXECUTED = "executed"
 FINAL_ARTEFACTS = (("model_swinvit.pt",), ("model.pt",), ("results.json",), ("results.csv", "summary.csv"))
 SKIPPED_TOP = ("data_curation", PRECOMPUTED)  # notebook 01's deliberately broken files; never nest archives
 TRAINING_STATE = "checkpoints"
+MAX_UNPACK_BYTES = 20 * 2**30  # default cap on what one unpack writes (--max-gib); the demo's runs are far below
+# Deflate (gzip) cannot compress better than about 1032:1, so an honest .tar.gz never declares more than ~1032x its own
+# size; above 1000x the headers claim bytes the compressed stream cannot hold (a lying or sparse header: a "zip bomb")
+# or the files are nearly all zeros, which pack's runs (checkpoints, CSVs, compressed NIfTI, PNG) never are.
+MAX_UNPACK_RATIO = 1000
+FREE_SPACE_MARGIN = 1 * 2**30  # left free on the destination's file system after unpacking
 MARKER = ".swinunetr_precomputed"  # written by unpack: the archive's SHA-256 and the files it placed (JSON)
 # the temporary folders of an unpack: .<dest>.<pid>.<random>.tmp (being filled), .<dest>.old.<pid>.<random> (replaced)
 _STALE_UNPACK = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?(?P<pid>\d+)\.[a-z0-9_]{8}(?:\.tmp)?$")
@@ -346,13 +353,72 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None) -> Path:
+def _size_text(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def check_declared_sizes(archive: Path, members: Iterable[tarfile.TarInfo], *, archive_bytes: int,
+                         free_bytes: int, max_bytes: int = MAX_UNPACK_BYTES,
+                         max_ratio: float = MAX_UNPACK_RATIO) -> int:
+    """The total size the ``members`` declare (their headers' ``TarInfo.size``), read before anything is written;
+    :class:`PrecomputedError` (one line) as soon as the running total exceeds ``max_bytes``, ``free_bytes``, or
+    ``max_ratio`` times ``archive_bytes`` (see :data:`MAX_UNPACK_RATIO` for why), or a member is sparse (it
+    declares bytes the archive does not hold; pack never writes one) or is unsafe (:func:`_safe_member_name`).
+    ``members`` may be a lazy ``TarFile``: a refused header stops the reading there."""
+    total = 0
+    for member in members:
+        _safe_member_name(archive, member)
+        if member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+            raise PrecomputedError(f"{archive}: member {member.name!r} is a sparse file (declares "
+                                   f"{_size_text(member.size)} the archive does not hold); refused, nothing was "
+                                   "unpacked")
+        total += max(0, member.size)
+        limit = None
+        if total > max_bytes:
+            limit = f"more than the cap of {_size_text(max_bytes)} (--max-gib)"
+        elif total > free_bytes:
+            limit = f"more than the {_size_text(max(free_bytes, 0))} free where it would be unpacked"
+        elif total > max_ratio * archive_bytes:
+            limit = (f"over {max_ratio:g}x the archive's {_size_text(archive_bytes)}, a lying header or "
+                     "files of nothing but zeros")
+        if limit:
+            raise PrecomputedError(f"{archive}: members declare {_size_text(total)} (up to {member.name!r}), "
+                                   f"{limit}; refused, nothing was unpacked")
+    return total
+
+
+def _copy_member(archive: Path, member: tarfile.TarInfo, src: IO[bytes], dst: IO[bytes]) -> str:
+    """Copy ``src`` to ``dst`` and return its SHA-256; :class:`PrecomputedError` when it yields more bytes than
+    ``member``'s header declares."""
+    h = hashlib.sha256()
+    written = 0
+    for chunk in iter(functools.partial(src.read, 1 << 20), b""):
+        written += len(chunk)
+        if written > member.size:
+            raise PrecomputedError(f"{archive}: member {member.name!r} holds more than the {_size_text(member.size)} "
+                                   "its header declares; refused, nothing was unpacked")
+        h.update(chunk)
+        dst.write(chunk)
+    return h.hexdigest()
+
+
+def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None = None, *,
+           max_bytes: int = MAX_UNPACK_BYTES, max_ratio: float = MAX_UNPACK_RATIO) -> Path:
     """Verify every member of ``archive`` and place it at ``dest`` (default ``runs_dir()/precomputed``); returns
     ``dest``. Nothing is placed unless every check passes.
 
     ``dest`` must be new, an empty folder, or a previous unpack (it holds :data:`MARKER`, written by this function
     with the archive's SHA-256 and the files it placed) holding only what that unpack placed: then it is replaced.
-    Anything else is refused (:func:`check_destination`), so an unpack never deletes a file it did not put there."""
+    Anything else is refused (:func:`check_destination`), so an unpack never deletes a file it did not put there.
+
+    Before anything is written the members' declared sizes are checked (:func:`check_declared_sizes`: at most
+    ``max_bytes``, the free space of ``dest``'s file system less :data:`FREE_SPACE_MARGIN`, ``max_ratio`` times the
+    archive's size); while extracting, a member yielding more than it declared stops the unpacking. A refusal
+    leaves nothing behind."""
     archive = Path(archive)
     if not archive.is_file():
         raise PrecomputedError(f"{archive}: no such archive (the instructor's `make pack` writes it)")
@@ -361,10 +427,18 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
     verify_beside(archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_unpack_folders(dest)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            check_declared_sizes(archive, tar, archive_bytes=archive.stat().st_size, max_bytes=max_bytes,
+                                 max_ratio=max_ratio,
+                                 free_bytes=shutil.disk_usage(dest.parent).free - FREE_SPACE_MARGIN)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err}); copy it again") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent))
     try:
         got: dict[str, str] = {}
         sums_text = None
+        listed: dict[str, str] | None = None  # SHA256SUMS once read (pack writes it first)
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 for member in tar:
@@ -376,16 +450,15 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
                     if rel.as_posix() in got or rel.as_posix() == MARKER:
                         raise PrecomputedError(f"{archive}: member {member.name!r} appears twice or is reserved; "
                                                "refused, nothing was unpacked")
+                    if listed is not None and rel.as_posix() not in listed:
+                        raise PrecomputedError(f"{archive}: member {rel.as_posix()!r} is not in {SUMS_FILE}; "
+                                               "refused, nothing was unpacked")
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    h = hashlib.sha256()
-                    src = tar.extractfile(member)
-                    with src, open(target, "wb") as f:
-                        for chunk in iter(functools.partial(src.read, 1 << 20), b""):
-                            h.update(chunk)
-                            f.write(chunk)
-                    got[rel.as_posix()] = h.hexdigest()
+                    with tar.extractfile(member) as src, open(target, "wb") as f:
+                        got[rel.as_posix()] = _copy_member(archive, member, src, f)
                     if rel.as_posix() == SUMS_FILE:
                         sums_text = target.read_text()
+                        listed = _read_sums(archive, sums_text)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err}); copy it again") from None
         if sums_text is None:
@@ -452,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("unpack", help="verify an archive and place it in runs_dir()/precomputed")
     p.add_argument("archive", help="the .tar.gz written by pack")
     p.add_argument("--dest", default="", help="target folder (default: runs_dir()/precomputed)")
+    p.add_argument("--max-gib", type=float, default=MAX_UNPACK_BYTES / 2**30,
+                   help="refuse an archive whose files declare more than this many GiB (default: %(default)g)")
     p = sub.add_parser("list", help="finished runs unpacked here, or packed in ARCHIVE")
     p.add_argument("archive", nargs="?", default="", help="an archive written by pack")
     args = absolute_from_cwd(parser.parse_args(argv), "runs", "out", "archive", "dest")
@@ -466,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"attendees: make unpack ARCHIVE={out}")
             return 0
         if args.command == "unpack":
-            dest = unpack(args.archive, args.dest or None)
+            dest = unpack(args.archive, args.dest or None, max_bytes=int(args.max_gib * 2**30))
             print(f"unpacked {args.archive} into {dest}, every file verified:")
             print(describe(dest) or "  (no finished run)")
             return 0

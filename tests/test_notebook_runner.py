@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jupytext
@@ -149,3 +150,42 @@ def test_params_command_shows_types_and_help(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["steps: int = 2  # how many", "fail_at = -1  # the step that raises, -1 never"]
+
+
+BILLION_LAUGHS = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+steps: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def test_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Issue #27: nested aliases (9 levels, 9^9 strings once expanded) are refused in one line within a second."""
+    py = make_pair(tmp_path / "nb")
+    bomb = tmp_path / "00_toy.yml"
+    bomb.write_text(BILLION_LAUGHS)
+    start = time.perf_counter()
+    with pytest.raises(NotebookError) as err:
+        load_params_file(bomb, py)
+    assert time.perf_counter() - start < 1
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and len(message) < 400
+    assert message.startswith(f"{bomb}: line 1: YAML anchors and aliases")
+    bomb.write_text("x: &a 1\n")  # an anchor alone is refused too
+    with pytest.raises(NotebookError, match="line 1: YAML anchors and aliases"):
+        load_params_file(bomb, py)
+
+
+def test_huge_value_is_cut_in_the_error_message(tmp_path):
+    py = make_pair(tmp_path / "nb")
+    bad = tmp_path / "00_toy.yml"
+    bad.write_text("steps: [" + ", ".join(["'" + "x" * 1000 + "'"] * 1000) + "]\n? " + "y" * 5000 + "\n: 1\n")
+    with pytest.raises(NotebookError) as err:
+        load_params_file(bad, py)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and len(message) < 1000 and "'steps' = ['xxx" in message

@@ -33,6 +33,7 @@ import io
 import itertools
 import os
 import re
+import reprlib
 import sys
 import time
 import tokenize
@@ -210,14 +211,54 @@ def _same_kind(default: Any, value: Any) -> bool:
     return type(default) is type(value)
 
 
+SHOWN_VALUE_CHARS = 200  # an error message shows at most this much of a value's repr
+
+
+def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages (a parameter file's value may be huge); a
+    container's repr is built piece by piece (``reprlib``) and stops early, so a huge value costs little."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxdict = r.maxtuple = r.maxset = 20
+    r.maxlevel = 4
+    try:
+        text = r.repr(value)
+    except Exception:  # a repr that fails: its type is enough
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors and aliases (``&a``, ``*a``): a few hundred bytes of nested aliases
+    (a "billion laughs" file) expand to gigabytes once anything walks the values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _AliasRefused(event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
 def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
     """Read ``params_file`` (YAML mapping) and check every key and type against ``notebook``'s parameters:
     an annotated parameter's value must match its annotation (an int is widened to a float where a float is
-    declared); an unannotated one must keep the kind of its default."""
+    declared); an unannotated one must keep the kind of its default. YAML anchors and aliases are refused (a
+    parameter file never needs them, and nested aliases expand exponentially); values in messages are cut to
+    :data:`SHOWN_VALUE_CHARS` characters."""
     try:
-        values = yaml.safe_load(params_file.read_text()) or {}
+        values = yaml.load(params_file.read_text(), Loader=_NoAliasLoader) or {}  # a SafeLoader
+    except _AliasRefused as err:
+        raise NotebookError(f"{params_file}: line {err.line}: YAML anchors and aliases (&name, *name) are not "
+                            "allowed in a parameter file; write each value out") from None
     except yaml.YAMLError as err:
-        raise NotebookError(f"{params_file}: not valid YAML ({err})") from err
+        detail = " ".join(str(err).split())
+        raise NotebookError(f"{params_file}: not valid YAML ({detail[:SHOWN_VALUE_CHARS]})") from err
     except OSError as err:
         raise NotebookError(f"{params_file}: cannot read parameters ({err.strerror or err})") from err
     if not isinstance(values, dict):
@@ -227,18 +268,18 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
     problems = []
     for key, value in values.items():
         if key not in defaults:
-            close = difflib.get_close_matches(str(key), list(defaults), n=1)
+            close = difflib.get_close_matches(str(key)[:SHOWN_VALUE_CHARS], list(defaults), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"unknown parameter {key!r}{hint}")
+            problems.append(f"unknown parameter {shown(key)}{hint}")
         elif specs[key].annotation is not None:
             try:
                 values[key] = check_type(key, value, specs[key].annotation)
             except ConfigError:
-                problems.append(f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                problems.append(f"parameter {key!r} = {shown(value)} is a {type(value).__name__}, "
                                 f"the notebook declares {key}: {specs[key].type_text} = {defaults[key]!r}")
         elif not _same_kind(defaults[key], value):
             problems.append(
-                f"parameter {key!r} = {value!r} is a {type(value).__name__}, "
+                f"parameter {key!r} = {shown(value)} is a {type(value).__name__}, "
                 f"the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}"
             )
     if problems:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -130,3 +133,32 @@ def test_bad_input_is_one_line(tmp_path, example_ct, capsys, monkeypatch, argv, 
     assert main(["prepare", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"{PROG}: error: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_a_second_prepare_into_a_live_folder_is_refused_and_stale_temp_files_removed(tmp_path, example_ct, capsys,
+                                                                                     monkeypatch):
+    """Issue #27: two prepares into one folder mixed int16 and float16 volumes; the second is now refused."""
+    monkeypatch.delenv("SWINUNETR_TRACEBACK", raising=False)
+    manifest = _copy_cohort(tmp_path, example_ct, n=1)
+    out = tmp_path / "p"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.utils.run_lock import run_dir_lock\n"
+         "with run_dir_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["prepare", str(manifest), "--out", str(out), "--progress", "false", "--dtype", "float16"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{out}: in use by another run (pid {holder.pid}" in err, err
+        assert not (out / "volumes").exists() and not (out / "prepared.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock, as a kill -9 would
+        holder.wait()
+    # the killed prepare's temporary files (atomic writes cut short) are removed by the next prepare
+    (out / "volumes").mkdir()
+    stale = [out / "volumes" / ".ct0-0123abcd.npy.ab12cd34.tmp.npy", out / ".prepared.json.ab12cd34.tmp.json"]
+    for p in stale:
+        p.write_bytes(b"half")
+    assert main(["prepare", str(manifest), "--out", str(out), "--progress", "false"]) == 0
+    assert not [p for p in stale if p.exists()] and not (out / ".lock").exists()

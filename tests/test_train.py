@@ -205,7 +205,7 @@ def test_a_live_lock_refuses_a_second_run_and_a_stale_lock_is_taken_over(tmp_pat
 
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.train.run_lock import run_dir_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom swinunetr_lib.utils.run_lock import run_dir_lock\n"
          "with run_dir_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n", str(run_dir)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -9,7 +9,8 @@ source path, size, modification time and SHA-256). ``DIR/prepared.json`` lists t
 (paths relative to DIR); :class:`swinunetr_lib.data.prepared_volumes.PreparedVolumes` reads them.
 
 A volume counts as finished when its ``.json`` exists and records the same source (path, size, modification
-time) and settings; each file is written to a temporary name and renamed, the ``.json`` last.
+time) and settings; each file is written to a temporary name and renamed, the ``.json`` last. ``DIR`` is locked
+while a prepare runs there (a second one is refused), and a killed prepare's temporary files are removed by the next.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..utils.cli import error_message
-from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
+from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable, remove_stale_temp_files
+from ..utils.run_lock import run_dir_lock
 from .example_data import sha256_of
 from .prepared_volumes import BODY_THRESHOLD_HU, PREPARED_FORMAT
 from .pretrain_volumes import load_image_list, volume_transforms
@@ -138,12 +140,24 @@ def _prepare_one(source: str, out_dir: str, settings: dict[str, Any]) -> tuple[s
 def prepare(manifest: str | os.PathLike[str], cfg: PrepareConfig) -> dict[str, Any]:
     """Prepare every volume of ``manifest``'s split into ``cfg.out``; returns the prepared manifest (also written
     as ``cfg.out/prepared.json``). Volumes that fail are listed in it under ``"failed"`` and raise at the end
-    (one line: how many, the first with its reason); the others are kept, so a rerun only retries those."""
+    (one line: how many, the first with its reason); the others are kept, so a rerun only retries those.
+
+    ``cfg.out`` is locked while it runs (:func:`~swinunetr_lib.utils.run_lock.run_dir_lock`): a second prepare
+    into the same folder while this one lives is refused with one line (two would mix their volumes and
+    settings); the temporary files a killed prepare left there are removed first."""
     check_prepare_config(cfg)
     files = [f["image"] for f in load_image_list(manifest, cfg.split, cfg.data_root or None)]
     out = Path(cfg.out)
-    vol_dir = out / "volumes"
-    vol_dir.mkdir(parents=True, exist_ok=True)
+    with run_dir_lock(out):
+        vol_dir = out / "volumes"
+        vol_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(out, vol_dir)
+        return _prepare_locked(manifest, cfg, files, out, vol_dir)
+
+
+def _prepare_locked(manifest: str | os.PathLike[str], cfg: PrepareConfig, files: list[str], out: Path,
+                    vol_dir: Path) -> dict[str, Any]:
+    """:func:`prepare`'s work, while it holds ``out``'s lock."""
     settings = settings_of(cfg)
     todo = [f for f in files if not is_finished(vol_dir / f"{volume_name(f)}.json", f, settings)]
     metas: dict[str, dict[str, Any]] = {}

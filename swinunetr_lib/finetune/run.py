@@ -46,10 +46,10 @@ from ..models.swin_unetr import (
 from ..models.window_attention import use_sdpa_window_attention
 from ..paths import absolute_from_cwd, resolve_path, runs_dir
 from ..train.loop import FitResult, TrainConfig, fit
-from ..train.run_lock import run_dir_lock
 from ..utils.cli import run_cli
 from ..utils.device import resolve_device, seed_everything
 from ..utils.files import atomic_torch_save, atomic_write_text, safe_torch_load
+from ..utils.run_lock import run_dir_lock
 from .cases import AugmentedCases, preprocess_cases
 from .sliding_window import check_window_options, dice_scores, sliding_window_predict
 from .task_presets import (
@@ -302,7 +302,7 @@ def finetune(cfg: FinetuneConfig, *, stop_after: int | None = None) -> FinetuneR
     """Fine-tune on ``cfg.data_manifest``; returns the best validation mean Dice and where the model is.
 
     The run folder is locked for the whole call (a second run there is refused, see
-    :func:`~swinunetr_lib.train.run_lock.run_dir_lock`); every case is checked as it is loaded
+    :func:`~swinunetr_lib.utils.run_lock.run_dir_lock`); every case is checked as it is loaded
     (``preprocess_cases``)."""
     with contextlib.ExitStack() as stack:
         return _finetune(cfg, stop_after, stack)

@@ -61,9 +61,9 @@ from typing import IO
 from ..config import Config
 from ..data.example_data import sha256_of
 from ..paths import absolute_from_cwd, resolve_path, runs_dir
-from ..train.run_lock import LOCK_FILE
 from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
+from ..utils.run_lock import LOCK_FILE
 
 PROG = "python -m swinunetr_lib.notebooks.precomputed"
 PRECOMPUTED = "precomputed"

@@ -27,10 +27,10 @@ from torch import nn
 from ..models.swin_unetr import find_state_dict, load_encoder, read_encoder_checkpoint
 from ..paths import absolute_from_cwd, resolve_path
 from ..train.loop import FitResult, TrainConfig, fit
-from ..train.run_lock import run_dir_lock
 from ..utils import distributed as ddp
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
+from ..utils.run_lock import run_dir_lock
 from .dataloader import default_num_workers, ssl_dataloader
 from .losses import SSLLoss
 from .model import SSLModel, export_encoder

@@ -50,12 +50,12 @@ from ..utils import distributed as ddp
 from ..utils.cli import RunInterrupted
 from ..utils.distributed import unwrap
 from ..utils.files import atomic_torch_save, remove_stale_temp_files
+from ..utils.run_lock import run_dir_lock
 from . import checkpointing as ckpt
 from .batch_stream import BatchStream, seed_for
 from .checkpointing import RESUME_MAY_CHANGE, ResumeMismatchError
 from .cpu_bf16 import cpu_bf16_conv3d_grad_is_wrong, keep_small_convs_fp32
 from .metrics_log import MetricsLog, write_plan
-from .run_lock import run_dir_lock
 from .step import NonFiniteLossError, Optimization, StepFn, optimizer_step
 
 # what this module offers, with what fit raises and what a step function may use (importable from here)
@@ -173,7 +173,7 @@ def fit(model: nn.Module, step_fn: StepFn, train_data: Iterable, cfg: TrainConfi
         stop_after: int | None = None, run_settings: Mapping[str, Any] | None = None) -> FitResult:
     """Train ``model`` for ``cfg.max_steps`` optimizer steps; see the module docstring for the contracts.
 
-    Safety: rank 0 holds ``run_dir``'s lock (:func:`~swinunetr_lib.train.run_lock.run_dir_lock`: a second live run in
+    Safety: rank 0 holds ``run_dir``'s lock (:func:`~swinunetr_lib.utils.run_lock.run_dir_lock`: a second live run in
     the folder is refused) and removes temporary files of interrupted checkpoint writes. A resume refuses a
     checkpoint that holds more than tensors and plain values, and one written with other settings that define
     the run; changed settings of :data:`RESUME_MAY_CHANGE` are applied and reported in one line (a new lr or

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..utils.files import current_umask
+from .files import current_umask
 
 try:
     import fcntl

@@ -29,7 +29,10 @@ def blobs(seed: int, shape=(16, 14, 12), n=6) -> np.ndarray:
 
 def test_readout_recovers_labels_that_the_features_encode():
     train, test = blobs(0), blobs(1)
-    onehot = lambda lab: torch.nn.functional.one_hot(torch.from_numpy(lab), 14).permute(3, 0, 1, 2).float()
+
+    def onehot(lab: np.ndarray) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.from_numpy(lab), 14).permute(3, 0, 1, 2).float()
+
     ro = fit_readout([onehot(train)], [train], per_class=200, max_iter=30)
     scores = organ_dice(ro.predict(onehot(test)), test)
     assert mean_dice(scores) == 1.0
@@ -39,7 +42,10 @@ def test_readout_recovers_labels_that_the_features_encode():
 def test_readout_on_noise_is_at_chance():
     train, test = blobs(0), blobs(1)
     g = torch.Generator().manual_seed(0)
-    noise = lambda lab: torch.randn((16, *lab.shape), generator=g)
+
+    def noise(lab: np.ndarray) -> torch.Tensor:
+        return torch.randn((16, *lab.shape), generator=g)
+
     ro = fit_readout([noise(train)], [train], per_class=200, max_iter=30)
     assert mean_dice(organ_dice(ro.predict(noise(test)), test)) < 0.2
 
@@ -55,7 +61,8 @@ def test_decision_rule_on_made_up_numbers():
     rnd = [[0.40, 0.42, 0.41], [0.50, 0.52, 0.49], [0.30, 0.31, 0.32], [0.45, 0.44, 0.46]]
     ssl = [0.46, 0.56, 0.36, 0.50]
     helps = decide(ssl, rnd)
-    assert helps.helps and helps.gain == pytest.approx(np.mean(np.array(ssl) - np.mean(rnd, 1))) and helps.ci[0] > 0 and "help" in helps.text
+    assert helps.helps and helps.gain == pytest.approx(np.mean(np.array(ssl) - np.mean(rnd, 1)))
+    assert helps.ci[0] > 0 and "help" in helps.text
     below_one_seed = decide([0.46, 0.51, 0.36, 0.50], rnd)  # case 1 under its best random seed
     assert not below_one_seed.helps and not below_one_seed.beats_every_seed
     small = decide([0.425, 0.52, 0.325, 0.465], rnd)  # beats every seed, but gain < MIN_GAIN

@@ -23,7 +23,7 @@ from torch import nn
 from ..config import Config
 from ..models.swin_unetr import swinunetr_roi_problem
 from ..models.window_attention import use_sdpa_window_attention
-from ..train.loop import _enable_checkpointing, make_adamw
+from ..train.loop import enable_checkpointing, make_adamw
 from ..utils.device import resolve_device
 
 # Options in the order --ablation adds them; "compile" always comes last (it is only in "ours").
@@ -131,7 +131,7 @@ def prepare(model: nn.Module, opts: dict[str, Any], cfg: BenchBase, device: torc
     if opts.get("sdpa_attention"):
         use_sdpa_window_attention(model)
     if opts.get("grad_checkpoint"):
-        _enable_checkpointing(model)
+        enable_checkpointing(model)
     model.to(device)
     if opts.get("channels_last"):
         model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]

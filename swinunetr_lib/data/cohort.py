@@ -20,19 +20,23 @@ file name starts with ``phantom_`` and its NIfTI ``descrip`` says it is a synthe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
+from .. import paths
 from ..config import Config
 from ..utils.files import atomic_path, atomic_write_text, check_folder_creatable
+from .example_data import fetch_example
 from .labels import BTCV_LABELS, totalseg_to_btcv
 from .manifest import assign_folds, labeled_fraction_subsets, write_manifest
-from .phantom import PHANTOM_DESCRIP, make_abdomen_phantom, make_msd_phantom, write_phantom
+from .phantom import PHANTOM_DESCRIP, default_shape, make_abdomen_phantom, make_msd_phantom, write_phantom
 from .phantom_variability import check_variability
 
 COHORT_VERSION = 1
@@ -68,8 +72,6 @@ def _cohort(root: Path, params: dict[str, Any]) -> DemoCohort:
 
 def _generator_digest() -> str:
     """Digest of the code that draws the cohort, so a changed generator triggers a rebuild."""
-    import hashlib
-
     h = hashlib.sha256()
     for name in ("phantom.py", "phantom_variability.py", "labels.py", "cohort.py"):
         h.update((Path(__file__).with_name(name)).read_bytes())
@@ -77,8 +79,6 @@ def _generator_digest() -> str:
 
 
 def _save_nifti(arr: np.ndarray, affine: np.ndarray, path: Path, descrip: str) -> None:
-    import nibabel as nib
-
     nii = nib.Nifti1Image(arr, affine)
     nii.header["descrip"] = descrip[:79].encode()
     nii.set_qform(affine, code=1)
@@ -97,7 +97,8 @@ def _is_complete(c: DemoCohort) -> bool:
         return False
     if saved.get("params") != c.params:
         return False
-    return all((c.root / f).is_file() for f in saved.get("files", [])) and all(p.is_file() for p in c.manifests().values())
+    return (all((c.root / f).is_file() for f in saved.get("files", []))
+            and all(p.is_file() for p in c.manifests().values()))
 
 
 def _is_int(v: Any) -> bool:
@@ -107,8 +108,6 @@ def _is_int(v: Any) -> bool:
 def _check_params(n_phantoms: Any, seed: Any, spacing: Any, shape: Any, n_validation: Any, n_unlabeled: Any,
                   n_msd: Any, include_real: Any, force: Any) -> tuple[tuple[float, ...], tuple[int, ...] | None]:
     """Validate :func:`build_demo_cohort`'s parameters (before anything is written); errors name the parameter."""
-    from .phantom import _default_shape
-
     for name, value, low in (("n_phantoms", n_phantoms, 2), ("n_validation", n_validation, 1),
                              ("n_unlabeled", n_unlabeled, 0), ("n_msd", n_msd, 2), ("seed", seed, 0)):
         if not _is_int(value) or value < low:
@@ -122,7 +121,8 @@ def _check_params(n_phantoms: Any, seed: Any, spacing: Any, shape: Any, n_valida
         sp = tuple(float(s) for s in spacing)
     except (TypeError, ValueError):
         sp = ()
-    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp) or any(isinstance(s, (bool, str)) for s in spacing):
+    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp) \
+            or any(isinstance(s, (bool, str)) for s in spacing):
         raise ValueError(f"spacing must be three positive numbers in mm, got {spacing!r}")
     if shape is not None:
         if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3 \
@@ -131,7 +131,7 @@ def _check_params(n_phantoms: Any, seed: Any, spacing: Any, shape: Any, n_valida
         shp: tuple[int, ...] | None = tuple(int(v) for v in shape)
     else:
         shp = None
-        grid = _default_shape(sp)  # type: ignore[arg-type]
+        grid = default_shape(sp)  # type: ignore[arg-type]
         if min(grid) < 8:
             raise ValueError(f"spacing {list(sp)} mm is too coarse: the default field of view would be {list(grid)} "
                              "voxels (each axis needs >= 8)")
@@ -171,24 +171,20 @@ def build_demo_cohort(
         variability: 0..1, how much the abdomen phantoms (labeled and unlabeled) differ as patients do
             (``make_abdomen_phantom(..., variability)``); 0 (default): the template phantoms, as before.
     """
-    from .. import paths
-
     spacing, shape = _check_params(n_phantoms, seed, spacing, shape, n_validation, n_unlabeled, n_msd,
                                    include_real, force)
     variability = check_variability(variability)
     root = Path(out_dir) if out_dir is not None else paths.demo_cohort_dir()
     _check_out_dir(root)
-    params = {"version": COHORT_VERSION, "generator": _generator_digest(), "n_phantoms": n_phantoms, "seed": seed, "spacing": [float(s) for s in spacing],
-              "shape": None if shape is None else [int(s) for s in shape], "n_validation": n_validation,
-              "n_unlabeled": n_unlabeled, "n_msd": n_msd, "include_real": include_real}
+    params = {"version": COHORT_VERSION, "generator": _generator_digest(), "n_phantoms": n_phantoms, "seed": seed,
+              "spacing": [float(s) for s in spacing], "shape": None if shape is None else [int(s) for s in shape],
+              "n_validation": n_validation, "n_unlabeled": n_unlabeled, "n_msd": n_msd, "include_real": include_real}
     if variability > 0:  # only then, so that the parameters (and cohort.json) of a template cohort are unchanged
         params["variability"] = variability
     cohort = _cohort(root, params)
     if not force and _is_complete(cohort):
         return cohort
     if include_real:  # fetch (and verify) the real example before anything is written
-        from .example_data import fetch_example
-
         real = {name: fetch_example(name) for name in
                 ("example_ct_sm.nii.gz", "example_seg.nii.gz", "example_ct.nii.gz", "class_map.json")}
     root.mkdir(parents=True, exist_ok=True)
@@ -199,12 +195,11 @@ def build_demo_cohort(
     note = "phantom_* files are SYNTHETIC PHANTOMS generated by swinunetr_lib.data.phantom, not patient data"
 
     if include_real:
-        import nibabel as nib
-
         ct, seg = real["example_ct_sm.nii.gz"], real["example_seg.nii.gz"]
         nii = nib.load(seg)
         btcv, report = totalseg_to_btcv(np.asanyarray(nii.dataobj), real["class_map.json"])
-        for src, rel in ((ct, "imagesTr/example_ct_sm.nii.gz"), (real["example_ct.nii.gz"], "unlabeled/example_ct.nii.gz")):
+        for src, rel in ((ct, "imagesTr/example_ct_sm.nii.gz"),
+                         (real["example_ct.nii.gz"], "unlabeled/example_ct.nii.gz")):
             with atomic_path(root / rel) as tmp:
                 shutil.copyfile(src, tmp)
             files.append(rel)
@@ -254,7 +249,8 @@ def build_demo_cohort(
     files += _build_msd_tasks(root, n_msd, seed, spacing, shape, note)
     atomic_write_text(f"Demo cohort of swinunetr_lib (built by build_demo_cohort).\n{note}.\n"
                       "imagesTr/example_ct_sm.nii.gz and unlabeled/example_ct.nii.gz are real CTs from the "
-                      "TotalSegmentator test files (Apache-2.0); their labels are model outputs remapped to BTCV ids.\n",
+                      "TotalSegmentator test files (Apache-2.0); their labels are model outputs remapped to BTCV "
+                      "ids.\n",
                       root / "README.txt")
     atomic_write_text(json.dumps({"params": params, "files": files}, indent=2) + "\n", root / "cohort.json")
     return cohort

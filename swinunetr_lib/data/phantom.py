@@ -25,10 +25,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from ..utils.files import atomic_path
+from .labels import BTCV_LABELS
 from .phantom_variability import (
     DEFORM_MM,
     check_variability,
@@ -97,7 +99,7 @@ class _Canvas:
         i1 = np.minimum(np.ceil((hi - self.origin) / self.spacing).astype(int) + 1, self.shape)
         if np.any(i1 <= i0):
             return None
-        sl = tuple(slice(a, b) for a, b in zip(i0, i1))
+        sl = tuple(slice(a, b) for a, b in zip(i0, i1, strict=True))
         coords = [self.origin[d] + self.spacing[d] * np.arange(i0[d], i1[d]) for d in range(3)]
         return sl, np.meshgrid(*coords, indexing="ij", sparse=True)
 
@@ -126,7 +128,7 @@ class _Canvas:
     def tube(self, points, radius: float, hu: float, label: int | None = None) -> None:
         """Paint a capsule chain of ``radius`` mm through ``points`` (N, 3) mm."""
         pts = np.asarray(points, float)
-        for p, q in zip(pts[:-1], pts[1:]):
+        for p, q in zip(pts[:-1], pts[1:], strict=True):
             got = self.box(np.minimum(p, q) - radius, np.maximum(p, q) + radius)
             if got is None:
                 continue
@@ -147,8 +149,9 @@ def _affine(shape: tuple[int, int, int], spacing: tuple[float, float, float]) ->
     return aff
 
 
-def _default_shape(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
-    return tuple(int(round(f / s)) for f, s in zip(DEFAULT_FOV_MM, spacing))  # type: ignore[return-value]
+def default_shape(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The grid (X, Y, Z) in voxels that covers ``DEFAULT_FOV_MM`` at ``spacing`` mm (``shape=None``)."""
+    return tuple(int(round(f / s)) for f, s in zip(DEFAULT_FOV_MM, spacing, strict=True))  # type: ignore[return-value]
 
 
 def make_abdomen_phantom(
@@ -167,19 +170,17 @@ def make_abdomen_phantom(
         spacing: voxel size in mm (x, y, z). Default (1.5, 1.5, 2.0): the paper's BTCV spacing.
         noise_sd: standard deviation of additive Gaussian noise in HU.
         blur_mm: sigma in mm of the Gaussian partial-volume blur applied before the noise.
-        variability: 0..1, how much cases differ as patients do (:mod:`swinunetr_lib.data.phantom_variability`: global rotation
-            about z up to 15 deg, anisotropic scale +-12 %, shift +-20 mm, per-organ shift/size, a smooth
-            deformation and HU offsets up to 40 HU, all at 1). 0 (default): the template alone, as before.
+        variability: 0..1, how much cases differ as patients do (:mod:`swinunetr_lib.data.phantom_variability`:
+            global rotation about z up to 15 deg, anisotropic scale +-12 %, shift +-20 mm, per-organ shift/size, a
+            smooth deformation and HU offsets up to 40 HU, all at 1). 0 (default): the template alone, as before.
 
     Returns:
         :class:`Phantom` with ``image`` float32 (X, Y, Z) HU, ``label`` uint8 (X, Y, Z) BTCV ids 0..13.
     """
-    from .labels import BTCV_LABELS
-
     spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive numbers in mm, got {spacing}")
-    shape = _default_shape(spacing) if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
+    shape = default_shape(spacing) if shape is None else tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three ints >= 8, got {shape}")
     variability = check_variability(variability)
@@ -272,7 +273,8 @@ def make_abdomen_phantom(
         cv.ellipsoid(c + [-side * 6, 4, 0], ax * 0.55, hu["kidney_medulla"], None, rot_z_deg=side * 20,
                      within=(cv.label == ids[name]))
         adr = np.array([side * 40.0, sy + 28, zc + 0.8 * ax[2] + 8]) + j(4)
-        cv.ellipsoid(adr, np.array([8, 14, 17]) * s(), hu["adrenal_gland"], ids[f"adrenal_gland_{'right' if side > 0 else 'left'}"],
+        adrenal = ids[f"adrenal_gland_{'right' if side > 0 else 'left'}"]
+        cv.ellipsoid(adr, np.array([8, 14, 17]) * s(), hu["adrenal_gland"], adrenal,
                      rot_z_deg=side * 35 + rng.uniform(-10, 10))
     pancreas_pts = np.array([[28, 5, -12], [5, 12, -2], [-30, 4, 6], [-62, -18, 22]]) + j(6)
     cv.tube(pancreas_pts[:1], 17.0 * s(), hu["pancreas"], ids["pancreas"])
@@ -318,8 +320,6 @@ def make_msd_phantom(
       MSD Task05_Prostate's 2 channels or BRATS' 4), label 1 = liver, 2 = kidneys, 3 = spleen; each channel
       maps every tissue to a different signal (arbitrary units, not HU), so channels carry distinct information.
     """
-    from .labels import BTCV_LABELS
-
     base = make_abdomen_phantom(seed, shape=shape, spacing=spacing)
     ids = {name: i for i, name in BTCV_LABELS.items()}
     if task == "ct_single_organ":
@@ -351,8 +351,6 @@ def make_msd_phantom(
 
 def write_phantom(path_image: str | os.PathLike[str], path_label: str | os.PathLike[str], phantom: Phantom) -> None:
     """Write image (float32, or int16 HU for CT) and label (uint8) as NIfTI; ``descrip`` marks them as phantoms."""
-    import nibabel as nib
-
     img = phantom.image
     is_ct = img.ndim == 3
     data = np.round(img).astype(np.int16) if is_ct else img.astype(np.float32)

@@ -35,7 +35,8 @@ _STREAM = 0x7A81          # mixed into the seed: the variability's own random st
 
 @dataclasses.dataclass(frozen=True)
 class Pose:
-    """Body frame -> scanner frame: ``p = R_z(rotation_deg) @ diag(scale) @ q + shift_mm`` (mm, about the grid centre)."""
+    """Body frame -> scanner frame: ``p = R_z(rotation_deg) @ diag(scale) @ q + shift_mm`` (mm, about the grid
+    centre)."""
 
     rotation_deg: float
     scale: tuple[float, float, float]
@@ -101,7 +102,8 @@ def warp_to_pose(image: np.ndarray, label: np.ndarray, spacing: tuple[float, flo
     shape = np.asarray(image.shape)
     sp = np.asarray(spacing, float)
     centre = (shape - 1) / 2.0
-    p = np.stack(np.meshgrid(*[(np.arange(n) - c) * s for n, c, s in zip(shape, centre, sp)], indexing="ij"))
+    axes = [(np.arange(n) - c) * s for n, c, s in zip(shape, centre, sp, strict=True)]
+    p = np.stack(np.meshgrid(*axes, indexing="ij"))
     p = p - np.asarray(pose.shift_mm, float)[:, None, None, None]
     t = np.deg2rad(pose.rotation_deg)
     x = np.cos(t) * p[0] + np.sin(t) * p[1]  # R^-1 about z

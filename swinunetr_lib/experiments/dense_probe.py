@@ -39,10 +39,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from monai.transforms import Compose, EnsureChannelFirstd, Orientationd
 from scipy import stats
 
 from ..config import Config
 from ..data.labels import BTCV_LABELS
+from ..data.loading import LoadImageNamed
+from ..data.manifest import resolve_entries
+from ..paths import absolute_from_cwd
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
 from .dense_features import (
@@ -100,7 +104,7 @@ def _rows(encoder: str, seed: int, labeled: int, held_names: Sequence[str],
     """Tidy rows: per held-out case each organ and the mean, then the mean over held-out cases."""
     key = {"encoder": encoder, "source": source, "seed": seed, "labeled_case": labeled}
     rows = []
-    for name, sc in zip(held_names, scores):
+    for name, sc in zip(held_names, scores, strict=True):
         rows += [{**key, "held_out_case": name, "organ": BTCV_LABELS[k], "dice": v} for k, v in sc.items()]
         rows.append({**key, "held_out_case": name, "organ": "mean", "dice": mean_dice(sc)})
     rows.append({**key, "held_out_case": "mean", "organ": "mean",
@@ -115,10 +119,10 @@ def readout_rows(encoder: str, seed: int, feats: Sequence[torch.Tensor], labeled
     (C, X, Y, Z) on its label grid), scored on every held-out case: :func:`_rows` for each."""
     rows = []
     f_lab, f_held = feats[:len(labeled)], feats[len(labeled):]
-    for i, (f, (_, lab)) in enumerate(zip(f_lab, labeled)):
+    for i, (f, (_, lab)) in enumerate(zip(f_lab, labeled, strict=True)):
         ro = fit_readout([f], [lab], per_class=per_class, seed=max(seed, 0), max_iter=max_iter)
-        rows += _rows(encoder, seed, i, held_names, [organ_dice(ro.predict(g), t) for g, (_, t) in zip(f_held, held_out)],
-                      source)
+        scores = [organ_dice(ro.predict(g), t) for g, (_, t) in zip(f_held, held_out, strict=True)]
+        rows += _rows(encoder, seed, i, held_names, scores, source)
     return rows
 
 
@@ -128,10 +132,12 @@ def _run_name(path: str | os.PathLike[str]) -> str:
     return (p.parent.parent if p.parent.name == "checkpoints" else p.parent).name
 
 
-def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *, ssl_checkpoint: str | os.PathLike[str] = "",
-                    supervised: Sequence[str | os.PathLike[str]] = (), n_seeds: int = 5, source: str = "encoder",
-                    also_sources: Sequence[str] = (), feature_size: int = 12, per_class: int = 1000, max_iter: int = 100,
-                    held_names: Sequence[str] | None = None, say=print) -> tuple[pd.DataFrame, pd.DataFrame, Verdict | None]:
+def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *,
+                    ssl_checkpoint: str | os.PathLike[str] = "", supervised: Sequence[str | os.PathLike[str]] = (),
+                    n_seeds: int = 5, source: str = "encoder", also_sources: Sequence[str] = (),
+                    feature_size: int = 12, per_class: int = 1000, max_iter: int = 100,
+                    held_names: Sequence[str] | None = None,
+                    say=print) -> tuple[pd.DataFrame, pd.DataFrame, Verdict | None]:
     """E1 on given cases. Returns (tidy table: encoder, source, seed, labeled_case, held_out_case, organ, dice;
     summary: per source and labeled case every encoder's mean Dice, the random band and the paired gain;
     the :class:`Verdict` for ``source``, or None without an SSL checkpoint). ``also_sources`` are read from the
@@ -155,17 +161,17 @@ def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *, ssl_ch
         if enc.kind == "ssl":  # the pretrained swinViT is the same at every seed: run it once per case
             ssl_hidden = ssl_hidden or [swinvit_hidden(enc, img) for img, _ in cases]
             by_src = [features_from_hidden(enc.model, h, low, img.shape, srcs)
-                      for (h, low), (img, _) in zip(ssl_hidden, cases)]
+                      for (h, low), (img, _) in zip(ssl_hidden, cases, strict=True)]
         else:
             by_src = [dense_features_by_source(enc, img, srcs) for img, _ in cases]
         name = enc.kind if enc.kind != "supervised" else enc.name
         for src in srcs:
-            feats = [to_grid(f[src], img.shape) for f, (img, _) in zip(by_src, cases)]
+            feats = [to_grid(f[src], img.shape) for f, (img, _) in zip(by_src, cases, strict=True)]
             rows += readout_rows(name, enc.seed, feats, labeled, held_out, held_names, per_class, max_iter, src)
         say(f"{enc.name} (seed {enc.seed}): {time.time() - t0:.0f} s")
     inten = [intensity_features(img) for img, _ in cases]
     rows += readout_rows("intensity", -1, inten, labeled, held_out, held_names, per_class, max_iter)
-    coords = [torch.cat([f, coordinate_features(img.shape)]) for f, (img, _) in zip(inten, cases)]
+    coords = [torch.cat([f, coordinate_features(img.shape)]) for f, (img, _) in zip(inten, cases, strict=True)]
     rows += readout_rows("intensity+coords", -1, coords, labeled, held_out, held_names, per_class, max_iter)
     for i, (_, lab) in enumerate(labeled):
         rows += _rows("atlas", -1, i, held_names, [organ_dice(np.asarray(lab), t, ORGANS) for _, t in held_out])
@@ -198,13 +204,9 @@ def summarize(table: pd.DataFrame, source: str = "encoder") -> tuple[pd.DataFram
 def load_cases(manifest: str | os.PathLike[str]) -> tuple[list[Case], list[Case], list[str], list[str]]:
     """(labeled = the manifest's "training", held_out = its "validation", their image names), each case
     (image HU (X, Y, Z) float32, label (X, Y, Z) int64) in RAS, unscaled. Errors name the file."""
-    from monai.transforms import Compose, EnsureChannelFirstd, Orientationd
-
-    from ..data.loading import LoadImageNamed
-    from ..data.manifest import resolve_entries
-
     steps = Compose([LoadImageNamed(keys=["image", "label"], image_only=True),
-                     EnsureChannelFirstd(keys=["image", "label"]), Orientationd(keys=["image", "label"], axcodes="RAS")])
+                     EnsureChannelFirstd(keys=["image", "label"]),
+                     Orientationd(keys=["image", "label"], axcodes="RAS")])
     out = []
     for split in ("training", "validation"):
         cases, names = [], []
@@ -221,8 +223,10 @@ def load_cases(manifest: str | os.PathLike[str]) -> tuple[list[Case], list[Case]
 
 @dataclasses.dataclass
 class DenseProbeConfig(Config):
-    manifest: str = ""            # labeled decathlon JSON: readouts trained on each "training" case, scored on "validation" (required)
-    ssl_checkpoint: str = ""      # SSL encoder: pretraining's checkpoints/last.pt or an exported model_swinvit.pt ("" = controls only)
+    manifest: str = ""            # labeled decathlon JSON: readouts trained on each "training" case, scored on
+                                  # "validation" (required)
+    ssl_checkpoint: str = ""      # SSL encoder: pretraining's checkpoints/last.pt or an exported model_swinvit.pt
+                                  # ("" = controls only)
     supervised: list[str] = dataclasses.field(default_factory=list)  # fine-tuned model.pt files: the positive control
     n_seeds: int = 5              # random-init seeds 0..n-1 (the band); the SSL arm shares each seed's random blocks
     source: str = "encoder"       # encoder (after Swin UNETR's encoder blocks, as its decoder reads them) | swinvit
@@ -235,8 +239,6 @@ class DenseProbeConfig(Config):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..paths import absolute_from_cwd
-
     prog = "python -m swinunetr_lib.experiments.dense_probe"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     DenseProbeConfig.add_arguments(parser)
@@ -255,8 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"per_class={cfg.per_class} >= 1")
         labeled, held, _, held_names = load_cases(cfg.manifest)
         table, summary, verdict = run_dense_probe(
-            labeled, held, ssl_checkpoint=cfg.ssl_checkpoint, supervised=[str(Path(p).absolute()) for p in cfg.supervised],
-            n_seeds=cfg.n_seeds, source=cfg.source, also_sources=cfg.also_sources, feature_size=cfg.feature_size, per_class=cfg.per_class,
+            labeled, held, ssl_checkpoint=cfg.ssl_checkpoint,
+            supervised=[str(Path(p).absolute()) for p in cfg.supervised], n_seeds=cfg.n_seeds, source=cfg.source,
+            also_sources=cfg.also_sources, feature_size=cfg.feature_size, per_class=cfg.per_class,
             max_iter=cfg.max_iter, held_names=held_names, say=lambda m: print(m, flush=True))
         print(summary.round(3).to_string(index=False))
         if verdict is not None:

@@ -66,7 +66,7 @@ def fit_readout(features: Sequence[torch.Tensor], labels: Sequence[np.ndarray], 
         raise ValueError(f"need one label map per feature volume, got {len(features)} and {len(labels)}")
     xs, ys = [], []
     counts = np.zeros(n_classes)
-    for f, lab, idx in zip(features, labels, balanced_sample(labels, per_class, seed)):
+    for f, lab, idx in zip(features, labels, balanced_sample(labels, per_class, seed), strict=True):
         if tuple(f.shape[1:]) != tuple(np.shape(lab)):
             raise ValueError(f"features {tuple(f.shape)} are not on the label grid {np.shape(lab)}")
         xs.append(f.reshape(f.shape[0], -1)[:, torch.from_numpy(idx)].T)
@@ -120,6 +120,7 @@ def majority_vote(labels: Sequence[np.ndarray], n_classes: int = N_CLASSES) -> n
     return votes.argmax(0)
 
 
-def atlas_dice(atlas: np.ndarray, truths: Sequence[np.ndarray], organs: Sequence[int] = ORGANS) -> list[dict[int, float]]:
+def atlas_dice(atlas: np.ndarray, truths: Sequence[np.ndarray],
+               organs: Sequence[int] = ORGANS) -> list[dict[int, float]]:
     """Organ Dice of one label map (a labeled case's, or :func:`majority_vote`) copied onto each held-out case."""
     return [organ_dice(np.asarray(atlas), np.asarray(t), organs) for t in truths]

@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ..config import Config
 from ..data.phantom import make_abdomen_phantom
+from ..paths import absolute_from_cwd
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
 from .dense_features import dense_features, random_encoder, to_grid
@@ -35,8 +37,11 @@ from .dense_readout import atlas_dice, fit_readout, majority_vote, mean_dice, or
 MIN_STEP = 0.05  # Dice: what "clearly" means in the scarcity rule (fixed before any run)
 
 
+Case = tuple[np.ndarray, np.ndarray]  # (image, label)
+
+
 def phantom_family(variability: float, n_labeled: int = 4, n_held_out: int = 3, seed: int = 0,
-                   spacing: float = 6.0) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+                   spacing: float = 6.0) -> tuple[list[Case], list[Case]]:
     """(labeled, held_out) lists of (image HU (X, Y, Z) float32, label (X, Y, Z) uint8) on one grid, seeds
     ``seed ..`` in order (the same seeds ``build_demo_cohort`` uses for its labeled and validation phantoms)."""
     cases = [make_abdomen_phantom(seed + k, spacing=(spacing,) * 3, variability=variability)
@@ -46,10 +51,10 @@ def phantom_family(variability: float, n_labeled: int = 4, n_held_out: int = 3, 
 
 
 def _mean_over(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> float:
-    return float(np.mean([mean_dice(organ_dice(p, t)) for p, t in zip(preds, truths)]))
+    return float(np.mean([mean_dice(organ_dice(p, t)) for p, t in zip(preds, truths, strict=True)]))
 
 
-def label_scarcity(labeled: Sequence[tuple[np.ndarray, np.ndarray]], held_out: Sequence[tuple[np.ndarray, np.ndarray]],
+def label_scarcity(labeled: Sequence[Case], held_out: Sequence[Case],
                    feature_seed: int = 0, feature_size: int = 12, per_class: int = 1000,
                    max_iter: int = 100) -> dict[str, float | bool]:
     """E0 on given cases (see the module docstring): ``atlas_single``, ``atlas_majority``, ``readout_1``,
@@ -65,7 +70,7 @@ def label_scarcity(labeled: Sequence[tuple[np.ndarray, np.ndarray]], held_out: S
         feats = [to_grid(dense_features(enc, img), img.shape) for img, _ in list(labeled) + list(held_out)]
         f_lab, f_held = feats[:len(labeled)], feats[len(labeled):]
         one = []
-        for f, (_, lab) in zip(f_lab, labeled):
+        for f, (_, lab) in zip(f_lab, labeled, strict=True):
             ro = fit_readout([f], [lab], per_class=per_class, max_iter=max_iter)
             one.append(_mean_over(truths, [ro.predict(g) for g in f_held]))
         ro = fit_readout(f_lab, [lab for _, lab in labeled], per_class=per_class, max_iter=max_iter)
@@ -79,7 +84,8 @@ def label_scarcity(labeled: Sequence[tuple[np.ndarray, np.ndarray]], held_out: S
 
 @dataclass
 class LabelScarcityConfig(Config):
-    variabilities: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # phantom variability settings to check (0..1)
+    variabilities: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # phantom variability settings
+                                  # to check (0..1)
     n_labeled: int = 4            # labeled phantoms (seeds seed .. seed + n_labeled - 1), as make experiment's cohort
     n_held_out: int = 3           # held-out phantoms (the next seeds)
     seed: int = 0                 # first phantom seed
@@ -90,10 +96,6 @@ class LabelScarcityConfig(Config):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import pandas as pd
-
-    from ..paths import absolute_from_cwd
-
     prog = "python -m swinunetr_lib.experiments.label_scarcity"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     LabelScarcityConfig.add_arguments(parser)

@@ -26,20 +26,37 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
+from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
 from torch import nn
 
 from ..config import Config
+from ..data.loading import LoadImageNamed
+from ..data.manifest import resolve_entries
 from ..data.prepared_volumes import PRETRAIN_HU_WINDOW
+from ..paths import absolute_from_cwd
+from ..pretrain.losses import ContrastiveLoss
 from ..pretrain.model import SSLModel, load_ssl_model
-from ..pretrain.transforms import InnerCutout, SSLView, SSLViewTransform, make_generator, rotate_axial
+from ..pretrain.transforms import (
+    InnerCutout,
+    SSLView,
+    SSLViewTransform,
+    TwoViewTransform,
+    make_generator,
+    rotate_axial,
+)
 from ..utils.cli import run_cli
+from ..utils.device import resolve_device
+from ..utils.files import atomic_path, atomic_write_text
+from ..viz.figures import SCALED_SOFT_TISSUE, plot_ssl_panels
+from .baselines import contrastive_chance, trivial_fill_l1
 
 HU_RANGE = PRETRAIN_HU_WINDOW  # the pretraining intensity scaling (paper: HU [-1000, 1000] -> [0, 1])
 
@@ -50,10 +67,6 @@ def load_case(image: str | os.PathLike[str], label: str | os.PathLike[str] | Non
 
     Returns ``image`` (X, Y, Z) float32 and ``label`` (X, Y, Z) int64 or None. Errors name the file.
     """
-    from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ScaleIntensityRanged
-
-    from ..data.loading import LoadImageNamed
-
     keys = ["image"] + (["label"] if label is not None else [])
     steps = Compose([LoadImageNamed(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
                      Orientationd(keys=keys, axcodes="RAS"),
@@ -71,14 +84,15 @@ def crop_at(volume: np.ndarray, center: Sequence[int], size: int) -> np.ndarray:
     """The ``size``^3 cube of (X, Y, Z) ``volume`` centred at ``center``, zero-padded where it leaves the volume."""
     out = np.zeros((size,) * 3, dtype=volume.dtype)
     lo = [int(c) - size // 2 for c in center]
-    src = tuple(slice(max(l, 0), min(l + size, n)) for l, n in zip(lo, volume.shape))
-    dst = tuple(slice(s.start - l, s.stop - l) for s, l in zip(src, lo))
+    src = tuple(slice(max(low, 0), min(low + size, n)) for low, n in zip(lo, volume.shape, strict=True))
+    dst = tuple(slice(s.start - low, s.stop - low) for s, low in zip(src, lo, strict=True))
     out[dst] = volume[src]
     return out
 
 
 def organ_crops(cases: Sequence[tuple[np.ndarray, np.ndarray]], organs: Sequence[int], size: int = 32,
-                per_organ: int = 2, min_voxels: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                per_organ: int = 2, min_voxels: int = 4,
+                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cubes centred on random voxels of each organ: (N, 1, size, size, size), organ ids (N,), case index (N,).
 
     An organ with fewer than ``min_voxels`` voxels in a case is skipped there.
@@ -191,10 +205,6 @@ def contrastive_retrieval(model: SSLModel, crops: torch.Tensor, seed: int = 0, t
                           batch_size: int = 16) -> ContrastiveProbe:
     """Two seeded pretraining views (rotation and cutout) of every crop (N, 1, X, Y, Z), embedded by the contrastive
     head (``model.contrastive_embedding``; the decoder is not run); is each view's nearest other view its partner?"""
-    from ..pretrain.losses import ContrastiveLoss
-    from ..pretrain.transforms import TwoViewTransform
-    from .baselines import contrastive_chance
-
     model.eval()
     device = next(model.parameters()).device
     v1, v2 = TwoViewTransform()(crops.to(device), make_generator(device, seed))
@@ -228,8 +238,6 @@ def inpainting_probe(model: SSLModel, volumes: torch.Tensor, seed: int = 0, draw
     """Rotate and cut out held-out ``volumes`` (N, 1, S, S, S) as pretraining does (seeded; ``draws`` views of each,
     N * draws in all, volume by volume in turn), reconstruct them, and score the reconstruction inside the boxes
     against the trivial fill (:func:`swinunetr_lib.experiments.baselines.trivial_fill_l1`)."""
-    from .baselines import trivial_fill_l1
-
     model.eval()
     device = next(model.parameters()).device
     volumes = volumes.repeat(draws, 1, 1, 1, 1)
@@ -257,27 +265,26 @@ def random_like(model: SSLModel, seed: int = 0) -> SSLModel:
 def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[str], size: int = 32,
                per_organ: int = 4, seed: int = 0, organs: Sequence[int] = tuple(range(1, 14)),
                inpainting_size: int = 0, figure: str | os.PathLike[str] = "",
-               device: str | torch.device = "cpu") -> "pd.DataFrame":
+               device: str | torch.device = "cpu") -> pd.DataFrame:
     """The probes for the SSL model in ``checkpoint`` and for its random twin, on a fine-tuning manifest.
 
     The organ probe is fitted on crops of the manifest's ``training`` cases and scored on its ``validation``
     cases; rotation accuracy is measured on the validation crops. One row per encoder
-    (``ssl``, ``random init``) with ``organ_accuracy`` (all stages), ``organ_accuracy_last_stage``, ``organ_chance``, ``rotation_accuracy``,
-    ``rotation_chance``, ``contrastive_top1``, ``contrastive_chance``, ``contrastive_loss``,
-    ``contrastive_loss_chance`` (:func:`contrastive_retrieval` on the validation crops), ``n_train``, ``n_test``. With ``inpainting_size`` (a multiple of 32) the whole validation
-    images, centred in cubes of that side, are also rotated, cut out and reconstructed (:func:`inpainting_probe`):
+    (``ssl``, ``random init``) with ``organ_accuracy`` (all stages), ``organ_accuracy_last_stage``,
+    ``organ_chance``, ``rotation_accuracy``, ``rotation_chance``, ``contrastive_top1``, ``contrastive_chance``,
+    ``contrastive_loss``, ``contrastive_loss_chance`` (:func:`contrastive_retrieval` on the validation crops),
+    ``n_train``, ``n_test``. With ``inpainting_size`` (a multiple of 32) the whole validation images, centred in
+    cubes of that side, are also rotated, cut out and reconstructed (:func:`inpainting_probe`):
     columns ``inpainting_l1`` (inside the boxes), ``trivial_fill_l1``, and over every voxel ``inpainting_l1_all``,
     ``trivial_fill_l1_all``, ``constant_l1_all`` (the loss's baselines); ``figure`` then saves the SSL model's
     reconstructions as a PNG. ``device``: where the models run (``"auto"``: CUDA if present, else the CPU).
     """
-    import pandas as pd
-
-    from ..data.manifest import resolve_entries
-    from ..utils.device import resolve_device
-
     device = resolve_device(device)  # an explicit device that is not here fails before anything is read
     train_entries, val_entries = (resolve_entries(manifest, key=split) for split in ("training", "validation"))
-    load = lambda entries: [load_case(e["image"], e["label"]) for e in entries]  # noqa: E731
+
+    def load(entries: list[dict]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        return [load_case(e["image"], e["label"]) for e in entries]
+
     held_out = load(val_entries)
     train = organ_crops(load(train_entries), organs, size, per_organ, seed=seed)
     test = organ_crops(held_out, organs, size, per_organ, seed=seed + 1)
@@ -304,16 +311,14 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
 
 
 def save_reconstructions(painted: InpaintingProbe, path: str | os.PathLike[str]) -> Path:
-    """The held-out views of :func:`inpainting_probe` as :func:`swinunetr_lib.viz.figures.plot_ssl_panels` draws them (the
-    slice the boxes hide most of, boxes outlined, soft-tissue window), written atomically to the PNG ``path``."""
-    from ..utils.files import atomic_path
-    from ..viz.figures import SCALED_SOFT_TISSUE, plot_ssl_panels
-
+    """The held-out views of :func:`inpainting_probe` as :func:`swinunetr_lib.viz.figures.plot_ssl_panels` draws
+    them (the slice the boxes hide most of, boxes outlined, soft-tissue window), written atomically to the PNG
+    ``path``."""
     v = painted.view
-    fig = plot_ssl_panels(painted.original, v.target, v.image, painted.reconstruction, rotation_labels=v.rotation.tolist(),
-                          mask=v.mask, window_preset=SCALED_SOFT_TISSUE)
-    fig.suptitle(f"held-out: L1 inside the boxes {painted.l1_inside:.3f} (trivial fill {painted.trivial_fill_l1:.3f})",
-                 fontsize=9)
+    fig = plot_ssl_panels(painted.original, v.target, v.image, painted.reconstruction,
+                          rotation_labels=v.rotation.tolist(), mask=v.mask, window_preset=SCALED_SOFT_TISSUE)
+    fig.suptitle(f"held-out: L1 inside the boxes {painted.l1_inside:.3f} "
+                 f"(trivial fill {painted.trivial_fill_l1:.3f})", fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     return Path(path)
@@ -321,22 +326,23 @@ def save_reconstructions(painted: InpaintingProbe, path: str | os.PathLike[str])
 
 @dataclass
 class ProbeConfig(Config):
-    checkpoint: str = ""                 # SSL pretraining checkpoint with its heads (fit's checkpoints/last.pt) (required)
-    manifest: str = ""                   # labeled decathlon JSON: the probe is fitted on "training", scored on "validation" (required)
+    checkpoint: str = ""                 # SSL pretraining checkpoint with its heads (fit's checkpoints/last.pt)
+                                         # (required)
+    manifest: str = ""                   # labeled decathlon JSON: the probe is fitted on "training", scored on
+                                         # "validation" (required)
     size: int = 32                       # side of the organ-centred crops in voxels, a multiple of 32
     per_organ: int = 4                   # crops per organ and case
     seed: int = 0                        # seed of the crop positions, the cutouts and of the random-init twin
-    inpainting_size: int = 0             # also inpaint the whole validation images centred in cubes of this side (a multiple of 32, >= 64 for decoder=unet); 0 = skip
+    inpainting_size: int = 0             # also inpaint the whole validation images centred in cubes of this side
+                                         # (a multiple of 32, >= 64 for decoder=unet); 0 = skip
     figure: str = ""                     # with inpainting_size: save the SSL model's reconstructions to this PNG
     csv: str = ""                        # also write the table to this CSV file ("" = print only)
     device: str = "cpu"                  # cpu | cuda | cuda:N | auto (CUDA if present, else the CPU, and says so)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..paths import absolute_from_cwd
-    from ..utils.files import atomic_write_text
-
-    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.experiments.probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.experiments.probe",
+                                     description=__doc__.split("\n\n")[0])
     ProbeConfig.add_arguments(parser)
     args = absolute_from_cwd(parser.parse_args(argv), "checkpoint", "manifest", "csv", "figure")
 

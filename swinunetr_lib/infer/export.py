@@ -269,7 +269,8 @@ the input's shape and affine. A multi-channel task takes a list of channel files
 
 
 LICENSE_TEXT = """Code and configuration: Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0), as
-swinunetr_lib and MONAI. The model weights were trained by whoever ran swinunetr_lib.finetune: their use is also bound by the
+swinunetr_lib and MONAI. The model weights were trained by whoever ran swinunetr_lib.finetune: their use is \
+also bound by the
 licenses of the pretraining and fine-tuning data sets (e.g. BTCV, Medical Segmentation Decathlon: CC BY-SA 4.0).
 Research use only; not a medical device.
 """

@@ -159,7 +159,7 @@ def _guard_cpu_bf16(model: nn.Module, verbose: bool) -> None:
               "(precision='fp32' avoids bf16 entirely)")
 
 
-def _enable_checkpointing(model: nn.Module) -> None:
+def enable_checkpointing(model: nn.Module) -> None:
     mods = [m for m in model.modules() if hasattr(m, "use_checkpoint")]
     if not mods:
         raise ValueError(f"grad_checkpoint=True but {type(model).__name__} has no submodule with a "
@@ -272,7 +272,7 @@ def _prepare_training(model: nn.Module, cfg: TrainConfig, device: torch.device, 
     then cosine LR, and a GradScaler enabled under fp16 only."""
     model.to(device)
     if cfg.grad_checkpoint:
-        _enable_checkpointing(model)
+        enable_checkpointing(model)
     dtype = resolve_precision(cfg.precision, device)
     if device.type == "cpu" and dtype == torch.bfloat16:
         _guard_cpu_bf16(model, verbose)

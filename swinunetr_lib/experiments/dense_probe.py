@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, Orientationd
-from scipy import stats
 
 from ..config import Config
 from ..data.labels import BTCV_LABELS
@@ -62,6 +61,7 @@ from .dense_features import (
     to_grid,
 )
 from .dense_readout import ORGANS, fit_readout, mean_dice, organ_dice
+from .intervals import mean_interval
 
 MIN_GAIN = 0.02  # Dice: the smallest mean gain called "help" (fixed before any run)
 Case = tuple[np.ndarray, np.ndarray]  # (image HU (X, Y, Z) float32, label (X, Y, Z) ids)
@@ -83,13 +83,9 @@ def decide(ssl: Sequence[float], random: Sequence[Sequence[float]], min_gain: fl
     s, r = np.asarray(ssl, float), np.asarray(random, float)
     if r.ndim != 2 or len(s) != len(r) or len(s) == 0:
         raise ValueError(f"need ssl (n_cases,) and random (n_cases, n_seeds); got {s.shape} and {r.shape}")
-    gains = s - r.mean(1)
-    n, gain = len(gains), float(gains.mean())
-    if n > 1 and gains.std(ddof=1) > 0:
-        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * gains.std(ddof=1) / math.sqrt(n))
-    else:
-        half = 0.0 if n > 1 else math.inf
-    ci = (gain - half, gain + half)
+    interval = mean_interval(s - r.mean(1), level)  # the paired t interval over labeled cases
+    gain = interval.mean
+    ci = (interval.low, interval.high) if interval.n > 1 else (-math.inf, math.inf)
     beats = bool((s[:, None] > r).all())
     helps = beats and ci[0] > 0 and gain >= min_gain
     pct = f"{level * 100:g} %"

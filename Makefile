@@ -31,6 +31,10 @@ PACK_RUNS ?= runs/demo
 PACK_OUT ?=
 ARCHIVE ?=
 PYTEST_ARGS ?=
+# make test: pytest in this many parallel processes (pytest-xdist; each test process then runs one thread);
+# PYTEST_WORKERS=0 runs them in this process, as plain pytest
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 # make demo: the demo profile (ci/params/demo, ~1.5 h on 2 CPU cores) or DEMO=quick (ci/params/quick: no parameter
 # files, every notebook's defaults, ~13 min); the runner prints its time estimate first and a progress line
 DEMO ?= demo
@@ -76,7 +80,7 @@ browser: env
 
 test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 	bash ci/install_browser.sh
 	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)

@@ -6,7 +6,14 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the tests in parallel processes (pytest-xdist, PYTEST_WORKERS): each gets one thread, and
+    # so do the processes it starts (commands, notebook kernels), so that the workers share the cores without
+    # OpenMP threads spinning against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

@@ -120,8 +120,9 @@ def test_gpu_bench_script_dry_run(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_label_efficiency_script_dry_run(tmp_path):
-    """The GPU label-efficiency script on a CPU at the smallest sizes: cohort, pretraining, a sweep in 2 processes side
-    by side with the library engine (no Jupyter), one collecting call, the probe, the files copied back flat."""
+    """The GPU label-efficiency script on a CPU at the smallest sizes: cohort, pretraining, a sweep (the run from
+    scratch beside the pretraining, the SSL run after it) with the library engine (no Jupyter), one collecting call,
+    the probe, the files copied back flat."""
     import pandas as pd
 
     env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off"}  # pass by work, not speed
@@ -129,14 +130,12 @@ def test_gpu_label_efficiency_script_dry_run(tmp_path):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (tmp_path / "gpu_label_efficiency.log").read_text()
-    for part in ("cohort", "pretraining", "sweep scratch_seed0", "sweep scratch_seed1", "sweep ssl_seed0",
-                 "sweep ssl_seed1", "sweep", "probe"):
+    for part in ("cohort", "pretraining", "sweep scratch_seed0", "sweep ssl_seed0", "sweep", "probe"):
         assert f"{part}: rc=0" in log, log[-3000:]
     results = pd.read_csv(tmp_path / "results.csv")
-    assert sorted(zip(results["init"], results["seed"], strict=True)) == \
-        [("scratch", 0), ("scratch", 1), ("ssl", 0), ("ssl", 1)]
+    assert sorted(zip(results["init"], results["seed"], strict=True)) == [("scratch", 0), ("ssl", 0)]
     assert results["mean_dice"].between(0, 1).all() and results["minutes"].gt(0).all()
-    assert log.count("ok in") == 4  # each run trained once: the collecting call reused them all
+    assert log.count("ok in") == 2  # each run trained once: the collecting call reused them all
     assert pd.read_csv(tmp_path / "probe.csv")["encoder"].tolist() == ["ssl", "random init"]
     assert len(pd.read_csv(tmp_path / "metrics.csv")) == 2 and (tmp_path / "dice_vs_fraction.png").is_file()
     assert not list((tmp_path / "runs").glob("finetune_btcv/*/*.ipynb"))  # the library engine: no notebook ran

@@ -170,16 +170,23 @@ def test_probe_command_refuses_missing_files_in_one_line(tmp_path, capsys):
 
 
 def test_run_probes_on_a_generated_cohort(tmp_path):
-    """End to end on phantoms in the demo cohort's layout: both encoders probed, numbers within their range."""
+    """End to end on phantoms in the demo cohort's layout, through the command: both encoders probed, every number
+    within its range, the inpainting columns and the figure written; a figure without inpainting is refused."""
+    import pandas as pd
+
     from swinunetr_lib.data.cohort import build_demo_cohort
-    from swinunetr_lib.experiments.probe import main, run_probes
+    from swinunetr_lib.experiments.probe import main
 
     cohort = build_demo_cohort(tmp_path / "cohort", n_phantoms=3, n_validation=1, n_unlabeled=0, n_msd=2,
                                spacing=(9.0, 9.0, 9.0), include_real=False)
     torch.manual_seed(0)
     torch.save({"model": SSLModel(feature_size=12).state_dict()}, tmp_path / "last.pt")
-    table = run_probes(tmp_path / "last.pt", cohort.finetune_manifest, per_organ=1)
+    assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
+                 "--per-organ", "1", "--csv", str(tmp_path / "probe.csv"), "--inpainting-size", "64",
+                 "--figure", str(tmp_path / "rec.png")]) == 0
+    table = pd.read_csv(tmp_path / "probe.csv")
     assert table["encoder"].tolist() == ["ssl", "random init"]
+    assert list(table.columns[:2]) == ["encoder", "organ_accuracy"]
     for column in ("organ_accuracy", "organ_accuracy_last_stage"):
         assert table[column].between(0, 1).all(), column
     assert table["rotation_chance"].eq(0.25).all() and table["n_test"].gt(0).all()
@@ -187,18 +194,29 @@ def test_run_probes_on_a_generated_cohort(tmp_path):
     assert (table["contrastive_chance"] == 1 / (2 * table["n_test"] - 1)).all()
     assert np.allclose(table["contrastive_loss_chance"], np.log(2 * table["n_test"] - 1))
     assert 1 / 14 <= table["organ_chance"].iloc[0] <= 1 / 2  # one over the organs present in the training crops
-    assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
-                 "--per-organ", "1", "--csv", str(tmp_path / "probe.csv"), "--inpainting-size", "64",
-                 "--figure", str(tmp_path / "rec.png")]) == 0
-    import pandas as pd
-
-    table = pd.read_csv(tmp_path / "probe.csv")
-    assert list(table.columns[:2]) == ["encoder", "organ_accuracy"]
     assert table["inpainting_l1"].between(0, 1).all() and table["trivial_fill_l1"].between(0, 1).all()
     assert table["trivial_fill_l1"].nunique() == 1  # the same seeded views for both encoders
     assert (tmp_path / "rec.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["--checkpoint", str(tmp_path / "last.pt"), "--manifest", str(cohort.finetune_manifest),
                  "--figure", str(tmp_path / "x.png")]) == 2 and not (tmp_path / "x.png").exists()
+
+
+def test_the_probe_runs_monai_attention_in_the_fused_kernel_with_the_same_features():
+    """The probes swap in the fused window attention: the frozen features and the rotation logits stay MONAI's."""
+    from swinunetr_lib.experiments.probe import encoder_features, random_like
+    from swinunetr_lib.models.window_attention import SDPAWindowAttention, use_sdpa_window_attention
+
+    torch.manual_seed(0)
+    monai_model = SSLModel(feature_size=12).eval()
+    fused = SSLModel(feature_size=12).eval()
+    fused.load_state_dict(monai_model.state_dict())
+    assert use_sdpa_window_attention(fused) > 0
+    x = torch.rand(2, 1, 32, 32, 32)
+    assert torch.allclose(encoder_features(fused.swinViT, x), encoder_features(monai_model.swinViT, x), atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(fused.rotation_logits(x), monai_model.rotation_logits(x), atol=1e-4)
+    assert any(isinstance(m, SDPAWindowAttention) for m in random_like(fused).modules())
+    assert not any(isinstance(m, SDPAWindowAttention) for m in random_like(monai_model).modules())
 
 
 class _Copy(nn.Module):

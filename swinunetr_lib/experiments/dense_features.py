@@ -38,6 +38,7 @@ from scipy import ndimage
 from ..finetune.task_presets import TaskPreset
 from ..infer.predict import build_finetuned, read_finetuned
 from ..models.swin_unetr import build_swinunetr, encoder_feature_size, load_encoder, read_encoder_checkpoint
+from ..models.window_attention import use_sdpa_window_attention
 from .probe import HU_RANGE
 
 Source = Literal["encoder", "swinvit"]
@@ -57,6 +58,9 @@ class FrozenEncoder:
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no gradients, and MONAI's window attention computed by one fused kernel (the same function,
+    :mod:`swinunetr_lib.models.window_attention`; ~4x faster inference on a CPU)."""
+    use_sdpa_window_attention(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -41,6 +41,7 @@ from ..config import Config
 from ..data.loading import LoadImageNamed
 from ..data.manifest import resolve_entries
 from ..data.prepared_volumes import PRETRAIN_HU_WINDOW
+from ..models.window_attention import SDPAWindowAttention, use_sdpa_window_attention
 from ..paths import absolute_from_cwd
 from ..pretrain.losses import ContrastiveLoss
 from ..pretrain.model import SSLModel, load_ssl_model
@@ -113,6 +114,7 @@ def organ_crops(cases: Sequence[tuple[np.ndarray, np.ndarray]], organs: Sequence
     return (torch.from_numpy(np.stack(crops))[:, None], torch.tensor(ys), torch.tensor(case_ids))
 
 
+@torch.no_grad()
 @torch.no_grad()
 def encoder_features(encoder: SwinTransformer, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
     """Frozen features: each of the encoder's five stage outputs, layer-normalised and averaged over space,
@@ -259,6 +261,8 @@ def random_like(model: SSLModel, seed: int = 0) -> SSLModel:
     torch.manual_seed(seed)
     w = model.swinViT.patch_embed.proj.weight
     twin = SSLModel(in_channels=w.shape[1], feature_size=w.shape[0], decoder=model.decoder_kind)
+    if any(isinstance(m, SDPAWindowAttention) for m in model.modules()):
+        use_sdpa_window_attention(twin)  # the same attention kernel as the model it is the twin of
     return twin.to(w.device).eval()
 
 
@@ -278,6 +282,8 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
     columns ``inpainting_l1`` (inside the boxes), ``trivial_fill_l1``, and over every voxel ``inpainting_l1_all``,
     ``trivial_fill_l1_all``, ``constant_l1_all`` (the loss's baselines); ``figure`` then saves the SSL model's
     reconstructions as a PNG. ``device``: where the models run (``"auto"``: CUDA if present, else the CPU).
+    Both models compute MONAI's window attention in one fused kernel (the same function; see
+    :mod:`swinunetr_lib.models.window_attention`).
     """
     device = resolve_device(device)  # an explicit device that is not here fails before anything is read
     train_entries, val_entries = (resolve_entries(manifest, key=split) for split in ("training", "validation"))
@@ -290,6 +296,7 @@ def run_probes(checkpoint: str | os.PathLike[str], manifest: str | os.PathLike[s
     test = organ_crops(held_out, organs, size, per_organ, seed=seed + 1)
     volumes = centred_volumes([image for image, _ in held_out], inpainting_size) if inpainting_size else None
     ssl = load_ssl_model(checkpoint, device)
+    use_sdpa_window_attention(ssl)  # the same function in one fused kernel: ~4x faster inference on a CPU
     rows = []
     for name, model in (("ssl", ssl), ("random init", random_like(ssl, seed))):
         probe = organ_probe(model.swinViT, train[:2], test[:2])

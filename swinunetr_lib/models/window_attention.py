@@ -13,7 +13,10 @@ windows, the region mask) is passed as ``attn_mask``: built once per call as (1,
 in the query's dtype, padded in memory to a multiple of 16 columns and broadcast over the batch with a
 zero stride, so CUDA's memory-efficient kernel can read it as is (no per-window copy) and return its
 gradient. Parameters, buffers and ``state_dict`` keys are unchanged, so checkpoints and the official
-``model_swinvit.pt`` layout are unaffected. On a CPU PyTorch takes its math fallback (no speed gain).
+``model_swinvit.pt`` layout are unaffected. On a CPU, training gains nothing (PyTorch's math fallback), but
+inference without autograd runs a fused CPU kernel that never writes the attention matrix: a 32³ crop through
+a feature-12 encoder took 0.08 instead of 0.35 s here (2 cores, batch 16), which is why the probes of
+:mod:`swinunetr_lib.experiments` switch their frozen encoders to it.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ import torch
 from monai.transforms import LoadImaged, MapTransform
 
 from ..utils.cli import error_message
+from .manifest_paths import manifest_path_problem
 
 
 class DataError(ValueError):
@@ -120,9 +121,10 @@ class CheckSameGridd(MapTransform):
 
 def refuse_paths_outside_root(manifest: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
                               lists: Sequence[str] = ("training", "validation", "test")) -> None:
-    """``DataError`` naming the manifest and the entry when a relative ``image`` / ``label`` path of ``lists``
-    leaves the data root (``../../etc/passwd``), as ``python -m swinunetr_lib.data validate`` reports it.
-    Absolute paths are the user's explicit choice and pass; malformed manifests are left to the readers."""
+    """``DataError`` naming the manifest and the entry when an ``image`` / ``label`` path of ``lists`` breaks the
+    rule ``python -m swinunetr_lib.data validate`` applies (:func:`~swinunetr_lib.data.manifest_paths.
+    manifest_path_problem`): absolute (``/etc/passwd``), leaving the data root (``../../etc/passwd``), or
+    resolving outside it through a link. Malformed manifests are left to the readers."""
     path = Path(manifest)
     try:
         data = json.loads(path.read_text())
@@ -140,7 +142,6 @@ def refuse_paths_outside_root(manifest: str | os.PathLike[str], root: str | os.P
             for key in ("image", "label"):
                 values = fields.get(key)
                 for value in values if isinstance(values, list) else [values]:
-                    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute() \
-                            and not value.startswith("~") and os.path.normpath(value).split(os.sep)[0] == "..":
-                        raise DataError(str(path), f"{name}[{i}] {key} {value!r} leaves the data root {base}; "
-                                                   "manifest paths must lie below it")
+                    found = manifest_path_problem(value, base) if isinstance(value, str) and value.strip() else None
+                    if found is not None:
+                        raise DataError(str(path), f"{name}[{i}] {key} {value!r} {found.problem}")

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..utils.files import atomic_write_text, check_folder_creatable
+from .manifest_paths import manifest_path_problem
 from .registry import dataset_info
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -390,6 +391,9 @@ def resolve_entries(
             if k in e:
                 if not isinstance(e[k], str) or not e[k].strip():
                     raise ValueError(f"{where}: {key}[{i}][{k!r}] must be a non-empty path string, got {e[k]!r}")
+                found = manifest_path_problem(e[k], root)  # the rule of `validate`: refused here as there
+                if found is not None:
+                    raise ValueError(f"{where}: {key}[{i}] {k} {e[k]!r} {found.problem}")
                 e[k] = str(Path(root) / e[k])
         out.append(e)
     return out

@@ -90,6 +90,42 @@ class LoadImageNamed(LoadImaged):
         return out
 
 
+class CheckVolumed(MapTransform):
+    """After ``EnsureChannelFirstd``: every key holds a 3D volume (a 2D slice would fail later inside MONAI with
+    "Sequence must have length 2, got 3." and no file named) and, with ``channels``, ``keys[0]`` (the image) has
+    that many channels; else :class:`DataError` naming the file. ``what`` names the consumer in the message."""
+
+    def __init__(self, keys: Sequence[str], channels: int | None = None, what: str = "training",
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels, self.what = channels, what
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for i, k in enumerate(key for key in self.keys if key in d):
+            x = d[k]
+            problem = volume_problem(k, tuple(int(n) for n in x.shape[1:]), int(x.shape[0]),
+                                     self.channels if i == 0 else None, self.what)
+            if problem:
+                raise DataError(_file_of(x), problem)
+        return d
+
+
+def volume_problem(key: str, spatial: Sequence[int], n_channels: int, channels: int | None = None,
+                   what: str = "training") -> str | None:
+    """Why an array of ``spatial`` shape with ``n_channels`` channels is no usable 3D scan (``None``: it is):
+    the problem phrase of :class:`CheckVolumed` and of the header check before pretraining's cache."""
+    spatial = tuple(spatial)
+    if len(spatial) != 3:
+        return (f"{key} is {len(spatial)}D (shape {spatial}), not a 3D volume; {what} needs 3D scans: give the "
+                "whole series as one 3D file, not a slice")
+    if channels is not None and n_channels != channels:
+        wanted = "single-channel CT volumes" if channels == 1 else f"{channels}-channel volumes"
+        return (f"{key} has {n_channels} channels (shape {spatial} x {n_channels}), {what} needs {channels}: "
+                f"give {wanted} (save each channel as its own file)")
+    return None
+
+
 class CheckSameGridd(MapTransform):
     """After loading and ``EnsureChannelFirstd``: every other key (a label) has the spatial shape and the affine
     of ``keys[0]`` (the image), as ``validate`` requires (affines equal within 1e-3 mm); else :class:`DataError`

@@ -7,9 +7,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from test_finetune import save_random_model
+from test_precomputed import _file, _runs_folder, _write_tar
 
 from swinunetr_lib.finetune.task_presets import get_preset
 from swinunetr_lib.infer.predict import main as infer_main
+from swinunetr_lib.notebooks import precomputed as pc
 from swinunetr_lib.pretrain.run import main as pretrain_main
 from swinunetr_lib.utils import files
 from swinunetr_lib.utils.files import DiskFullError, atomic_torch_save
@@ -125,3 +127,63 @@ def test_infer_on_a_full_disk_names_the_output_and_leaves_no_temp_file(ct_model,
     code, err = cli(infer_main, "infer", "--checkpoint", ct_model, "--input", scan, "--output", out, "--device", "cpu")
     assert code == 2 and f"error: {out}: {FULL} (No space left on device; " in err, err
     assert "[Errno 28]" not in err and not out.exists() and _leftovers(tmp_path) == []
+
+
+# --- notebooks.precomputed pack / unpack ----------------------------------------------------------------------
+
+def _deep_folder(top, depth):
+    """``top/d/d/.../d/f.txt`` ``depth`` folders deep, made one level at a time (os.makedirs recurses)."""
+    folder = top
+    for _ in range(depth):
+        folder = folder / "d"
+        folder.mkdir()
+    (folder / "f.txt").write_text("x")
+    return folder
+
+
+def test_unpack_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, cli, monkeypatch):
+    archive = pc.pack(_runs_folder(tmp_path / "demo"), tmp_path / "usb" / "demo.tar.gz")
+    dest = tmp_path / "attendee" / "precomputed"
+
+    def full_disk(archive, member, src, dst):
+        dst.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pc, "_copy_member", full_disk)
+    code, err = cli(pc.main, "notebooks.precomputed", "unpack", archive, "--dest", dest)
+    assert code == 2 and f"error: {dest}/SHA256SUMS: {FULL} (No space left on device; " in err, err
+    assert "copy it again" not in err and "Errno" not in err
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_pack_on_a_full_disk_names_the_archive_and_leaves_no_temp_file(tmp_path, cli, monkeypatch):
+    runs = _runs_folder(tmp_path / "demo")
+    out = tmp_path / "usb" / "demo.tar.gz"
+
+    def full_disk(tar, name, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pc, "_add_bytes", full_disk)
+    code, err = cli(pc.main, "notebooks.precomputed", "pack", "--runs", runs, "--out", out)
+    assert code == 2 and f"error: {out}: {FULL} (No space left on device; " in err and "Errno" not in err, err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_unpack_refuses_a_member_nested_too_deep(tmp_path, cli):
+    deep = "/".join(["d"] * 1500) + "/f.txt"
+    archive = _write_tar(tmp_path / "deep.tar.gz", [_file(deep, b"x")])
+    dest = tmp_path / "out"
+    code, err = cli(pc.main, "notebooks.precomputed", "unpack", archive, "--dest", dest)
+    assert code == 2 and f"error: {archive}: member 'd/d/d/" in err and "is nested 1501 folders deep (more than 64); " \
+                                                                      "refused, nothing was unpacked" in err, err
+    assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == ["deep.tar.gz"]
+
+
+def test_pack_names_a_runs_folder_nested_too_deep(tmp_path, cli):
+    runs = _runs_folder(tmp_path / "demo")
+    top = runs / "artifacts" / "ssl_pretraining"
+    _deep_folder(top, pc.MAX_DEPTH + 1)
+    code, err = cli(pc.main, "notebooks.precomputed", "pack", "--runs", runs, "--out", tmp_path / "a.tar.gz")
+    assert code == 2 and f"error: {top}/{'d/' * pc.MAX_DEPTH}d: folders nested more than 64 deep under {top}; " \
+                         "refused" in err and "Recursion" not in err, err
+    assert not (tmp_path / "a.tar.gz").exists()

@@ -4,10 +4,12 @@
 
 A path must be a non-empty string, relative (no ``/etc/passwd``, no ``~/...``), and stay below the data root, also
 through links. Whether the file exists is checked later by each reader (its own message and advice).
+:func:`listed_but_missing`: the images a dataset's own list names that are not on disk (``build-manifest``).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,3 +41,30 @@ def manifest_path_problem(value: Any, root: str | os.PathLike[str]) -> PathProbl
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop on Python < 3.13
         return PathProblem("unreadable", f"cannot be resolved ({err})")
     return None
+
+
+def listed_but_missing(root: Path, meta: Mapping[str, Any]) -> tuple[list[str], int]:
+    """``(missing, n_listed)``: the images a dataset's own list (``meta``: MSD ``dataset.json``, BTCV
+    ``dataset_0.json``) names that are not files under ``root``, and how many it names; no missing ones when none
+    of them is there (the list then describes another layout, and is only a source of names and labels)."""
+    listed = [e if isinstance(e, str) else e.get("image") for key in ("training", "validation", "test")
+              for e in meta.get(key) or [] if isinstance(e, (str, Mapping))]
+    listed = [os.path.normpath(p) for p in listed if isinstance(p, str) and p.strip() and not Path(p).is_absolute()]
+    missing = [p for p in listed if not (root / p).is_file()]
+    return (missing if len(missing) < len(listed) else []), len(listed)
+
+
+def missing_files_problem(missing: list[str], n_listed: int, root: str | os.PathLike[str], root_given: bool) -> str:
+    """The problem phrase (after ``"<manifest>: "``) for ``missing`` of the ``n_listed`` files of a manifest whose
+    paths are relative to ``root`` (given as ``--data-root`` when ``root_given``, else the manifest's folder), with
+    advice that fits: some files there (cases missing), none there with or without ``--data-root``."""
+    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    head = f"{len(missing)} of the {n_listed} files it lists are not found ({shown})"
+    if len(missing) < n_listed:
+        advice = (f"the others are there, under {root}: copy the missing cases, or leave them out of the list "
+                  "(`python -m swinunetr_lib.data build-manifest DATA_FOLDER --allow-missing --out LIST`)")
+    elif root_given:
+        advice = f"none is under the data root {root}: check --data-root"
+    else:
+        advice = f"its paths are taken relative to the manifest's folder {root}: give the data folder as --data-root"
+    return f"{head}; {advice}"

@@ -18,6 +18,7 @@ from monai.transforms import (
 
 from ..paths import resolve_path
 from .loading import CheckVolumed, LoadImageNamed, refuse_paths_outside_root
+from .manifest_paths import missing_files_problem
 from .prepared_volumes import BODY_THRESHOLD_HU, BodyMask
 
 
@@ -53,7 +54,5 @@ def load_image_list(manifest: str | os.PathLike[str], split: str = "training",
     files = [{"image": str(it["image"])} for it in items]
     missing = [f["image"] for f in files if not Path(f["image"]).exists()]
     if missing:
-        hint = "" if base_dir is not None else (f"; its paths are taken relative to the manifest's folder {base}: "
-                                                "give the data folder as --data-root")
-        raise FileNotFoundError(f"{path}: {len(missing)} image(s) not found, e.g. {missing[0]}{hint}")
+        raise FileNotFoundError(f"{path}: {missing_files_problem(missing, len(files), base, base_dir is not None)}")
     return files

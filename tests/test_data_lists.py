@@ -1,15 +1,21 @@
 """#27 item 8: data lists that do not match the disk, and float labels: one line that says how many, which, and
 advice that fits the situation."""
 import json
+import shutil
 
+import nibabel as nib
+import pydicom
 import pytest
 import torch
 from test_finetune import make_tiny_cohort
 
 from swinunetr_lib.data.__main__ import main as data_main
+from swinunetr_lib.data.dicom import DicomError, dicom_series_info, read_dicom_series
 from swinunetr_lib.finetune.cases import check_label_values
 from swinunetr_lib.finetune.run import main as finetune_main
 from swinunetr_lib.finetune.task_presets import get_preset
+from swinunetr_lib.infer.predict import check_input_paths, dicom_as_nifti
+from swinunetr_lib.infer.predict import main as infer_main
 
 TRAIN, VAL, TEST = [*range(1, 11), *range(21, 35)], list(range(35, 41)), list(range(61, 81))  # BTCV dataset_0.json
 
@@ -98,3 +104,60 @@ def test_float_labels_get_their_own_advice():
     label[0, 1, 1, 1] = 20.0  # a whole number outside the task: still the other task's advice
     with pytest.raises(ValueError, match=r"label values \[20\] are not classes of task demo_btcv .*--task"):
         check_label_values(label, preset, "lab.nii.gz")
+
+
+# --- DICOM folders: several series, a missing slice ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_series(tmp_path_factory):
+    """One folder holding two series (40-odd slices each, different SeriesDescription), as some exports do."""
+    from real_layouts import write_dicom_series
+
+    root = tmp_path_factory.mktemp("dicom")
+    both = root / "both"
+    both.mkdir()
+    for number, description in ((2, "ABDOMEN 5.0 B30f"), (3, "ABDOMEN 1.0 B70f")):
+        write_dicom_series(root / str(number), seed=0, series_number=number, description=description)
+        for f in (root / str(number)).iterdir():
+            shutil.copy(f, both / f"s{number}-{f.name}")
+    return root
+
+
+def test_two_series_in_one_folder_are_listed_with_description_and_slice_count(two_series, run, tmp_path):
+    both = two_series / "both"
+    info = dicom_series_info(both)
+    (uid2, n2), (uid3, n3) = info.series_uids.items()
+    listing = f"{uid2} ('ABDOMEN 5.0 B30f', {n2} slices); {uid3} ('ABDOMEN 1.0 B70f', {n3} slices)"
+    with pytest.raises(DicomError) as err:
+        read_dicom_series(both)
+    assert str(err.value) == f"{both}: holds 2 series: {listing}; choose one with --series-uid UID"
+    code, _, err = run(data_main, "dicom-to-nifti", both, tmp_path / "ct.nii.gz")
+    assert code == 2 and "choose one with --series-uid UID" in err and "series_uid=" not in err
+
+    out = tmp_path / "seg.nii.gz"  # infer: the same listing and option, checked before the model is loaded
+    code, _, err = run(infer_main, "--checkpoint", tmp_path / "model.pt", "--input", both, "--output", out)
+    assert code == 2 and f"error: {both}: holds 2 DICOM series: {listing}; choose one with --series-uid UID" in err
+    code, _, err = run(infer_main, "--checkpoint", tmp_path / "model.pt", "--input", both, "--output", out,
+                       "--series-uid", "1.2.3")
+    assert code == 2 and f"error: {both}: no series '1.2.3' (--series-uid); series found: {listing}" in err, err
+    assert check_input_paths([str(both)], uid3) == [str(both)]
+    with dicom_as_nifti([str(both)], uid3) as files:  # what infer reads with --series-uid
+        assert nib.load(files[0]).shape[2] == n3
+
+
+def test_a_missing_slice_is_located_by_position_and_instance_number(two_series, tmp_path):
+    src = two_series / "2"
+    headers = sorted((float(pydicom.dcmread(f).ImagePositionPatient[2]), int(pydicom.dcmread(f).InstanceNumber), f)
+                     for f in src.iterdir())
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    for k, (_, _, f) in enumerate(headers):
+        if k != 5:  # the sixth slice from the bottom is missing
+            shutil.copy(f, gap / f.name)
+    (z4, n4, _), (z6, n6, _) = headers[4], headers[6]
+    step = headers[1][0] - headers[0][0]
+    with pytest.raises(DicomError) as err:
+        read_dicom_series(gap)
+    assert str(err.value) == (f"{gap}: slices are not evenly spaced: a step of {z6 - z4:.4g} mm instead of "
+                              f"{step:.4g} mm between the slices at {z4:.4g} mm (InstanceNumber {n4}) and {z6:.4g} mm "
+                              f"(InstanceNumber {n6}), about 1 slice(s) missing there; re-export the complete series")

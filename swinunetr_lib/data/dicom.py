@@ -54,6 +54,12 @@ class DicomSeriesInfo:
     damaged: dict[str, str] = dataclasses.field(default_factory=dict)  # DICOM file name -> problem (truncated, ...)
     damaged_series: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # damaged name -> its UID
     headers: dict[str, list[_SliceHeader]] = dataclasses.field(default_factory=dict, repr=False)  # like ``files``
+    descriptions: dict[str, str] = dataclasses.field(default_factory=dict)  # SeriesInstanceUID -> SeriesDescription
+
+    def listing(self) -> str:
+        """The series, one after the other: ``UID ('description', N slices)``, to choose from with --series-uid."""
+        return "; ".join(f"{uid} ({self.descriptions.get(uid) or 'no description'!r}, {n} slice{'s' * (n != 1)})"
+                         for uid, n in self.series_uids.items())
 
 
 @dataclasses.dataclass
@@ -148,6 +154,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
     damaged: dict[str, str] = {}
     damaged_series: dict[str, str] = {}
     headers: dict[str, list[_SliceHeader]] = {}
+    descriptions: dict[str, str] = {}
     modality, bad, n = "", [], 0
     for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         n += 1
@@ -161,6 +168,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
             continue
         problem = problem or _pixel_problem(ds)
         series[uid] = series.get(uid, 0) + 1
+        descriptions.setdefault(uid, str(ds.get("SeriesDescription", "") or "").strip())
         if problem is not None:
             damaged[f.name] = problem
             damaged_series[f.name] = uid
@@ -169,7 +177,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
         header = _slice_header(ds)
         headers.setdefault(uid, []).append(header)
         modality = modality or str(getattr(ds, "Modality", ""))
-    return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers)
+    return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers, descriptions)
 
 
 @dataclasses.dataclass
@@ -318,9 +326,10 @@ def read_dicom_series(
         raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, "
                          f"e.g. {info.unreadable[:3]}){detail}")
     if series_uid is None and len(info.series_uids) > 1:
-        raise DicomError(f"{folder}: holds {len(info.series_uids)} series {info.series_uids}; pass series_uid=")
+        raise DicomError(f"{folder}: holds {len(info.series_uids)} series: {info.listing()}; choose one with "
+                         "--series-uid UID")
     if series_uid is not None and series_uid not in info.series_uids:
-        raise DicomError(f"{folder}: no series {series_uid!r}; series found: {info.series_uids}")
+        raise DicomError(f"{folder}: no series {series_uid!r} (--series-uid); series found: {info.listing()}")
     chosen = series_uid if series_uid is not None else next(iter(info.series_uids))
     broken = {name: why for name, why in info.damaged.items() if info.damaged_series.get(name, chosen) == chosen}
     if broken:
@@ -336,7 +345,7 @@ def read_dicom_series(
     if no_spacing:
         raise DicomError(f"{folder}: {len(no_spacing)} slice(s) lack a usable PixelSpacing (e.g. {no_spacing[:3]})")
     positions = np.array([h.position for h in headers])
-    _check_slice_spacing(folder, list(positions))
+    _check_slice_spacing(folder, list(positions), [h.instance for h in headers])
     numbers = [h.instance for h in headers]
     by_number = np.argsort(np.array(numbers), kind="stable") if None not in numbers else None
     if by_number is not None and len(set(numbers)) == len(numbers) and _monotonic(positions[by_number]):
@@ -437,16 +446,34 @@ def _damaged_list(damaged: dict[str, str], limit: int = 5) -> str:
     return ", ".join(items) + (f", ... ({len(damaged) - limit} more)" if len(damaged) > limit else "")
 
 
-def _check_slice_spacing(folder: Path, positions: list[float]) -> None:
-    """Slices must be evenly spaced along the slice normal (a gap or duplicate slice would distort geometry)."""
+def _check_slice_spacing(folder: Path, positions: list[float], instances: list[int | None] | None = None) -> None:
+    """Slices must be evenly spaced along the slice normal (a gap or duplicate slice would distort geometry); a
+    gap is named by the slice positions (mm) and InstanceNumbers on either side of it."""
     if len(positions) < 3:
         return
-    steps = np.diff(np.sort(np.asarray(positions)))
+    order = np.argsort(np.asarray(positions), kind="stable")
+    pos = np.asarray(positions, dtype=np.float64)[order]
+    steps = np.diff(pos)
+    numbers = [instances[i] if instances is not None else None for i in order]
+
+    def where(k: int) -> str:
+        a, b = (f" (InstanceNumber {numbers[j]})" if numbers[j] is not None else "" for j in (k, k + 1))
+        return f"between the slices at {pos[k]:.4g} mm{a} and {pos[k + 1]:.4g} mm{b}"
+
     if steps.min() < 1e-3:
-        raise DicomError(f"{folder}: duplicate slice positions (two slices at the same location)")
-    if not np.allclose(steps, np.median(steps), rtol=1e-2, atol=1e-2):
-        rounded = sorted({round(float(s), 3) for s in steps})
-        raise DicomError(f"{folder}: slices are not evenly spaced (steps {rounded} mm); missing slices?")
+        k = int(np.argmin(steps))
+        both = " and ".join(str(n) for n in numbers[k:k + 2] if n is not None)
+        raise DicomError(f"{folder}: duplicate slice positions: two slices at {pos[k]:.4g} mm"
+                         f"{f' (InstanceNumbers {both})' if both else ''}")
+    usual = float(np.median(steps))
+    odd = np.flatnonzero(~np.isclose(steps, usual, rtol=1e-2, atol=1e-2))
+    if odd.size:
+        k = int(odd[0])
+        gap = steps[k] / usual
+        guess = f", about {round(gap) - 1} slice(s) missing there" if gap > 1.5 else ""
+        more = f" ({odd.size - 1} more uneven step(s))" if odd.size > 1 else ""
+        raise DicomError(f"{folder}: slices are not evenly spaced: a step of {steps[k]:.4g} mm instead of "
+                         f"{usual:.4g} mm {where(k)}{guess}{more}; re-export the complete series")
 
 
 def dicom_to_nifti(

@@ -10,6 +10,7 @@ from test_finetune import save_random_model
 from test_precomputed import _file, _runs_folder, _write_tar
 
 from swinunetr_lib.finetune.task_presets import get_preset
+from swinunetr_lib.infer import predict
 from swinunetr_lib.infer.predict import main as infer_main
 from swinunetr_lib.notebooks import precomputed as pc
 from swinunetr_lib.pretrain.run import main as pretrain_main
@@ -123,6 +124,10 @@ def test_infer_on_a_full_disk_names_the_output_and_leaves_no_temp_file(ct_model,
             f.write(b"\x1f\x8b partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def quick_prediction(model, preset, files, names, **kw):  # the prediction is not under test: its writing is
+        return np.zeros((40, 40, 24), np.uint8), AFFINE
+
+    monkeypatch.setattr(predict, "_predict_files", quick_prediction)
     monkeypatch.setattr(nib, "save", full_disk)
     code, err = cli(infer_main, "infer", "--checkpoint", ct_model, "--input", scan, "--output", out, "--device", "cpu")
     assert code == 2 and f"error: {out}: {FULL} (No space left on device; " in err, err

@@ -137,7 +137,8 @@ def test_pretrain_cli_names_an_unreadable_scan_and_leaves_no_run_files(tmp_path,
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2])  # a download cut short
     manifest = tmp_path / "pretrain.json"
-    manifest.write_text(json.dumps({"training": [{"image": str(src)}, {"image": "truncated.nii.gz"}]}))
+    (tmp_path / "good.nii.gz").write_bytes(src.read_bytes())  # manifest paths are relative to its folder
+    manifest.write_text(json.dumps({"training": [{"image": "good.nii.gz"}, {"image": "truncated.nii.gz"}]}))
     run_dir = tmp_path / "run"
     args = ["--data-manifest", str(manifest), "--run-dir", str(run_dir), "--roi-size", "64", "--feature-size", "12",
             "--max-steps", "1", "--device", "cpu"]

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modality", default="CT")
     p.add_argument("--fractions", default=None, help="comma list, e.g. 0.1,0.25,0.5,1: also write OUT_fracNN.json")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="when the dataset's own list (dataset.json / dataset_0.json) names images that are not on "
+                        "disk, build the manifest from the cases found (and name the others) instead of stopping")
 
     p = sub.add_parser("demo-cohort", help="build the demo cohort (real example CT + phantoms); idempotent")
     DemoCohortConfig.add_arguments(p)
@@ -97,7 +100,9 @@ def _build_manifest(args: argparse.Namespace) -> int:
     fracs = parse_fractions(args.fractions, "--fractions") if args.fractions is not None else []
     for f in fracs:
         check_output_file(fraction_manifest_path(args.out, f), "--fractions output")
-    m = build_manifest(args.root, args.layout, n_folds=args.n_folds, seed=args.seed, modality=args.modality)
+    m = build_manifest(args.root, args.layout, n_folds=args.n_folds, seed=args.seed, modality=args.modality,
+                       allow_missing=args.allow_missing)
+    missing = m.pop("missing_from_datalist", [])
     subsets = {}
     if fracs:
         if not any("label" in e for e in m["training"]):
@@ -116,6 +121,9 @@ def _build_manifest(args: argparse.Namespace) -> int:
     hint = "" if out.resolve().parent == Path(args.root).resolve() else " (give finetune/pretrain --data-root)"
     print(f"wrote {out}: {', '.join(parts)}; {labeled} labeled{classes} ({layout} layout); paths relative to "
           f"{args.root}{hint}")
+    if missing:
+        print(f"note: {len(missing)} image(s) of the dataset's own list are not on disk and left out (--allow-missing):"
+              f" {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}")
     unpaired = [e["image"] for e in m["training"] + m.get("validation", []) if "label" not in e]
     if unpaired and layout != "flat":
         print(f"note: {len(unpaired)} image(s) have no label, e.g. {unpaired[0]}")

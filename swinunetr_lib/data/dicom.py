@@ -36,11 +36,8 @@ from monai.data import PydicomReader
 from nibabel import orientations as nio
 
 from ..utils.files import atomic_path
+from .dicom_tree import DicomError, locate_series
 from .manifest import check_output_file
-
-
-class DicomError(ValueError):
-    """A DICOM folder cannot be converted; the message names the folder and the problem."""
 
 
 @dataclasses.dataclass
@@ -54,6 +51,12 @@ class DicomSeriesInfo:
     damaged: dict[str, str] = dataclasses.field(default_factory=dict)  # DICOM file name -> problem (truncated, ...)
     damaged_series: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # damaged name -> its UID
     headers: dict[str, list[_SliceHeader]] = dataclasses.field(default_factory=dict, repr=False)  # like ``files``
+    descriptions: dict[str, str] = dataclasses.field(default_factory=dict)  # SeriesInstanceUID -> SeriesDescription
+
+    def listing(self) -> str:
+        """The series, one after the other: ``UID ('description', N slices)``, to choose from with --series-uid."""
+        return "; ".join(f"{uid} ({self.descriptions.get(uid) or 'no description'!r}, {n} slice{'s' * (n != 1)})"
+                         for uid, n in self.series_uids.items())
 
 
 @dataclasses.dataclass
@@ -148,6 +151,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
     damaged: dict[str, str] = {}
     damaged_series: dict[str, str] = {}
     headers: dict[str, list[_SliceHeader]] = {}
+    descriptions: dict[str, str] = {}
     modality, bad, n = "", [], 0
     for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         n += 1
@@ -161,6 +165,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
             continue
         problem = problem or _pixel_problem(ds)
         series[uid] = series.get(uid, 0) + 1
+        descriptions.setdefault(uid, str(ds.get("SeriesDescription", "") or "").strip())
         if problem is not None:
             damaged[f.name] = problem
             damaged_series[f.name] = uid
@@ -169,94 +174,7 @@ def dicom_series_info(folder: str | os.PathLike[str]) -> DicomSeriesInfo:
         header = _slice_header(ds)
         headers.setdefault(uid, []).append(header)
         modality = modality or str(getattr(ds, "Modality", ""))
-    return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers)
-
-
-@dataclasses.dataclass
-class SeriesLocation:
-    """One DICOM series found below a folder (headers only: pixel data is not read)."""
-    folder: Path
-    uid: str
-    modality: str
-    n_files: int
-    description: str = ""
-    localizer: bool = False  # ImageType says LOCALIZER (scout views are CT too)
-
-    def describe(self, top: Path) -> str:
-        where = self.folder.relative_to(top).as_posix() if self.folder != top else "."
-        desc = f", {self.description!r}" if self.description else ""
-        return f"{where} ({self.modality or '?'}{', localizer' if self.localizer else ''}, {self.n_files} files{desc})"
-
-
-def _series_header(f: Path) -> object | None:
-    """The header of a DICOM file with a SeriesInstanceUID (pixel data not read), else None."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(f, stop_before_pixels=True,
-                                 specific_tags=["SeriesInstanceUID", "Modality", "SeriesDescription", "ImageType"])
-    except Exception:  # not DICOM (metadata.csv, LICENSE, ...) or unreadable: not a series file
-        return None
-    return ds if "SeriesInstanceUID" in ds else None
-
-
-def _holds_dicom(folder: Path) -> bool:
-    return any(f.is_file() and not f.name.startswith(".") and _series_header(f) is not None
-               for f in sorted(folder.iterdir()))
-
-
-def find_series(top: str | os.PathLike[str]) -> list[SeriesLocation]:
-    """Every DICOM series in ``top`` and its sub-folders, one per (folder, SeriesInstanceUID), in path order."""
-    top = Path(top)
-    found: dict[tuple[Path, str], SeriesLocation] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            ds = _series_header(Path(dirpath) / name)
-            if ds is None:
-                continue
-            key = (Path(dirpath), str(ds.SeriesInstanceUID))
-            if key not in found:
-                image_type = [str(v).upper() for v in (ds.get("ImageType") or [])] \
-                    if not isinstance(ds.get("ImageType"), str) else [str(ds.ImageType).upper()]
-                found[key] = SeriesLocation(Path(dirpath), key[1], str(ds.get("Modality", "") or ""), 0,
-                                            str(ds.get("SeriesDescription", "") or "").strip(),
-                                            "LOCALIZER" in image_type)
-            found[key].n_files += 1
-    return list(found.values())
-
-
-def locate_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> tuple[Path, str | None]:
-    """(folder holding the series to read, a note saying which was taken, or None when it is ``folder`` itself).
-
-    A folder that holds DICOM files itself is returned as it is. A download tree such as TCIA's (NBIA Data
-    Retriever: ``Collection/Patient/Study/Series/1-01.dcm`` with ``metadata.csv`` at the top) holds them only in
-    sub-folders: the series found there are listed, and the one with ``series_uid``, or else the single CT
-    series (localizers aside) when there is exactly one, is taken; otherwise :class:`DicomError` lists them
-    all. A folder without any DICOM below it is returned unchanged (the reader then says what it holds).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DicomError(f"{folder}: not a folder")
-    if _holds_dicom(folder):
-        return folder, None
-    series = find_series(folder)
-    if not series:
-        return folder, None
-    listing = "; ".join(s.describe(folder) for s in series)
-    if series_uid is not None:
-        chosen = [s for s in series if s.uid == series_uid]
-        if not chosen:
-            raise DicomError(f"{folder}: no series {series_uid!r} below it; series found: {listing}")
-    else:
-        chosen = [s for s in series if s.modality.upper() == "CT" and not s.localizer]
-        if len(chosen) != 1:
-            raise DicomError(f"{folder}: no DICOM files in the folder itself; {len(series)} series below it, "
-                             f"{len(chosen)} of them CT: {listing}; give one series folder")
-    return chosen[0].folder, (f"{folder}: no DICOM files in the folder itself; {len(series)} series below it: "
-                              f"{listing}; reading {chosen[0].folder}")
+    return DicomSeriesInfo(folder, series, modality, n, bad, files, damaged, damaged_series, headers, descriptions)
 
 
 _AXIS_PAIRS = ("LR", "AP", "SI")
@@ -318,9 +236,10 @@ def read_dicom_series(
         raise DicomError(f"{folder}: no readable DICOM files ({info.n_files} files, "
                          f"e.g. {info.unreadable[:3]}){detail}")
     if series_uid is None and len(info.series_uids) > 1:
-        raise DicomError(f"{folder}: holds {len(info.series_uids)} series {info.series_uids}; pass series_uid=")
+        raise DicomError(f"{folder}: holds {len(info.series_uids)} series: {info.listing()}; choose one with "
+                         "--series-uid UID")
     if series_uid is not None and series_uid not in info.series_uids:
-        raise DicomError(f"{folder}: no series {series_uid!r}; series found: {info.series_uids}")
+        raise DicomError(f"{folder}: no series {series_uid!r} (--series-uid); series found: {info.listing()}")
     chosen = series_uid if series_uid is not None else next(iter(info.series_uids))
     broken = {name: why for name, why in info.damaged.items() if info.damaged_series.get(name, chosen) == chosen}
     if broken:
@@ -336,7 +255,7 @@ def read_dicom_series(
     if no_spacing:
         raise DicomError(f"{folder}: {len(no_spacing)} slice(s) lack a usable PixelSpacing (e.g. {no_spacing[:3]})")
     positions = np.array([h.position for h in headers])
-    _check_slice_spacing(folder, list(positions))
+    _check_slice_spacing(folder, list(positions), [h.instance for h in headers])
     numbers = [h.instance for h in headers]
     by_number = np.argsort(np.array(numbers), kind="stable") if None not in numbers else None
     if by_number is not None and len(set(numbers)) == len(numbers) and _monotonic(positions[by_number]):
@@ -437,16 +356,34 @@ def _damaged_list(damaged: dict[str, str], limit: int = 5) -> str:
     return ", ".join(items) + (f", ... ({len(damaged) - limit} more)" if len(damaged) > limit else "")
 
 
-def _check_slice_spacing(folder: Path, positions: list[float]) -> None:
-    """Slices must be evenly spaced along the slice normal (a gap or duplicate slice would distort geometry)."""
+def _check_slice_spacing(folder: Path, positions: list[float], instances: list[int | None] | None = None) -> None:
+    """Slices must be evenly spaced along the slice normal (a gap or duplicate slice would distort geometry); a
+    gap is named by the slice positions (mm) and InstanceNumbers on either side of it."""
     if len(positions) < 3:
         return
-    steps = np.diff(np.sort(np.asarray(positions)))
+    order = np.argsort(np.asarray(positions), kind="stable")
+    pos = np.asarray(positions, dtype=np.float64)[order]
+    steps = np.diff(pos)
+    numbers = [instances[i] if instances is not None else None for i in order]
+
+    def where(k: int) -> str:
+        a, b = (f" (InstanceNumber {numbers[j]})" if numbers[j] is not None else "" for j in (k, k + 1))
+        return f"between the slices at {pos[k]:.4g} mm{a} and {pos[k + 1]:.4g} mm{b}"
+
     if steps.min() < 1e-3:
-        raise DicomError(f"{folder}: duplicate slice positions (two slices at the same location)")
-    if not np.allclose(steps, np.median(steps), rtol=1e-2, atol=1e-2):
-        rounded = sorted({round(float(s), 3) for s in steps})
-        raise DicomError(f"{folder}: slices are not evenly spaced (steps {rounded} mm); missing slices?")
+        k = int(np.argmin(steps))
+        both = " and ".join(str(n) for n in numbers[k:k + 2] if n is not None)
+        raise DicomError(f"{folder}: duplicate slice positions: two slices at {pos[k]:.4g} mm"
+                         f"{f' (InstanceNumbers {both})' if both else ''}")
+    usual = float(np.median(steps))
+    odd = np.flatnonzero(~np.isclose(steps, usual, rtol=1e-2, atol=1e-2))
+    if odd.size:
+        k = int(odd[0])
+        gap = steps[k] / usual
+        guess = f", about {round(gap) - 1} slice(s) missing there" if gap > 1.5 else ""
+        more = f" ({odd.size - 1} more uneven step(s))" if odd.size > 1 else ""
+        raise DicomError(f"{folder}: slices are not evenly spaced: a step of {steps[k]:.4g} mm instead of "
+                         f"{usual:.4g} mm {where(k)}{guess}{more}; re-export the complete series")
 
 
 def dicom_to_nifti(

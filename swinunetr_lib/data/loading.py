@@ -24,6 +24,7 @@ import torch
 from monai.transforms import LoadImaged, MapTransform
 
 from ..utils.cli import error_message
+from .manifest_paths import manifest_path_problem
 
 
 class DataError(ValueError):
@@ -89,6 +90,42 @@ class LoadImageNamed(LoadImaged):
         return out
 
 
+class CheckVolumed(MapTransform):
+    """After ``EnsureChannelFirstd``: every key holds a 3D volume (a 2D slice would fail later inside MONAI with
+    "Sequence must have length 2, got 3." and no file named) and, with ``channels``, ``keys[0]`` (the image) has
+    that many channels; else :class:`DataError` naming the file. ``what`` names the consumer in the message."""
+
+    def __init__(self, keys: Sequence[str], channels: int | None = None, what: str = "training",
+                 allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.channels, self.what = channels, what
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for i, k in enumerate(key for key in self.keys if key in d):
+            x = d[k]
+            problem = volume_problem(k, tuple(int(n) for n in x.shape[1:]), int(x.shape[0]),
+                                     self.channels if i == 0 else None, self.what)
+            if problem:
+                raise DataError(_file_of(x), problem)
+        return d
+
+
+def volume_problem(key: str, spatial: Sequence[int], n_channels: int, channels: int | None = None,
+                   what: str = "training") -> str | None:
+    """Why an array of ``spatial`` shape with ``n_channels`` channels is no usable 3D scan (``None``: it is):
+    the problem phrase of :class:`CheckVolumed` and of the header check before pretraining's cache."""
+    spatial = tuple(spatial)
+    if len(spatial) != 3:
+        return (f"{key} is {len(spatial)}D (shape {spatial}), not a 3D volume; {what} needs 3D scans: give the "
+                "whole series as one 3D file, not a slice")
+    if channels is not None and n_channels != channels:
+        wanted = "single-channel CT volumes" if channels == 1 else f"{channels}-channel volumes"
+        return (f"{key} has {n_channels} channels (shape {spatial} x {n_channels}), {what} needs {channels}: "
+                f"give {wanted} (save each channel as its own file)")
+    return None
+
+
 class CheckSameGridd(MapTransform):
     """After loading and ``EnsureChannelFirstd``: every other key (a label) has the spatial shape and the affine
     of ``keys[0]`` (the image), as ``validate`` requires (affines equal within 1e-3 mm); else :class:`DataError`
@@ -120,9 +157,10 @@ class CheckSameGridd(MapTransform):
 
 def refuse_paths_outside_root(manifest: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
                               lists: Sequence[str] = ("training", "validation", "test")) -> None:
-    """``DataError`` naming the manifest and the entry when a relative ``image`` / ``label`` path of ``lists``
-    leaves the data root (``../../etc/passwd``), as ``python -m swinunetr_lib.data validate`` reports it.
-    Absolute paths are the user's explicit choice and pass; malformed manifests are left to the readers."""
+    """``DataError`` naming the manifest and the entry when an ``image`` / ``label`` path of ``lists`` breaks the
+    rule ``python -m swinunetr_lib.data validate`` applies (:func:`~swinunetr_lib.data.manifest_paths.
+    manifest_path_problem`): absolute (``/etc/passwd``), leaving the data root (``../../etc/passwd``), or
+    resolving outside it through a link. Malformed manifests are left to the readers."""
     path = Path(manifest)
     try:
         data = json.loads(path.read_text())
@@ -140,7 +178,6 @@ def refuse_paths_outside_root(manifest: str | os.PathLike[str], root: str | os.P
             for key in ("image", "label"):
                 values = fields.get(key)
                 for value in values if isinstance(values, list) else [values]:
-                    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute() \
-                            and not value.startswith("~") and os.path.normpath(value).split(os.sep)[0] == "..":
-                        raise DataError(str(path), f"{name}[{i}] {key} {value!r} leaves the data root {base}; "
-                                                   "manifest paths must lie below it")
+                    found = manifest_path_problem(value, base) if isinstance(value, str) and value.strip() else None
+                    if found is not None:
+                        raise DataError(str(path), f"{name}[{i}] {key} {value!r} {found.problem}")

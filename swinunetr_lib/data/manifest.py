@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..utils.files import atomic_write_text, check_folder_creatable
+from .manifest_paths import listed_but_missing, manifest_path_problem
 from .registry import dataset_info
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -232,6 +233,7 @@ def build_manifest(
     modality: str = "CT",
     labels: Mapping[int, str] | None = None,
     description: str = "",
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
     """Scan ``root`` and return a decathlon-style manifest with relative paths and k-fold ``"fold"`` keys.
 
@@ -240,6 +242,10 @@ def build_manifest(
     registry (``data_manifests/registry.json``: BTCV's 14 classes). When that data list has a ``validation``
     list (BTCV's ``dataset_0.json``: 24 training / 6 validation), those cases form the manifest's
     ``validation`` list and only the others get folds.
+
+    When that data list names images of which some (not all: then it describes another layout) are not on disk,
+    that is a ``ValueError`` naming the list, how many and which, unless ``allow_missing``: then the manifest holds
+    the cases found and names the others under ``"missing_from_datalist"``.
 
     Raises ``FileNotFoundError`` naming ``root`` when it is missing, ``ValueError`` when nothing is found,
     when a labeled layout pairs no image with a label (naming both folders), or ``n_folds`` < 1.
@@ -257,9 +263,15 @@ def build_manifest(
     if not lists["training"]:
         raise ValueError(f"{root}: no NIfTI images found for layout {kind!r} (expected {_EXPECT[kind]})")
     meta: dict[str, Any] = {}
+    missing: list[str] = []
     if kind in ("decathlon", "btcv"):
-        meta, _ = _datalist(root)
+        meta, list_name = _datalist(root)
         _take_validation_split(lists, meta)
+        missing, n_listed = listed_but_missing(root, meta)
+        if missing and not allow_missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(f"{root / str(list_name)}: {len(missing)} of the {n_listed} images it lists are not on "
+                             f"disk ({shown}); copy them, or give --allow-missing to build from the cases found")
     if kind == "btcv" and "labels" not in meta:
         btcv = dataset_info("BTCV")
         meta = {"name": "BTCV", "modality": dict(btcv.modality), **meta, "labels": dict(btcv.labels or {})}
@@ -279,7 +291,10 @@ def build_manifest(
     for key in ("validation", "test"):
         if lists.get(key):
             out[key] = lists[key]
+    if missing:
+        out["missing_from_datalist"] = missing
     return out
+
 
 
 _EXPECT = {"decathlon": "imagesTr/*.nii.gz + labelsTr/",
@@ -390,6 +405,9 @@ def resolve_entries(
             if k in e:
                 if not isinstance(e[k], str) or not e[k].strip():
                     raise ValueError(f"{where}: {key}[{i}][{k!r}] must be a non-empty path string, got {e[k]!r}")
+                found = manifest_path_problem(e[k], root)  # the rule of `validate`: refused here as there
+                if found is not None:
+                    raise ValueError(f"{where}: {key}[{i}] {k} {e[k]!r} {found.problem}")
                 e[k] = str(Path(root) / e[k])
         out.append(e)
     return out

@@ -17,7 +17,8 @@ from monai.transforms import (
 )
 
 from ..paths import resolve_path
-from .loading import LoadImageNamed, refuse_paths_outside_root
+from .loading import CheckVolumed, LoadImageNamed, refuse_paths_outside_root
+from .manifest_paths import missing_files_problem
 from .prepared_volumes import BODY_THRESHOLD_HU, BodyMask
 
 
@@ -26,6 +27,7 @@ def volume_transforms(spacing: Sequence[float] | None = None, body_threshold: fl
     """The deterministic per-volume steps in HU, shared with ``data prepare``: load (errors name the file), channel
     first, RAS, optional resampling to ``spacing`` mm (bilinear), crop to the body's bounding box -> (1, X, Y, Z)."""
     steps: list[Any] = [LoadImageNamed(keys=key, image_only=True), EnsureChannelFirstd(keys=key),
+                        CheckVolumed(keys=key, channels=1, what="pretraining"),  # a 2D slice, RGB: file named
                         Orientationd(keys=key, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))]
     if spacing is not None:
         steps.append(Spacingd(keys=key, pixdim=tuple(spacing), mode="bilinear"))
@@ -52,7 +54,5 @@ def load_image_list(manifest: str | os.PathLike[str], split: str = "training",
     files = [{"image": str(it["image"])} for it in items]
     missing = [f["image"] for f in files if not Path(f["image"]).exists()]
     if missing:
-        hint = "" if base_dir is not None else (f"; its paths are taken relative to the manifest's folder {base}: "
-                                                "give the data folder as --data-root")
-        raise FileNotFoundError(f"{path}: {len(missing)} image(s) not found, e.g. {missing[0]}{hint}")
+        raise FileNotFoundError(f"{path}: {missing_files_problem(missing, len(files), base, base_dir is not None)}")
     return files

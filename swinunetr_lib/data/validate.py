@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from nibabel.filebasedimages import ImageFileError
 
+from .manifest_paths import manifest_path_problem
+
 DATA_LISTS = ("training", "validation", "test")
 HU_SCALE = (-3100.0, 31000.0)  # the widest CT scale in use (extended range); -3024 padding is common
 
@@ -105,26 +107,13 @@ class _Checker:
 
     # -- one file ---------------------------------------------------------------------------------
     def resolve(self, entry: str, field: str, value: Any) -> Path | None:
-        if not isinstance(value, str) or not value.strip():
-            self.add(entry, "bad_path", f"'{field}' must be a non-empty path string, got {value!r}", field)
+        found = manifest_path_problem(value, self.root)  # the same rule as training's readers
+        if found is not None:
+            shown = value if isinstance(value, str) and value.strip() else None
+            message = f"'{field}' {found.problem}" if found.code == "bad_path" else f"path {found.problem}"
+            self.add(entry, found.code, message, field, shown)
             return None
-        p = Path(value)
-        if p.is_absolute() or value.startswith("~"):
-            self.add(entry, "absolute_path", "path is absolute; manifest paths must be relative to the data root",
-                     field, value)
-            return None
-        if os.path.normpath(value).split(os.sep)[0] == "..":
-            self.add(entry, "outside_root", f"path leaves the data root {self.root}", field, value)
-            return None
-        full = self.root / p
-        try:
-            if not full.resolve().is_relative_to(self.root.resolve()):
-                self.add(entry, "outside_root", f"path resolves (through a link) outside the data root {self.root}",
-                         field, value)
-                return None
-        except OSError as err:
-            self.add(entry, "unreadable", f"cannot resolve path: {err}", field, value)
-            return None
+        full = self.root / value
         if not full.exists():
             self.add(entry, "missing_file", "file does not exist", field, value)
             return None

@@ -55,10 +55,17 @@ def preprocess_cases(entries: Sequence[dict[str, Any]], preset: TaskPreset, *,
 
 def check_label_values(label: Any, preset: TaskPreset, path: Any) -> None:
     """``ValueError`` naming ``path`` unless every value of ``label`` is a class id of ``preset``
-    (0..K-1, whole numbers): labels of another task would otherwise crash the loss mid-run or train silently."""
-    values = torch.unique(torch.as_tensor(label).detach().float())
+    (0..K-1, whole numbers): labels of another task would otherwise crash the loss mid-run or train silently.
+    Values that are not whole numbers get their own advice (round and cast), not "another task"."""
+    values = torch.unique(torch.as_tensor(label).detach().double())
     k = preset.out_channels
-    bad = values[(values < 0) | (values >= k) | (values != torch.round(values))]
+    fractional = values[values != torch.round(values)]
+    if fractional.numel():  # 0.9999: a label map saved as floats (resampled, or rounded off), not another task's
+        shown = [round(float(v), 6) for v in fractional[:5].tolist()]
+        raise ValueError(f"{path}: label values {shown}{' ...' if fractional.numel() > 5 else ''} are not whole "
+                         f"numbers; a label map holds integer class ids (0..{k - 1}): round it (numpy.rint) and save "
+                         "it as integers (e.g. uint8), and resample labels only with nearest neighbour")
+    bad = values[(values < 0) | (values >= k)]
     if bad.numel():
         shown = [int(v) if float(v).is_integer() else float(v) for v in bad[:10].tolist()]
         raise ValueError(f"{path}: label values {shown}{' ...' if bad.numel() > 10 else ''} are not classes of task "

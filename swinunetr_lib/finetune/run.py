@@ -35,6 +35,7 @@ from monai.losses import DiceCELoss
 
 from ..data.loading import refuse_paths_outside_root
 from ..data.manifest import assign_folds, labeled_fraction_subsets, load_manifest, resolve_entries, split_fold
+from ..data.manifest_paths import missing_files_problem
 from ..models.swin_unetr import (
     LoadReport,
     build_finetune_model,
@@ -232,16 +233,15 @@ def split_entries(cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[
         raise ValueError(f"labeled_fraction={cfg.labeled_fraction} is not in (0, 1]")
     if cfg.labeled_fraction < 1:
         train = labeled_fraction_subsets(train, (cfg.labeled_fraction,), seed=cfg.seed)[cfg.labeled_fraction]
+    listed = []
     for e in train + val:
         for k in ("image", "label"):
             if k not in e:
                 raise KeyError(f"{path}: an entry has no {k!r}: {e}")
-            paths = e[k] if isinstance(e[k], list) else [e[k]]
-            for p in paths:
-                if not Path(p).is_file():
-                    hint = "" if cfg.data_root else (f"; its paths are taken relative to the manifest's folder {root}: "
-                                                     "give the data folder as --data-root")
-                    raise FileNotFoundError(f"{p}: listed in {path} ({k}) but not found{hint}")
+            listed += e[k] if isinstance(e[k], list) else [e[k]]
+    missing = [p for p in listed if not Path(p).is_file()]
+    if missing:  # all of them at once, with the advice that fits (cases missing, or the wrong data root)
+        raise FileNotFoundError(f"{path}: {missing_files_problem(missing, len(listed), root, bool(cfg.data_root))}")
     def pair(e: dict[str, Any]) -> dict[str, Any]:
         return {"image": e["image"], "label": e["label"]}
 

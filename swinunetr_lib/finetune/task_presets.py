@@ -25,7 +25,7 @@ from typing import Any, Literal
 from monai import transforms as T
 
 from ..data.labels import BTCV_LABELS
-from ..data.loading import CheckSameGridd, LoadImageNamed
+from ..data.loading import CheckSameGridd, CheckVolumed, LoadImageNamed
 from ..data.registry import dataset_info
 
 Keys = Sequence[str]
@@ -277,6 +277,7 @@ def preprocess_transforms(preset: TaskPreset, keys: Keys = ("image", "label"), r
     steps: list[Any] = [
         LoadImageNamed(keys=keys, image_only=False, reader=reader),  # refuses NaN / Inf voxels, naming the file
         T.EnsureChannelFirstd(keys=keys),
+        CheckVolumed(keys=keys, what=f"task {preset.name}"),  # a 2D slice: an error naming the file
         CheckSameGridd(keys=keys),  # a label on another grid than its image: an error naming the label file
         T.EnsureTyped(keys=keys, dtype="float32", track_meta=True),
         T.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),

@@ -183,7 +183,7 @@ def _as_list(inputs: Paths) -> list[str]:
     return [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
 
 
-def locate_inputs(inputs: Paths, *, say: bool = True) -> list[str]:
+def locate_inputs(inputs: Paths, *, say: bool = True, series_uid: str | None = None) -> list[str]:
     """The inputs, with the top of a DICOM download tree (TCIA ``Patient/Study/Series/``) replaced by its single
     CT series folder (:func:`swinunetr_lib.data.dicom.locate_series`; printed when ``say``); several series
     there are an error that lists them."""
@@ -191,7 +191,7 @@ def locate_inputs(inputs: Paths, *, say: bool = True) -> list[str]:
     for p in _as_list(inputs):
         if Path(p).is_dir():
             try:
-                located, note = locate_series(p)
+                located, note = locate_series(p, series_uid)
             except DicomError as err:
                 raise InferenceError(str(err)) from None
             if note and say:
@@ -202,7 +202,7 @@ def locate_inputs(inputs: Paths, *, say: bool = True) -> list[str]:
 
 
 @contextlib.contextmanager
-def dicom_as_nifti(paths: Sequence[str]) -> Iterator[list[str]]:
+def dicom_as_nifti(paths: Sequence[str], series_uid: str | None = None) -> Iterator[list[str]]:
     """``paths`` with each DICOM series folder replaced by a temporary NIfTI written by
     :func:`swinunetr_lib.data.dicom.dicom_to_nifti` (HU, RAS: slices ordered by position, rescaled slice by
     slice), the one DICOM reading path of every command; files pass unchanged. The NIfTI files are deleted
@@ -215,16 +215,16 @@ def dicom_as_nifti(paths: Sequence[str]) -> Iterator[list[str]]:
         for i, p in enumerate(paths):
             if Path(p).is_dir():
                 try:
-                    p = str(dicom_to_nifti(p, Path(tmp) / f"series{i}.nii.gz").path)
+                    p = str(dicom_to_nifti(p, Path(tmp) / f"series{i}.nii.gz", series_uid=series_uid).path)
                 except DicomError as err:
                     raise InferenceError(str(err)) from None
             out.append(p)
         yield out
 
 
-def check_input_paths(inputs: Paths) -> list[str]:
-    """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series (or is the
-    top of a download tree with a single CT series below it)."""
+def check_input_paths(inputs: Paths, series_uid: str | None = None) -> list[str]:
+    """Cheap checks (no image is read): every input exists, and a folder holds one DICOM series, or the one
+    ``series_uid`` names (or is the top of a download tree with a single CT series below it)."""
     paths = _as_list(inputs)
     if not paths:
         raise InferenceError("no input image given")
@@ -232,13 +232,16 @@ def check_input_paths(inputs: Paths) -> list[str]:
         if not Path(p).exists():
             raise InferenceError(f"{p}: input not found")
         if Path(p).is_dir():
-            info = dicom_series_info(locate_inputs([p], say=False)[0])
+            info = dicom_series_info(locate_inputs([p], say=False, series_uid=series_uid)[0])
             if not info.series_uids:
                 detail = (f" ({info.n_files} file(s), none readable as DICOM, e.g. {', '.join(info.unreadable[:3])})"
                           if info.n_files else " (the folder is empty)")
                 raise InferenceError(f"{p}: no DICOM files{detail}")
-            if len(info.series_uids) > 1:
-                raise InferenceError(f"{p}: holds {len(info.series_uids)} DICOM series; give a folder with one series")
+            if series_uid is not None and series_uid not in info.series_uids:
+                raise InferenceError(f"{p}: no series {series_uid!r} (--series-uid); series found: {info.listing()}")
+            if series_uid is None and len(info.series_uids) > 1:
+                raise InferenceError(f"{p}: holds {len(info.series_uids)} DICOM series: {info.listing()}; choose one "
+                                     "with --series-uid UID")
     return paths
 
 
@@ -306,8 +309,10 @@ def write_label_map(label: np.ndarray, affine: np.ndarray, path: str | Path,
 
 
 def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: str | None = None,
-          device: str | torch.device = "auto", sw_batch_size: int = 4, overlap: float = 0.5) -> Path:
-    """Segment ``inputs`` with ``checkpoint`` and write ``output``; returns its path.
+          device: str | torch.device = "auto", sw_batch_size: int = 4, overlap: float = 0.5,
+          series_uid: str | None = None) -> Path:
+    """Segment ``inputs`` with ``checkpoint`` and write ``output``; returns its path. ``series_uid`` chooses the
+    series of a DICOM folder that holds several.
 
     Options, device, output path and inputs' presence are checked before the checkpoint is loaded;
     ``output`` is only written (atomically) once the prediction succeeded.
@@ -315,14 +320,14 @@ def infer(checkpoint: str | Path, inputs: Paths, output: str | Path, *, task: st
     check_window_options(sw_batch_size, overlap)
     resolve_device(device)  # ValueError for a name that is no device
     check_output(output, inputs)
-    paths = check_input_paths(locate_inputs(inputs))
+    paths = check_input_paths(locate_inputs(inputs, series_uid=series_uid), series_uid)
     model, meta = load_finetuned(checkpoint, task=task, device=device)
     try:
         preset = TaskPreset.from_dict(meta["preset"])
     except Exception as err:  # a preset this version cannot rebuild
         raise InferenceError(f"{checkpoint}: recorded task preset cannot be rebuilt "
                              f"({type(err).__name__}: {err})") from err
-    with dicom_as_nifti(paths) as files:  # a DICOM series: the label map lies on dicom-to-nifti's grid and header
+    with dicom_as_nifti(paths, series_uid) as files:  # DICOM: the label map lies on dicom-to-nifti's grid and header
         label, affine = _predict_files(model, preset, files, paths, sw_batch_size=sw_batch_size, overlap=overlap,
                                        device=device)
         return write_label_map(label, affine, output, reference=files[0])
@@ -342,6 +347,7 @@ class InferConfig(Config):
     device: str = "auto"                  # auto | cpu | cuda | cuda:N (auto: CUDA if present)
     sw_batch_size: int = 4                # windows per forward pass in sliding-window inference (>= 1)
     overlap: float = 0.5                  # sliding-window overlap, 0 <= overlap < 1 (paper: 0.5, Gaussian blending)
+    series_uid: str = ""                  # the SeriesInstanceUID to read when a DICOM --input folder holds several
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -372,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InferenceError(f"--device {cfg.device!r} {detail}") from None
             raise InferenceError(f"--device {cfg.device!r}: {detail}") from None
         out = infer(cfg.checkpoint, cfg.input, cfg.output, task=cfg.task or None, device=cfg.device,
-                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.overlap)
+                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.overlap, series_uid=cfg.series_uid or None)
         print(f"wrote {out}")
         return 0
 

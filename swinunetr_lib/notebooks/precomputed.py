@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -62,11 +63,12 @@ from ..config import Config
 from ..data.example_data import sha256_of
 from ..paths import absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
-from ..utils.files import atomic_path, atomic_write_text
+from ..utils.files import atomic_path, atomic_write_text, write_error
 from ..utils.run_lock import LOCK_FILE
 
 PROG = "python -m swinunetr_lib.notebooks.precomputed"
 PRECOMPUTED = "precomputed"
+MAX_DEPTH = 64  # folders a member may be nested in
 SUMS_FILE = "SHA256SUMS"
 INFO_FILE = "precomputed.json"
 EXECUTED = "executed"
@@ -171,13 +173,20 @@ class PackConfig(Config):
 
 def _walk_files(folder: Path) -> Iterator[Path]:
     """Plain files under ``folder`` (symbolic links and hidden names such as ``.lock`` or temporary files
-    skipped), in a stable order."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not Path(dirpath, d).is_symlink())
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if not name.startswith(".") and p.is_file() and not p.is_symlink():
+    skipped), in a stable order. Walked without recursion (``os.walk`` recurses before Python 3.12); folders
+    nested more than :data:`MAX_DEPTH` deep are a :class:`PrecomputedError` naming the folder."""
+    stack = [(folder, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PrecomputedError(f"{current}: folders nested more than {MAX_DEPTH} deep under {folder}; "
+                                   "refused (unpack would refuse them too): remove that folder and pack again")
+        entries = sorted(current.iterdir(), key=lambda p: p.name)
+        for p in entries:
+            if not p.name.startswith(".") and p.is_file() and not p.is_symlink():
                 yield p
+        stack.extend((p, depth + 1) for p in reversed(entries)
+                     if not p.name.startswith(".") and p.is_dir() and not p.is_symlink())
 
 
 def _is_training_state(path: Path, rel: Path) -> bool:
@@ -268,6 +277,9 @@ def _safe_member_name(archive: Path, member: tarfile.TarInfo) -> PurePosixPath:
             or any(":" in p or "\\" in p for p in rel.parts):
         raise PrecomputedError(f"{archive}: member {member.name!r} points outside the folder; refused, "
                                "nothing was unpacked")
+    if len(rel.parts) > MAX_DEPTH:  # Python's recursive mkdir would end in a RecursionError
+        raise PrecomputedError(f"{archive}: member {member.name[:60]!r}... is nested {len(rel.parts)} folders deep "
+                               f"(more than {MAX_DEPTH}); refused, nothing was unpacked")
     return PurePosixPath(*[p for p in rel.parts if p != "."])
 
 
@@ -437,7 +449,7 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent))
     try:
         got: dict[str, str] = {}
-        sums_text = None
+        sums_text, rel = None, PurePosixPath()
         listed: dict[str, str] | None = None  # SHA256SUMS once read (pack writes it first)
         try:
             with tarfile.open(archive, "r:gz") as tar:
@@ -460,6 +472,8 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
                         sums_text = target.read_text()
                         listed = _read_sums(archive, sums_text)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):  # the writing failed
+                raise write_error(dest / rel, err) from None
             raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err}); copy it again") from None
         if sums_text is None:
             raise PrecomputedError(f"{archive}: has no {SUMS_FILE}; not an archive written by `make pack`")

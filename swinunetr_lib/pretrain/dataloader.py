@@ -39,6 +39,7 @@ from monai.transforms import (
 )
 from monai.utils import ensure_tuple_rep
 
+from ..data.loading import DataError, volume_problem
 from ..data.prepared_volumes import (
     BODY_THRESHOLD_HU,
     PRETRAIN_HU_WINDOW,
@@ -87,7 +88,11 @@ def estimate_cache_bytes(files: Sequence[dict[str, str]], spacing: Sequence[floa
             header = nib.load(f["image"]).header
         except Exception as err:  # any reader failure: say which file
             raise ValueError(f"{f['image']}: cannot read image header ({err})") from err
-        shape, zooms = header.get_data_shape()[:3], header.get_zooms()[:3]
+        full_shape = tuple(int(n) for n in header.get_data_shape())
+        problem = volume_problem("image", full_shape[:3], math.prod(full_shape[3:]), 1, "pretraining")
+        if problem:  # a 2D slice or several channels: named here, not as a zip() or convolution error later
+            raise DataError(f["image"], problem)
+        shape, zooms = full_shape, header.get_zooms()[:3]
         scale = [float(z) / s for z, s in zip(zooms, spacing, strict=True)] if spacing is not None else [1.0] * 3
         total += 4 * math.prod(max(1, round(n * k)) for n, k in zip(shape, scale, strict=True))
     return total

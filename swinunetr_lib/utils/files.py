@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,8 +26,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     write leaves ``.<name>.<random>.tmp<suffixes>`` beside ``path`` (see :func:`remove_stale_temp_files`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    refuse_file_in_the_way(path.parent, f"cannot write {path}")  # named, not "[Errno 17] File exists"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err) from err
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -34,9 +40,59 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch.save's "enforce fail at inline_container.cc"
+        failed = write_error(path, err)
+        if failed is err:
+            raise
+        raise failed from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+class DiskFullError(OSError):
+    """A write that failed for lack of space; the message names the file and says the disk is full."""
+
+    def __init__(self, path: str | os.PathLike[str], detail: str) -> None:
+        super().__init__(f"{path}: cannot write, the disk is full ({detail}); free some space and run again")
+        self.errno, self.filename = errno.ENOSPC, str(path)
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno 28] ...: <path>"
+        return str(self.args[0])
+
+
+def _free_space(folder: Path) -> str:
+    """``"12 MB free on /data"``, or ``"free space unknown"``."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 1e6:.0f} MB free in {folder}"
+    except OSError:
+        return "free space unknown"
+
+
+def write_error(path: str | os.PathLike[str], err: BaseException) -> BaseException:
+    """``err`` (raised while writing ``path``) as one line naming ``path``: a full disk or quota
+    (``ENOSPC``/``EDQUOT``, or torch.save's ``enforce fail at inline_container.cc`` when its stream cannot be
+    written) becomes :class:`DiskFullError`; anything else (a download's error inside the block, ...) is returned
+    unchanged."""
+    path = Path(path)
+    text = str(err)
+    if isinstance(err, DiskFullError):
+        return err
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(path, f"{err.strerror or 'no space left on device'}; {_free_space(path.parent)}")
+    if isinstance(err, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text):
+        return DiskFullError(path, f"torch.save could not write its data; {_free_space(path.parent)}")
+    return err
+
+
+def refuse_file_in_the_way(folder: str | os.PathLike[str], what: str) -> None:
+    """``NotADirectoryError("<what>: <file> is a file, not a folder")`` when ``folder`` or its first existing
+    ancestor is a file (``mkdir`` would say only ``[Errno 17] File exists``)."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise NotADirectoryError(f"{what}: {existing} is a file, not a folder; remove it or choose another folder")
 
 
 def current_umask() -> int:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .files import current_umask
+from .files import current_umask, refuse_file_in_the_way
 
 try:
     import fcntl
@@ -93,6 +93,7 @@ def run_dir_lock(run_dir: str | os.PathLike[str]) -> Iterator[Path | None]:
         yield None
         return
     created = not run_dir.exists()
+    refuse_file_in_the_way(run_dir, f"run folder {run_dir}")  # named, not "[Errno 17] File exists"
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_FILE
     fd = _open_locked(lock, run_dir)

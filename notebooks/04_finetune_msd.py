@@ -52,8 +52,9 @@ show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()
 
 # %% [markdown]
 # ## The ten MSD task presets
-# Channels and label sets come from the dataset registry (`data_manifests/registry.json`); spacing and CT
-# windows are nnU-Net's per-task median spacing and foreground intensity range.
+# Channels and label sets come from the dataset registry (`data_manifests/registry.json`); spacings and CT
+# windows are those of MONAI's DynUNet MSD pipeline (its `task_params.py`: nnU-Net-style target spacings and
+# foreground 0.5-99.5 percentile windows), as `swinunetr_lib.finetune.task_presets` records them.
 
 # %%
 presets = [get_preset(t) for t in msd_tasks()]

@@ -85,7 +85,7 @@ pd.DataFrame({"manifest": {t: str(m) for t, m in manifests.items()},
 # `runs_dir()/precomputed`. Everything below labelled *precomputed* is read from those files: nothing is
 # trained here. Without them, this section says so and the notebook goes on with your own short runs.
 
-# %%
+# %% tags=["precomputed"]
 precomputed = {}
 if show_precomputed:
     precomputed = {t: p for t in tasks if (p := find_precomputed(f"finetune_msd/{t}")) is not None}
@@ -93,7 +93,7 @@ if show_precomputed:
     print(f"precomputed runs found for {sorted(precomputed) or 'no task'}"
           + (f"; none for {missing} in {runs_dir() / 'precomputed' / 'finetune_msd'}" if missing else ""))
 
-# %%
+# %% tags=["precomputed"]
 def run_table(folder, label):
     """One row of what a finished fine-tuning run wrote: its settings, steps and Dice."""
     meta = json.loads((folder / "finetune_meta.json").read_text())
@@ -111,7 +111,7 @@ pd.DataFrame({t: run_table(p, "precomputed") for t, p in precomputed.items()}).T
 # The precomputed learning curves: training loss and the validation Dice per task (*look at:* how many
 # steps pass before the Dice leaves 0, and where it levels off).
 
-# %%
+# %% tags=["precomputed"]
 if precomputed:
     display(plot_learning_curves({f"{t} (precomputed)": p for t, p in precomputed.items()},
                                  columns=["loss", "val_mean_dice"], smoothing=0.6))

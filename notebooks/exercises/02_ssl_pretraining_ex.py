@@ -162,7 +162,7 @@ fig
 # voxels above -1000 HU (drops the padding outside the scanner's field of view, as the official code) →
 # pad → `num_samples` random `roi_size`³ crops per volume.
 
-# %%
+# %% tags=["precomputed"]
 if not data_manifest:
     data_manifest = str(build_demo_cohort().pretrain_manifest)
 dev = resolve_device(device)
@@ -233,7 +233,7 @@ pd.DataFrame(box[0, 0, :, :, start[2]].int().numpy())
 # device for the whole batch at once. *Look at:* the same sub-volume, turned differently and cut in
 # different places in the two views.
 
-# %%
+# %% tags=["precomputed"]
 cutout = InnerCutout(max_fraction=cutout_fraction, min_block=cutout_min_block, max_block=cutout_max_block,
                      noise_prob=cutout_noise_prob, mode=cutout_mode)
 v1, v2 = TwoViewTransform(SSLViewTransform(cutout=cutout))(x, make_generator(dev, seed))
@@ -450,7 +450,7 @@ display(Markdown(
 # `runs_dir()/precomputed/ssl_pretraining`, e.g. the demo settings) shows where they lead. Its curves are drawn
 # against the baselines of *its* batch, and its model reconstructs the same views as above.
 
-# %%
+# %% tags=["precomputed"]
 pre = None
 if show_precomputed:
     pre = find_precomputed("ssl_pretraining")
@@ -464,24 +464,35 @@ pd.Series({**pre_ckpt["run"], "steps": pre_ckpt["step"], "lr": pre_ckpt["config"
 # *Look at:* how far below the chance lines the instructor's curves end, and whether its reconstructed boxes
 # show more structure than the short run's.
 
-# %%
+# %% tags=["precomputed"]
+pre_l1 = None
 if pre_ckpt:
     pre_hist = pd.read_csv(pre / "metrics.csv")
     pre_n = ssl_batch_subvolumes(pre_ckpt["run"]["batch_size"], pre_ckpt["run"]["num_samples"])
-    pre_lines = {**baselines, "contrastive": {f"chance ln(2·{pre_n}-1)": contrastive_chance(pre_n)}}
-    pre_lines["loss"] = {"sum of chance levels": rotation_chance() + contrastive_chance(pre_n) + constant}
+    pre_fill, pre_constant = (sum(trivial_fill_l1(v.target, v.mask, region="all", copy_visible=c) for v in (v1, v2))
+                              / 2 for c in (True, False))  # measured on the views above, as for this run
+    pre_lines = {"rotation": {"chance ln 4": rotation_chance()},
+                 "contrastive": {f"chance ln(2·{pre_n}-1)": contrastive_chance(pre_n)},
+                 "reconstruction": {"constant": pre_constant, "trivial fill": pre_fill},
+                 "loss": {"sum of chance levels": rotation_chance() + contrastive_chance(pre_n) + pre_constant}}
     fig = plot_learning_curves(pre_hist, columns=list(pre_lines), smoothing=0.6, ncols=4)
     fig.suptitle(f"instructor's precomputed run ({pre_ckpt['step']} steps)", fontsize=10)
     display(add_baselines(fig, pre_lines))
     pre_model = ssl_model_from_checkpoint(pre_ckpt, pre / "checkpoints" / "last.pt", dev)  # the file read above
     with torch.no_grad():
         pre_rec = pre_model(v1.image)["reconstruction"].clamp(0, 1)
-    print(f"L1 inside the boxes: instructor's run {(pre_rec - v1.target).abs()[inside].mean():.3f}, "
-          f"this run {l1_inside:.3f}, trivial fill {fill_inside:.3f}")
+    pre_l1 = float((pre_rec - v1.target).abs()[v1.mask.expand_as(pre_rec)].mean())
+    print(f"L1 inside the boxes: instructor's precomputed run {pre_l1:.3f}, "
+          f"trivial fill {trivial_fill_l1(v1.target, v1.mask):.3f}")
     fig = plot_ssl_panels(x, v1.target, v1.image, pre_rec, rotation_labels=v1.rotation.tolist(), mask=v1.mask,
                           window_preset=SCALED_SOFT_TISSUE)
     fig.suptitle("reconstructed by the instructor's precomputed run", fontsize=10)
     display(fig)
+
+# %%
+if pre_l1 is not None:
+    print(f"L1 inside the boxes: instructor's precomputed run {pre_l1:.3f}, this run {l1_inside:.3f}, "
+          f"trivial fill {fill_inside:.3f}")
 
 # %% [markdown]
 # ## The exported encoder

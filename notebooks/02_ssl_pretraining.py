@@ -357,8 +357,9 @@ print(f"doubling cutout_fraction multiplied: the cut-out share by {ratio['cut ou
 cutout_table.round(4)
 
 # %% [markdown] tags=["solution"]
-# The cut-out fraction grows by about 1.6-2x, not quite 2x: the target fraction is drawn from U(0, f) and boxes
-# are added until it is reached, and box-size quantisation and overlapping boxes keep it below double. The L1
+# The cut-out fraction grows by about 1.5-2x, not quite 2x (the line above prints it): the target fraction is
+# drawn from U(0, f) and boxes are added until it is reached, and box-size quantisation and overlapping boxes keep
+# it below double (two draws per setting: the ratio itself varies from draw to draw). The L1
 # inside the boxes stays about the same, for the model and the trivial fill: a box is as hard to fill whether
 # there are few or many. The trivial fill's whole-volume L1 grows in proportion to the cut-out share (all its
 # error is inside the boxes). The model's whole-volume L1 hardly changes in a short run: it does not yet copy

@@ -316,7 +316,7 @@ RETIRED = [
     ("notebooks/03_finetune_btcv.py", "learns all 13 organs", "the demo run misses the esophagus (Dice 0.00)"),
     ("notebooks/04_finetune_msd.py", "nnU-Net's per-task median spacing",
      "the presets are MONAI's DynUNet task table (swinunetr_lib.finetune.task_presets)"),
-    ("notebooks/02_ssl_pretraining.py", "roughly doubles", "the answer key: 1.6–2×"),
+    ("notebooks/02_ssl_pretraining.py", "roughly doubles", "the answer key: about 1.5–2×"),
     ("notebooks/02_ssl_pretraining.py", "model's whole-volume L1 grows too", "the answer key: hardly changes"),
     ("notebooks/02_ssl_pretraining.py", "0.78–0.82 for all", "random init scores 0.769"),
     ("notebooks/02_ssl_pretraining.py", "~0.9 below", "metrics.csv: 1.07 below chance over the last 20 steps"),

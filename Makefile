@@ -107,7 +107,7 @@ $(EXP_COHORT): | env  # 7 labeled phantoms at 6 mm (4 training, 3 held out) and 
 		--n-unlabeled 97 --spacing "[6,6,6]" --n-msd 2 --include-real false
 
 EXP_SSL32 := runs/exp/ssl_a/model_swinvit.pt
-$(EXP_SSL32): | env $(EXP_COHORT)  # written at its end; the paper's decoder at 32^3, 16 views per step: 27 min on 2 CPU cores
+$(EXP_SSL32): | env $(EXP_COHORT)  # written at its end; the paper's decoder at 32^3, 16 views per step: 38 min on 2 CPU cores (its metrics.csv)
 	$(PY) -m swinunetr_lib.pretrain --data-manifest $(EXP_COHORT) \
 		--roi-size 32 --feature-size 12 --batch-size 4 --num-samples 2 --max-steps 300 --warmup-steps 20 --lr 1e-3 \
 		--run-dir runs/exp/ssl_a

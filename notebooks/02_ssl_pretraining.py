@@ -25,7 +25,7 @@ import math
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from IPython.display import Image, display
+from IPython.display import Image, Markdown, display
 from monai.networks.nets import SwinUNETR
 
 from swinunetr_lib.data.cohort import build_demo_cohort
@@ -163,7 +163,7 @@ print(f"encoder parameters: {sizes[12]:,} at 12, {sizes[48]:,} at 48; ratio {siz
 # voxels above -1000 HU (drops the padding outside the scanner's field of view, as the official code) →
 # pad → `num_samples` random `roi_size`³ crops per volume.
 
-# %%
+# %% tags=["precomputed"]
 if not data_manifest:
     data_manifest = str(build_demo_cohort().pretrain_manifest)
 dev = resolve_device(device)
@@ -234,7 +234,7 @@ pd.DataFrame(box[0, 0, :, :, start[2]].int().numpy())
 # device for the whole batch at once. *Look at:* the same sub-volume, turned differently and cut in
 # different places in the two views.
 
-# %%
+# %% tags=["precomputed"]
 cutout = InnerCutout(max_fraction=cutout_fraction, min_block=cutout_min_block, max_block=cutout_max_block,
                      noise_prob=cutout_noise_prob, mode=cutout_mode)
 v1, v2 = TwoViewTransform(SSLViewTransform(cutout=cutout))(x, make_generator(dev, seed))
@@ -290,11 +290,11 @@ print(f"N = {n} sub-volumes, 2N = {2 * n} views: chance ln(2N - 1) = {math.log(2
 # line (few views to tell apart), and the reconstruction, far above both of its lines at first, stays above
 # even the constant image: the decoder, starting from noise, has not yet learned a crop's average grey.
 #
-# *What longer CPU runs reach:* the section "Three longer runs, recorded" below draws three (27, ~80 and 27 + 26
-# min on 2 cores) against the same lines. With 16 views of 32³ per step, rotation and contrastive coding leave their
-# lines within ~100 steps but the paper's decoder paints grey; with Swin UNETR's decoder at 64³ the inpainting
-# learns but, at 4 views per step, rotation and contrastive coding do not; the 32³ run continued at 64³ learns
-# rotation and inpainting there. A 20-step or 80-step run shows the mechanics.
+# *What longer CPU runs reach:* the section "Three longer runs, recorded" below draws three longer runs (half an
+# hour to an hour and a half each on 2 cores) against the same lines. With 16 views of 32³ per step, rotation and
+# contrastive coding leave their lines within ~100 steps but the paper's decoder paints grey; with Swin UNETR's
+# decoder at 64³ the inpainting learns but, at 4 views per step, rotation and contrastive coding do not; the 32³
+# run continued at 64³ learns rotation and inpainting there. A 20-step or 80-step run shows the mechanics.
 
 # %%
 n_sub = ssl_batch_subvolumes(batch_size, num_samples, contrastive_negatives=contrastive_negatives)
@@ -349,15 +349,24 @@ for frac in (cutout_fraction, min(2 * cutout_fraction, 0.95)):
                      "trivial fill, all": trivial_fill_l1(view.target, view.mask, region="all"),
                      "L1 inside boxes": float(err[m].mean()),
                      "trivial fill, inside": trivial_fill_l1(view.target, view.mask)})
-pd.DataFrame(rows).groupby("cutout_fraction").mean().T.round(4)
+cutout_table = pd.DataFrame(rows).groupby("cutout_fraction").mean().T
+ratio = cutout_table.iloc[:, 1] / cutout_table.iloc[:, 0]
+print(f"doubling cutout_fraction multiplied: the cut-out share by {ratio['cut out']:.2f}, the model's L1 inside the "
+      f"boxes by {ratio['L1 inside boxes']:.2f}, its whole-volume L1 by {ratio['L1 all voxels']:.2f}, the trivial "
+      f"fill's whole-volume L1 by {ratio['trivial fill, all']:.2f}")
+cutout_table.round(4)
 
 # %% [markdown] tags=["solution"]
-# The cut-out fraction roughly doubles (the boxes are drawn until the fraction is reached). The L1 inside
-# the boxes barely moves: a box is as hard to fill whether there are few or many. The whole-volume L1 of
-# the trivial fill grows in proportion to the cut-out fraction (its error is all inside the boxes), and the
-# model's whole-volume L1 grows too, by less if it reproduces the visible voxels imperfectly anyway. So a
-# larger logged reconstruction loss with more cutout does not mean a worse model: compare with the baseline
-# at the same setting.
+# The cut-out fraction grows by about 1.5-2x, not quite 2x (the line above prints it): the target fraction is
+# drawn from U(0, f) and boxes are added until it is reached, and box-size quantisation and overlapping boxes keep
+# it below double (two draws per setting: the ratio itself varies from draw to draw). The L1
+# inside the boxes stays about the same, for the model and the trivial fill: a box is as hard to fill whether
+# there are few or many. The trivial fill's whole-volume L1 grows in proportion to the cut-out share (all its
+# error is inside the boxes). The model's whole-volume L1 hardly changes in a short run: it does not yet copy
+# the visible voxels (its error there is as large as inside the boxes), so the cut-out share barely matters;
+# only a model that reproduces the visible part well shows the trivial fill's proportional growth. So a larger
+# logged reconstruction loss with more cutout does not mean a worse model: compare with the baseline at the
+# same setting.
 
 # %% [markdown]
 # ## Three longer runs, recorded: what each proxy task needs
@@ -365,13 +374,13 @@ pd.DataFrame(rows).groupby("cutout_fraction").mean().T.round(4)
 # 2-core CPU and committed (`docs/results/ssl_pretraining_phantoms`, with their commands), on 100 phantoms at
 # 6 mm, feature size 12. They differ where a CPU budget forces a choice:
 #
-# - **the paper's decoder, 32³** (27 min): 32³ crops, 16 views per step, 300 steps. The decoder rebuilds the
+# - **the paper's decoder, 32³**: 32³ crops, 16 views per step, 300 steps. The decoder rebuilds the
 #   sub-volume from the deepest stage alone, one voxel at 32³ (2³ at 64³).
-# - **Swin UNETR's decoder, 64³** (~80 min): each whole body centred in a 64³ sub-volume, 4 views per step,
+# - **Swin UNETR's decoder, 64³**: each whole body centred in a 64³ sub-volume, 4 views per step,
 #   450 steps, `decoder = "unet"`: skip connections from every stage, so the visible voxels pass straight to the
 #   output and what remains to learn is the inside of the boxes, filled from the context around them (the
 #   restoration task of Models Genesis, Zhou et al. 2019).
-# - **the 32³ run continued at 64³** (26 min more): the second run's settings for 150 steps, but starting from
+# - **the 32³ run continued at 64³**: the second run's settings for 150 steps, but starting from
 #   the first run's encoder and heads (`init_from`; the decoder is new). This is progressive resizing, fastbook's
 #   habit for images: learn cheaply on small inputs with many views per step, then go on at the larger size.
 #
@@ -425,26 +434,50 @@ for name, rec in recorded.items():
     display(Image(filename=str(rec.figure)))
 
 # %% [markdown]
-# **Reading.** Each run learned what its settings let it learn. The 32³ run (16 views per step) learned rotation
-# (0.684 of the held-out crops' rotations named; chance 25 %) and contrastive coding (its loss ends ~0.9 below
-# chance in training, and on held-out crops 5.035 against 5.740), while its decoder, rebuilding everything from
-# one voxel, paints grey boxes (L1 inside 0.050, trivial fill 0.075). The 64³ run with Swin UNETR's decoder
-# inpaints: through the skips the body outline, the spine, the liver and the kidneys come back, and inside the
-# boxes the body wall and the organs' grey levels continue (L1 0.042 against 0.186 for the trivial fill), blurred,
-# with some noise left and a faint grid from the decoder's transposed convolutions. With 4 views per step its
-# rotation and contrastive losses stayed on their chance lines (its rotation head answers one class). Continued
-# from the 32³ run instead of random weights, the same 64³ settings learn rotation too: the head guesses at first
-# (the 32³ skill does not carry over as it is), then its loss falls to 0.13 within ~70 steps, and it names 0.362
-# of the held-out 64³ crops' rotations, while the boxes are inpainted (0.061 against 0.186) through a stronger grid
-# after only 150 steps. No CPU run learned contrastive coding at 64³: 2 whole bodies per step, which differ only
-# in the phantoms' sizes and shapes, leave little to contrast. Note the retrieval rows: random features rank the
-# partner first more often than the trained ones (two views of one crop share most voxels, and so do neighbouring
-# crops), although only the trained embeddings lower the loss. Neither encoder names organs much better than
-# random features (organ probe 0.78–0.82 for all): these phantoms' organs differ mostly in intensity and position,
-# which random features carry too. Getting all three at once at 64³ needs many views per step for many steps,
-# which is what the paper's 8 GPUs buy. *Try:* `decoder = "unet"` with the demo settings, and compare its
-# reconstructions with the paper's decoder after the same steps; or set `init_from` in `PretrainConfig` to a
-# finished run's `checkpoints/last.pt` and continue it at a larger `roi_size`.
+# **Reading.** The numbers below are rendered from the recorded files (`metrics.csv`, `probe.csv`), not typed.
+
+# %%
+p32, u64, prog = (recorded[k].probe.set_index("encoder") for k in recorded)
+m32, m64, mprog = (recorded[k].metrics for k in recorded)
+c32 = recorded["paper's decoder, 32³"].config
+chance32 = contrastive_chance(ssl_batch_subvolumes(c32.batch_size, c32.num_samples,
+                                                   contrastive_negatives=c32.contrastive_negatives))
+organ = pd.DataFrame({k: r.probe.set_index("encoder")["organ_accuracy"] for k, r in recorded.items()})
+display(Markdown(
+    f"Each run learned what its settings let it learn. The 32³ run (16 views per step, "
+    f"{m32['sec_per_step'].sum() / 60:.0f} min) learned rotation ({p32.loc['ssl', 'rotation_accuracy']:.3f} of the "
+    f"held-out crops' rotations named; chance 25 %) and contrastive coding (its loss ends "
+    f"{chance32 - m32['contrastive'].tail(20).mean():.2f} below its chance level {chance32:.3f} over the last 20 "
+    f"training steps, and on held-out crops {p32.loc['ssl', 'contrastive_loss']:.3f} against "
+    f"{p32.loc['ssl', 'contrastive_loss_chance']:.3f}), while its decoder, rebuilding everything from one voxel, "
+    f"paints grey boxes (L1 inside {p32.loc['ssl', 'inpainting_l1']:.3f}, trivial fill "
+    f"{p32.loc['ssl', 'trivial_fill_l1']:.3f}). The 64³ run with Swin UNETR's decoder "
+    f"({m64['sec_per_step'].sum() / 60:.0f} min) inpaints: through the skips the body outline, the spine, the liver "
+    f"and the kidneys come back, and inside the boxes the body wall and the organs' grey levels continue (L1 "
+    f"{u64.loc['ssl', 'inpainting_l1']:.3f} against {u64.loc['ssl', 'trivial_fill_l1']:.3f} for the trivial fill), "
+    f"blurred, with some noise left and a faint grid from the decoder's transposed convolutions. With 4 views per "
+    f"step its rotation and contrastive losses stayed on their chance lines (its rotation head answers one class: "
+    f"{u64.loc['ssl', 'rotation_accuracy']:.2f} on held-out crops). Continued from the 32³ run instead of random "
+    f"weights ({mprog['sec_per_step'].sum() / 60:.0f} min more), the same 64³ settings learn rotation too: the head "
+    f"guesses at first (loss {mprog['rotation'].head(20).mean():.2f} over the first 20 steps: the 32³ skill does not "
+    f"carry over as it is), then its loss falls to {mprog['rotation'].tail(20).mean():.2f} over the last 20, and it "
+    f"names {prog.loc['ssl', 'rotation_accuracy']:.3f} of the held-out 64³ crops' rotations, while the boxes are "
+    f"inpainted ({prog.loc['ssl', 'inpainting_l1']:.3f} against {prog.loc['ssl', 'trivial_fill_l1']:.3f}) through a "
+    f"stronger grid after only {len(mprog)} steps. No CPU run learned contrastive coding at 64³: 2 whole bodies per "
+    f"step, which differ only in the phantoms' sizes and shapes, leave little to contrast. Note the retrieval rows: "
+    f"random features rank the partner first more often than the trained ones (two views of one crop share most "
+    f"voxels, and so do neighbouring crops), although only the trained embeddings lower the loss. Neither encoder "
+    f"names organs much better than random features (organ probe {organ.loc['ssl'].min():.2f}–"
+    f"{organ.loc['ssl'].max():.2f} for the trained encoders, {organ.loc['random init'].min():.2f}–"
+    f"{organ.loc['random init'].max():.2f} at random initialisation, on {int(p32.loc['ssl', 'n_test'])} and "
+    f"{int(u64.loc['ssl', 'n_test'])} held-out crops): these phantoms' organs differ mostly in intensity and "
+    f"position, which random features carry too."))
+
+# %% [markdown]
+# Getting all three at once at 64³ needs many views per step for many steps, which is what the paper's 8 GPUs buy.
+# *Try:* `decoder = "unet"` with the demo settings, and compare its reconstructions with the paper's decoder after
+# the same steps; or set `init_from` in `PretrainConfig` to a finished run's `checkpoints/last.pt` and continue it at
+# a larger `roi_size`.
 
 # %% [markdown]
 # ## The instructor's precomputed run
@@ -452,7 +485,7 @@ for name, rec in recorded.items():
 # `runs_dir()/precomputed/ssl_pretraining`, e.g. the demo settings) shows where they lead. Its curves are drawn
 # against the baselines of *its* batch, and its model reconstructs the same views as above.
 
-# %%
+# %% tags=["precomputed"]
 pre = None
 if show_precomputed:
     pre = find_precomputed("ssl_pretraining")
@@ -466,24 +499,35 @@ pd.Series({**pre_ckpt["run"], "steps": pre_ckpt["step"], "lr": pre_ckpt["config"
 # *Look at:* how far below the chance lines the instructor's curves end, and whether its reconstructed boxes
 # show more structure than the short run's.
 
-# %%
+# %% tags=["precomputed"]
+pre_l1 = None
 if pre_ckpt:
     pre_hist = pd.read_csv(pre / "metrics.csv")
     pre_n = ssl_batch_subvolumes(pre_ckpt["run"]["batch_size"], pre_ckpt["run"]["num_samples"])
-    pre_lines = {**baselines, "contrastive": {f"chance ln(2·{pre_n}-1)": contrastive_chance(pre_n)}}
-    pre_lines["loss"] = {"sum of chance levels": rotation_chance() + contrastive_chance(pre_n) + constant}
+    pre_fill, pre_constant = (sum(trivial_fill_l1(v.target, v.mask, region="all", copy_visible=c) for v in (v1, v2))
+                              / 2 for c in (True, False))  # measured on the views above, as for this run
+    pre_lines = {"rotation": {"chance ln 4": rotation_chance()},
+                 "contrastive": {f"chance ln(2·{pre_n}-1)": contrastive_chance(pre_n)},
+                 "reconstruction": {"constant": pre_constant, "trivial fill": pre_fill},
+                 "loss": {"sum of chance levels": rotation_chance() + contrastive_chance(pre_n) + pre_constant}}
     fig = plot_learning_curves(pre_hist, columns=list(pre_lines), smoothing=0.6, ncols=4)
     fig.suptitle(f"instructor's precomputed run ({pre_ckpt['step']} steps)", fontsize=10)
     display(add_baselines(fig, pre_lines))
     pre_model = ssl_model_from_checkpoint(pre_ckpt, pre / "checkpoints" / "last.pt", dev)  # the file read above
     with torch.no_grad():
         pre_rec = pre_model(v1.image)["reconstruction"].clamp(0, 1)
-    print(f"L1 inside the boxes: instructor's run {(pre_rec - v1.target).abs()[inside].mean():.3f}, "
-          f"this run {l1_inside:.3f}, trivial fill {fill_inside:.3f}")
+    pre_l1 = float((pre_rec - v1.target).abs()[v1.mask.expand_as(pre_rec)].mean())
+    print(f"L1 inside the boxes: instructor's precomputed run {pre_l1:.3f}, "
+          f"trivial fill {trivial_fill_l1(v1.target, v1.mask):.3f}")
     fig = plot_ssl_panels(x, v1.target, v1.image, pre_rec, rotation_labels=v1.rotation.tolist(), mask=v1.mask,
                           window_preset=SCALED_SOFT_TISSUE)
     fig.suptitle("reconstructed by the instructor's precomputed run", fontsize=10)
     display(fig)
+
+# %%
+if pre_l1 is not None:
+    print(f"L1 inside the boxes: instructor's precomputed run {pre_l1:.3f}, this run {l1_inside:.3f}, "
+          f"trivial fill {fill_inside:.3f}")
 
 # %% [markdown]
 # ## The exported encoder

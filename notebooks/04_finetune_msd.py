@@ -52,8 +52,9 @@ show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()
 
 # %% [markdown]
 # ## The ten MSD task presets
-# Channels and label sets come from the dataset registry (`data_manifests/registry.json`); spacing and CT
-# windows are nnU-Net's per-task median spacing and foreground intensity range.
+# Channels and label sets come from the dataset registry (`data_manifests/registry.json`); spacings and CT
+# windows are those of MONAI's DynUNet MSD pipeline (its `task_params.py`: nnU-Net-style target spacings and
+# foreground 0.5-99.5 percentile windows), as `swinunetr_lib.finetune.task_presets` records them.
 
 # %%
 presets = [get_preset(t) for t in msd_tasks()]
@@ -84,7 +85,7 @@ pd.DataFrame({"manifest": {t: str(m) for t, m in manifests.items()},
 # `runs_dir()/precomputed`. Everything below labelled *precomputed* is read from those files: nothing is
 # trained here. Without them, this section says so and the notebook goes on with your own short runs.
 
-# %%
+# %% tags=["precomputed"]
 precomputed = {}
 if show_precomputed:
     precomputed = {t: p for t in tasks if (p := find_precomputed(f"finetune_msd/{t}")) is not None}
@@ -92,7 +93,7 @@ if show_precomputed:
     print(f"precomputed runs found for {sorted(precomputed) or 'no task'}"
           + (f"; none for {missing} in {runs_dir() / 'precomputed' / 'finetune_msd'}" if missing else ""))
 
-# %%
+# %% tags=["precomputed"]
 def run_table(folder, label):
     """One row of what a finished fine-tuning run wrote: its settings, steps and Dice."""
     meta = json.loads((folder / "finetune_meta.json").read_text())
@@ -110,7 +111,7 @@ pd.DataFrame({t: run_table(p, "precomputed") for t, p in precomputed.items()}).T
 # The precomputed learning curves: training loss and the validation Dice per task (*look at:* how many
 # steps pass before the Dice leaves 0, and where it levels off).
 
-# %%
+# %% tags=["precomputed"]
 if precomputed:
     display(plot_learning_curves({f"{t} (precomputed)": p for t, p in precomputed.items()},
                                  columns=["loss", "val_mean_dice"], smoothing=0.6))

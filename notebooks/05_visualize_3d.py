@@ -22,8 +22,9 @@
 # self-supervised proxy tasks (rotation, cut-out, reconstruction) and a fine-tuned model's prediction
 # next to the ground truth with an error map. Every figure comes from `swinunetr_lib.viz.figures` /
 # `swinunetr_lib.viz.surfaces`, so the same pictures can be made for your own data in one line each.
-# Sections that need checkpoints (from notebooks 02 and 03) are skipped with a message when the
-# checkpoints are absent.
+# Sections that need checkpoints use the instructor's precomputed runs when they are unpacked (`make unpack`,
+# into `runs_dir()/precomputed`), else your own runs from notebooks 02 and 03, and say which model they show;
+# without either they are skipped with a message.
 #
 # **Kind:** tutorial. **Runtime:** about 30 s on CPU (2 cores) without checkpoints, plus about 20 s per
 # model used for SSL reconstruction / prediction; a few seconds on a GPU.
@@ -45,6 +46,7 @@ from swinunetr_lib.finetune.cases import preprocess_cases
 from swinunetr_lib.finetune.sliding_window import sliding_window_predict
 from swinunetr_lib.finetune.task_presets import TaskPreset
 from swinunetr_lib.infer.predict import load_finetuned
+from swinunetr_lib.notebooks.precomputed import choose_run
 from swinunetr_lib.paths import resolve_path
 from swinunetr_lib.paths import runs_dir as default_runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_transforms
@@ -67,6 +69,8 @@ viewer: str = "auto"  # 3D viewer: auto (NiiVue if installed, else itkwidgets if
                       # itkwidgets, static
 seed: int = 0  # random seed for the SSL augmentations
 device: str = "auto"  # "auto" picks CUDA when present
+show_precomputed: bool = True  # prefer the instructor's finished runs (<runs_dir>/precomputed) to your own when
+                               # unpacked
 
 # %% [markdown]
 # ## 1 · The real example CT and its organs
@@ -105,7 +109,7 @@ viz3d.plot_label_surfaces(seg, spacing=spacing, step_size=surface_step_size, tit
 # The demo cohort (built here if missing, idempotent) pairs the real scan with synthetic phantoms that
 # carry all 13 organs. Phantoms are *not* patient data; they let the tutorials train in minutes on a CPU.
 
-# %%
+# %% tags=["precomputed"]
 cohort = build_demo_cohort()
 entries = json.loads(cohort.finetune_manifest.read_text())["training"][:n_cohort_cases]
 vols = [np.asarray(nib.load(cohort.root / e["image"]).dataobj, dtype=np.float32) for e in entries]
@@ -128,7 +132,7 @@ viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["
 # The pretraining input is a crop, rotated by 0/90/180/270° in the axial plane, with random inner
 # cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
 
-# %%
+# %% tags=["precomputed"]
 # The pretraining pipeline itself: native grid, HU [-1000, 1000] -> [0, 1], one random roi_size crop per volume.
 prep = ssl_transforms(roi_size, num_samples=1).set_random_state(seed)
 crops = [prep({"image": str(cohort.root / e["image"])})[0]["image"] for e in entries[:2]]  # (1, *roi_size) each
@@ -137,44 +141,45 @@ view = SSLViewTransform()(batch, make_generator("cpu", seed))
 print(f"batch {tuple(batch.shape)}, rotations {view.rotation.tolist()}, "
       f"cut-out {view.mask.float().mean():.0%} of voxels")
 
-# %%
+# %% tags=["precomputed"]
 run_root = resolve_path(runs_dir) if runs_dir else default_runs_dir()
-ssl_ckpts = sorted((run_root / "ssl_pretraining").rglob("checkpoints/last.pt"))  # fit's full checkpoints
-if ssl_ckpts:
-    ssl_model = load_ssl_model(ssl_ckpts[0])  # tensors and plain values only: never runs code from the file
+ssl_run = choose_run("ssl_pretraining", run_root, precomputed=show_precomputed)  # fit's full checkpoint, heads too
+if ssl_run:
+    ssl_model = load_ssl_model(ssl_run.folder / "checkpoints" / "last.pt")  # tensors and plain values only
     with torch.no_grad():
         reconstruction = ssl_model(view.image)["reconstruction"]
-    print(f"reconstructions from {ssl_ckpts[0]}")
+    print(f"reconstructions by {ssl_run.describe()}")
 else:
     reconstruction = None
-    print(f"No SSL checkpoint under {run_root / 'ssl_pretraining'}: run notebook 02 first; "
+    print(f"No SSL checkpoint under {run_root / 'ssl_pretraining'} (nor a precomputed one): run notebook 02 first; "
           "showing the proxy-task inputs without reconstructions.")
 
-# %%
+# %% tags=["precomputed"]
 viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_labels=view.rotation.tolist(),
                     mask=view.mask, window_preset=viz.SCALED_SOFT_TISSUE)  # the slice the boxes hide most of, outlined
 
 # %% [markdown]
 # ## 5 · A fine-tuned model's prediction versus the ground truth
-# When notebook 03 has written `finetune_btcv/<run>/model.pt`, we predict one held-out case with
-# sliding-window inference and draw the prediction, the truth and an error map.
+# The instructor's fine-tuned model when it is unpacked, else the one notebook 03 wrote (`finetune_btcv/<run>/model.pt`;
+# notebook 06's short sweep runs only when there is no other): we predict one held-out case with sliding-window
+# inference and draw the prediction, the truth and an error map. The line below names the model.
 
-# %%
-ft_models = sorted((run_root / "finetune_btcv").glob("*/model.pt"))
-if ft_models:
-    model, meta = load_finetuned(ft_models[0], device="cpu")
+# %% tags=["precomputed"]
+ft_run = choose_run("finetune_btcv", run_root, precomputed=show_precomputed)
+if ft_run:
+    model, meta = load_finetuned(ft_run.folder / "model.pt", device="cpu")
     preset = TaskPreset.from_dict(meta["preset"])
     val_entry = json.loads(cohort.finetune_manifest.read_text())["validation"][0]
     case = preprocess_cases([{k: str(cohort.root / val_entry[k]) for k in ("image", "label")}], preset)[0]
     logits = sliding_window_predict(model, case["image"][None], preset.roi_size, device=resolve_device(device))
     pred = logits.argmax(1)[0].cpu().numpy()
     truth = case["label"][0].numpy().astype(np.int64)
-    print(f"{ft_models[0]} (init {meta['init']}) on {val_entry['image']}")
+    print(f"prediction by {ft_run.describe()} on {val_entry['image']}")
 else:
     pred = None
     print(f"No fine-tuned model under {run_root / 'finetune_btcv'}: run notebook 03 first; skipping predictions.")
 
-# %%
+# %% tags=["precomputed"]
 if pred is not None:
     display(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)))
     display(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0), step_size=surface_step_size,
@@ -200,7 +205,7 @@ else:
 # ## 6 · Learning curves of the runs
 # Every `fit` run writes `metrics.csv` (a `step` column plus one column per logged scalar).
 
-# %%
+# %% tags=["precomputed"]
 metric_files = sorted(f for f in run_root.rglob("metrics.csv") if (f.parent / "checkpoints").is_dir())  # fit runs
 if metric_files:
     display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))

@@ -1,11 +1,15 @@
 """Label-efficiency sweep end to end at smoke size: papermill runs notebook 03 per setting."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pandas as pd
 import pytest
 import yaml
 from test_finetune import make_tiny_cohort
 
+from swinunetr_lib.experiments import label_efficiency as le
 from swinunetr_lib.experiments.label_efficiency import (
     RECORDED,
     LabelEfficiencyConfig,
@@ -113,7 +117,7 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
     # finished runs are reused: the CLI only re-collects (a failure here would be a new notebook run)
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "nowhere"))
     assert main(["--params", str(tmp_path / "params.yml"), "--fractions", "[0.5]", "--inits", "[scratch, ssl]",
-                 "--seeds", "[0]", "--output", str(tmp_path / "le")]) == 0
+                 "--seeds", "[0]", "--pretrained", str(encoder), "--output", str(tmp_path / "le")]) == 0
 
 
 def test_unknown_notebook_parameter_is_rejected(tmp_path):
@@ -146,3 +150,45 @@ def test_the_recorded_readme_states_the_intervals_its_results_give():
         g = gain.loc[setting]
         expected = [g["mean"], g["ci_low"], g["ci_high"], g["smallest_detectable"]]
         assert numbers[-4:] == pytest.approx(expected, abs=5e-4), (label, numbers, expected)
+
+
+def test_a_finished_run_is_reused_only_with_the_same_parameters_and_encoder(tmp_path, monkeypatch, capsys):
+    """Issue #26: a run whose parameters or encoder changed since it finished is run again, and the sweep says why."""
+    monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
+    trained = []
+
+    def fake_run(engine, notebook, params, folder, progress, watcher=None, label=""):
+        trained.append((params["init"], params.get("max_steps")))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(json.dumps({"init": params["init"], "labeled_fraction": 1.0, "seed": 0,
+                                                         "n_train": 1, "mean_dice": 0.5}))
+        return True, 0.0, ""
+
+    monkeypatch.setattr(le, "_run_one", fake_run)
+    encoder = tmp_path / "enc.pt"
+    encoder.write_bytes(b"encoder one")
+    (tmp_path / "p.yml").write_text("max_steps: 3\n")
+
+    def sweep(**kw):
+        cfg = dict(params=str(tmp_path / "p.yml"), fractions=[1.0], inits=["scratch", "ssl"], seeds=[0],
+                   pretrained=str(encoder), output=str(tmp_path / "le"), status=False)
+        return run_sweep(LabelEfficiencyConfig(**{**cfg, **kw}))
+
+    sweep()
+    assert trained == [("scratch", 3), ("ssl", 3)]
+    record = json.loads((tmp_path / "le" / "runs" / "ssl_frac1_seed0" / le.FINGERPRINT).read_text())
+    assert record["params"]["max_steps"] == 3 and record["encoder_sha256"] == hashlib.sha256(b"encoder one").hexdigest()
+    capsys.readouterr()
+    sweep()  # the same: both reused
+    assert len(trained) == 2 and "run again" not in capsys.readouterr().out
+    encoder.write_bytes(b"encoder two")  # notebook 02 exported another encoder: only the ssl run is stale
+    sweep()
+    assert trained[2:] == [("ssl", 3)]
+    assert "ssl_frac1_seed0 (run again: finished with another encoder (SHA-256 differs))" in capsys.readouterr().out
+    (tmp_path / "p.yml").write_text("max_steps: 4\n")  # other parameters: both are stale
+    sweep()
+    assert trained[3:] == [("scratch", 4), ("ssl", 4)]
+    assert "finished with other parameters: max_steps 3 -> 4" in capsys.readouterr().out
+    (tmp_path / "le" / "runs" / "scratch_frac1_seed0" / le.FINGERPRINT).unlink()  # finished before records existed
+    sweep()
+    assert trained[5:] == [("scratch", 4)] and "cannot tell what it was made with" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 
 from swinunetr_lib.notebooks.runner import (
@@ -17,6 +18,7 @@ from swinunetr_lib.notebooks.runner import (
     parse_parameter_cell,
     parse_parameters,
     run_all,
+    tagged_view,
 )
 
 SOURCE = '''# %% [markdown]
@@ -189,3 +191,16 @@ def test_huge_value_is_cut_in_the_error_message(tmp_path):
         load_params_file(bad, py)
     message = str(err.value)
     assert len(message.splitlines()) == 1 and len(message) < 1000 and "'steps' = ['xxx" in message
+
+
+def test_tagged_view_keeps_the_setup_and_the_tagged_cells(tmp_path):
+    py = tmp_path / "00_view.py"
+    py.write_text('# %% [markdown]\n# # Toy\n\n# %%\nimport math\n\n# %% tags=["parameters"]\nn = 2  # how many\n\n'
+                  '# %%\ntrained = n * 10\n\n# %% tags=["precomputed"]\nshown = math.sqrt(n)\n\n'
+                  '# %% tags=["solution", "precomputed"]\nalso = 1\n')
+    jupytext.write(jupytext.read(py), py.with_suffix(".ipynb"))
+    view = nbformat.read(tagged_view(py.with_suffix(".ipynb"), "precomputed", tmp_path / "v.ipynb"), as_version=4)
+    assert [c.source for c in view.cells] == ["# Toy", "import math", "n = 2  # how many", "shown = math.sqrt(n)",
+                                              "also = 1"]
+    with pytest.raises(NotebookError, match="no cell tagged 'missing'"):
+        tagged_view(py.with_suffix(".ipynb"), "missing", tmp_path / "w.ipynb")

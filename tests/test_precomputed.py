@@ -14,6 +14,7 @@ import torch
 
 from swinunetr_lib.notebooks import precomputed as pc
 from swinunetr_lib.utils.files import safe_torch_load
+from swinunetr_lib.utils.run_lock import LOCK_FILE
 
 
 def _runs_folder(root):
@@ -318,3 +319,40 @@ def test_member_yielding_more_than_declared_is_refused(tmp_path):
     member.size = 5
     with pytest.raises(pc.PrecomputedError, match=r"'x.bin' holds more than the 5 bytes its header declares"):
         pc._copy_member(tmp_path / "a.tar.gz", member, io.BytesIO(b"0123456789"), io.BytesIO())
+
+
+def _run(folder, artefact="model.pt", steps=3, meta=None):
+    """A finished run folder: its final artefact, metrics.csv, and finetune_meta.json when ``meta``."""
+    (folder / artefact).parent.mkdir(parents=True, exist_ok=True)
+    (folder / artefact).write_bytes(b"weights")
+    (folder / "metrics.csv").write_text("step,loss\n" + "".join(f"{s},1.0\n" for s in range(1, steps + 1)))
+    if meta:
+        (folder / "finetune_meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_choose_run_prefers_the_instructors_then_notebook_03s_own(tmp_path):
+    runs = tmp_path / "runs"
+    assert pc.choose_run("finetune_btcv", runs) is None
+    sweep = _run(runs / "finetune_btcv" / f"{pc.SWEEP_RUN_PREFIX}scratch_frac1_seed0", steps=40)
+    assert pc.choose_run("finetune_btcv", runs).folder == sweep  # only a sweep run: better than nothing
+    own = _run(runs / "finetune_btcv" / "scratch_frac1_seed0", steps=50, meta={"feature_size": 48, "init": "scratch"})
+    chosen = pc.choose_run("finetune_btcv", runs)
+    assert chosen.folder == own and chosen.describe() == ("your run finetune_btcv/scratch_frac1_seed0 (50 steps, "
+                                                          "feature size 48, init scratch)")
+    theirs = _run(runs / "precomputed" / "finetune_btcv" / "scratch_frac1_seed0", steps=360, meta={"feature_size": 48})
+    chosen = pc.choose_run("finetune_btcv", runs)
+    assert chosen.folder == theirs and chosen.describe().startswith("the instructor's precomputed run finetune_btcv/"
+                                                                    "scratch_frac1_seed0 (360 steps")
+    assert pc.choose_run("finetune_btcv", runs, precomputed=False).folder == own
+    (theirs / LOCK_FILE).write_text("1")  # a run still writing there is not finished
+    assert pc.choose_run("finetune_btcv", runs).folder == own
+    # pretraining: fit's checkpoint with the heads is what notebook 05 reconstructs with
+    ssl = _run(runs / "precomputed" / "ssl_pretraining", artefact="model_swinvit.pt", steps=80)
+    assert pc.choose_run("ssl_pretraining", runs) is None  # no checkpoints/last.pt
+    (ssl / "checkpoints").mkdir()
+    (ssl / "checkpoints" / "last.pt").write_bytes(b"ckpt")
+    assert pc.choose_run("ssl_pretraining", runs).describe() == ("the instructor's precomputed run ssl_pretraining "
+                                                                 "(80 steps)")
+    with pytest.raises(ValueError, match="kind='finetune_msd'"):
+        pc.choose_run("finetune_msd", runs)

@@ -127,7 +127,9 @@ plan = pd.MultiIndex.from_product([inits, fractions, seeds], names=["init", "lab
 print(f"{len(plan)} fine-tuning runs with {finetune_params or 'notebook 03 defaults'}")
 
 # %% [markdown]
-# A run whose `results.json` exists is reused, so an interrupted sweep continues where it stopped.
+# A finished run is reused, so an interrupted sweep continues where it stopped, but only if it was made with the
+# same parameters and the same encoder (recorded beside it in `sweep_run.json`): after notebook 02 has exported a new
+# encoder, or with other `finetune_params`, the run is made again and its line says why.
 
 # %%
 cfg = LabelEfficiencyConfig(params=finetune_params, fractions=fractions, inits=inits, seeds=seeds,
@@ -167,7 +169,7 @@ diff = None
 # When the precomputed runs are unpacked (`make unpack ARCHIVE=...`), the longer sweep run beforehand is shown
 # here with its settings, beside the short live runs above.
 
-# %%
+# %% tags=["precomputed"]
 pre = find_precomputed("label_efficiency") if show_precomputed else None
 if pre is not None:
     print(f"precomputed sweep: {pre}")

@@ -5,6 +5,7 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
 
     <output>/runs/<init>_frac<f>_seed<s>/03_finetune_btcv.ipynb   executed notebook of each run
     <output>/runs/<init>_frac<f>_seed<s>/results.json             its numbers
+    <output>/runs/<init>_frac<f>_seed<s>/sweep_run.json           what they depend on (parameters, encoder SHA-256)
     <output>/results.csv        one row per run
     <output>/summary.csv        mean and std of the Dice over seeds, per initialisation and fraction
     <output>/dice_vs_fraction.png
@@ -18,7 +19,10 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
 Tang et al. (CVPR 2022, label-efficiency ablation) report that SSL pretraining helps most when few labels are
 available; here the numbers come from the notebook's evaluation on the held-out cases' original grid.
 A finished run (its ``results.json`` exists) is reused unless ``rerun`` is set, so an interrupted sweep
-continues where it stopped.
+continues where it stopped, but only when it was made with the same notebook parameters and the same encoder:
+beside ``results.json`` each run keeps ``sweep_run.json`` (:func:`run_fingerprint`: its parameters and the SHA-256
+of the encoder it started from); a finished run whose record differs, or that has none, is run again, and the sweep
+says why (:func:`stale_reason`).
 """
 from __future__ import annotations
 
@@ -38,7 +42,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..config import Config
+from ..data.example_data import sha256_of
 from ..finetune.run import resolve_init
+from ..notebooks.precomputed import SWEEP_RUN_PREFIX
 from ..notebooks.progress import ProgressWatcher
 from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters, run_notebook
 from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
@@ -49,6 +55,8 @@ from .finetune_run import run_from_params
 from .intervals import mean_interval
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.experiments.finetune_run
+FINGERPRINT = "sweep_run.json"  # beside a run's results.json: the parameters and encoder it was made with
+PLACE_PARAMS = ("results_json",)  # where a run writes, not what it computes: left out of its fingerprint
 
 
 @dataclass
@@ -85,6 +93,34 @@ class SweepResult:
 
 def run_name(init: str, fraction: float, seed: int) -> str:
     return f"{init}_frac{fraction:g}_seed{seed}"
+
+
+def run_fingerprint(params: Mapping[str, Any], encoder: Path | None) -> dict[str, Any]:
+    """What a run's numbers depend on: its notebook parameters (without :data:`PLACE_PARAMS`) and the SHA-256 of the
+    encoder it starts from (None from scratch). Stored as :data:`FINGERPRINT` beside its ``results.json``."""
+    return {"params": {k: params[k] for k in sorted(params) if k not in PLACE_PARAMS},
+            "encoder_sha256": sha256_of(encoder) if encoder is not None else None}
+
+
+def stale_reason(folder: Path, fingerprint: Mapping[str, Any]) -> str | None:
+    """None when ``folder`` holds a finished run (``results.json``) made with ``fingerprint``; otherwise why it must
+    be run (again), in a few words: not finished, no record, another encoder, or which parameters differ."""
+    if not (folder / "results.json").is_file():
+        return "not run yet"
+    try:
+        stored = json.loads((folder / FINGERPRINT).read_text())
+    except (OSError, ValueError):
+        return f"finished, but without a readable {FINGERPRINT}: cannot tell what it was made with"
+    if not isinstance(stored, dict) or not isinstance(stored.get("params"), dict):
+        return f"finished, but its {FINGERPRINT} is not a sweep record"
+    if stored.get("encoder_sha256") != fingerprint["encoder_sha256"]:
+        return "finished with another encoder (SHA-256 differs)"
+    want, have = json.loads(json.dumps(fingerprint["params"])), stored["params"]  # the JSON view of both
+    changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if changed:
+        return "finished with other parameters: " + ", ".join(
+            f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in changed[:4]) + (" ..." if len(changed) > 4 else "")
+    return None
 
 
 def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
@@ -214,8 +250,21 @@ def _forest(ax: Axes, gain: pd.DataFrame, n_train: int | None, paper: bool) -> N
     ax.set_title("what pretraining buys here", fontsize=10)
 
 
-def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
-    """Run the notebook for every fraction x init x seed; collect, tabulate and plot."""
+@dataclass
+class PlannedRun:
+    """One run of a sweep: its name, folder, the notebook parameters it runs with, its :func:`run_fingerprint`, and
+    why it must run (None: a finished run made with the same fingerprint is reused)."""
+
+    name: str
+    folder: Path
+    params: dict[str, Any]
+    fingerprint: dict[str, Any]
+    why: str | None
+
+
+def plan_sweep(cfg: LabelEfficiencyConfig) -> tuple[Path, Path, list[PlannedRun]]:
+    """``(notebook, output folder, runs)`` of a sweep, checked before any run starts: the notebook and engine, the
+    parameter file, the fractions and inits, every encoder needed (a missing one is an error naming it)."""
     notebook = resolve_path(cfg.notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
@@ -232,47 +281,58 @@ def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
     if not (cfg.fractions and cfg.inits and cfg.seeds):
         raise ValueError("fractions, inits and seeds must each name at least one value")
     out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
-    for init in cfg.inits:  # unknown names, or a missing encoder for runs still to do, fail before any run starts
+    for init in cfg.inits:  # unknown names fail before any run starts
         if init not in ("scratch", "ssl", "official", "auto"):
             raise ValueError(f"inits: {init!r} is not one of scratch, ssl, official, auto")
-        pending = [(f, s) for f in cfg.fractions for s in cfg.seeds
-                   if cfg.rerun or not (out / "runs" / run_name(init, f, s) / "results.json").is_file()]
-        if pending and init != "scratch":
-            resolve_init(init, cfg.pretrained)
+    encoders = {init: resolve_init(init, cfg.pretrained)[1] for init in cfg.inits}
+    plan = []
+    for init in cfg.inits:
+        for fraction in cfg.fractions:
+            for seed in cfg.seeds:
+                name = run_name(init, fraction, seed)
+                folder = out / "runs" / name
+                params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
+                          "run_name": f"{SWEEP_RUN_PREFIX}{name}", "results_json": str(folder / "results.json"),
+                          "show_precomputed": False}
+                if init != "scratch" and cfg.pretrained:
+                    params["pretrained"] = str(resolve_path(cfg.pretrained))
+                fingerprint = run_fingerprint(params, encoders[init])
+                why = "rerun" if cfg.rerun else stale_reason(folder, fingerprint)
+                plan.append(PlannedRun(name, folder, params, fingerprint, why))
+    return notebook, out, plan
+
+
+def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
+    """Run the notebook for every fraction x init x seed (:func:`plan_sweep`; a finished run made with the same
+    parameters and encoder is reused, any other is run again, saying why); collect, tabulate and plot."""
+    notebook, out, plan = plan_sweep(cfg)
     rows, failures = [], []
-    todo = sum(cfg.rerun or not (out / "runs" / run_name(i, f, s) / "results.json").is_file()
-               for i in cfg.inits for f in cfg.fractions for s in cfg.seeds)
+    todo = sum(p.why is not None for p in plan)
     watcher = _watcher(out) if cfg.status and todo else None
     say = watcher.say if watcher is not None else (lambda text: print(text, flush=True))
     done = 0
     with watcher or nullcontext():
-        for init in cfg.inits:
-            for fraction in cfg.fractions:
-                for seed in cfg.seeds:
-                    name = run_name(init, fraction, seed)
-                    folder = out / "runs" / name
-                    result_file = folder / "results.json"
-                    if cfg.rerun or not result_file.is_file():
-                        params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
-                                  "run_name": f"label_efficiency_{name}", "results_json": str(result_file),
-                                  "show_precomputed": False}
-                        if init != "scratch" and cfg.pretrained:
-                            params["pretrained"] = str(resolve_path(cfg.pretrained))
-                        done += 1
-                        label = f"run {done} of {todo}: {name}"
-                        say(f"[label efficiency] {label}")
-                        ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress, watcher,
-                                                      label)
-                        if not ok:
-                            failures.append(error)
-                            say(f"    FAILED: {error}")
-                            continue
-                        say(f"    ok in {seconds:.0f} s")
-                    if not result_file.is_file():
-                        raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
-                    r = json.loads(result_file.read_text())
-                    rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
-                                 **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
+        for run in plan:
+            name, folder, params, fingerprint, why = run.name, run.folder, run.params, run.fingerprint, run.why
+            result_file = folder / "results.json"
+            if why is not None:
+                done += 1
+                label = f"run {done} of {todo}: {name}"
+                say(f"[label efficiency] {label}" + ("" if why in ("not run yet", "rerun") else
+                                                    f" (run again: {why})"))
+                (folder / FINGERPRINT).unlink(missing_ok=True)  # a failed rerun leaves no stale record
+                ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress, watcher, label)
+                if not ok:
+                    failures.append(error)
+                    say(f"    FAILED: {error}")
+                    continue
+                atomic_write_text(json.dumps(fingerprint, indent=1) + "\n", folder / FINGERPRINT)
+                say(f"    ok in {seconds:.0f} s")
+            if not result_file.is_file():
+                raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
+            r = json.loads(result_file.read_text())
+            rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
+                         **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
     if not rows:
         raise RuntimeError("no run of the sweep succeeded:\n" + "\n".join(failures))
     results = pd.DataFrame(rows)

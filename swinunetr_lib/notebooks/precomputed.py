@@ -82,6 +82,7 @@ MAX_UNPACK_BYTES = 20 * 2**30  # default cap on what one unpack writes (--max-gi
 # or the files are nearly all zeros, which pack's runs (checkpoints, CSVs, compressed NIfTI, PNG) never are.
 MAX_UNPACK_RATIO = 1000
 FREE_SPACE_MARGIN = 1 * 2**30  # left free on the destination's file system after unpacking
+SWEEP_RUN_PREFIX = "label_efficiency_"  # notebook 06's sweep names its runs finetune_btcv/<prefix><run>
 MARKER = ".swinunetr_precomputed"  # written by unpack: the archive's SHA-256 and the files it placed (JSON)
 # the temporary folders of an unpack: .<dest>.<pid>.<random>.tmp (being filled), .<dest>.old.<pid>.<random> (replaced)
 _STALE_UNPACK = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?(?P<pid>\d+)\.[a-z0-9_]{8}(?:\.tmp)?$")
@@ -158,6 +159,57 @@ def finished_runs(root: Path | None = None) -> list[str]:
         return []
     return sorted(p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
                   if p.is_dir() and not p.is_symlink() and is_finished(p, root))
+
+
+@dataclasses.dataclass(frozen=True)
+class ShownRun:
+    """A finished run a notebook shows, and whose it is."""
+
+    folder: Path  # the run folder
+    source: str   # "the instructor's precomputed run" or "your run"
+
+    def describe(self) -> str:
+        """``"the instructor's precomputed run finetune_btcv/x (360 steps, feature size 48, init scratch)"``, read
+        from the run's files (``metrics.csv``; ``finetune_meta.json`` or ``pretrain_config.json``)."""
+        facts = []
+        try:
+            steps = [int(line.split(",", 1)[0]) for line in (self.folder / "metrics.csv").read_text().splitlines()[1:]
+                     if line.split(",", 1)[0].isdigit()]
+            facts += [f"{max(steps)} steps"] if steps else []
+        except OSError:
+            pass
+        for name in ("finetune_meta.json", "pretrain_config.json"):
+            try:
+                meta = json.loads((self.folder / name).read_text())
+            except (OSError, ValueError):
+                continue
+            facts += [f"feature size {meta['feature_size']}"] if "feature_size" in meta else []
+            facts += [f"init {meta['init']}"] if "init" in meta else []
+        name = self.folder.name if self.folder.name == "ssl_pretraining" else "/".join(self.folder.parts[-2:])
+        return f"{self.source} {name}" + (f" ({', '.join(facts)})" if facts else "")
+
+
+def choose_run(kind: str, runs: Path | None = None, *, precomputed: bool = True) -> ShownRun | None:
+    """The run a notebook should show for ``kind``: ``"ssl_pretraining"`` (a run with ``checkpoints/last.pt``, the
+    SSL model with its heads) or ``"finetune_btcv"`` (a run with ``model.pt``).
+
+    The instructor's finished run under ``runs/precomputed`` (default ``runs_dir()``) comes first when ``precomputed``;
+    else the attendee's own run under ``runs``. Among several fine-tuning runs, notebook 03's own come before notebook
+    06's sweep runs (``finetune_btcv/label_efficiency_*``: short, small models), then by name."""
+    if kind not in ("ssl_pretraining", "finetune_btcv"):
+        raise ValueError(f"kind={kind!r}: expected 'ssl_pretraining' or 'finetune_btcv'")
+    runs = Path(runs) if runs is not None else runs_dir()
+    need = "checkpoints/last.pt" if kind == "ssl_pretraining" else "model.pt"
+    roots = ([(runs / PRECOMPUTED, "the instructor's precomputed run")] if precomputed else []) + [(runs, "your run")]
+    for root, source in roots:
+        top = root / kind
+        folders = [top] if kind == "ssl_pretraining" else sorted(
+            (p for p in top.glob("*") if p.is_dir()), key=lambda p: (p.name.startswith(SWEEP_RUN_PREFIX), p.name))
+        for folder in folders:
+            finished = is_finished(folder, root) if source != "your run" else True
+            if finished and (folder / need).is_file() and not (folder / LOCK_FILE).exists():
+                return ShownRun(folder, source)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ pack

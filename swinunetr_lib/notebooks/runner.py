@@ -327,12 +327,35 @@ def export_figures(executed: Path, folder: Path) -> list[Path]:
     return written
 
 
+def tagged_view(ipynb: Path, tag: str, out: Path) -> Path:
+    """Write to ``out`` the notebook ``ipynb`` cut down to its setup (every cell up to and including the parameters
+    cell: title, imports, parameters) and the cells tagged ``tag``, in their order; returns ``out``.
+
+    ``tag="precomputed"`` keeps what shows the instructor's precomputed runs and the cheap cells they read (data,
+    views), without the notebook's own training: the view a test executes to check those sections."""
+    import nbformat  # noqa: PLC0415 — Jupyter only; the module runs on GPU machines without it
+
+    nb = nbformat.read(ipynb, as_version=4)
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    if sum("parameters" in t for t in tags) != 1:
+        raise NotebookError(f"{ipynb}: expected exactly one cell tagged 'parameters'")
+    setup = next(i for i, t in enumerate(tags) if "parameters" in t) + 1
+    cells = nb.cells[:setup] + [c for c, t in zip(nb.cells[setup:], tags[setup:], strict=True) if tag in t]
+    if len(cells) == setup:
+        raise NotebookError(f"{ipynb}: no cell tagged {tag!r}")
+    nb.cells = cells
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    return out
+
+
 def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress: bool = True,
-                 watcher: ProgressWatcher | None = None, label: str = "") -> NotebookRun:
+                 watcher: ProgressWatcher | None = None, label: str = "", tag: str = "") -> NotebookRun:
     """Execute one notebook with papermill; the executed copy is ``output_dir/<name>.ipynb``. With ``watcher``, its
     line shows ``label``, the running cell and the training in progress (papermill's own cell bar is then off);
     otherwise ``progress`` shows papermill's bar. The kernel's TCP-without-encryption warning is left out of stderr
-    (:mod:`swinunetr_lib.notebooks.kernel`)."""
+    (:mod:`swinunetr_lib.notebooks.kernel`). With ``tag``, only its :func:`tagged_view` runs (the executed copy is
+    ``output_dir/<name>_<tag>.ipynb``)."""
     import papermill  # noqa: PLC0415 — Jupyter only; the module runs on GPU machines without it
     from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415 — likewise
 
@@ -341,6 +364,9 @@ def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress
     ipynb = check_pair(py)
     output = output_dir / ipynb.name
     output_dir.mkdir(parents=True, exist_ok=True)
+    if tag:
+        output = output_dir / f"{ipynb.stem}_{tag}.ipynb"
+        ipynb = tagged_view(ipynb, tag, output_dir / f".{ipynb.stem}_{tag}.view.ipynb")
     if watcher is not None:
         watcher.set_label(label or py.stem, notebook=output)
     start = time.perf_counter()

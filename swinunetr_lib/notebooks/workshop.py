@@ -7,7 +7,7 @@
 ``$SWINUNETR_EXAMPLES_MIRROR`` when set (a USB stick or a LAN folder holding the TotalSegmentator example
 files), else the cache, else a download; every file is verified by SHA-256 (:mod:`swinunetr_lib.data.example_data`).
 ``check`` downloads nothing and writes nothing: it reads what ``setup`` left and runs one tiny forward and
-backward pass of Swin UNETR (feature size 12, a 32^3 input).
+backward pass of Swin UNETR (feature size 12, a 64×32×32 input).
 """
 from __future__ import annotations
 

@@ -1,0 +1,128 @@
+"""The precomputed path end to end: the instructor's runs (tiny, real) are packed, unpacked into an attendee's fresh
+runs folder, and notebooks 02-06 show them.
+
+Executing the five notebooks whole would train five more runs; each notebook is executed instead as its
+``precomputed`` view (:func:`swinunetr_lib.notebooks.runner.tagged_view`): its imports, its parameters and the cells
+tagged ``precomputed``, i.e. every cell that shows the instructor's runs and the cheap cells they read (the data, the
+views), unchanged. Not covered here: the cells that put the attendee's own run beside the instructor's (they run in
+the smoke notebooks).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.experiments.finetune_run import run_from_params
+from swinunetr_lib.experiments.label_efficiency import FINGERPRINT, LabelEfficiencyConfig, plan_sweep, run_sweep
+from swinunetr_lib.finetune.run import FinetuneConfig, finetune, split_entries
+from swinunetr_lib.infer.evaluation import evaluate
+from swinunetr_lib.notebooks import precomputed as pc
+from swinunetr_lib.notebooks.runner import NOTEBOOK_DIR, load_params_file, notebook_parameters, run_notebook
+from swinunetr_lib.pretrain.run import PretrainConfig, pretrain
+
+SMOKE = NOTEBOOK_DIR.parent / "ci" / "params" / "smoke"
+MSD_TASK = "Task901_PhantomSpleen"
+
+
+def _smoke(stem: str, **more) -> dict:
+    """The notebook's smoke parameters, on the CPU."""
+    py = NOTEBOOK_DIR / f"{stem}.py"
+    cpu = {"device": "cpu"} if "device" in notebook_parameters(py) else {}
+    return {**load_params_file(SMOKE / f"{stem}.yml", py), **cpu, **more}
+
+
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory):
+    """The instructor's runs, made once at the smallest sizes by the library calls the notebooks make, packed and
+    unpacked into an attendee's empty runs folder (``$SWINUNETR_RUNS_DIR``); yields (attendee runs, instructor's)."""
+    root = tmp_path_factory.mktemp("precomputed_e2e")
+    instructor, attendee = root / "instructor", root / "attendee"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWINUNETR_DATA_DIR", str(root / "data"))
+        mp.setenv("SWINUNETR_RUNS_DIR", str(instructor))
+        cohort = build_demo_cohort()
+        pretrain(PretrainConfig(data_manifest=str(cohort.pretrain_manifest),
+                                run_dir=str(instructor / "ssl_pretraining"), roi_size=32, feature_size=12,
+                                batch_size=1, num_samples=2, max_steps=2, warmup_steps=1, device="cpu",
+                                checkpoint_every=2))
+        run_from_params({**notebook_parameters(NOTEBOOK_DIR / "03_finetune_btcv.py"), **_smoke("03_finetune_btcv")})
+        cfg = FinetuneConfig(task=MSD_TASK, data_manifest=str(cohort.msd_manifests[MSD_TASK]),
+                             run_dir=str(instructor / "finetune_msd" / MSD_TASK), init="scratch", spacing=[8.0] * 3,
+                             roi_size=[64, 32, 32], feature_size=12, max_steps=2, val_interval=2, warmup_steps=1,
+                             device="cpu", log_every=1, checkpoint_every=2, progress=False)
+        res = finetune(cfg)
+        evaluate(res.model_path, split_entries(cfg)[1], res.run_dir / "eval", device="cpu")
+        # notebook 06's sweep of one run: notebook 03's run above, adopted with the record run_sweep keeps beside a
+        # finished run, so that run_sweep reuses it (collects, tabulates, plots) instead of training it again
+        (root / "sweep.yml").write_text(yaml.safe_dump(_smoke("03_finetune_btcv")))
+        sweep = LabelEfficiencyConfig(params=str(root / "sweep.yml"), fractions=[1.0], inits=["scratch"], seeds=[0],
+                                      engine="library", status=False)
+        (run,) = plan_sweep(sweep)[2]
+        run.folder.mkdir(parents=True)
+        shutil.copy(instructor / "finetune_btcv" / "scratch_frac1_seed0" / "results.json", run.folder)
+        (run.folder / FINGERPRINT).write_text(json.dumps(run.fingerprint))
+        assert plan_sweep(sweep)[2][0].why is None
+        run_sweep(sweep)
+        archive = pc.pack(instructor, root / "usb" / "demo.precomputed.tar.gz")
+        mp.setenv("SWINUNETR_RUNS_DIR", str(attendee))
+        pc.unpack(archive)
+        yield attendee, instructor
+
+
+def _execute(stem: str, params: dict, out: Path) -> str:
+    """Run the notebook's precomputed view; all its text outputs (stdout, plain and HTML results), joined."""
+    run = run_notebook(NOTEBOOK_DIR / f"{stem}.py", params, out, progress=False, tag="precomputed")
+    assert run.ok, run.error
+    nb = nbformat.read(run.output, as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            texts.append(o.get("text", ""))
+            texts += [o.get("data", {}).get(k, "") for k in ("text/plain", "text/html", "text/markdown")]
+    return "\n".join(texts)
+
+
+def _images(out: Path, stem: str) -> int:
+    return len(list((out / "figures" / stem).glob("*.png")))
+
+
+def test_notebooks_show_the_unpacked_instructor_runs(unpacked, tmp_path):
+    attendee, instructor = unpacked
+    pre = attendee / "precomputed"
+    assert sorted(pc.finished_runs(pre)) == sorted(pc.finished_runs(instructor))
+
+    text = _execute("02_ssl_pretraining", _smoke("02_ssl_pretraining"), tmp_path)
+    assert f"instructor's precomputed run: {pre / 'ssl_pretraining'}" in text
+    assert "L1 inside the boxes: instructor's precomputed run" in text
+    assert _images(tmp_path, "02_ssl_pretraining") >= 3  # views, the instructor's curves and reconstructions
+
+    text = _execute("03_finetune_btcv", _smoke("03_finetune_btcv"), tmp_path)
+    btcv = json.loads((instructor / "finetune_btcv" / "scratch_frac1_seed0" / "results.json").read_text())
+    assert f"instructor's precomputed run: {pre / 'finetune_btcv' / 'scratch_frac1_seed0'}" in text
+    assert f"<td>{btcv['steps']}</td>" in text and "hd95_mm" in text  # its settings and its per-organ table
+    assert _images(tmp_path, "03_finetune_btcv") >= 2  # its curves and its prediction of the held-out case
+
+    text = _execute("04_finetune_msd", _smoke("04_finetune_msd", tasks=[MSD_TASK]), tmp_path)
+    msd = pd.read_csv(instructor / "finetune_msd" / MSD_TASK / "eval" / "summary.csv").set_index("class")
+    assert f"precomputed runs found for ['{MSD_TASK}']" in text
+    assert "eval mean Dice" in text and f"{msd.loc['mean', 'dice']:.6f}" in text  # pandas shows 6 decimals
+
+    text = _execute("05_visualize_3d", _smoke("05_visualize_3d"), tmp_path)
+    assert "reconstructions by the instructor's precomputed run ssl_pretraining (2 steps, feature size 12)" in text
+    # notebook 03's run, not the sweep's label_efficiency_* run beside it
+    assert ("prediction by the instructor's precomputed run finetune_btcv/scratch_frac1_seed0 (2 steps, feature size "
+            "12, init scratch)") in text
+
+    text = _execute("06_label_efficiency", _smoke("06_label_efficiency"), tmp_path)
+    summary = pd.read_csv(instructor / "label_efficiency" / "summary.csv")
+    assert f"precomputed sweep: {pre / 'label_efficiency'}" in text
+    assert "labeled_fraction" in text and _images(tmp_path, "06_label_efficiency") >= 1
+    assert len(summary) == 1 and repr(summary.round(3)) in text  # the table as the notebook shows it
+    assert not (attendee / "finetune_btcv").exists() and not (attendee / "ssl_pretraining").exists()  # nothing trained

@@ -249,7 +249,9 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: i
               say: Callable[[str], None] = print) -> pd.DataFrame:
     """Run the points not finished yet and return the results table (also ``out/results.csv``)."""
     cores = os.cpu_count() or 1
-    threads = threads or (max(1, cores // workers) if workers else min(cores, 2))
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")  # a caller's limit (several sweeps side by side) is kept
+    threads = threads or (int(env_threads) if env_threads.isdigit() and int(env_threads) > 0 else 0) or \
+        (max(1, cores // workers) if workers else min(cores, 2))
     workers = workers or default_workers(threads, cores)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps({"notebook": str(sweep.notebook), "grid": str(sweep.grid_file),
@@ -294,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="runs side by side (default: cores // threads); slurm: the array's parallelism")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch/OpenMP threads per run (default: cores // workers, else min(cores, 2))")
+                        help="torch/OpenMP threads per run (default: $OMP_NUM_THREADS if set, else cores // workers, "
+                             "else min(cores, 2))")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                         help="local processes; slurm: one job array through submitit; submitit-local: the slurm "
                              "path run on this machine (submitit's local executor, for testing)")

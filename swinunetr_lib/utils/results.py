@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from numbers import Real
 from pathlib import Path
 from typing import Any
-
-from .files import atomic_write_text
 
 RESULTS_ENV = "SWINUNETR_RESULTS_JSON"  # the file record() writes; set by the sweep for each run
 
@@ -49,6 +48,24 @@ def _scalar(name: str, value: Any) -> Any:
     raise TypeError(f"record({name!r}, ...): a result is one number, string or bool, not a {type(value).__name__}")
 
 
+def _write_atomically(text: str, path: Path) -> None:
+    """``path`` gets ``text`` whole or not at all (temp file beside it, fsync, rename). Not
+    :func:`swinunetr_lib.utils.files.atomic_write_text`: that module imports torch, and recording a number should
+    not (a toy notebook, a script without torch)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def record(name: str, value: Any) -> Any:
     """Report one scalar result ``name`` = ``value`` of this run; returns ``value`` (so it can wrap an expression).
 
@@ -66,7 +83,7 @@ def record(name: str, value: Any) -> Any:
         except (OSError, json.JSONDecodeError):
             current = {}
         current[name] = _recorded[name]
-        atomic_write_text(json.dumps(current, indent=2), path)
+        _write_atomically(json.dumps(current, indent=2), path)
     return value
 
 

@@ -36,6 +36,7 @@ from swinunetr_lib.experiments.probe import run_probes
 from swinunetr_lib.models.swin_unetr import SSL_EXPORT
 from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
+from swinunetr_lib.utils.results import record
 
 # %% tags=["parameters"]
 fractions: list[float] = [1.0]  # labeled fractions of the training list (paper: 10 %..100 %); demo profile: [0.25, 1.0]
@@ -128,7 +129,8 @@ plan = pd.MultiIndex.from_product([inits, fractions, seeds], names=["init", "lab
 print(f"{len(plan)} fine-tuning runs with {finetune_params or 'notebook 03 defaults'}")
 
 # %% [markdown]
-# A run whose `results.json` exists is reused, so an interrupted sweep continues where it stopped.
+# A finished run is reused (unless its parameters, notebook 03 or the encoder changed), so an interrupted sweep
+# continues where it stopped. The runs go through the sweep verb (`python -m swinunetr_lib.notebooks sweep`).
 
 # %%
 cfg = LabelEfficiencyConfig(params=finetune_params, fractions=fractions, inits=inits, seeds=seeds,
@@ -152,6 +154,8 @@ sweep.results[["init", "labeled_fraction", "seed", "n_train", "steps", "minutes"
 
 # %%
 display(sweep.summary.round(3))
+for row in sweep.summary.itertuples():  # a sweep's results.json: the mean Dice of each setting
+    record(f"mean_dice_{row.init}_frac{row.labeled_fraction:g}", row.mean)
 Image(filename=str(sweep.figure))
 
 # %% [markdown] tags=["exercise"]

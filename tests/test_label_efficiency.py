@@ -77,7 +77,7 @@ def test_recorded_results_name_a_missing_or_broken_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
+def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=1)
@@ -112,8 +112,32 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
 
     # finished runs are reused: the CLI only re-collects (a failure here would be a new notebook run)
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "nowhere"))
+    # (the same encoder: another one would be another ssl run, and rerun it)
     assert main(["--params", str(tmp_path / "params.yml"), "--fractions", "[0.5]", "--inits", "[scratch, ssl]",
-                 "--seeds", "[0]", "--output", str(tmp_path / "le")]) == 0
+                 "--seeds", "[0]", "--pretrained", str(encoder), "--output", str(tmp_path / "le")]) == 0
+    assert "2 runs: 2 finished (skipped), 0 to run" in capsys.readouterr().out
+
+
+def test_the_experiment_is_a_grid_of_cases_with_the_encoder_only_where_used(tmp_path, monkeypatch):
+    """The preset's grid file for the sweep verb: one case per init x fraction x seed, the encoder only in the ssl
+    cases (a new encoder reruns those alone), the old run names, and the library runner for engine=library."""
+    from swinunetr_lib.experiments.label_efficiency import LIBRARY_RUNNER, NOTEBOOK, sweep_grid
+    from swinunetr_lib.notebooks.sweep import load_grid
+    from swinunetr_lib.paths import resolve_path
+
+    encoder = tmp_path / "enc.pt"
+    encoder.write_bytes(b"weights")
+    cfg = LabelEfficiencyConfig(fractions=[0.25, 1.0], inits=["scratch", "ssl"], seeds=[0, 1], pretrained=str(encoder),
+                                engine="library")
+    grid = sweep_grid(cfg, resolve_path(NOTEBOOK))
+    assert len(grid["cases"]) == 8 and grid["runner"] == LIBRARY_RUNNER
+    assert all(("pretrained" in c) == (c["init"] == "ssl") for c in grid["cases"])
+    (tmp_path / "grid.yml").write_text(yaml.safe_dump(grid))
+    points = load_grid(tmp_path / "grid.yml", resolve_path(NOTEBOOK)).points
+    assert [p.name for p in points][:3] == ["scratch_frac0.25_seed0", "scratch_frac0.25_seed1", "scratch_frac1_seed0"]
+    encoder.write_bytes(b"other weights")
+    again = load_grid(tmp_path / "grid.yml", resolve_path(NOTEBOOK)).points
+    assert [a.fingerprint == b.fingerprint for a, b in zip(points, again, strict=True)] == [True] * 4 + [False] * 4
 
 
 def test_unknown_notebook_parameter_is_rejected(tmp_path):

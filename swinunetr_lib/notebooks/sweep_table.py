@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         summary, figure = summarize(args.folder, args.by, args.metric)
-        with pd.option_context("display.width", 160, "display.max_columns", 20):
-            print(summary.drop(columns=["text"]).to_string(index=False))
+        shown = summary.drop(columns=["mean", "ci_low", "ci_high"]).rename(columns={"text": "mean (95 % t interval)"})
+        with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_colwidth", 80):
+            print(shown.to_string(index=False))
+        if (summary["n"] < 2).any():
+            print("n = 1: one run, no interval (ci_low/ci_high are empty in summary.csv)")
         print(f"summary: {args.folder / 'summary.csv'}; figure: {figure}")
         return 0
 

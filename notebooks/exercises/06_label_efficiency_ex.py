@@ -40,6 +40,7 @@ from swinunetr_lib.experiments.label_efficiency import (
 from swinunetr_lib.experiments.probe import run_probes
 from swinunetr_lib.models.swin_unetr import SSL_EXPORT
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.sweep_table import summarize as summarize_sweep
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
 from swinunetr_lib.utils.results import record
 
@@ -165,6 +166,20 @@ Image(filename=str(sweep.figure))
 # %% tags=["stub"]
 # Exercise 2: your code here
 diff = None
+
+# %% [markdown]
+# ### Reading a sweep
+# The runs above went through the sweep verb (`python -m swinunetr_lib.notebooks sweep`; README, "A sweep on a
+# laptop, the same sweep on a cluster"): `results.csv` holds one row per run (its parameters, what notebook 03
+# recorded with `record(...)`, seconds, status), and `sweep summarize` groups the runs: the mean, its 95 % t interval
+# and n. A group of one run has no interval, and says so.
+
+# %%
+table = pd.read_csv(sweep.output / "results.csv")
+display(table[["run", "init", "labeled_fraction", "seed", "mean_dice", "seconds", "status"]])
+grouped, grouped_figure = summarize_sweep(sweep.output, by=["init", "labeled_fraction"], metric="mean_dice")
+display(grouped[["init", "labeled_fraction", "n", "text"]])
+Image(filename=str(grouped_figure))
 
 # %% [markdown]
 # ## 4 · The instructor's finished sweep

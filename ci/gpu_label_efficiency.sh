@@ -2,7 +2,7 @@
 # The label-efficiency experiment at the paper's feature size on one lent GPU machine (issue #14, item 1), in one
 # call under BUDGET_S (default 540 s, so `run` with timeout_s=600 leaves a margin). Each part has its own time limit;
 # every part is resumable, so the same command run again reuses what finished (pretraining resumes from its last
-# checkpoint, the sweep skips runs whose results.json exists).
+# checkpoint, the sweep skips runs that finished with the same parameters and encoder).
 #   1. the cohort of `make experiment` (4 + 3 labeled phantoms at 6 mm, 96 unlabeled) in runs/exp/cohort, unless it
 #      is there already (carry it: 16 MB)
 #   2. pretraining at feature 48 (beside the scratch half of the sweep): 32^3 sub-volumes, 16 views per step (batch 4 x 2 crops x 2 views), 1,000 steps,
@@ -89,7 +89,7 @@ echo "== pretraining (limit $(limit 200) s)"
 echo "== sweep from the SSL encoder, ${#seeds[@]} processes"
 sweep ssl
 for i in "${!pids[@]}"; do
-  wait "${pids[$i]}"; echo "sweep ${names[$i]}: rc=$?"; grep -E "ok in|FAILED" "$exp/sweep_${names[$i]}.log"
+  wait "${pids[$i]}"; echo "sweep ${names[$i]}: rc=$?"; grep -E "ok in|failed" "$exp/sweep_${names[$i]}.log"
 done
 all_seeds=$(IFS=,; echo "[${seeds[*]}]")
 echo "== collecting (limit $(limit 40) s)"

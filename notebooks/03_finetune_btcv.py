@@ -37,11 +37,12 @@ from IPython.display import display
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from swinunetr_lib.experiments.baselines import add_baselines, all_background_dice
-from swinunetr_lib.experiments.finetune_run import notebook_config, results_record, write_results
+from swinunetr_lib.experiments.finetune_run import notebook_config, results_record, sweep_results, write_results
 from swinunetr_lib.finetune.run import finetune, split_entries
 from swinunetr_lib.infer.evaluation import evaluate, load_label, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import resolve_path, runs_dir
+from swinunetr_lib.utils.results import record
 from swinunetr_lib.viz.curves import plot_learning_curves
 from swinunetr_lib.viz.figures import new_figure, plot_prediction_vs_truth
 
@@ -270,6 +271,8 @@ organs.sort_values("dice").round(3)
 # %%
 results = results_record(cfg, result, table)
 write_results(results, cfg, results_json)
+for name, value in sweep_results(results).items():  # the same numbers into a sweep's results.json
+    record(name, value)
 pd.Series({k: v for k, v in results.items() if k != "dice_per_class"}).to_frame("value")
 
 # %% [markdown]

@@ -28,6 +28,7 @@ from swinunetr_lib.finetune.task_presets import get_preset, msd_tasks
 from swinunetr_lib.infer.evaluation import evaluate, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
+from swinunetr_lib.utils.results import record
 from swinunetr_lib.viz.curves import plot_learning_curves
 
 # %% tags=["parameters"]
@@ -141,6 +142,8 @@ pd.DataFrame({t: {"channels": get_preset(t).in_channels, "steps": r.fit.step, "m
 # %%
 tables = {t: summarize(evaluate(r.model_path, split_entries(configs[t])[1], r.run_dir / "eval", device=device))
           for t, r in results.items()}
+for t, table in tables.items():  # a sweep's results.json
+    record(f"{t}_mean_dice", table.loc["mean", "dice"])
 pd.concat(tables, names=["task", "class"]).round(3)
 
 # %% [markdown]

@@ -1,15 +1,11 @@
 """Label-efficiency sweep end to end at smoke size: papermill runs notebook 03 per setting."""
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pandas as pd
 import pytest
 import yaml
 from test_finetune import make_tiny_cohort
 
-from swinunetr_lib.experiments import label_efficiency as le
 from swinunetr_lib.experiments.label_efficiency import (
     RECORDED,
     LabelEfficiencyConfig,
@@ -81,7 +77,7 @@ def test_recorded_results_name_a_missing_or_broken_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
+def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
     manifest = make_tiny_cohort(tmp_path / "cohort", n_train=2, n_val=1)
@@ -116,8 +112,32 @@ def test_sweep_runs_notebook_per_setting_and_collects(tmp_path, monkeypatch):
 
     # finished runs are reused: the CLI only re-collects (a failure here would be a new notebook run)
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "nowhere"))
+    # (the same encoder: another one would be another ssl run, and rerun it)
     assert main(["--params", str(tmp_path / "params.yml"), "--fractions", "[0.5]", "--inits", "[scratch, ssl]",
                  "--seeds", "[0]", "--pretrained", str(encoder), "--output", str(tmp_path / "le")]) == 0
+    assert "2 runs: 2 finished (skipped), 0 to run" in capsys.readouterr().out
+
+
+def test_the_experiment_is_a_grid_of_cases_with_the_encoder_only_where_used(tmp_path, monkeypatch):
+    """The preset's grid file for the sweep verb: one case per init x fraction x seed, the encoder only in the ssl
+    cases (a new encoder reruns those alone), the old run names, and the library runner for engine=library."""
+    from swinunetr_lib.experiments.label_efficiency import LIBRARY_RUNNER, NOTEBOOK, sweep_grid
+    from swinunetr_lib.notebooks.sweep import load_grid
+    from swinunetr_lib.paths import resolve_path
+
+    encoder = tmp_path / "enc.pt"
+    encoder.write_bytes(b"weights")
+    cfg = LabelEfficiencyConfig(fractions=[0.25, 1.0], inits=["scratch", "ssl"], seeds=[0, 1], pretrained=str(encoder),
+                                engine="library")
+    grid = sweep_grid(cfg, resolve_path(NOTEBOOK))
+    assert len(grid["cases"]) == 8 and grid["runner"] == LIBRARY_RUNNER
+    assert all(("pretrained" in c) == (c["init"] == "ssl") for c in grid["cases"])
+    (tmp_path / "grid.yml").write_text(yaml.safe_dump(grid))
+    points = load_grid(tmp_path / "grid.yml", resolve_path(NOTEBOOK)).points
+    assert [p.name for p in points][:3] == ["scratch_frac0.25_seed0", "scratch_frac0.25_seed1", "scratch_frac1_seed0"]
+    encoder.write_bytes(b"other weights")
+    again = load_grid(tmp_path / "grid.yml", resolve_path(NOTEBOOK)).points
+    assert [a.fingerprint == b.fingerprint for a, b in zip(points, again, strict=True)] == [True] * 4 + [False] * 4
 
 
 def test_unknown_notebook_parameter_is_rejected(tmp_path):
@@ -150,45 +170,3 @@ def test_the_recorded_readme_states_the_intervals_its_results_give():
         g = gain.loc[setting]
         expected = [g["mean"], g["ci_low"], g["ci_high"], g["smallest_detectable"]]
         assert numbers[-4:] == pytest.approx(expected, abs=5e-4), (label, numbers, expected)
-
-
-def test_a_finished_run_is_reused_only_with_the_same_parameters_and_encoder(tmp_path, monkeypatch, capsys):
-    """Issue #26: a run whose parameters or encoder changed since it finished is run again, and the sweep says why."""
-    monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
-    trained = []
-
-    def fake_run(engine, notebook, params, folder, progress, watcher=None, label=""):
-        trained.append((params["init"], params.get("max_steps")))
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps({"init": params["init"], "labeled_fraction": 1.0, "seed": 0,
-                                                         "n_train": 1, "mean_dice": 0.5}))
-        return True, 0.0, ""
-
-    monkeypatch.setattr(le, "_run_one", fake_run)
-    encoder = tmp_path / "enc.pt"
-    encoder.write_bytes(b"encoder one")
-    (tmp_path / "p.yml").write_text("max_steps: 3\n")
-
-    def sweep(**kw):
-        cfg = dict(params=str(tmp_path / "p.yml"), fractions=[1.0], inits=["scratch", "ssl"], seeds=[0],
-                   pretrained=str(encoder), output=str(tmp_path / "le"), status=False)
-        return run_sweep(LabelEfficiencyConfig(**{**cfg, **kw}))
-
-    sweep()
-    assert trained == [("scratch", 3), ("ssl", 3)]
-    record = json.loads((tmp_path / "le" / "runs" / "ssl_frac1_seed0" / le.FINGERPRINT).read_text())
-    assert record["params"]["max_steps"] == 3 and record["encoder_sha256"] == hashlib.sha256(b"encoder one").hexdigest()
-    capsys.readouterr()
-    sweep()  # the same: both reused
-    assert len(trained) == 2 and "run again" not in capsys.readouterr().out
-    encoder.write_bytes(b"encoder two")  # notebook 02 exported another encoder: only the ssl run is stale
-    sweep()
-    assert trained[2:] == [("ssl", 3)]
-    assert "ssl_frac1_seed0 (run again: finished with another encoder (SHA-256 differs))" in capsys.readouterr().out
-    (tmp_path / "p.yml").write_text("max_steps: 4\n")  # other parameters: both are stale
-    sweep()
-    assert trained[3:] == [("scratch", 4), ("ssl", 4)]
-    assert "finished with other parameters: max_steps 3 -> 4" in capsys.readouterr().out
-    (tmp_path / "le" / "runs" / "scratch_frac1_seed0" / le.FINGERPRINT).unlink()  # finished before records existed
-    sweep()
-    assert trained[5:] == [("scratch", 4)] and "cannot tell what it was made with" in capsys.readouterr().out

@@ -14,7 +14,6 @@ import jupytext
 import pytest
 import torch
 
-from swinunetr_lib.experiments import label_efficiency as le
 from swinunetr_lib.notebooks.estimates import (
     CALIBRATIONS,
     REFERENCE,
@@ -174,33 +173,6 @@ def test_runner_kernel_warning_filtered_and_stderr_kept(tmp_path, capfd):
     assert TCP_WARNING not in err
     assert "toy warning on the kernel stderr\n" in err  # the kernel's other stderr lines pass through
     assert "done 1" in (tmp_path / "out" / "00_toy.ipynb").read_text()
-
-
-def test_label_efficiency_sweep_shows_run_k_of_n(tmp_path, monkeypatch):
-    """The sweep's progress line: "run k of n" and the current run's step, through the same watcher."""
-    monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "runs"))
-    seen = []
-
-    def fake_run_notebook(notebook, params, folder, *, progress, watcher, label):
-        watcher.set_label(label, notebook=folder / "03_finetune_btcv.ipynb")
-        run_dir = tmp_path / "runs" / "finetune_btcv" / params["run_name"]
-        run_dir.mkdir(parents=True)
-        (run_dir / "fit_plan.json").write_text(json.dumps({"end_step": 8}))
-        (run_dir / "metrics.csv").write_text("step,loss,lr,sec_per_step\n2,0.9,0.001,1.5\n")
-        seen.append(watcher.status())
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "results.json").write_text(json.dumps({"init": params["init"], "seed": params["seed"],
-                                                         "labeled_fraction": params["labeled_fraction"],
-                                                         "mean_dice": 0.5, "n_train": 4}))
-        return NotebookRun(notebook.name, True, 0.1, folder / "03_finetune_btcv.ipynb")
-
-    monkeypatch.setattr(le, "run_notebook", fake_run_notebook)
-    cfg = le.LabelEfficiencyConfig(fractions=[0.5, 1.0], inits=["scratch"], seeds=[0], output=str(tmp_path / "out"))
-    result = le.run_sweep(cfg)
-    assert len(result.results) == 2
-    assert re.match(r"run 1 of 2: scratch_frac0\.5_seed0 \| finetune_btcv/label_efficiency_scratch_frac0\.5_seed0: "
-                    r"step 2/8, loss 0\.9, 1\.50 s/step, ~\d+ s left$", seen[0]), seen
-    assert seen[1].startswith("run 2 of 2: scratch_frac1_seed0 | finetune_btcv/label_efficiency_scratch_frac1_seed0:")
 
 
 def test_quick_tier_says_so_at_start_and_end(tmp_path, capsys):

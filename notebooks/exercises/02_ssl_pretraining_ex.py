@@ -57,6 +57,7 @@ from swinunetr_lib.pretrain.transforms import (
 )
 from swinunetr_lib.utils.device import resolve_device
 from swinunetr_lib.utils.files import safe_torch_load
+from swinunetr_lib.utils.results import record
 from swinunetr_lib.viz.curves import plot_learning_curves
 from swinunetr_lib.viz.figures import SCALED_SOFT_TISSUE, new_figure, plot_ssl_panels
 
@@ -258,6 +259,8 @@ cfg = PretrainConfig(data_manifest=data_manifest, run_dir=str(run_dir), device=d
                      contrastive_negatives=contrastive_negatives, decoder=decoder)
 result = pretrain(cfg)
 print(f"{result.fit.step} steps; last loss {result.fit.metrics['loss']:.3f}; checkpoint {result.fit.last_checkpoint}")
+record("steps", result.fit.step)  # a sweep's results.json (swinunetr_lib.utils.results)
+record("final_loss", result.fit.metrics["loss"])
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 2.** Before looking at the curves: this run contrasts `batch_size * num_samples` sub-volumes per

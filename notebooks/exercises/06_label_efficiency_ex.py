@@ -40,7 +40,9 @@ from swinunetr_lib.experiments.label_efficiency import (
 from swinunetr_lib.experiments.probe import run_probes
 from swinunetr_lib.models.swin_unetr import SSL_EXPORT
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.sweep_table import summarize as summarize_sweep
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
+from swinunetr_lib.utils.results import record
 
 # %% tags=["parameters"]
 fractions: list[float] = [1.0]  # labeled fractions of the training list (paper: 10 %..100 %); demo profile: [0.25, 1.0]
@@ -128,8 +130,9 @@ print(f"{len(plan)} fine-tuning runs with {finetune_params or 'notebook 03 defau
 
 # %% [markdown]
 # A finished run is reused, so an interrupted sweep continues where it stopped, but only if it was made with the
-# same parameters and the same encoder (recorded beside it in `sweep_run.json`): after notebook 02 has exported a new
-# encoder, or with other `finetune_params`, the run is made again and its line says why.
+# same parameters, the same notebook 03 and the same encoder: after notebook 02 has exported a new encoder, or with
+# other `finetune_params`, the run is made again and the sweep says so. The runs go through the sweep verb
+# (`python -m swinunetr_lib.notebooks sweep`).
 
 # %%
 cfg = LabelEfficiencyConfig(params=finetune_params, fractions=fractions, inits=inits, seeds=seeds,
@@ -153,6 +156,8 @@ sweep.results[["init", "labeled_fraction", "seed", "n_train", "steps", "minutes"
 
 # %%
 display(sweep.summary.round(3))
+for row in sweep.summary.itertuples():  # a sweep's results.json: the mean Dice of each setting
+    record(f"mean_dice_{row.init}_frac{row.labeled_fraction:g}", row.mean)
 Image(filename=str(sweep.figure))
 
 # %% [markdown] tags=["exercise"]
@@ -163,6 +168,20 @@ Image(filename=str(sweep.figure))
 # %% tags=["stub"]
 # Exercise 2: your code here
 diff = None
+
+# %% [markdown]
+# ### Reading a sweep
+# The runs above went through the sweep verb (`python -m swinunetr_lib.notebooks sweep`; README, "A sweep on a
+# laptop, the same sweep on a cluster"): `results.csv` holds one row per run (its parameters, what notebook 03
+# recorded with `record(...)`, seconds, status), and `sweep summarize` groups the runs: the mean, its 95 % t interval
+# and n. A group of one run has no interval, and says so.
+
+# %%
+table = pd.read_csv(sweep.output / "results.csv")
+display(table[["run", "init", "labeled_fraction", "seed", "mean_dice", "seconds", "status"]])
+grouped, grouped_figure = summarize_sweep(sweep.output, by=["init", "labeled_fraction"], metric="mean_dice")
+display(grouped[["init", "labeled_fraction", "n", "text"]])
+Image(filename=str(grouped_figure))
 
 # %% [markdown]
 # ## 4 · The instructor's finished sweep

@@ -80,3 +80,15 @@ def run_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     record = results_record(cfg, result, summarize(scores))
     write_results(record, cfg, params.get("results_json", ""))
     return record
+
+
+def run_for_sweep(params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`run_from_params` as the sweep's library runner (``runner:`` of a grid file, the label-efficiency
+    experiment's ``engine=library``): returns the scalars notebook 03 records (:func:`sweep_results`)."""
+    return sweep_results(run_from_params(params))
+
+
+def sweep_results(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's record as scalar results for a sweep's table: each class's Dice as ``dice_<class>``; no folder."""
+    flat = {k: v for k, v in record.items() if k not in ("dice_per_class", "run_dir")}
+    return {**flat, **{f"dice_{name}": dice for name, dice in record.get("dice_per_class", {}).items()}}

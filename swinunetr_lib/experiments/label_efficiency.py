@@ -1,12 +1,13 @@
 """Label-efficiency experiment: fine-tuning Dice versus the fraction of labeled data (as in the paper's ablation).
 
-One command runs notebook ``03_finetune_btcv`` through papermill for every labeled fraction x
-initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and writes one folder::
+A preset of the sweep verb (``python -m swinunetr_lib.notebooks sweep``, :mod:`swinunetr_lib.notebooks.sweep`): it
+writes the grid of notebook ``03_finetune_btcv`` over labeled fraction x initialisation (scratch / SSL) x seed as
+``<output>/grid.yml`` and runs it, so there is one way to run experiments::
 
+    <output>/grid.yml                                     the grid (rerun it with the sweep verb directly)
     <output>/runs/<init>_frac<f>_seed<s>/03_finetune_btcv.ipynb   executed notebook of each run
-    <output>/runs/<init>_frac<f>_seed<s>/results.json             its numbers
-    <output>/runs/<init>_frac<f>_seed<s>/sweep_run.json           what they depend on (parameters, encoder SHA-256)
-    <output>/results.csv        one row per run
+    <output>/runs/<init>_frac<f>_seed<s>/results.json             what it recorded (swinunetr_lib.utils.results)
+    <output>/results.csv        one row per run (the sweep's table)
     <output>/summary.csv        mean and std of the Dice over seeds, per initialisation and fraction
     <output>/dice_vs_fraction.png
 
@@ -14,49 +15,38 @@ initialisation (scratch / SSL) x seed, collects each run's ``results.json``, and
 
     python -m swinunetr_lib.experiments.label_efficiency \\
         --params ci/params/label_efficiency/demo_03_finetune_btcv.yml \\
-        --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]"
+        --fractions "[0.1, 0.5, 1.0]" --inits "[scratch, ssl]" --seeds "[0, 1]" --workers 2
 
 Tang et al. (CVPR 2022, label-efficiency ablation) report that SSL pretraining helps most when few labels are
 available; here the numbers come from the notebook's evaluation on the held-out cases' original grid.
-A finished run (its ``results.json`` exists) is reused unless ``rerun`` is set, so an interrupted sweep
-continues where it stopped, but only when it was made with the same notebook parameters and the same encoder:
-beside ``results.json`` each run keeps ``sweep_run.json`` (:func:`run_fingerprint`: its parameters and the SHA-256
-of the encoder it started from); a finished run whose record differs, or that has none, is run again, and the sweep
-says why (:func:`stale_reason`).
+A finished run is reused unless ``rerun`` is set (or its parameters, the notebook or an input file such as the
+encoder changed), so an interrupted sweep continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..config import Config
-from ..data.example_data import sha256_of
 from ..finetune.run import resolve_init
-from ..notebooks.precomputed import SWEEP_RUN_PREFIX
-from ..notebooks.progress import ProgressWatcher
-from ..notebooks.runner import NotebookError, load_params_file, notebook_parameters, run_notebook
+from ..notebooks import sweep
+from ..notebooks.runner import load_params_file
 from ..paths import REPO_ROOT, absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
 from ..viz.figures import new_figure
-from .finetune_run import run_from_params
 from .intervals import mean_interval
 
 NOTEBOOK = "notebooks/03_finetune_btcv.py"  # its steps without Jupyter: swinunetr_lib.experiments.finetune_run
-FINGERPRINT = "sweep_run.json"  # beside a run's results.json: the parameters and encoder it was made with
-PLACE_PARAMS = ("results_json",)  # where a run writes, not what it computes: left out of its fingerprint
 
 
 @dataclass
@@ -73,13 +63,12 @@ class LabelEfficiencyConfig(Config):
     output: str = ""                     # results folder; "" = runs_dir()/label_efficiency
     notebook: str = NOTEBOOK             # fine-tuning notebook run (through papermill) for each setting
     engine: str = "notebook"             # notebook: each run executes the notebook through papermill (its executed copy
-                                         # kept); library: the same steps called in this process
+                                         # kept); library: the same steps called in the run's process
                                          # (swinunetr_lib.experiments.finetune_run; notebook 03 only), for machines
                                          # without Jupyter
-    rerun: bool = False                  # rerun runs whose results.json already exists
-    progress: bool = False               # show papermill's per-cell progress bar (when status is off)
-    status: bool = True                  # one progress line: run k of n, its cell, step, loss and time left
-                                         # (swinunetr_lib.notebooks.progress); never inside a notebook's kernel
+    rerun: bool = False                  # rerun runs that already finished (a changed parameter, notebook or
+                                         # encoder reruns its runs anyway)
+    workers: int = 1                     # runs side by side (local processes; the sweep's --workers)
 
 
 @dataclass
@@ -93,34 +82,6 @@ class SweepResult:
 
 def run_name(init: str, fraction: float, seed: int) -> str:
     return f"{init}_frac{fraction:g}_seed{seed}"
-
-
-def run_fingerprint(params: Mapping[str, Any], encoder: Path | None) -> dict[str, Any]:
-    """What a run's numbers depend on: its notebook parameters (without :data:`PLACE_PARAMS`) and the SHA-256 of the
-    encoder it starts from (None from scratch). Stored as :data:`FINGERPRINT` beside its ``results.json``."""
-    return {"params": {k: params[k] for k in sorted(params) if k not in PLACE_PARAMS},
-            "encoder_sha256": sha256_of(encoder) if encoder is not None else None}
-
-
-def stale_reason(folder: Path, fingerprint: Mapping[str, Any]) -> str | None:
-    """None when ``folder`` holds a finished run (``results.json``) made with ``fingerprint``; otherwise why it must
-    be run (again), in a few words: not finished, no record, another encoder, or which parameters differ."""
-    if not (folder / "results.json").is_file():
-        return "not run yet"
-    try:
-        stored = json.loads((folder / FINGERPRINT).read_text())
-    except (OSError, ValueError):
-        return f"finished, but without a readable {FINGERPRINT}: cannot tell what it was made with"
-    if not isinstance(stored, dict) or not isinstance(stored.get("params"), dict):
-        return f"finished, but its {FINGERPRINT} is not a sweep record"
-    if stored.get("encoder_sha256") != fingerprint["encoder_sha256"]:
-        return "finished with another encoder (SHA-256 differs)"
-    want, have = json.loads(json.dumps(fingerprint["params"])), stored["params"]  # the JSON view of both
-    changed = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if changed:
-        return "finished with other parameters: " + ", ".join(
-            f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in changed[:4]) + (" ..." if len(changed) > 4 else "")
-    return None
 
 
 def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
@@ -250,21 +211,30 @@ def _forest(ax: Axes, gain: pd.DataFrame, n_train: int | None, paper: bool) -> N
     ax.set_title("what pretraining buys here", fontsize=10)
 
 
-@dataclass
-class PlannedRun:
-    """One run of a sweep: its name, folder, the notebook parameters it runs with, its :func:`run_fingerprint`, and
-    why it must run (None: a finished run made with the same fingerprint is reused)."""
-
-    name: str
-    folder: Path
-    params: dict[str, Any]
-    fingerprint: dict[str, Any]
-    why: str | None
+LIBRARY_RUNNER = "swinunetr_lib.experiments.finetune_run:run_for_sweep"  # engine=library: notebook 03's steps
 
 
-def plan_sweep(cfg: LabelEfficiencyConfig) -> tuple[Path, Path, list[PlannedRun]]:
-    """``(notebook, output folder, runs)`` of a sweep, checked before any run starts: the notebook and engine, the
-    parameter file, the fractions and inits, every encoder needed (a missing one is an error naming it)."""
+def sweep_grid(cfg: LabelEfficiencyConfig, notebook: Path) -> dict[str, Any]:
+    """The grid file of the experiment (for :mod:`swinunetr_lib.notebooks.sweep`): the base parameters file, one case
+    per init x fraction x seed (the encoder only where an init uses one, so a new encoder reruns only those), the
+    run names of earlier versions, and the library runner for ``engine=library``."""
+    base = {"show_precomputed": False}
+    cases = []
+    for init in cfg.inits:
+        path = None if init == "scratch" else resolve_init(init, cfg.pretrained)[1]  # a missing encoder: an error
+        encoder = {"pretrained": str(path)} if path else {}
+        cases += [{"init": init, "labeled_fraction": float(f), "seed": int(s), **encoder}
+                  for f in cfg.fractions for s in cfg.seeds]
+    grid: dict[str, Any] = {"base": base, "cases": cases, "name": "{init}_frac{labeled_fraction:g}_seed{seed}"}
+    if cfg.params:
+        grid["base_file"] = str(resolve_path(cfg.params))
+    if cfg.engine == "library":
+        grid["runner"] = LIBRARY_RUNNER
+    return grid
+
+
+def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
+    """Run the notebook for every fraction x init x seed through the sweep verb; collect, tabulate and plot."""
     notebook = resolve_path(cfg.notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
@@ -272,107 +242,33 @@ def plan_sweep(cfg: LabelEfficiencyConfig) -> tuple[Path, Path, list[PlannedRun]
         raise ValueError(f"engine={cfg.engine!r} must be 'notebook' or 'library'")
     if cfg.engine == "library" and notebook != resolve_path(NOTEBOOK):
         raise ValueError(f"engine=library runs the steps of {NOTEBOOK} only, not {notebook}")
-    base: dict[str, Any] = load_params_file(resolve_path(cfg.params), notebook) if cfg.params else {}
-    if cfg.engine == "library":  # papermill fills in the notebook's defaults itself; the library engine needs them all
-        base = {**notebook_parameters(notebook), **base}
+    if cfg.params:
+        load_params_file(resolve_path(cfg.params), notebook)  # its errors name the parameter file
     for f in cfg.fractions:
         if not 0 < f <= 1:
             raise ValueError(f"fraction {f} is not in (0, 1]")
     if not (cfg.fractions and cfg.inits and cfg.seeds):
         raise ValueError("fractions, inits and seeds must each name at least one value")
-    out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
-    for init in cfg.inits:  # unknown names fail before any run starts
+    for init in cfg.inits:  # unknown names, or a missing encoder, fail before anything is written
         if init not in ("scratch", "ssl", "official", "auto"):
             raise ValueError(f"inits: {init!r} is not one of scratch, ssl, official, auto")
-    encoders = {init: resolve_init(init, cfg.pretrained)[1] for init in cfg.inits}
-    plan = []
-    for init in cfg.inits:
-        for fraction in cfg.fractions:
-            for seed in cfg.seeds:
-                name = run_name(init, fraction, seed)
-                folder = out / "runs" / name
-                params = {**base, "init": init, "labeled_fraction": float(fraction), "seed": int(seed),
-                          "run_name": f"{SWEEP_RUN_PREFIX}{name}", "results_json": str(folder / "results.json"),
-                          "show_precomputed": False}
-                if init != "scratch" and cfg.pretrained:
-                    params["pretrained"] = str(resolve_path(cfg.pretrained))
-                fingerprint = run_fingerprint(params, encoders[init])
-                why = "rerun" if cfg.rerun else stale_reason(folder, fingerprint)
-                plan.append(PlannedRun(name, folder, params, fingerprint, why))
-    return notebook, out, plan
-
-
-def run_sweep(cfg: LabelEfficiencyConfig) -> SweepResult:
-    """Run the notebook for every fraction x init x seed (:func:`plan_sweep`; a finished run made with the same
-    parameters and encoder is reused, any other is run again, saying why); collect, tabulate and plot."""
-    notebook, out, plan = plan_sweep(cfg)
-    rows, failures = [], []
-    todo = sum(p.why is not None for p in plan)
-    watcher = _watcher(out) if cfg.status and todo else None
-    say = watcher.say if watcher is not None else (lambda text: print(text, flush=True))
-    done = 0
-    with watcher or nullcontext():
-        for run in plan:
-            name, folder, params, fingerprint, why = run.name, run.folder, run.params, run.fingerprint, run.why
-            result_file = folder / "results.json"
-            if why is not None:
-                done += 1
-                label = f"run {done} of {todo}: {name}"
-                say(f"[label efficiency] {label}" + ("" if why in ("not run yet", "rerun") else
-                                                    f" (run again: {why})"))
-                (folder / FINGERPRINT).unlink(missing_ok=True)  # a failed rerun leaves no stale record
-                ok, seconds, error = _run_one(cfg.engine, notebook, params, folder, cfg.progress, watcher, label)
-                if not ok:
-                    failures.append(error)
-                    say(f"    FAILED: {error}")
-                    continue
-                atomic_write_text(json.dumps(fingerprint, indent=1) + "\n", folder / FINGERPRINT)
-                say(f"    ok in {seconds:.0f} s")
-            if not result_file.is_file():
-                raise NotebookError(f"{notebook.name} ran for {name} but wrote no {result_file}")
-            r = json.loads(result_file.read_text())
-            rows.append({"run": name, **{k: v for k, v in r.items() if k != "dice_per_class"},
-                         **{f"dice_{k}": v for k, v in r.get("dice_per_class", {}).items()}})
-    if not rows:
+    grid = sweep_grid(cfg, notebook)
+    out = resolve_path(cfg.output) if cfg.output else runs_dir() / "label_efficiency"
+    out.mkdir(parents=True, exist_ok=True)
+    grid_file = atomic_write_text(yaml.safe_dump(grid, sort_keys=False), out / "grid.yml")
+    print(f"[label efficiency] the same sweep: python -m swinunetr_lib.notebooks sweep {cfg.notebook} "
+          f"--grid {grid_file} --out {out}", flush=True)
+    table = sweep.run_sweep(sweep.load_grid(grid_file, notebook), out, workers=cfg.workers, rerun=cfg.rerun,
+                            say=lambda text: print(f"[label efficiency] {text}", flush=True))
+    failures = [f"{r.run}: {r.error}" for r in table.itertuples() if r.status != "ok"]
+    results = table[table["status"] == "ok"].reset_index(drop=True)
+    if results.empty:
         raise RuntimeError("no run of the sweep succeeded:\n" + "\n".join(failures))
-    results = pd.DataFrame(rows)
     summary = summarize_runs(results)
-    atomic_write_text(results.to_csv(index=False), out / "results.csv")
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
     figure = out / "dice_vs_fraction.png"
     plot_label_efficiency(results, figure)  # pyplot-free: nothing to close
     return SweepResult(out, results, summary, figure, failures)
-
-
-def _watcher(out: Path) -> ProgressWatcher | None:
-    """The progress line of a sweep on ``runs_dir()`` (where notebook 03 puts each run's folder) and ``out``; None
-    inside a notebook's kernel (notebook 06), whose output is the notebook, not a terminal."""
-    ipython = sys.modules.get("IPython")  # imported by papermill too: a kernel is running only if its shell has one
-    shell = ipython.get_ipython() if ipython is not None else None
-    if getattr(shell, "kernel", None) is not None:
-        return None
-    roots = [runs_dir()]
-    if not out.resolve().is_relative_to(roots[0].resolve()):
-        roots.append(out)
-    return ProgressWatcher(roots)
-
-
-def _run_one(engine: str, notebook: Path, params: dict[str, Any], folder: Path, progress: bool,
-             watcher: ProgressWatcher | None = None, label: str = "") -> tuple[bool, float, str]:
-    """One run of the sweep: (ok, seconds, error). ``notebook``: papermill executes the notebook into ``folder``;
-    ``library``: :func:`swinunetr_lib.experiments.finetune_run.run_from_params` (``params`` then hold every
-    parameter). ``watcher``: the sweep's progress line, labelled ``label`` for this run."""
-    if engine == "notebook":
-        run = run_notebook(notebook, params, folder, progress=progress, watcher=watcher, label=label)
-        return run.ok, run.seconds, run.error
-    if watcher is not None:
-        watcher.set_label(label)
-    tic = time.perf_counter()
-    try:
-        run_from_params(params)
-    except Exception as err:  # a failed run is reported and the sweep goes on, as with papermill
-        return False, time.perf_counter() - tic, f"{folder.name}: {type(err).__name__}: {err}"
-    return True, time.perf_counter() - tic, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

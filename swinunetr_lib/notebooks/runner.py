@@ -263,6 +263,14 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
         raise NotebookError(f"{params_file}: cannot read parameters ({err.strerror or err})") from err
     if not isinstance(values, dict):
         raise NotebookError(f"{params_file}: expected a mapping of parameter names to values")
+    return check_params(values, notebook, str(params_file))
+
+
+def check_params(values: dict[str, Any], notebook: Path, where: str) -> dict[str, Any]:
+    """Check every key and type of ``values`` against ``notebook``'s parameters (see :func:`load_params_file`);
+    returns them (ints widened to floats where a float is declared). All problems in one error line that starts
+    with ``where`` (the file they came from)."""
+    values = dict(values)
     specs = notebook_parameter_specs(notebook)
     defaults = {k: p.default for k, p in specs.items()}
     problems = []
@@ -283,9 +291,7 @@ def load_params_file(params_file: Path, notebook: Path) -> dict[str, Any]:
                 f"the notebook's default {defaults[key]!r} is a {type(defaults[key]).__name__}"
             )
     if problems:
-        raise NotebookError(
-            f"{params_file}: " + "; ".join(problems) + f". {notebook.name} accepts: {sorted(defaults)}"
-        )
+        raise NotebookError(f"{where}: " + "; ".join(problems) + f". {notebook.name} accepts: {sorted(defaults)}")
     return values
 
 
@@ -308,6 +314,7 @@ class NotebookRun:
     output: Path
     error: str = ""
     estimated: float | None = None   # seconds estimated beforehand (a profile with measured times)
+    cell: int | None = None          # the failing cell's index, when a cell raised
 
 
 def export_figures(executed: Path, folder: Path) -> list[Path]:
@@ -379,7 +386,7 @@ def run_notebook(py: Path, params: dict[str, Any], output_dir: Path, *, progress
     except PapermillExecutionError as err:
         msg = (f"{py.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
                f"{err.ename}: {err.evalue}. Partially executed notebook: {output}")
-        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
+        return NotebookRun(py.name, False, time.perf_counter() - start, output, msg, cell=err.cell_index)
     except Exception as err:  # kernel died, timeout, ...: report, keep going
         msg = f"{py.name} failed: {type(err).__name__}: {err}. Partially executed notebook: {output}"
         return NotebookRun(py.name, False, time.perf_counter() - start, output, msg)
@@ -478,9 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     show = sub.add_parser("params", help="print a notebook's parameters and defaults")
     show.add_argument("notebook", type=Path)
     sub.add_parser("calibrate", help="time the estimates' calibration workload on this machine (seconds)")
+    sub.add_parser("sweep", help="run a notebook over a grid of parameters into one results table "
+                                 "(swinunetr_lib.notebooks.sweep; `sweep --help`)")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        if args.command == "sweep":  # `python -m swinunetr_lib.notebooks sweep` goes to sweep.main (__main__.py)
+            raise NotebookError("sweep: run python -m swinunetr_lib.notebooks sweep NOTEBOOK --grid GRID --out DIR")
         if args.command == "calibrate":
             print(f"{calibration_workload():.3f} s per pass (median; "
                   "swinunetr_lib/notebooks/estimates.py CALIBRATIONS holds the reference machines')")

@@ -10,7 +10,6 @@ the smoke notebooks).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -20,7 +19,7 @@ import yaml
 
 from swinunetr_lib.data.cohort import build_demo_cohort
 from swinunetr_lib.experiments.finetune_run import run_from_params
-from swinunetr_lib.experiments.label_efficiency import FINGERPRINT, LabelEfficiencyConfig, plan_sweep, run_sweep
+from swinunetr_lib.experiments.label_efficiency import LabelEfficiencyConfig, run_sweep
 from swinunetr_lib.finetune.run import FinetuneConfig, finetune, split_entries
 from swinunetr_lib.infer.evaluation import evaluate
 from swinunetr_lib.notebooks import precomputed as pc
@@ -59,17 +58,10 @@ def unpacked(tmp_path_factory):
                              device="cpu", log_every=1, checkpoint_every=2, progress=False)
         res = finetune(cfg)
         evaluate(res.model_path, split_entries(cfg)[1], res.run_dir / "eval", device="cpu")
-        # notebook 06's sweep of one run: notebook 03's run above, adopted with the record run_sweep keeps beside a
-        # finished run, so that run_sweep reuses it (collects, tabulates, plots) instead of training it again
+        # notebook 06's sweep of one run at smoke size, through the library engine (notebook 03's steps, no Jupyter)
         (root / "sweep.yml").write_text(yaml.safe_dump(_smoke("03_finetune_btcv")))
-        sweep = LabelEfficiencyConfig(params=str(root / "sweep.yml"), fractions=[1.0], inits=["scratch"], seeds=[0],
-                                      engine="library", status=False)
-        (run,) = plan_sweep(sweep)[2]
-        run.folder.mkdir(parents=True)
-        shutil.copy(instructor / "finetune_btcv" / "scratch_frac1_seed0" / "results.json", run.folder)
-        (run.folder / FINGERPRINT).write_text(json.dumps(run.fingerprint))
-        assert plan_sweep(sweep)[2][0].why is None
-        run_sweep(sweep)
+        run_sweep(LabelEfficiencyConfig(params=str(root / "sweep.yml"), fractions=[1.0], inits=["scratch"],
+                                        seeds=[0], engine="library"))
         archive = pc.pack(instructor, root / "usb" / "demo.precomputed.tar.gz")
         mp.setenv("SWINUNETR_RUNS_DIR", str(attendee))
         pc.unpack(archive)

@@ -95,11 +95,9 @@ def test_bad_configs_fail_clearly(cohort, tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         finetune(_cfg(tmp_path / "nope.json", tmp_path / "r"))
     with pytest.raises(ValueError, match="validation"):
-        empty = tmp_path / "noval.json"
+        empty = cohort.parent / "noval.json"  # beside the cohort's files (a link to them would leave the root)
         data = json.loads(cohort.read_text())
         empty.write_text(json.dumps({"training": data["training"], "validation": []}))
-        (tmp_path / "imagesTr").symlink_to(cohort.parent / "imagesTr")
-        (tmp_path / "labelsTr").symlink_to(cohort.parent / "labelsTr")
         finetune(_cfg(empty, tmp_path / "r", val_interval=1))
     with pytest.raises(ValueError, match=r"case0.nii.gz: 1 channel\(s\), task demo_mr expects 2"):
         finetune(_cfg(cohort, tmp_path / "r", task="demo_mr"))

@@ -2,6 +2,7 @@
 problem (exit status 2), and no temporary file left behind."""
 import errno
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -159,6 +160,34 @@ def test_unpack_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, cli, 
     assert code == 2 and f"error: {dest}/SHA256SUMS: {FULL} (No space left on device; " in err, err
     assert "copy it again" not in err and "Errno" not in err
     assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_unpack_with_no_room_for_its_folder_or_marker_names_the_destination(tmp_path, cli, monkeypatch):
+    """A full disk before anything is extracted (the temporary folder) or at the very end (the marker file) is named
+    by the destination, not by "[Errno 28]" or the hidden folder it was unpacked in; nothing is left behind."""
+    archive = pc.pack(_runs_folder(tmp_path / "demo"), tmp_path / "usb" / "demo.tar.gz")
+    dest = tmp_path / "attendee" / "precomputed"
+
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(pc.tempfile, "mkdtemp", no_room)
+        code, err = cli(pc.main, "notebooks.precomputed", "unpack", archive, "--dest", dest)
+    assert code == 2 and f"error: {dest}: {FULL} (No space left on device; " in err and "Errno" not in err, err
+    write_text = pc.atomic_write_text
+
+    def full_at_the_marker(text, path):
+        if os.path.basename(path) == pc.MARKER:
+            with pc.atomic_path(path) as tmp:
+                tmp.write_text(text)
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(text, path)
+
+    monkeypatch.setattr(pc, "atomic_write_text", full_at_the_marker)
+    code, err = cli(pc.main, "notebooks.precomputed", "unpack", archive, "--dest", dest)
+    assert code == 2 and f"error: {dest}/{pc.MARKER}: {FULL} (No space left on device; " in err, err
+    assert ".tmp" not in err and not dest.exists() and list(dest.parent.iterdir()) == []
 
 
 def test_pack_on_a_full_disk_names_the_archive_and_leaves_no_temp_file(tmp_path, cli, monkeypatch):

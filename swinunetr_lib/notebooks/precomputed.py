@@ -63,7 +63,7 @@ from ..config import Config
 from ..data.example_data import sha256_of
 from ..paths import absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
-from ..utils.files import atomic_path, atomic_write_text, write_error
+from ..utils.files import DiskFullError, atomic_path, atomic_write_text, write_error
 from ..utils.run_lock import LOCK_FILE
 
 PROG = "python -m swinunetr_lib.notebooks.precomputed"
@@ -498,7 +498,13 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
                                  free_bytes=shutil.disk_usage(dest.parent).free - FREE_SPACE_MARGIN)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise PrecomputedError(f"{archive}: not a readable .tar.gz archive ({err}); copy it again") from None
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent))
+    except OSError as err:  # a full disk names the destination, not "[Errno 28]"
+        failed = write_error(dest, err)
+        if failed is err:
+            raise
+        raise failed from None
     try:
         got: dict[str, str] = {}
         sums_text, rel = None, PurePosixPath()
@@ -544,7 +550,10 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
             raise PrecomputedError(f"{archive}: {len(missing)} file(s) of {SUMS_FILE} missing, e.g. {missing[0]!r}; "
                                    "refused, nothing was unpacked")
         marker = {"archive": archive.name, "archive_sha256": sha256_of(archive), "files": sorted(got)}
-        atomic_write_text(json.dumps(marker, indent=1) + "\n", tmp / MARKER)
+        try:
+            atomic_write_text(json.dumps(marker, indent=1) + "\n", tmp / MARKER)
+        except DiskFullError as err:  # named where it would have gone, not by the hidden folder it was written in
+            raise write_error(dest / MARKER, err.__cause__ or err) from None
         check_destination(dest)  # again: something may have been written there while we were extracting
         old = None
         if dest.exists():

@@ -18,12 +18,12 @@ from typing import Any
 CALIBRATIONS: dict[str, dict[str, Any]] = {
     "epyc-2core": {
         "machine": "this project's 2-core CPU machine: AMD EPYC (AVX512-BF16, no AMX), torch 2.13, fp32",
-        "seconds": 0.071,
+        "seconds": 0.031,
         "date": "2026-12-07",
-        "commit": "1f606cc",
-        "note": "the lowest of 3 medians (0.071, 0.082, 0.085 s) measured with the 2 cores shared by other jobs "
-                "(load 8-9), not idle: the idle value may be lower, and then estimates come out low. To be "
-                "replaced by `python -m swinunetr_lib.notebooks calibrate` on the idle machine",
+        "commit": "21ba2f8",
+        "note": "measured idle (nothing else running) by the estimate of `make demo DEMO=quick` on a clean clone; "
+                "the earlier 0.071 s was measured with the 2 cores shared (load 8-9) and scaled every estimate "
+                "down by x0.44",
     },
 }
 
@@ -43,13 +43,12 @@ REFERENCE: dict[str, dict[str, Any]] = {
                 "demo in 8,959 s with its cores shared (load 3-8; README, Measured numbers, at 8b560fb)",
     },
     "quick": {
-        "seconds": {"00_quickstart": 4, "01_data_curation": 15, "02_ssl_pretraining": 162,
-                    "03_finetune_btcv": 202, "04_finetune_msd": 134, "05_visualize_3d": 20,
-                    "06_label_efficiency": 260},  # 797 s = 13.3 min
-        "machine": "this project's 2-core AMD EPYC, uncontended (00 and 05 with the demo profile, which barely "
-                   "differs from their defaults)",
-        "date": "2026-12-01",
-        "commit": "ebc67ae",
+        "seconds": {"00_quickstart": 13, "01_data_curation": 27, "02_ssl_pretraining": 314,
+                    "03_finetune_btcv": 467, "04_finetune_msd": 289, "05_visualize_3d": 42,
+                    "06_label_efficiency": 369},  # 1,521 s = 25.4 min (797 s at ebc67ae, 2026-12-01)
+        "machine": "this project's 2-core AMD EPYC, idle, `make demo DEMO=quick` on a clean clone",
+        "date": "2026-12-07",
+        "commit": "21ba2f8",
         "calibration": "epyc-2core",
         "notice": "quick tier: every notebook with its own defaults (short runs of 20-50 steps). Its numbers and "
                   "figures show that everything runs; they are not the demo's results (`make demo` for those).",

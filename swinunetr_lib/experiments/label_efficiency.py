@@ -80,10 +80,6 @@ class SweepResult:
     failures: list[str]
 
 
-def run_name(init: str, fraction: float, seed: int) -> str:
-    return f"{init}_frac{fraction:g}_seed{seed}"
-
-
 def summarize_runs(results: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
     """Mean, std and count of ``metric`` over seeds for each (init, labeled_fraction)."""
     g = results.groupby(["init", "labeled_fraction"])[metric]

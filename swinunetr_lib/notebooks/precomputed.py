@@ -82,7 +82,8 @@ MAX_UNPACK_BYTES = 20 * 2**30  # default cap on what one unpack writes (--max-gi
 # or the files are nearly all zeros, which pack's runs (checkpoints, CSVs, compressed NIfTI, PNG) never are.
 MAX_UNPACK_RATIO = 1000
 FREE_SPACE_MARGIN = 1 * 2**30  # left free on the destination's file system after unpacking
-SWEEP_RUN_PREFIX = "label_efficiency_"  # notebook 06's sweep names its runs finetune_btcv/<prefix><run>
+SWEEP_RUN_PREFIX = "label_efficiency_"  # the runs notebook 06's sweep left in finetune_btcv/ before it ran
+# through the sweep verb (archives packed then still hold them; a sweep now keeps its runs in its own folder)
 MARKER = ".swinunetr_precomputed"  # written by unpack: the archive's SHA-256 and the files it placed (JSON)
 # the temporary folders of an unpack: .<dest>.<pid>.<random>.tmp (being filled), .<dest>.old.<pid>.<random> (replaced)
 _STALE_UNPACK = re.compile(r"^\.(?P<name>.+?)\.(?:old\.)?(?P<pid>\d+)\.[a-z0-9_]{8}(?:\.tmp)?$")

@@ -356,3 +356,33 @@ def test_choose_run_prefers_the_instructors_then_notebook_03s_own(tmp_path):
                                                                  "(80 steps)")
     with pytest.raises(ValueError, match="kind='finetune_msd'"):
         pc.choose_run("finetune_msd", runs)
+
+
+def test_two_unpacks_at_once_the_second_is_refused_and_a_killed_ones_lock_is_taken_over(archive, runs_env, capsys):
+    """Issue #27: an unpack holds a lock beside its destination; a second one into the same place gets one line
+    naming the destination and the holder's pid, touching nothing; the lock a killed unpack left is taken over."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    dest = pc.precomputed_dir()
+    holder = subprocess.Popen(  # another process in the middle of an unpack: it holds the lock and sleeps
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from swinunetr_lib.utils.run_lock import run_dir_lock\n"
+         "with run_dir_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
+         str(pc.unpack_lock_dir(dest))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert pc.main(["unpack", str(archive)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(dest) in err and "another unpack" in err
+        assert f"pid {holder.pid}" in err
+        assert not dest.exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)  # killed mid-unpack: its lock file stays behind
+        holder.wait()
+    assert (pc.unpack_lock_dir(dest) / LOCK_FILE).is_file()
+    assert pc.unpack(archive) == dest and (dest / pc.MARKER).is_file()
+    assert f"took over the stale lock of pid {holder.pid}" in capsys.readouterr().out
+    assert not pc.unpack_lock_dir(dest).exists()  # removed when the unpack ends

@@ -64,7 +64,7 @@ from ..data.example_data import sha256_of
 from ..paths import absolute_from_cwd, resolve_path, runs_dir
 from ..utils.cli import run_cli
 from ..utils.files import DiskFullError, atomic_path, atomic_write_text, write_error
-from ..utils.run_lock import LOCK_FILE
+from ..utils.run_lock import LOCK_FILE, RunDirBusyError, run_dir_lock
 
 PROG = "python -m swinunetr_lib.notebooks.precomputed"
 PRECOMPUTED = "precomputed"
@@ -491,6 +491,30 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
     check_destination(dest)
     verify_beside(archive)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    lock_dir = unpack_lock_dir(dest)
+    try:
+        with run_dir_lock(lock_dir):  # one unpack at a time into one destination
+            return _unpack_locked(archive, dest, max_bytes=max_bytes, max_ratio=max_ratio)
+    except RunDirBusyError:
+        try:
+            holder = (lock_dir / LOCK_FILE).read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise PrecomputedError(f"{dest}: another unpack into it is running (pid {holder}); wait for it to end, "
+                               "then run this again") from None
+    finally:
+        with contextlib.suppress(OSError):
+            lock_dir.rmdir()  # a killed unpack's folder, once its lock is taken over (only when empty)
+
+
+def unpack_lock_dir(dest: Path) -> Path:
+    """The folder beside ``dest`` whose ``.lock`` an unpack holds (created and removed by the unpack; left
+    behind only by a killed one, whose lock the next unpack takes over)."""
+    return dest.parent / f".{dest.name}.unpacking"
+
+
+def _unpack_locked(archive: Path, dest: Path, *, max_bytes: int, max_ratio: float) -> Path:
+    check_destination(dest)  # again, now that no other unpack can be placing it
     remove_stale_unpack_folders(dest)
     try:
         with tarfile.open(archive, "r:gz") as tar:

@@ -101,6 +101,19 @@ def test_a_checkpoint_on_a_full_disk_names_the_file_and_leaves_no_temp_file(tmp_
     assert list(last.parent.iterdir()) == []
 
 
+
+def test_pretraining_on_a_full_disk_names_the_checkpoint_and_leaves_no_temp_file(tmp_path, cli, monkeypatch):
+    """End to end: a pretraining run whose disk fills when it writes its checkpoint ends with exit 2 and one line
+    naming that file (not "enforce fail at inline_container.cc"), and leaves no half-written file."""
+    _ct(tmp_path / "a.nii.gz")
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(files.torch, "save", _torch_save_on_a_full_disk)
+    code, err = cli(pretrain_main, "pretrain", *_pretrain_args(_manifest(tmp_path, "a.nii.gz"), run_dir))
+    assert code == 2 and FULL in err and "inline_container" not in err, err
+    named = err.split("error: ", 1)[1].split(f": {FULL}")[0]
+    assert named.startswith(str(run_dir)) and named.endswith(".pt"), err
+    assert _leftovers(tmp_path) == []
+
 @pytest.fixture(scope="module")
 def ct_model(tmp_path_factory):
     preset = get_preset("demo_btcv", spacing=(6.0, 6.0, 6.0), roi_size=(64, 64, 32))

@@ -80,10 +80,11 @@ browser: env
 
 test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not browser and not after_smoke" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 	bash ci/install_browser.sh
-	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)
+	SWINUNETR_SMOKE_RUNS=runs/smoke $(PY) -m pytest -q -ra -m "browser or after_smoke" $(PYTEST_PARALLEL) \
+		$(if $(PYTEST_PARALLEL),--dist loadfile) $(PYTEST_ARGS)  # the smoke run's outputs packed as an instructor's
 
 lab: env  ## workshop: set up (examples, demo cohort) and open JupyterLab on notebooks/
 	$(PY) -m swinunetr_lib.notebooks.workshop setup

@@ -281,9 +281,9 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def pack(runs: str | os.PathLike[str] = "runs/demo", out: str | os.PathLike[str] | None = None, *,
-         include_training_state: bool = False) -> Path:
+         include_training_state: bool = False, compresslevel: int = 6) -> Path:
     """Write the finished runs of ``runs`` into one ``.tar.gz`` (atomically) with ``SHA256SUMS`` inside and
-    ``<out>.sha256sums`` beside it; returns the archive's path."""
+    ``<out>.sha256sums`` beside it; returns the archive's path. ``compresslevel``: gzip's 1 (fastest) to 9."""
     runs = resolve_path(runs)
     files = collect_files(runs, include_training_state=include_training_state)
     folders = {path.parent: PurePosixPath(rel).parent.as_posix() for rel, path in files.items() if "/" in rel}
@@ -304,7 +304,7 @@ def pack(runs: str | os.PathLike[str] = "runs/demo", out: str | os.PathLike[str]
     sums = {INFO_FILE: hashlib.sha256(info_bytes).hexdigest(), **sums}
     sums_text = "".join(f"{digest}  {rel}\n" for rel, digest in sums.items())
     with atomic_path(out) as tmp:
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=compresslevel) as tar:
             _add_bytes(tar, SUMS_FILE, sums_text.encode())
             _add_bytes(tar, INFO_FILE, info_bytes)
             for rel, path in files.items():

@@ -91,3 +91,38 @@ def registry_table(kind: str | None = None, path: str | os.PathLike[str] | None 
     if len(df):
         df["classes"] = df["classes"].astype("Int64")
     return df
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleasedWeights:
+    """A released checkpoint the suite can read (registry ``released_weights``): where to get it, what it expects,
+    and its SHA-256 when one is pinned (None: not pinned yet; the user is told so, not silently trusted)."""
+
+    name: str
+    description: str
+    file: str
+    url: str
+    source_page: str
+    feature_size: int
+    input_hu_window: tuple[float, float]
+    pretraining_spacing_mm: tuple[float, float, float]
+    sha256: str | None
+    sha256_note: str = ""
+
+
+def released_weights(name: str = "model_swinvit", path: str | os.PathLike[str] | None = None) -> ReleasedWeights:
+    """The registry's entry ``released_weights[name]``; ``ValueError``/``KeyError`` naming the file and entry."""
+    path = Path(path) if path is not None else REGISTRY_PATH
+    try:
+        raw = json.loads(path.read_text()).get("released_weights", {})
+    except (OSError, ValueError) as err:
+        raise ValueError(f"dataset registry {path}: cannot read JSON ({err})") from err
+    if name not in raw:
+        raise KeyError(f"no released weights {name!r} in the registry {path}; known: {sorted(raw)}")
+    entry = dict(raw[name])
+    try:
+        entry["input_hu_window"] = tuple(entry["input_hu_window"])
+        entry["pretraining_spacing_mm"] = tuple(entry["pretraining_spacing_mm"])
+        return ReleasedWeights(name=name, **entry)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"dataset registry {path}: released_weights entry {name!r} is malformed ({err})") from err

@@ -108,17 +108,18 @@ def _rows(encoder: str, seed: int, labeled: int, held_names: Sequence[str],
     return rows
 
 
-def readout_rows(encoder: str, seed: int, feats: Sequence[torch.Tensor], labeled: Sequence[Case],
-                 held_out: Sequence[Case], held_names: Sequence[str], per_class: int = 1000,
-                 max_iter: int = 100, source: str = "") -> list[dict]:
-    """Readout trained on each labeled case in turn (``feats``: labeled cases first, then held-out, each
-    (C, X, Y, Z) on its label grid), scored on every held-out case: :func:`_rows` for each."""
+Pairs = list[tuple[int, list[int]]]  # (index of the labeled case, indices of the cases it is scored on)
+
+
+def readout_rows(encoder: str, seed: int, feats: Sequence[torch.Tensor], cases: Sequence[Case], pairs: Pairs,
+                 names: Sequence[str], per_class: int = 1000, max_iter: int = 100, source: str = "") -> list[dict]:
+    """For each (labeled, scored) pair: a readout trained on ``feats[labeled]`` (features (C, X, Y, Z) on the case's
+    label grid, one per case of ``cases``), scored on each scored case: :func:`_rows` for each."""
     rows = []
-    f_lab, f_held = feats[:len(labeled)], feats[len(labeled):]
-    for i, (f, (_, lab)) in enumerate(zip(f_lab, labeled, strict=True)):
-        ro = fit_readout([f], [lab], per_class=per_class, seed=max(seed, 0), max_iter=max_iter)
-        scores = [organ_dice(ro.predict(g), t) for g, (_, t) in zip(f_held, held_out, strict=True)]
-        rows += _rows(encoder, seed, i, held_names, scores, source)
+    for i, scored in pairs:
+        ro = fit_readout([feats[i]], [cases[i][1]], per_class=per_class, seed=max(seed, 0), max_iter=max_iter)
+        scores = [organ_dice(ro.predict(feats[j]), cases[j][1]) for j in scored]
+        rows += _rows(encoder, seed, i, [names[j] for j in scored], scores, source)
     return rows
 
 
@@ -128,7 +129,7 @@ def _run_name(path: str | os.PathLike[str]) -> str:
     return (p.parent.parent if p.parent.name == "checkpoints" else p.parent).name
 
 
-def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *,
+def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case] | None, *,
                     ssl_checkpoint: str | os.PathLike[str] = "", supervised: Sequence[str | os.PathLike[str]] = (),
                     n_seeds: int = 5, source: str = "encoder", also_sources: Sequence[str] = (),
                     feature_size: int = 12, per_class: int = 1000, max_iter: int = 100,
@@ -138,10 +139,22 @@ def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *,
     summary: per source and labeled case every encoder's mean Dice, the random band and the paired gain;
     the :class:`Verdict` for ``source``, or None without an SSL checkpoint). ``also_sources`` are read from the
     same forward passes and reported beside ``source`` (baselines have source "").
- Encoders are loaded before any feature is computed
+    ``held_out=None``: leave one out, each of ``labeled`` trained on in turn and scored on the others
+    (``held_names`` then names the labeled cases). Encoders are loaded before any feature is computed
     (a bad checkpoint fails fast); features are computed once per encoder and case, and the SSL swinViT's hidden
     states once per case (each seed's SSL arm applies its own random encoder blocks to them)."""
-    held_names = list(held_names or [f"held_out_{i}" for i in range(len(held_out))])
+    cases = list(labeled) + list(held_out or [])
+    n = len(labeled)
+    if held_out is None:
+        if n < 2:
+            raise ValueError(f"leave-one-out needs at least 2 labeled cases, got {n}")
+        names = list(held_names or [f"case_{i}" for i in range(n)])
+        pairs: Pairs = [(i, [j for j in range(n) if j != i]) for i in range(n)]
+    else:
+        names = [f"labeled_{i}" for i in range(n)] + list(held_names or [f"held_out_{i}" for i in range(len(held_out))])
+        pairs = [(i, list(range(n, len(cases)))) for i in range(n)]
+    if len(names) != len(cases):
+        raise ValueError(f"{len(names)} names for {len(cases)} cases")
     srcs = tuple(dict.fromkeys((source, *also_sources)))
     ssl_seeds = range(n_seeds) if "encoder" in srcs else range(1)
     encoders: list[FrozenEncoder] = [supervised_encoder(p, f"supervised {_run_name(p)}") for p in supervised]
@@ -149,7 +162,6 @@ def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *,
         encoders += [ssl_encoder(ssl_checkpoint, s) for s in ssl_seeds]
     size = encoders[-1].model.swinViT.patch_embed.proj.out_channels if ssl_checkpoint else feature_size
     encoders += [random_encoder(s, size) for s in range(n_seeds)]
-    cases = list(labeled) + list(held_out)
     rows: list[dict] = []
     ssl_hidden = None
     for enc in encoders:
@@ -163,14 +175,15 @@ def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case], *,
         name = enc.kind if enc.kind != "supervised" else enc.name
         for src in srcs:
             feats = [to_grid(f[src], img.shape) for f, (img, _) in zip(by_src, cases, strict=True)]
-            rows += readout_rows(name, enc.seed, feats, labeled, held_out, held_names, per_class, max_iter, src)
+            rows += readout_rows(name, enc.seed, feats, cases, pairs, names, per_class, max_iter, src)
         say(f"{enc.name} (seed {enc.seed}): {time.time() - t0:.0f} s")
     inten = [intensity_features(img) for img, _ in cases]
-    rows += readout_rows("intensity", -1, inten, labeled, held_out, held_names, per_class, max_iter)
+    rows += readout_rows("intensity", -1, inten, cases, pairs, names, per_class, max_iter)
     coords = [torch.cat([f, coordinate_features(img.shape)]) for f, (img, _) in zip(inten, cases, strict=True)]
-    rows += readout_rows("intensity+coords", -1, coords, labeled, held_out, held_names, per_class, max_iter)
-    for i, (_, lab) in enumerate(labeled):
-        rows += _rows("atlas", -1, i, held_names, [organ_dice(np.asarray(lab), t, ORGANS) for _, t in held_out])
+    rows += readout_rows("intensity+coords", -1, coords, cases, pairs, names, per_class, max_iter)
+    for i, scored in pairs:
+        rows += _rows("atlas", -1, i, [names[j] for j in scored],
+                      [organ_dice(np.asarray(cases[i][1]), cases[j][1], ORGANS) for j in scored])
     table = pd.DataFrame(rows)
     parts = [summarize(table, src) for src in srcs]
     return table, pd.concat([p for p, _ in parts], ignore_index=True), parts[0][1]

@@ -44,7 +44,7 @@ EXECUTED = "executed"  # an unpacked precomputed archive keeps its notebooks her
 # the docs pages in the sidebar's order, under their caption; a page that does not exist is left out, and any
 # other docs/**/*.md page is listed under "More"
 DOC_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Guides", ("docs/running.md", "docs/data.md")),
+    ("Guides", ("docs/running.md", "docs/data.md", "docs/your_own_data.md")),
     ("Reference", ("docs/pretraining.md", "docs/scale.md", "docs/figures.md", "docs/finetuning.md",
                    "docs/sweeps.md", "docs/measured.md")),
     ("Recorded results", ("docs/results/*/README.md",)),

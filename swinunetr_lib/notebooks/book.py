@@ -67,6 +67,7 @@ master_doc = "index"
 exclude_patterns = ["notebooks/exercises", "**/.ipynb_checkpoints"]
 html_theme = "sphinx_book_theme"
 html_title = {project!r}
+html_favicon = "favicon.svg"
 html_copy_source = False
 html_show_sourcelink = False
 html_last_updated_fmt = None
@@ -85,6 +86,9 @@ nb_merge_streams = True
 suppress_warnings = ["myst.header", "misc.highlighting_failure"]
 """
 PROJECT = "Swin UNETR self-supervised pretraining on 3D CT"
+# the site's icon: without one the browser asks for /favicon.ico, a 404 in the console of a static host
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+           'fill="#2c6e9b"/><circle cx="8" cy="8" r="4" fill="#fff"/></svg>\n')
 
 
 def find_notebooks(runs: Path) -> list[Path]:
@@ -161,6 +165,7 @@ def stage(runs: Path, src: Path, repo: Path = REPO_ROOT) -> tuple[list[Lesson], 
         front += toctree(caption, [p.removesuffix(".md") for p in pages])
     (src / "index.md").write_text(front)
     (src / "conf.py").write_text(CONF.format(project=PROJECT))
+    (src / "favicon.svg").write_text(FAVICON)
     return lessons, sections
 
 

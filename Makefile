@@ -2,7 +2,7 @@
 # `make demo DEMO=quick`: every notebook with its own defaults (short runs, ~25 min on 2 cores) into runs/quick.
 # Both create .venv on first use and install the project into it. Workshops: `make lab` (set up and open
 # JupyterLab), `make check` (is this laptop ready?), `make pack` / `make unpack ARCHIVE=...` (precomputed runs);
-# docs/workshop.md.
+# docs/workshop.md. `make book` (RUNS=runs/smoke): the executed notebooks and docs/ as a static site, runs/book/<name>/.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -38,9 +38,12 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 # make demo: the demo profile (ci/params/demo, ~1.5 h on 2 CPU cores) or DEMO=quick (ci/params/quick: no parameter
 # files, every notebook's defaults, ~25 min); the runner prints its time estimate first and a progress line
 DEMO ?= demo
+# make book: the runs folder whose executed notebooks the book shows (runs/demo, runs/smoke, an unpacked archive:
+# runs/notebooks/precomputed); the site goes to runs/book/<its name>/ (open index.html, or copy it to a static host)
+RUNS ?= runs/demo
 
 .PHONY: demo test env lint pytest smoke browser notebooks clean lab check pack unpack experiment \
-	experiment-pretraining experiment-progressive
+	experiment-pretraining experiment-progressive book
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +67,7 @@ notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from t
 demo: env
 	@case "$(DEMO)" in demo|quick) ;; *) echo "make demo: DEMO=$(DEMO); expected demo or quick" >&2; exit 2;; esac
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/$(DEMO) --output runs/$(DEMO)
+	$(PY) -m swinunetr_lib.notebooks.book --runs runs/$(DEMO)
 
 lint: env  ## ruff with the settings of pyproject.toml ([tool.ruff]); `make test` runs it first
 	$(PY) -m ruff check .
@@ -82,9 +86,13 @@ test: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra -m "not browser and not after_smoke" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
+	$(PY) -m swinunetr_lib.notebooks.book --runs runs/smoke
 	bash ci/install_browser.sh
 	SWINUNETR_SMOKE_RUNS=runs/smoke $(PY) -m pytest -q -ra -m "browser or after_smoke" $(PYTEST_PARALLEL) \
 		$(if $(PYTEST_PARALLEL),--dist loadfile) $(PYTEST_ARGS)  # the smoke run's outputs packed as an instructor's
+
+book: env  ## the book: RUNS's executed notebooks (default runs/demo) and docs/ as a static site in runs/book/<name>/
+	$(PY) -m swinunetr_lib.notebooks.book --runs $(RUNS)
 
 lab: env  ## workshop: set up (examples, demo cohort) and open JupyterLab on notebooks/
 	$(PY) -m swinunetr_lib.notebooks.workshop setup

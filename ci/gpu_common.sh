@@ -2,7 +2,7 @@
 # `name`: the output folder `out` (first argument, else $OUT, else runs/<name>), `dry` (DRY_RUN=1: on a CPU at the
 # smallest sizes) and `budget` (BUDGET_S, default 540 s; TIME_LIMITS=off lifts every limit); everything printed is also written to $out/<name>.log.
 # Installs the wheels in .whl/ next to the machine's torch when MONAI is missing there (the device machine has
-# PyTorch but no network: fetch them here with the command in README.md, "GPU checks"), puts this checkout on
+# PyTorch but no network: fetch them here with the command in docs/measured.md, "GPU checks"), puts this checkout on
 # PYTHONPATH, picks the Python (.venv's in a dry run, if present) and defines `limit`.
 out="${1:-${OUT:-runs/$name}}"
 dry="${DRY_RUN:-0}"

@@ -18,7 +18,7 @@
 #   bash ci/gpu_label_efficiency.sh [OUT_DIR]          (default ./runs/gpu_label_efficiency)
 #   DRY_RUN=1 bash ci/gpu_label_efficiency.sh /tmp/x   (the same steps on a CPU at the smallest sizes: a small cohort,
 #                                                       feature 12, 2 steps, 1 labeled fraction, 1 seed; plumbing only)
-# The machine has PyTorch but not MONAI: put wheels of monai, nibabel and pydicom in .whl/ first (see README.md,
+# The machine has PyTorch but not MONAI: put wheels of monai, nibabel and pydicom in .whl/ first (see docs/measured.md,
 # "GPU checks"); they are installed next to the machine's torch. The parts need no Jupyter.
 set -u
 name=gpu_label_efficiency

@@ -3,9 +3,10 @@
 Each row of :data:`TYPED` names a file, a phrase in it with ``{}`` where numbers are typed, and where those numbers
 come from: a committed results file (``docs/results/...``: a run's ``metrics.csv``, a probe's ``probe.csv``, a sweep's
 ``results.csv``), a computation (a chance level, a parameter count), or, for numbers of the instructor's ``make demo``
-run (its files are not committed), the README's *Measured* table, so that the guide and the answer key cannot drift
-from it. A typed number must be its source rounded to the digits typed (or within the row's tolerance, for "~"
-numbers). A phrase that is no longer found fails too: the text changed, so its row must be checked again.
+run (its files are not committed), the *Measured numbers* table (docs/measured.md), so that the guide and the answer
+key cannot drift from it. A typed number must be its source rounded to the digits typed (or within the row's
+tolerance, for "~" numbers). A phrase that is no longer found fails too: the text changed, so its row must be
+checked again.
 
 Prose in the notebooks that reports recorded results is rendered from the same files (f-strings into ``Markdown``),
 so it has no row here; :data:`RETIRED` lists phrases that contradicted the files once and must not come back.
@@ -30,7 +31,7 @@ from swinunetr_lib.notebooks.workshop import check_model
 ROOT = Path(__file__).resolve().parents[1]
 SSL = ROOT / "docs" / "results" / "ssl_pretraining_phantoms"
 LE = ROOT / "docs" / "results" / "label_efficiency_phantoms"
-README, GUIDE, ANSWERS = "README.md", "docs/workshop.md", "docs/workshop_answers.md"
+MEASURED, GUIDE, ANSWERS = "docs/measured.md", "docs/workshop.md", "docs/workshop_answers.md"
 SSL_README = "docs/results/ssl_pretraining_phantoms/README.md"
 LE_README = "docs/results/label_efficiency_phantoms/README.md"
 P32, U64, PROG = "paper_decoder_32", "unet_decoder_64", "progressive_32_to_64"
@@ -100,7 +101,8 @@ def gain_row(setting: str) -> list[float]:
 
 
 def typed_in(file: str, phrase: str) -> Callable[[], list[float]]:
-    """The numbers typed in another document (for the demo run, whose files are not committed: README's table)."""
+    """The numbers typed in another document (for the demo run, whose files are not committed: docs/measured.md's
+    table)."""
     return lambda: [float(n) for n in find_numbers(file, phrase)[1]]
 
 
@@ -109,8 +111,8 @@ def pick(values: Sequence[float], *index: int) -> list[float]:
 
 
 def demo_btcv() -> list[float]:
-    """README's row of the demo's notebook 03 run: mean Dice, the 13 organs' Dice, HD95."""
-    return typed_in(README, "**mean Dice {}** on the original grid of the 3 held-out phantoms (" + _DEMO_BTCV)()
+    """docs/measured.md's row of the demo's notebook 03 run: mean Dice, the 13 organs' Dice, HD95."""
+    return typed_in(MEASURED, "**mean Dice {}** on the original grid of the 3 held-out phantoms (" + _DEMO_BTCV)()
 
 
 def encoder_parameters(feature_size: int) -> int:
@@ -195,17 +197,17 @@ TYPED: list[Typed] = [
     Typed(SSL_README, "random features already name {}–{} % of the organs",
           lambda: [100 * min(per_run("organ_accuracy", encoder="random init")),
                    100 * max(per_run("organ_accuracy", encoder="random init"))]),
-    # README.md, "Measured numbers": the same runs
-    Typed(README, "median {} s/step, {} min in all (its `metrics.csv`); means of the first → last 20 logged steps: "
+    # docs/measured.md (the README's "Measured numbers" until #30): the same runs
+    Typed(MEASURED, "median {} s/step, {} min in all (its `metrics.csv`); means of the first → last 20 logged steps: "
           "rotation loss {} → {} (chance ln 4 = {}), contrastive {} → {} (chance ln 15 = {}; flat for",
           lambda: [median_step(P32), minutes(P32), first20(P32, "rotation"), last20(P32, "rotation"), math.log(4),
                    first20(P32, "contrastive"), last20(P32, "contrastive"), math.log(15)]),
-    Typed(README, "(chance ln 15 = 2.708; flat for ~{} steps)",  # until the loss first drops below 2.6
+    Typed(MEASURED, "(chance ln 15 = 2.708; flat for ~{} steps)",  # until the loss first drops below 2.6
           lambda: [float(metrics(P32).loc[metrics(P32)["contrastive"] < 2.6, "step"].iloc[0])], tol=10),
-    Typed(README, "reconstruction L1 {} → {}; inside the cut-out boxes of held-out phantoms L1 {} vs {} for the "
+    Typed(MEASURED, "reconstruction L1 {} → {}; inside the cut-out boxes of held-out phantoms L1 {} vs {} for the "
           "trivial fill", lambda: [first20(P32, "reconstruction"), last20(P32, "reconstruction"),
                                    probe(P32, "inpainting_l1"), probe(P32, "trivial_fill_l1")]),
-    Typed(README, "{} s/step (median; ~79 min alone, {} min as run); means of the first → last 20 logged steps: "
+    Typed(MEASURED, "{} s/step (median; ~79 min alone, {} min as run); means of the first → last 20 logged steps: "
           "rotation loss {} → {} and contrastive at ln 3 throughout: **both at chance** (4 views per step); "
           "reconstruction L1 {} → {}. On held-out phantoms: L1 inside the boxes **{} vs {} for the trivial fill** "
           "(random init {}), all voxels {} vs {}",
@@ -213,26 +215,26 @@ TYPED: list[Typed] = [
                    first20(U64, "reconstruction"), last20(U64, "reconstruction"), probe(U64, "inpainting_l1"),
                    probe(U64, "trivial_fill_l1"), probe(U64, "inpainting_l1", "random init"),
                    probe(U64, "inpainting_l1_all"), probe(U64, "trivial_fill_l1_all")]),
-    Typed(README, "organ probe at 64³ {} vs {} at random init; contrastive loss on held-out crops {} = chance",
+    Typed(MEASURED, "organ probe at 64³ {} vs {} at random init; contrastive loss on held-out crops {} = chance",
           lambda: [probe(U64, "organ_accuracy"), probe(U64, "organ_accuracy", "random init"),
                    probe(U64, "contrastive_loss")]),
-    Typed(README, "{} s/step (median; {} min); means of the first → last 20 logged steps: rotation loss {} → **{}**",
+    Typed(MEASURED, "{} s/step (median; {} min); means of the first → last 20 logged steps: rotation loss {} → **{}**",
           lambda: [median_step(PROG), minutes(PROG), first20(PROG, "rotation"), last20(PROG, "rotation")]),
-    Typed(README, "contrastive {} → {} (chance ln 3 = {}), reconstruction L1 {} → {}. On held-out phantoms: rotation "
+    Typed(MEASURED, "contrastive {} → {} (chance ln 3 = {}), reconstruction L1 {} → {}. On held-out phantoms: rotation "
           "accuracy on 64³ organ crops **{}** (chance {}), L1 inside the boxes **{} vs {} for the trivial fill**",
           lambda: [first20(PROG, "contrastive"), last20(PROG, "contrastive"), math.log(3),
                    first20(PROG, "reconstruction"), last20(PROG, "reconstruction"), probe(PROG, "rotation_accuracy"),
                    0.25, probe(PROG, "inpainting_l1"), probe(PROG, "trivial_fill_l1")]),
-    Typed(README, "organ probe {} vs {} at random init. Probe", lambda: [probe(PROG, "organ_accuracy"),
+    Typed(MEASURED, "organ probe {} vs {} at random init. Probe", lambda: [probe(PROG, "organ_accuracy"),
                                                                         probe(PROG, "organ_accuracy", "random init")]),
-    Typed(README, "SSL {}, same encoder at random init {} —", lambda: [le_probe("organ_accuracy"),
+    Typed(MEASURED, "SSL {}, same encoder at random init {} —", lambda: [le_probe("organ_accuracy"),
                                                                       le_probe("organ_accuracy", "random init")]),
-    Typed(README, "(deepest stage alone: {} vs {}), chance {}; rotation accuracy on held-out crops: SSL **{}**, "
+    Typed(MEASURED, "(deepest stage alone: {} vs {}), chance {}; rotation accuracy on held-out crops: SSL **{}**, "
           "random {}, chance {}.",
           lambda: [le_probe("organ_accuracy_last_stage"), le_probe("organ_accuracy_last_stage", "random init"),
                    le_probe("organ_chance"), le_probe("rotation_accuracy"),
                    le_probe("rotation_accuracy", "random init"), 0.25]),
-    Typed(README, "scratch means {} / {} / {}, SSL {} / {} / {} (3 seeds each); **SSL − scratch paired by seed {} "
+    Typed(MEASURED, "scratch means {} / {} / {}, SSL {} / {} / {} (3 seeds each); **SSL − scratch paired by seed {} "
           "(95 % CI {} to {}) / {} ({} to {}) / {} ({} to {}); smallest detectable effect {} / {} / {}",
           lambda: [*(le_mean(i, f) for i in ("scratch", "ssl") for f in (0.25, 0.5, 1.0)),
                    *gain_row("25 % labels"), *gain_row("50 % labels"), *gain_row("100 % labels"),
@@ -283,21 +285,21 @@ TYPED: list[Typed] = [
     Typed(ANSWERS, "(360 steps; README *Measured*, and the instructor's precomputed run): liver {}, kidneys {}/{}, "
           "stomach {} … pancreas {}, portal vein {}, adrenals {}/{}",
           lambda: pick(demo_btcv(), 1, 2, 3, 4, 11, 12, 9, 10)),
-    # docs/workshop.md: the demo run's numbers, as README's table records them
+    # docs/workshop.md: the demo run's numbers, as docs/measured.md's table records them
     Typed(GUIDE, "total loss {} → ~{}; reconstruction L1 over the whole sub-volume {} → {}",
-          typed_in(README, "80 steps: total loss {} → ~{}, reconstruction L1 {} → {}")),
+          typed_in(MEASURED, "80 steps: total loss {} → ~{}, reconstruction L1 {} → {}")),
     Typed(GUIDE, "mean Dice {} on the original grid (liver {}, kidneys {}/{}, …, esophagus {}), HD95 {} mm",
           lambda: pick(demo_btcv(), 0, 1, 2, 3, 13, 14)),
     Typed(GUIDE, "| the 360-step run, mean Dice {} |",
-          lambda: typed_in(README, "**mean Dice {}** on the original grid of the 3 held-out phantoms (liver")()),
-    Typed(GUIDE, "held-out Dice {}, HD95 {} mm", typed_in(README, "held-out Dice {}, HD95 {} mm")),
+          lambda: typed_in(MEASURED, "**mean Dice {}** on the original grid of the 3 held-out phantoms (liver")()),
+    Typed(GUIDE, "held-out Dice {}, HD95 {} mm", typed_in(MEASURED, "held-out Dice {}, HD95 {} mm")),
     Typed(GUIDE, "mean Dice {} (liver {}, kidney {}, spleen {}), HD95 {} mm",
-          typed_in(README, "mean Dice {} (liver {}, kidney {}, spleen {}), HD95 {} mm")),
+          typed_in(MEASURED, "mean Dice {} (liver {}, kidney {}, spleen {}), HD95 {} mm")),
     Typed(GUIDE, "2 tasks × 300 steps, Dice {} / {} |",
-          lambda: [typed_in(README, "held-out Dice {}, HD95")()[0],
-                   typed_in(README, "mean Dice {} (liver {}, kidney")()[0]]),
+          lambda: [typed_in(MEASURED, "held-out Dice {}, HD95")()[0],
+                   typed_in(MEASURED, "mean Dice {} (liver {}, kidney")()[0]]),
     Typed(GUIDE, "mean Dice ~{}–{} for all four",
-          lambda: (lambda v: [min(v), max(v)])(typed_in(README, "mean Dice (original grid) scratch {} / {}, SSL {} / "
+          lambda: (lambda v: [min(v), max(v)])(typed_in(MEASURED, "mean Dice (original grid) scratch {} / {}, SSL {} / "
                                                                 "{} in")())),
     # notebooks: prose that states a recorded number (the rest is rendered from the files)
     Typed("notebooks/06_label_efficiency.py", "against {} for SSL and {}", lambda: [le_probe("organ_accuracy"),

@@ -27,7 +27,7 @@ CALIBRATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Measured seconds per notebook, per profile, with the machine they came from (README, *Measured numbers*).
+# Measured seconds per notebook, per profile, with the machine they came from (docs/measured.md).
 # "calibration": the key of CALIBRATIONS for that machine, or the closest measured one where the machine's own
 # calibration was not measured (then said in "note").
 REFERENCE: dict[str, dict[str, Any]] = {
@@ -40,7 +40,7 @@ REFERENCE: dict[str, dict[str, Any]] = {
         "commit": "the tree of issue #32 (at or before 1f606cc)",
         "calibration": "epyc-2core",
         "note": "the Intel machine's own calibration was not measured: scaled by the EPYC's, which ran the same "
-                "demo in 8,959 s with its cores shared (load 3-8; README, Measured numbers, at 8b560fb)",
+                "demo in 8,959 s with its cores shared (load 3-8; docs/measured.md, at 8b560fb)",
     },
     "quick": {
         "seconds": {"00_quickstart": 13, "01_data_curation": 27, "02_ssl_pretraining": 314,

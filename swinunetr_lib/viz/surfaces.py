@@ -11,7 +11,7 @@
 
 itkwidgets is an optional extra (``pip install -e ".[viewer]"``): version 1.0 alphas work with
 JupyterLab 4 but fetch the viewer's JavaScript from the web at run time (an IPFS gateway, cdn.jsdelivr.net,
-lib.imjoy.io), so that viewer needs internet access in the browser; see the README section "3D viewer".
+lib.imjoy.io), so that viewer needs internet access in the browser; see docs/figures.md, "3D viewer".
 """
 from __future__ import annotations
 

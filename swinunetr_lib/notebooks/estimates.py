@@ -17,7 +17,9 @@ from typing import Any
 # The reference machines' calibration times (seconds of calibration_workload(), median of its repeats).
 CALIBRATIONS: dict[str, dict[str, Any]] = {
     "epyc-2core": {
-        "machine": "this project's 2-core CPU machine: AMD EPYC (AVX512-BF16, no AMX), torch 2.13, fp32",
+        "machine": "this project's 2-core CPU machine: AMD EPYC with AVX2 only (no AVX512 in /proc/cpuinfo; torch's "
+                   "CPU capability AVX2), torch 2.13, fp32",
+        "cpu_capability": "AVX2",
         "seconds": 0.031,
         "date": "2026-12-07",
         "commit": "21ba2f8",
@@ -52,6 +54,9 @@ REFERENCE: dict[str, dict[str, Any]] = {
         "calibration": "epyc-2core",
         "notice": "quick tier: every notebook with its own defaults (short runs of 20-50 steps). Its numbers and "
                   "figures show that everything runs; they are not the demo's results (`make demo` for those).",
+        "note": "on 2026-12-01 (ebc67ae, the same notebook parameters) the tier took 797 s on an EPYC with "
+                "AVX512-BF16; how much of the x1.9 is the machine (AVX2 only here) and how much the code was not "
+                "separated",
     },
     "smoke": {
         "seconds": {"00_quickstart": 3, "01_data_curation": 13, "02_ssl_pretraining": 31,
@@ -126,6 +131,17 @@ def estimate(profile: str, stems: list[str], here_s: float | None = None) -> Est
     return Estimate(profile, seconds, scale, here_s, ref, gpu=_has_gpu())
 
 
+def cpu_capability() -> str:
+    """torch's name for this CPU's vector units (``AVX2``, ``AVX512``, ...; "" when unknown): machines that look
+    alike ("AMD EPYC", 2 cores) differ ~2x in the notebooks' time between AVX2 and AVX512-BF16."""
+    try:
+        import torch  # noqa: PLC0415 - see calibration_workload
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception:  # noqa: BLE001 - an older torch or none: say nothing
+        return ""
+
+
 def _has_gpu() -> bool:
     try:
         import torch  # noqa: PLC0415 - see calibration_workload
@@ -149,9 +165,12 @@ def format_duration(seconds: float) -> str:
 def plan_lines(est: Estimate, stems: list[str]) -> list[str]:
     """What the runner prints before it starts: the estimate per notebook and in total, and where it comes from."""
     ref, cal = est.reference, CALIBRATIONS[est.reference["calibration"]]
+    here_isa = cpu_capability()
+    isa = (f"; vector units: {here_isa} here, {cal['cpu_capability']} there" if here_isa and cal.get("cpu_capability")
+           else "")
     lines = [f"Estimated time on this machine (an estimate, not a measurement) for the {est.profile} profile:",
              f"  measured on {ref['machine']}, {ref['date']}, {ref['commit']}; scaled by a CPU calibration of "
-             f"{est.here_s:.3f} s here vs {cal['seconds']:.3f} s there (x{est.scale:.2f})"]
+             f"{est.here_s:.3f} s here vs {cal['seconds']:.3f} s there (x{est.scale:.2f}{isa})"]
     if ref.get("note"):
         lines.append(f"  ({ref['note']})")
     if est.gpu:

@@ -1,5 +1,5 @@
 """The benchmarks (ssl, finetune, infer) run end to end at tiny size on a CPU and report consistent numbers;
-ci/gpu_bench.sh runs all of them in DRY_RUN mode."""
+ci/gpu_bench.sh runs all of them in DRY_RUN mode, ci/gpu_plan.sh the GPU plan's steps."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swinunetr_lib.bench.common import variants
+from swinunetr_lib.bench.common import run_variants, variants
 from swinunetr_lib.bench.finetune import FinetuneBenchConfig, bench_finetune
 from swinunetr_lib.bench.infer import InferBenchConfig, label_agreement
 from swinunetr_lib.bench.ssl import BenchConfig, bench_ssl, main
@@ -86,9 +86,45 @@ def test_variants_add_eager_options_one_at_a_time():
     base = {"precision": torch.float32, "sw_batch_size": 4, "sdpa_attention": False, "channels_last": False,
             "compile": False}
     plan = variants(ours, base, InferBenchConfig(ablation=True))
-    assert [n for n, _ in plan] == ["monai_eager", "+bfloat16", "+sw_batch_12", "+sdpa", "+channels_last", "ours"]
-    assert plan[-2][1] == {**ours, "compile": False} and plan[0][1] == base and plan[-1][1] == ours
+    # the headline (ours) right after the baseline, before the rows a time limit may cut
+    assert [n for n, _ in plan] == ["monai_eager", "ours", "+bfloat16", "+sw_batch_12", "+sdpa", "+channels_last"]
+    assert plan[-1][1] == {**ours, "compile": False} and plan[0][1] == base and plan[1][1] == ours
     assert [n for n, _ in variants(ours, base, InferBenchConfig(baseline=False))] == ["ours"]
+    flash = (("monai_flash", {**base, "monai_flash_attention": True}),)
+    assert [n for n, _ in variants(ours, base, InferBenchConfig(), flash)] == ["monai_eager", "monai_flash", "ours"]
+
+
+def test_run_variants_records_an_error_runs_the_next_and_skips_what_the_budget_cannot_hold(capsys, monkeypatch):
+    """A failing variant costs its row only; the headline is summarised as soon as ours has a time; an ablation
+    row longer than the budget left is skipped; the JSON callback sees every variant. (A fake clock: each
+    variant "takes" its seconds.)"""
+    from swinunetr_lib.bench import common
+
+    now = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now[0])
+
+    def measure(opts):
+        if opts["fail"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+        now[0] += opts["seconds"]
+        return {"step_s": opts["seconds"] + 0.1, "first_step_s": 5.0}
+
+    emitted, summaries = [], []
+    plan = [("monai_eager", {"fail": False, "seconds": 0.4}), ("ours", {"fail": False, "seconds": 0.0}),
+            ("+a", {"fail": True, "seconds": 0.0}), ("+b", {"fail": False, "seconds": 0.4}),
+            ("+c", {"fail": False, "seconds": 0.0})]
+    result = {"runs": {}}
+    run_variants(result, plan, torch.device("cpu"), measure, lambda r: emitted.append(list(r["runs"])), "step_s",
+                 lambda r: summaries.append(r["runs"]["ours"]["step_s"]), budget_s=1.0)
+    runs = result["runs"]
+    assert list(runs) == ["monai_eager", "ours", "+a", "+b", "+c"] and len(emitted) == 5
+    assert runs["+a"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert runs["ours"]["speedup_vs_monai_eager"] == pytest.approx(0.5 / 0.1) and summaries[0] == 0.1
+    # +b ran (0.6 s left >= monai_eager's 0.4 s); +c did not (0.2 s left)
+    assert "step_s" in runs["+b"] and runs["+c"]["skipped"].startswith("time budget: 0 s left")
+    out = capsys.readouterr().out
+    assert "variant ours: start" in out and "variant +a: FAILED after" in out and "variant +c: skipped" in out
+    assert "variant monai_eager: done in 0.4 s: 500.0 ms/step, first step 5.0 s (compilation ~4.5 s)" in out
 
 
 @pytest.mark.parametrize("bench, cfg, match", [

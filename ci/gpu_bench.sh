@@ -37,7 +37,7 @@ if [ "$dry" = 1 ]; then  # the same steps at the smallest sizes on the CPU: a pl
   size=(--device cpu --feature-size 12 --steps 1 --warmup 0)
   ssl=(--roi-size 32 --batch-size 1 --reference-repeats 1)
   ft=(--roi-size 64 --batch-size 1 --volume-size 64,64,64 --loader-repeats 1)
-  inf=(--roi-size 64 --volume-size 64,64,64 --sw-batch-size 2 --fit-steps 2)
+  inf=(--roi-size 64 --volume-size 64,64,64 --sw-batch-size 4 --fit-steps 2)
   tests+=(--collect-only)
 fi
 bench() {  # bench NAME CAP RESERVE [flags...]: the benchmark under its limit; it skips ablation rows by itself

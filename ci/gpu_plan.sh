@@ -86,9 +86,10 @@ call1() {
   done
 }
 
-sweep() {  # sweep OUTPUT STEPS RUNS_DIR: the 16 runs side by side, one process per init and seed, then one collecting
-           # call; validation 4 times in a long run, once at the end of a short (timing) one
-  local output=$1 n=$2 runs=$3 t pids=() names=()
+sweep() {  # sweep OUTPUT STEPS: the 16 runs side by side, one process per init and seed (each run's folder:
+           # OUTPUT/runs/<name>/artifacts/finetune_btcv/<name>), then one collecting call; validation 4 times in a
+           # long run, once at the end of a short (timing) one
+  local output=$1 n=$2 t pids=() names=()
   t=$(limit 600 20)
   "$py" - "$ft_params" "$cohort/finetune.json" "$output/params.yml" "$n" "$dry" <<'EOF'
 import pathlib, sys, yaml
@@ -104,7 +105,7 @@ EOF
             --engine library --pretrained "$exp/ssl/model_swinvit.pt" --output "$output")
   for init in scratch ssl; do
     for s in "${seeds[@]}"; do
-      SWINUNETR_RUNS_DIR="$runs" timeout -k 10 "$t" "${le[@]}" --inits "[$init]" --seeds "[$s]" \
+      timeout -k 10 "$t" "${le[@]}" --inits "[$init]" --seeds "[$s]" \
         > "$output/sweep_${init}_seed$s.log" 2>&1 &
       pids+=($!) names+=("${init}_seed$s")
     done
@@ -113,7 +114,7 @@ EOF
     wait "${pids[$i]}"; echo "run ${names[$i]}: rc=$?"
   done
   local all; all=$(IFS=,; echo "[${seeds[*]}]")
-  SWINUNETR_RUNS_DIR="$runs" STEP_LOG="$output/collect.log" step "collect $output" "$(limit 60)" "${le[@]}" \
+  STEP_LOG="$output/collect.log" step "collect $output" "$(limit 60)" "${le[@]}" \
     --inits "[scratch, ssl]" --seeds "$all"  # reuses the finished runs
 }
 
@@ -129,16 +130,16 @@ call2() {
   fi
   if [ ! -f "$exp/ft_steps.txt" ]; then
     echo "== fine-tuning timing sweep (${#seeds[@]} x 2 runs side by side, $ft_timing steps)"
-    sweep "$exp/ft_timing" "$ft_timing" "$exp/ft_timing_runs"
+    sweep "$exp/ft_timing" "$ft_timing"
     local left=$(( budget - SECONDS - 60 ))  # 60 s: the runs' start, evaluation and the collecting call
     [ "${TIME_LIMITS:-on}" = off ] && left=600
-    "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$exp/ft_timing_runs/finetune_btcv/*/metrics.csv" \
+    "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$exp/ft_timing/runs/*/artifacts/finetune_btcv/*/metrics.csv" \
       --seconds "$left" --skip-steps "$ft_warm" --min "$ft_min" --max "$ft_max" > "$exp/ft_steps.tmp" && \
       mv "$exp/ft_steps.tmp" "$exp/ft_steps.txt" || { echo "fine-tuning: no timing, call 2 stops"; return 1; }
   fi
   local n; n=$(cat "$exp/ft_steps.txt")
   echo "== fine-tuning sweep (${#seeds[@]} paired seeds x scratch / SSL, 1 labeled case, $n steps each)"
-  sweep "$exp/ft" "$n" "$exp/ft_runs"
+  sweep "$exp/ft" "$n"
   for f in results.csv dice_vs_fraction.png; do
     [ -f "$exp/ft/$f" ] && cp "$exp/ft/$f" "$out/" || echo "missing: $exp/ft/$f"
   done

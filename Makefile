@@ -80,7 +80,7 @@ browser: env
 
 test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra -m "not browser" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not browser and not gpu_dry" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 	bash ci/install_browser.sh
 	$(PY) -m pytest -q -ra -m browser $(PYTEST_ARGS)

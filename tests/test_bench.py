@@ -146,6 +146,13 @@ def _dry_env(**extra):
             **extra}
 
 
+@pytest.mark.parametrize("script", ["ci/gpu_bench.sh", "ci/gpu_plan.sh", "ci/gpu_common.sh"])
+def test_gpu_scripts_parse(script):
+    """bash reads every line of the GPU scripts (their dry runs, marked gpu_dry, run outside make test)."""
+    proc = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.parametrize("script", ["ci/gpu_bench.sh", "ci/gpu_plan.sh"])
 def test_gpu_scripts_stop_at_once_with_one_line_without_torch_and_monai(tmp_path, script):
     """A Python without torch / MONAI (or without CUDA when not dry): one line, exit 1, nothing else run."""
@@ -158,6 +165,7 @@ def test_gpu_scripts_stop_at_once_with_one_line_without_torch_and_monai(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_dry
 def test_gpu_bench_script_dry_run(tmp_path):
     """The whole GPU benchmark script on a CPU at the smallest sizes: preflight, import check, the three benchmarks
     (monai_eager, ours compiled with aot_eager, an ablation row; inference also MONAI's inference attention), the
@@ -182,6 +190,7 @@ def test_gpu_bench_script_dry_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.gpu_dry
 def test_gpu_plan_script_dry_run(tmp_path):
     """The GPU plan on a CPU at the smallest sizes: call 1 (cohort, pretraining timing run, the steps chosen from it,
     pretraining, E1 with its verdict), call 2 whatever the verdict (timing sweep, steps chosen, the sweep of one

@@ -43,7 +43,7 @@ DEMO ?= demo
 RUNS ?= runs/demo
 
 .PHONY: demo test env lint pytest smoke browser notebooks clean lab check pack unpack experiment \
-	experiment-pretraining experiment-progressive book
+	experiment-pretraining experiment-progressive book gpu-wheels gpu-venv gpu-dry-run
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,7 +84,7 @@ browser: env
 
 test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra -m "not browser and not after_smoke" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not browser and not after_smoke and not gpu_dry" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
 	$(PY) -m swinunetr_lib.notebooks.book --runs runs/smoke
 	bash ci/install_browser.sh
@@ -146,3 +146,32 @@ experiment-progressive: env $(EXP_SSL32)  ## notebook 02's third recorded run (i
 
 clean:
 	rm -rf runs
+
+# The GPU checks (README, "GPU checks"; docs/gpu_checks.md). The lent GPU machine's image has python3 3.12 with
+# torch (2.11 + CUDA) and numpy, pandas, scipy, scikit-image, matplotlib, pyyaml, tqdm, einops, pytest, tensorboard,
+# but not MONAI, nibabel or pydicom, and no network: `make gpu-wheels` puts exactly those three pure-Python wheels in
+# .whl/ (ignored by git; carry it: `run(..., carry=[".whl"])`), and the scripts install them next to its torch.
+GPU_WHEELS ?= monai==1.6.1 nibabel==5.4.2 pydicom==3.0.2
+GPU_IMAGE_PACKAGES ?= numpy pandas scipy scikit-image matplotlib pyyaml tqdm einops pytest tensorboard
+GPU_VENV ?= .gpu-venv
+gpu-wheels:  ## the wheels the GPU image lacks, for Python 3.12 on x86-64, into .whl/
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@ls .whl
+
+$(GPU_VENV)/.installed:  # what the GPU image holds (the CPU build of torch here), nothing of the project's own
+	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	@spec="$(TORCH_PIN)"; if [ -n "$(TORCH_INDEX)" ] && $(GPU_VENV)/bin/python -c 'import sys, urllib.request; \
+	  urllib.request.urlopen(sys.argv[1], timeout=20)' "$(TORCH_INDEX)/torch/" 2>/dev/null; then \
+	  spec="$$spec --index-url $(TORCH_INDEX)"; fi; echo "pip install $$spec"; $(GPU_VENV)/bin/python -m pip install --quiet $$spec
+	$(GPU_VENV)/bin/python -m pip install --quiet $(GPU_IMAGE_PACKAGES)
+	@touch $@
+
+gpu-venv: $(GPU_VENV)/.installed  ## a virtualenv holding only what the GPU image holds
+
+gpu-dry-run: gpu-venv  ## both GPU scripts on this CPU in that virtualenv, with .whl/ (make gpu-wheels): a few minutes
+	@test -n "$$(ls .whl/*.whl 2>/dev/null)" || { echo "make gpu-dry-run: no .whl/: run make gpu-wheels first" >&2; exit 2; }
+	rm -rf runs/gpu_dry
+	time DRY_RUN=1 TIME_LIMITS=off PYTHON=$(GPU_VENV)/bin/python bash ci/gpu_bench.sh runs/gpu_dry/bench
+	time DRY_RUN=1 TIME_LIMITS=off PYTHON=$(GPU_VENV)/bin/python bash ci/gpu_plan.sh runs/gpu_dry/plan

@@ -1,5 +1,5 @@
 """The benchmarks (ssl, finetune, infer) run end to end at tiny size on a CPU and report consistent numbers;
-ci/gpu_bench.sh runs all of them in DRY_RUN mode."""
+ci/gpu_bench.sh runs all of them in DRY_RUN mode, ci/gpu_plan.sh the GPU plan's steps."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from swinunetr_lib.bench.common import variants
+from swinunetr_lib.bench.common import run_variants, variants
 from swinunetr_lib.bench.finetune import FinetuneBenchConfig, bench_finetune
 from swinunetr_lib.bench.infer import InferBenchConfig, label_agreement
 from swinunetr_lib.bench.ssl import BenchConfig, bench_ssl, main
@@ -86,9 +86,45 @@ def test_variants_add_eager_options_one_at_a_time():
     base = {"precision": torch.float32, "sw_batch_size": 4, "sdpa_attention": False, "channels_last": False,
             "compile": False}
     plan = variants(ours, base, InferBenchConfig(ablation=True))
-    assert [n for n, _ in plan] == ["monai_eager", "+bfloat16", "+sw_batch_12", "+sdpa", "+channels_last", "ours"]
-    assert plan[-2][1] == {**ours, "compile": False} and plan[0][1] == base and plan[-1][1] == ours
+    # the headline (ours) right after the baseline, before the rows a time limit may cut
+    assert [n for n, _ in plan] == ["monai_eager", "ours", "+bfloat16", "+sw_batch_12", "+sdpa", "+channels_last"]
+    assert plan[-1][1] == {**ours, "compile": False} and plan[0][1] == base and plan[1][1] == ours
     assert [n for n, _ in variants(ours, base, InferBenchConfig(baseline=False))] == ["ours"]
+    flash = (("monai_flash", {**base, "monai_flash_attention": True}),)
+    assert [n for n, _ in variants(ours, base, InferBenchConfig(), flash)] == ["monai_eager", "monai_flash", "ours"]
+
+
+def test_run_variants_records_an_error_runs_the_next_and_skips_what_the_budget_cannot_hold(capsys, monkeypatch):
+    """A failing variant costs its row only; the headline is summarised as soon as ours has a time; an ablation
+    row longer than the budget left is skipped; the JSON callback sees every variant. (A fake clock: each
+    variant "takes" its seconds.)"""
+    from swinunetr_lib.bench import common
+
+    now = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: now[0])
+
+    def measure(opts):
+        if opts["fail"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+        now[0] += opts["seconds"]
+        return {"step_s": opts["seconds"] + 0.1, "first_step_s": 5.0}
+
+    emitted, summaries = [], []
+    plan = [("monai_eager", {"fail": False, "seconds": 0.4}), ("ours", {"fail": False, "seconds": 0.0}),
+            ("+a", {"fail": True, "seconds": 0.0}), ("+b", {"fail": False, "seconds": 0.4}),
+            ("+c", {"fail": False, "seconds": 0.0})]
+    result = {"runs": {}}
+    run_variants(result, plan, torch.device("cpu"), measure, lambda r: emitted.append(list(r["runs"])), "step_s",
+                 lambda r: summaries.append(r["runs"]["ours"]["step_s"]), budget_s=1.0)
+    runs = result["runs"]
+    assert list(runs) == ["monai_eager", "ours", "+a", "+b", "+c"] and len(emitted) == 5
+    assert runs["+a"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert runs["ours"]["speedup_vs_monai_eager"] == pytest.approx(0.5 / 0.1) and summaries[0] == 0.1
+    # +b ran (0.6 s left >= monai_eager's 0.4 s); +c did not (0.2 s left)
+    assert "step_s" in runs["+b"] and runs["+c"]["skipped"].startswith("time budget: 0 s left")
+    out = capsys.readouterr().out
+    assert "variant ours: start" in out and "variant +a: FAILED after" in out and "variant +c: skipped" in out
+    assert "variant monai_eager: done in 0.4 s: 500.0 ms/step, first step 5.0 s (compilation ~4.5 s)" in out
 
 
 @pytest.mark.parametrize("bench, cfg, match", [
@@ -101,44 +137,90 @@ def test_bench_refuses_bad_options(bench, cfg, match):
         bench(cfg)
 
 
+def _dry_env(**extra):
+    """The GPU scripts on this CPU: this Python, every step's time limit lifted (a test passes by work done,
+    never by the speed of the machine)."""
+    import sys
+
+    return {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off", "PYTHON": sys.executable,
+            **extra}
+
+
+@pytest.mark.parametrize("script", ["ci/gpu_bench.sh", "ci/gpu_plan.sh", "ci/gpu_common.sh"])
+def test_gpu_scripts_parse(script):
+    """bash reads every line of the GPU scripts (their dry runs, marked gpu_dry, run outside make test)."""
+    proc = subprocess.run(["bash", "-n", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("script", ["ci/gpu_bench.sh", "ci/gpu_plan.sh"])
+def test_gpu_scripts_stop_at_once_with_one_line_without_torch_and_monai(tmp_path, script):
+    """A Python without torch / MONAI (or without CUDA when not dry): one line, exit 1, nothing else run."""
+    env = _dry_env(PYTHON="/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3")
+    proc = subprocess.run(["bash", script, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    log = next(tmp_path.glob("*.log")).read_text()
+    assert proc.returncode == 1 and "preflight: No module named" in log and "preflight failed: nothing run" in log
+    assert "== " not in log  # no step started
+
+
 @pytest.mark.slow
+@pytest.mark.gpu_dry
 def test_gpu_bench_script_dry_run(tmp_path):
-    """The whole GPU script on a CPU at the smallest sizes (compile traced with the eager backend)."""
-    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off"}  # pass by work, not speed
-    proc = subprocess.run(["bash", "ci/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    """The whole GPU benchmark script on a CPU at the smallest sizes: preflight, import check, the three benchmarks
+    (monai_eager, ours compiled with aot_eager, an ablation row; inference also MONAI's inference attention), the
+    CUDA tests collected, the summary."""
+    proc = subprocess.run(["bash", "ci/gpu_bench.sh", str(tmp_path)], cwd=ROOT, env=_dry_env(), capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (tmp_path / "gpu_bench.log").read_text()
-    assert "cuda tests: rc=0" in log
+    assert "preflight: python" in log and "import check: rc=0" in log and "cuda tests: rc=0" in log
+    assert log.index("bench infer: rc=0") < log.index("== cuda tests")  # the tests after the benchmarks
     for name in ("ssl", "finetune", "infer"):
         assert f"bench {name}: rc=0" in log, log[-3000:]
         r = json.loads((tmp_path / f"{name}.json").read_text())
-        assert r["complete"] and r["runs"]["ours"]["options"]["compile"] is True
-        assert list(r["runs"]) == ["monai_eager", "ours"]
-        assert f"summary {name}: complete=True" in log
+        assert r["complete"] and r["headline"] and r["runs"]["ours"]["options"]["compile"] is True
+        assert r["config"]["compile_backend"] == "aot_eager" and not r["runs"]["ours"]["options"]["channels_last"]
+        first = ["monai_eager", "monai_flash"] if name == "infer" else ["monai_eager"]
+        assert list(r["runs"]) == [*first, "ours", "+sdpa"]
+        assert all("error" not in run and len(run["step_times_s"]) == 1 for run in r["runs"].values())
+        assert "sdpa_kernel" in r and "tf32_matmul" in r and f"summary {name}: complete=True headline=True" in log
+    assert "variant ours: done in" in log and "variant +sdpa: start" in log
+    assert json.loads((tmp_path / "infer.json").read_text())["fit_loss"] is not None
 
 
 @pytest.mark.slow
-def test_gpu_label_efficiency_script_dry_run(tmp_path):
-    """The GPU label-efficiency script on a CPU at the smallest sizes: cohort, pretraining, a sweep (the run from
-    scratch beside the pretraining, the SSL run after it) with the library engine (no Jupyter), one collecting call,
-    the probe, the files copied back flat."""
+@pytest.mark.gpu_dry
+def test_gpu_plan_script_dry_run(tmp_path):
+    """The GPU plan on a CPU at the smallest sizes: call 1 (cohort, pretraining timing run, the steps chosen from it,
+    pretraining, E1 with its verdict), call 2 whatever the verdict (timing sweep, steps chosen, the sweep of one
+    seed pair, the paired gain); at most 8 files back, flat. Run again, it reuses every part."""
     import pandas as pd
 
-    env = {**os.environ, "DRY_RUN": "1", "PYTHONPATH": str(ROOT), "TIME_LIMITS": "off"}  # pass by work, not speed
-    proc = subprocess.run(["bash", "ci/gpu_label_efficiency.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run(["bash", "ci/gpu_plan.sh", str(tmp_path)], cwd=ROOT, env=_dry_env(), capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = (tmp_path / "gpu_label_efficiency.log").read_text()
-    for part in ("cohort", "pretraining", "sweep scratch_seed0", "sweep ssl_seed0", "sweep", "probe"):
+    log = (tmp_path / "gpu_plan.log").read_text()
+    for part in ("cohort", "pretraining timing run (2 steps)", "pretraining (2 steps)", "E1 dense probe",
+                 "run scratch_seed0", "run ssl_seed0"):
         assert f"{part}: rc=0" in log, log[-3000:]
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert set(verdict) == {"helps", "gain", "ci", "beats_every_seed", "text"} and "rule: " in log
+    summary = pd.read_csv(tmp_path / "dense_probe_summary.csv")
+    assert {"ssl", "random_min", "random_max", "atlas", "intensity"} <= set(summary.columns)
     results = pd.read_csv(tmp_path / "results.csv")
     assert sorted(zip(results["init"], results["seed"], strict=True)) == [("scratch", 0), ("ssl", 0)]
-    assert results["mean_dice"].between(0, 1).all() and results["minutes"].gt(0).all()
-    assert log.count("ok in") == 2  # each run trained once: the collecting call reused them all
-    assert pd.read_csv(tmp_path / "probe.csv")["encoder"].tolist() == ["ssl", "random init"]
-    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 2 and (tmp_path / "dice_vs_fraction.png").is_file()
-    assert not list((tmp_path / "runs").glob("finetune_btcv/*/*.ipynb"))  # the library engine: no notebook ran
+    assert results["steps"].eq(2).all() and results["mean_dice"].between(0, 1).all()
+    assert pd.read_csv(tmp_path / "paired_gain.csv")["count"].tolist() == [1, 1]
+    assert len(pd.read_csv(tmp_path / "metrics.csv")) == 2
+    files = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert files == sorted(["gpu_plan.log", "metrics.csv", "dense_probe.csv", "dense_probe_summary.csv",
+                            "verdict.json", "results.csv", "paired_gain.csv", "dice_vs_fraction.png"])
+    proc = subprocess.run(["bash", "ci/gpu_plan.sh", str(tmp_path)], cwd=ROOT, env=_dry_env(), capture_output=True,
+                          text=True, timeout=300)
+    log = (tmp_path / "gpu_plan.log").read_text()
+    assert proc.returncode == 0 and "cohort: reused" in log and "pretraining: reused" in log and "E1: reused" in log
+    assert "== pretraining" not in log and "run ssl_seed0: rc=0" in log
 
 
 def test_bench_data_reports_three_paths_and_the_cores_they_need(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """What the benchmarks share: options and variants, model preparation (SDPA attention, gradient checkpointing,
-channels-last, regional torch.compile), in-step phase timing, peak memory, the summary and the printed table.
-The benchmarks themselves: :mod:`swinunetr_lib.bench` (CLI, ``ssl``), :mod:`swinunetr_lib.bench.finetune`,
-:mod:`swinunetr_lib.bench.infer`.
+channels-last, regional torch.compile), in-step phase timing, per-step times, peak memory, the run of the variants
+(one line as each starts and ends, an error recorded and the next variant run, ablation rows skipped when the time
+budget would not hold them) and the summary. The benchmarks themselves: :mod:`swinunetr_lib.bench` (CLI, ``ssl``),
+:mod:`swinunetr_lib.bench.finetune`, :mod:`swinunetr_lib.bench.infer`; the printed table: :mod:`.table`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import gc
 import platform
 import resource
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import monai
 import torch
 from monai.networks.nets.swin_unetr import BasicLayer, SwinTransformerBlock
 from torch import nn
+from torch.nn.attention import SDPBackend
 
 from ..config import Config
 from ..models.swin_unetr import swinunetr_roi_problem
@@ -49,6 +52,8 @@ class BenchBase(Config):
     steps: int = 10               # timed steps (volumes for infer)
     warmup: int = 3               # untimed steps first (compilation, cuDNN autotuning)
     seed: int = 0                 # random seed (initialisation, synthetic data)
+    budget_s: float = 0.0         # seconds for the whole benchmark: an ablation row that would not fit is skipped
+                                  # (its estimate: monai_eager's seconds); 0 = no limit
     json: str = ""                # also write the results to this JSON file
 
 
@@ -82,10 +87,12 @@ def bench_device(cfg: BenchBase) -> torch.device:
 
 
 
-def variants(ours: dict[str, Any], base: dict[str, Any], cfg: BenchBase) -> list[tuple[str, dict[str, Any]]]:
-    """[(name, options)]: monai_eager, (ablation) each eager option of ours added in turn, ours last (its
-    compilation is what may run out of time; the JSON then still holds the eager variants)."""
-    out = [("monai_eager", base)] if cfg.baseline else []
+def variants(ours: dict[str, Any], base: dict[str, Any], cfg: BenchBase,
+             baselines: tuple[tuple[str, dict[str, Any]], ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """[(name, options)]: monai_eager (and further ``baselines``), ours (the headline) and then, with ablation, each
+    eager option of ours added in turn ("+name" rows): the headline comes before the rows a time limit may cut."""
+    out = [("monai_eager", base), *baselines] if cfg.baseline else []
+    out.append(("ours", ours))
     if cfg.ablation:
         cur = dict(base)
         for key in OPTION_ORDER[:-1]:
@@ -95,7 +102,7 @@ def variants(ours: dict[str, Any], base: dict[str, Any], cfg: BenchBase) -> list
                     label = {"precision": str(ours[key]).split(".")[-1], "sw_batch_size": f"sw_batch_{ours[key]}",
                              "sdpa_attention": "sdpa"}.get(key, key)
                     out.append((f"+{label}", dict(cur)))
-    return out + [("ours", ours)]
+    return out
 
 
 def plain_options(ours: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +137,10 @@ def prepare(model: nn.Module, opts: dict[str, Any], cfg: BenchBase, device: torc
     """Apply a variant's options to a freshly built model; returns the callable (maybe compiled) network."""
     if opts.get("sdpa_attention"):
         use_sdpa_window_attention(model)
+    if opts.get("monai_flash_attention"):  # MONAI's own inference path: SDPA when gradients are off
+        for m in model.modules():
+            if hasattr(m, "use_flash_attention"):
+                m.use_flash_attention = True
     if opts.get("grad_checkpoint"):
         enable_checkpointing(model)
     model.to(device)
@@ -223,37 +234,92 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB (process RSS, monotonic)
 
 
-def header(benchmark: str, cfg: Config, device: torch.device) -> dict[str, Any]:
+def sdpa_kernel(device: torch.device, dtype: torch.dtype, feature_size: int, training: bool) -> str:
+    """The kernel ``scaled_dot_product_attention`` picks for the first Swin stage's shifted windows (3 heads of
+    feature_size / 3 channels, 7^3 tokens, an additive mask as :mod:`~swinunetr_lib.models.window_attention` passes
+    it) on ``device`` in ``dtype``, with or without gradients; "unknown" where PyTorch does not say."""
+    try:
+        n, heads = 343, 3
+        q = torch.zeros(2, heads, n, max(1, feature_size // heads), device=device, dtype=dtype,
+                        requires_grad=training)
+        mask = torch.zeros(2, heads, n, n + (-n) % 16, device=device, dtype=dtype)[..., :n]
+        return SDPBackend(torch._fused_sdp_choice(q, q, q, attn_mask=mask)).name
+    except Exception as e:  # a private function: any change of it must not cost the benchmark
+        return f"unknown ({type(e).__name__})"
+
+
+def header(benchmark: str, cfg: Config, device: torch.device, dtype: torch.dtype | None = None,
+           training: bool = True) -> dict[str, Any]:
     if device.type == "cuda":
         name = f"{device} ({torch.cuda.get_device_name(device)})"
     else:
         name = f"cpu ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads"
-    return {"benchmark": benchmark, "complete": False, "device": name, "torch": torch.__version__,
+    dtype = dtype or torch.float32
+    return {"benchmark": benchmark, "complete": False, "headline": False, "device": name, "torch": torch.__version__,
             "monai": monai.__version__, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "sdpa_kernel": sdpa_kernel(device, dtype, getattr(cfg, "feature_size", 48), training),
             "config": cfg.to_dict(), "peak_memory_kind": "max_memory_allocated" if device.type == "cuda"
             else "process max RSS (cumulative)", "runs": {}}
 
 
+def say(line: str) -> None:
+    """One progress line, at once (the GPU scripts log what a killed benchmark had reached)."""
+    print(line, flush=True)
+
+
+def _ended(name: str, run: dict[str, Any], time_key: str) -> str:
+    t = run[time_key]
+    shown = f"{t:.3f} s/volume" if time_key == "seconds_per_volume" else f"{t * 1e3:.1f} ms/step"
+    first = run.get("first_step_s")
+    compile_s = f", first step {first:.1f} s (compilation ~{max(0.0, first - t):.1f} s)" if first is not None else ""
+    return f"variant {name}: done in {run['wall_s']:.1f} s: {shown}{compile_s}"
+
+
 def run_variants(result: dict[str, Any], plan: list[tuple[str, dict[str, Any]]], device: torch.device,
                  measure: Callable[[dict[str, Any]], dict[str, Any]], emit: Callable[[dict[str, Any]], None],
-                 time_key: str) -> None:
-    """Measure each variant (fresh model each), record its peak memory, rewrite the JSON after each."""
+                 time_key: str, summarize: Callable[[dict[str, Any]], None] = lambda r: None,
+                 budget_s: float = 0.0) -> None:
+    """Measure each variant (fresh model each): one line as it starts and as it ends (its time and compilation),
+    its peak memory; an exception is recorded as the variant's ``error`` and the next variant runs; an ablation row
+    ("+name") that would not fit in ``budget_s`` (0: no limit) is recorded as ``skipped``. After each variant
+    ``summarize(result)`` (once ``ours`` has a time) and ``emit(result)`` (the CLI rewrites the JSON)."""
+    start = time.perf_counter()
     for name, opts in plan:
-        reset_peak(device)
-        run = {"options": {k: (str(v).split(".")[-1] if isinstance(v, torch.dtype) else v) for k, v in opts.items()}}
-        run.update(measure(opts))
-        run["peak_memory_gib"] = peak_memory_gib(device)
+        run: dict[str, Any] = {"options": {k: (str(v).split(".")[-1] if isinstance(v, torch.dtype) else v)
+                                           for k, v in opts.items()}}
+        base = result["runs"].get("monai_eager", {})
+        left = budget_s - (time.perf_counter() - start)
+        if budget_s and name.startswith("+") and left < base.get("wall_s", 0.0):
+            run["skipped"] = f"time budget: {left:.0f} s left, monai_eager took {base.get('wall_s', 0):.0f} s"
+            say(f"variant {name}: skipped ({run['skipped']})")
+        else:
+            say(f"variant {name}: start")
+            reset_peak(device)
+            t = time.perf_counter()
+            try:
+                run.update(measure(opts))
+                run["peak_memory_gib"] = peak_memory_gib(device)
+            except Exception as e:  # one variant's failure (out of memory, a compiler error) costs that row only
+                run["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            run["wall_s"] = time.perf_counter() - t
+            if time_key in base and time_key in run:
+                run["speedup_vs_monai_eager"] = base[time_key] / run[time_key]
+            say(_ended(name, run, time_key) if "error" not in run else
+                f"variant {name}: FAILED after {run['wall_s']:.1f} s: {run['error']}")
         result["runs"][name] = run
-        base = result["runs"].get("monai_eager")
-        if base is not None:
-            run["speedup_vs_monai_eager"] = base[time_key] / run[time_key]
+        if time_key in result["runs"].get("ours", {}):
+            summarize(result)
         emit(result)
     reset_peak(device)
 
 
 def finish(result: dict[str, Any], time_key: str, throughput_key: str, per_step: int, at_paper_size: bool) -> None:
-    """Top-level summary of ``ours``: time, throughput, ratio, split and the issue's goal."""
+    """Top-level summary of ``ours`` (the headline, set as soon as ``ours`` has a time): time, throughput, ratio,
+    split, its final loss against monai_eager's and the issue's goal."""
     ours = result["runs"]["ours"]
+    result["headline"] = True
     result[time_key] = ours[time_key]
     if throughput_key != time_key:
         result[throughput_key] = per_step / ours[time_key]
@@ -261,17 +327,44 @@ def finish(result: dict[str, Any], time_key: str, throughput_key: str, per_step:
     result["speedup_vs_monai_eager"] = ours.get("speedup_vs_monai_eager")
     result["split_s"] = ours["split_s"]
     result["split_share"] = {k: v / ours[time_key] for k, v in ours["split_s"].items()}
+    base_loss = result["runs"].get("monai_eager", {}).get("final_loss")
+    if base_loss is not None and "final_loss" in ours:
+        result["ours_vs_monai_eager_loss"] = (ours["final_loss"] - base_loss) / abs(base_loss) if base_loss else 0.0
     key, op, target = GOALS[result["benchmark"]]
     met = result[key] >= target if op == ">=" else result[key] <= target
     result["goal"] = {"metric": key, "target": f"{op} {target}", "at_paper_size": at_paper_size,
                       "met": bool(met) if at_paper_size else None}
 
 
+class StepClock:
+    """Marks between steps without synchronising: CUDA events on a GPU, ``perf_counter`` elsewhere;
+    ``seconds()`` -> the time of each step between consecutive marks."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.phases = Phases(device)
+        self.marks = [self.phases._now()]
+
+    def mark(self) -> None:
+        self.marks.append(self.phases._now())
+
+    def seconds(self) -> list[float]:
+        if self.phases.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:], strict=False)]
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]
+
+
+def step_stats(times: list[float]) -> dict[str, Any]:
+    """``step_times_s`` (each timed step, rounded) and ``median_s``."""
+    return {"step_times_s": [round(t, 5) for t in times], "median_s": statistics.median(times)}
+
+
 def train_timing(model: nn.Module, opts: dict[str, Any], device: torch.device, phases: Phases,
                  step_fn: Callable[[], torch.Tensor], steps: int, warmup: int) -> dict[str, Any]:
     """Time ``steps`` optimizer steps of ``model`` (after ``warmup``): ``step_fn()`` returns the loss (run
     under autocast; it records its own data / augmentation ``phases``); backward, clipping and AdamW follow.
-    The rest of the step is "model". Returns step_s, warmup_s (compilation included), split_s, final_loss."""
+    The rest of the step is "model". Returns step_s (mean), the per-step times and their median, warmup_s
+    (compilation included), first_step_s (the first step: compilation and one step), split_s, final_loss."""
     dtype = opts["precision"]
     opt = make_adamw(model.parameters(), 4e-4, 1e-5, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -288,62 +381,26 @@ def train_timing(model: nn.Module, opts: dict[str, Any], device: torch.device, p
         return loss.detach()
 
     t = time.perf_counter()
-    for _ in range(warmup):
+    first_step_s = None
+    for i in range(warmup):
         one()
+        if i == 0:  # the compilation happens here: its time, with one sync (warm-up is not timed)
+            sync(device)
+            first_step_s = time.perf_counter() - t
     sync(device)
     warmup_s = time.perf_counter() - t
     phases.reset()
+    clock = StepClock(device)
     t = time.perf_counter()
-    losses = [one() for _ in range(steps)]
+    losses = []
+    for _ in range(steps):
+        losses.append(one())
+        clock.mark()
     sync(device)
     step_s = (time.perf_counter() - t) / steps
+    times = clock.seconds()
     split = {k: v / steps for k, v in phases.totals().items()}
     split["model"] = max(0.0, step_s - sum(split.values()))
-    return {"step_s": step_s, "warmup_s": warmup_s, "split_s": split, "final_loss": float(losses[-1])}
-
-
-def format_table(r: dict[str, Any]) -> str:
-    """The result of any benchmark as aligned text: setup, one row per variant, the split, the goal."""
-    c = r["config"]
-    size = {"ssl": f"{c['roi_size']}^3 / {c['feature_size']} / {c.get('batch_size')} sub-volumes (x 2 views)",
-            "finetune": f"{c['roi_size']}^3 / {c['feature_size']} / {c.get('batch_size')} crops, "
-                        f"{c.get('out_channels')} classes",
-            "infer": f"volume {c.get('volume_size')} / ROI {c['roi_size']}^3 / {c['feature_size']} / "
-                     f"overlap {c.get('overlap')}, {r.get('windows')} windows"}[r["benchmark"]]
-    unit = "s/volume" if r["benchmark"] == "infer" else "ms/step"
-    rows = [("benchmark", r["benchmark"]), ("device", r["device"]), ("torch / monai", f"{r['torch']} / {r['monai']}"),
-            ("size (ROI / feature / batch)", size)]
-    for name, run in r["runs"].items():
-        o = run["options"]
-        opts = " ".join([str(o["precision"])] + [k for k in OPTION_ORDER[2:] if o.get(k)]
-                        + ([f"sw_batch {o['sw_batch_size']}"] if "sw_batch_size" in o else []))
-        t = run.get("seconds_per_volume", run.get("step_s", 0.0))
-        shown = f"{t:.3f} s/volume" if unit == "s/volume" else f"{t * 1e3:.1f} ms/step"
-        extra = (f"Dice vs fp32 {run['dice_vs_fp32']:.4f}" if "dice_vs_fp32" in run
-                 else f"loss {run.get('final_loss', float('nan')):.4f}")
-        ratio = f" = {run['speedup_vs_monai_eager']:.2f}x" if "speedup_vs_monai_eager" in run else ""
-        rows.append((f"{name} [{opts}]", f"{shown}{ratio}, peak {run['peak_memory_gib']:.2f} GiB, {extra}"))
-    if r.get("complete"):
-        key = r["goal"]["metric"]
-        rows.append(("ours: split", ", ".join(f"{k} {v * 1e3:.1f} ms ({100 * r['split_share'][k]:.1f} %)"
-                                              for k, v in r["split_s"].items())))
-        for k, label in (("reference_over_ours", "augmentation: reference loop / batched"),
-                         ("loader_augment_s", "loader augmentation (CPU, 1 process, per batch)"),
-                         ("dice_vs_fp32", "ours: Dice vs fp32 (mean / min class / voxels)")):
-            if k in r and k == "reference_over_ours":
-                rows.append((label, f"{r['reference_augment_s'] * 1e3:.2f} / {r['augment_alone_s'] * 1e3:.2f} ms"
-                                    f" = {r[k]:.2f}x"))
-            elif k in r and k == "loader_augment_s":
-                rows.append((label, f"{r[k] * 1e3:.1f} ms: {r['loader_workers_needed']} worker(s) keep up"))
-            elif r.get(k) is not None:
-                rows.append((label, f"{r[k]:.4f} / {r['dice_min_class']:.4f} / {r['voxel_agreement']:.4f}"))
-        if "fit_s" in r:
-            fit = (f"{c['fit_steps']} steps in {r['fit_s']:.1f} s, last loss {r['fit_loss']:.3f}"
-                   if r.get("fit_loss") is not None else c.get("checkpoint") or "none (random weights)")
-            rows.append(("weights fitted to the volume", f"{fit}; ours' Dice vs its bands {r['dice_vs_truth']:.3f}"))
-        goal = r["goal"]
-        dice = f", dice_vs_fp32 {goal['dice_target']}" if "dice_target" in goal else ""
-        rows.append((f"goal: {key} {goal['target']}{dice}", f"{r[key]:.3f} -> " + (
-            {True: "met", False: "NOT met"}[goal["met"]] if goal["at_paper_size"] else "not at the paper's size")))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    loss = float(losses[-1])
+    return {"step_s": step_s, "warmup_s": warmup_s, "split_s": split, "final_loss": loss,
+            "first_step_s": times[0] if first_step_s is None else first_step_s, **step_stats(times)}

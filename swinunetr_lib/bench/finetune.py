@@ -102,7 +102,7 @@ def bench_finetune(cfg: FinetuneBenchConfig, emit: Callable[[dict[str, Any]], No
     shape = (cfg.batch_size, 1, *(cfg.roi_size,) * 3)
     image_host = host_tensor(torch.rand(shape, generator=gen), device)
     label_host = host_tensor(torch.randint(0, cfg.out_channels, shape, generator=gen).float(), device)
-    result = header("finetune", cfg, device)
+    result = header("finetune", cfg, device, ours["precision"])
     step = dice_step_fn()
 
     def measure(opts: dict[str, Any]) -> dict[str, Any]:
@@ -119,11 +119,12 @@ def bench_finetune(cfg: FinetuneBenchConfig, emit: Callable[[dict[str, Any]], No
         run = train_timing(model, opts, device, phases, step_fn, cfg.steps, cfg.warmup)
         return {**run, "volumes_per_s": cfg.batch_size / run["step_s"]}
 
-    run_variants(result, variants(ours, base, cfg), device, measure, emit, "step_s")
-    finish(result, "step_s", "volumes_per_s", cfg.batch_size,
-           device.type == "cuda" and (cfg.roi_size, cfg.feature_size, cfg.batch_size) == (96, 48, 4))
-    result["final_loss"] = result["runs"]["ours"]["final_loss"]
-    if cfg.loader_repeats > 0:  # augmentation: on the CPU, in parallel with the step
+    at_size = device.type == "cuda" and (cfg.roi_size, cfg.feature_size, cfg.batch_size) == (96, 48, 4)
+    run_variants(result, variants(ours, base, cfg), device, measure, emit, "step_s",
+                 lambda r: finish(r, "step_s", "volumes_per_s", cfg.batch_size, at_size), cfg.budget_s)
+    if result["headline"]:
+        result["final_loss"] = result["runs"]["ours"]["final_loss"]
+    if cfg.loader_repeats > 0 and result["headline"]:  # augmentation: on the CPU, in parallel with the step
         aug = loader_augment_s(cfg)
         result.update({"loader_augment_s": aug, "loader_workers_needed": math.ceil(aug / result["step_s"])})
     result["complete"] = True

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import time
@@ -245,13 +246,14 @@ class DenseProbeConfig(Config):
     max_iter: int = 100           # L-BFGS iterations of each readout
     csv: str = ""                 # write the tidy table here ("" = do not write)
     summary: str = ""             # write the per-labeled-case summary here ("" = print only)
+    verdict: str = ""             # write the rule's verdict here as JSON (helps, gain, ci, beats_every_seed, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m swinunetr_lib.experiments.dense_probe"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     DenseProbeConfig.add_arguments(parser)
-    args = absolute_from_cwd(parser.parse_args(argv), "manifest", "ssl_checkpoint", "csv", "summary")
+    args = absolute_from_cwd(parser.parse_args(argv), "manifest", "ssl_checkpoint", "csv", "summary", "verdict")
 
     def body() -> int:
         cfg = DenseProbeConfig.from_args(args)
@@ -277,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             atomic_write_text(table.round(4).to_csv(index=False), cfg.csv)
         if cfg.summary:
             atomic_write_text(summary.round(4).to_csv(index=False), cfg.summary)
+        if cfg.verdict and verdict is not None:
+            atomic_write_text(json.dumps(dataclasses.asdict(verdict), indent=2), cfg.verdict)
         return 0
 
     return run_cli(prog, body)

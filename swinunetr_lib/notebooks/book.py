@@ -46,7 +46,7 @@ EXECUTED = "executed"  # an unpacked precomputed archive keeps its notebooks her
 DOC_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Guides", ("docs/running.md", "docs/data.md", "docs/your_own_data.md")),
     ("Reference", ("docs/pretraining.md", "docs/scale.md", "docs/figures.md", "docs/finetuning.md",
-                   "docs/sweeps.md", "docs/measured.md")),
+                   "docs/sweeps.md", "docs/measured.md", "docs/gpu_checks.md")),
     ("Recorded results", ("docs/results/*/README.md",)),
     ("Workshop", ("docs/workshop.md", "docs/glossary.md", "docs/workshop_answers.md")),
 )

@@ -304,7 +304,9 @@ def run_variants(result: dict[str, Any], plan: list[tuple[str, dict[str, Any]]],
             except Exception as e:  # one variant's failure (out of memory, a compiler error) costs that row only
                 run["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             run["wall_s"] = time.perf_counter() - t
-            if time_key in base and time_key in run:
+            if name == "monai_eager" and time_key in run:
+                run["speedup_vs_monai_eager"] = 1.0  # the baseline of every ratio
+            elif time_key in base and time_key in run:
                 run["speedup_vs_monai_eager"] = base[time_key] / run[time_key]
             say(_ended(name, run, time_key) if "error" not in run else
                 f"variant {name}: FAILED after {run['wall_s']:.1f} s: {run['error']}")

@@ -77,8 +77,9 @@ def test_e1_over_a_grid_records_the_verdict_and_dice_per_encoder_and_a_rerun_ski
         assert row["gain"] == pytest.approx(row["mean_dice_ssl"] - row["mean_dice_random"], abs=1e-9)
         assert row["ci_low"] <= row["gain"] <= row["ci_high"] and row["beats_every_seed"] in (True, False)
         run = out / "runs" / row["run"]
-        assert {"params.yml", "results.json", "run.json", "dense_probe.csv", "dense_probe_summary.csv"} <= \
-            {p.name for p in run.iterdir()}
+        assert {"params.yml", "results.json", "run.json", "dense_probe.csv", "dense_probe_summary.csv",
+                "dense_probe_verdict.json"} <= {p.name for p in run.iterdir()}
+        assert json.loads((run / "dense_probe_verdict.json").read_text())["gain"] == pytest.approx(row["gain"])
         tidy = pd.read_csv(run / "dense_probe.csv")
         atlas = tidy[(tidy.encoder == "atlas") & (tidy.held_out_case == "mean") & (tidy.organ == "mean")].dice
         assert row["mean_dice_atlas"] == pytest.approx(atlas.mean(), abs=1e-4)  # the file holds 4 decimals

@@ -25,6 +25,11 @@ labeled case.
     python -m swinunetr_lib.experiments.dense_probe --manifest runs/exp/cohort_v05/finetune.json \
         --ssl-checkpoint runs/exp/ssl_a/checkpoints/last.pt --supervised "[runs/exp/ft_v05/model.pt]" \
         --csv dense_probe.csv --summary dense_probe_summary.csv
+
+Over a grid of its fields (one folder per run, its tidy table and summary in it; the verdict's gain, CI, and each
+encoder's mean Dice in the sweep's results.csv: :func:`sweep_results`)::
+
+    python -m swinunetr_lib.notebooks sweep swinunetr_lib.experiments.dense_probe --grid e1.yml --out runs/e1
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +52,7 @@ from ..config import Config
 from ..data.labels import BTCV_LABELS
 from ..data.loading import LoadImageNamed
 from ..data.manifest import resolve_entries
-from ..paths import absolute_from_cwd
+from ..paths import absolute_from_cwd, resolve_path
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
 from .dense_features import (
@@ -249,6 +255,74 @@ class DenseProbeConfig(Config):
     verdict: str = ""             # write the rule's verdict here as JSON (helps, gain, ci, beats_every_seed, text)
 
 
+def check_config(cfg: DenseProbeConfig) -> DenseProbeConfig:
+    """``cfg`` with its input files present and its values in range, else ValueError / FileNotFoundError (one line
+    naming the file or value)."""
+    if not cfg.manifest:
+        raise ValueError("--manifest is required")
+    for what, path in [("manifest", cfg.manifest), ("ssl-checkpoint", cfg.ssl_checkpoint)] + \
+            [("supervised", p) for p in cfg.supervised]:
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: --{what} file not found")
+    if not {cfg.source, *cfg.also_sources} <= {"encoder", "swinvit"} or cfg.n_seeds < 2 or cfg.per_class < 1:
+        raise ValueError(f"source={cfg.source!r} must be encoder or swinvit, n_seeds={cfg.n_seeds} >= 2, "
+                         f"per_class={cfg.per_class} >= 1")
+    return cfg
+
+
+def run(cfg: DenseProbeConfig, say=print) -> tuple[pd.DataFrame, pd.DataFrame, Verdict | None]:
+    """E1 as configured: checked (:func:`check_config`), run on the manifest's cases, the tidy table written to
+    ``cfg.csv``, the summary to ``cfg.summary`` and the verdict (JSON) to ``cfg.verdict`` where given."""
+    check_config(cfg)
+    labeled, held, _, held_names = load_cases(cfg.manifest)
+    table, summary, verdict = run_dense_probe(
+        labeled, held, ssl_checkpoint=cfg.ssl_checkpoint,
+        supervised=[str(Path(p).absolute()) for p in cfg.supervised], n_seeds=cfg.n_seeds, source=cfg.source,
+        also_sources=cfg.also_sources, feature_size=cfg.feature_size, per_class=cfg.per_class,
+        max_iter=cfg.max_iter, held_names=held_names, say=say)
+    if cfg.csv:
+        atomic_write_text(table.round(4).to_csv(index=False), cfg.csv)
+    if cfg.summary:
+        atomic_write_text(summary.round(4).to_csv(index=False), cfg.summary)
+    if cfg.verdict and verdict is not None:
+        atomic_write_text(json.dumps(dataclasses.asdict(verdict), indent=2), cfg.verdict)
+    return table, summary, verdict
+
+
+# The sweep verb (python -m swinunetr_lib.notebooks sweep swinunetr_lib.experiments.dense_probe --grid ... --out ...)
+SWEEP_CONFIG = DenseProbeConfig
+SWEEP_OUTPUTS = {"csv": "dense_probe.csv", "summary": "dense_probe_summary.csv",  # in each run's folder
+                 "verdict": "dense_probe_verdict.json"}
+
+
+def sweep_config(params: dict) -> DenseProbeConfig:
+    """One sweep point's config: paths relative to the repository root (as a notebook's), values checked."""
+    cfg = DenseProbeConfig.from_dict(params)
+    cfg.manifest, cfg.ssl_checkpoint = (str(resolve_path(p)) if p else "" for p in (cfg.manifest, cfg.ssl_checkpoint))
+    cfg.supervised = [str(resolve_path(p)) for p in cfg.supervised]
+    return check_config(cfg)
+
+
+def sweep_results(table: pd.DataFrame, verdict: Verdict | None, source: str) -> dict[str, float | bool]:
+    """The scalars a sweep records: the verdict's gain, its 95 % CI, whether SSL beats every seed and helps, and
+    each encoder's mean Dice over labeled and held-out cases at ``source`` (``mean_dice_<encoder>``)."""
+    m = table[(table.held_out_case == "mean") & (table.organ == "mean") & table.source.isin([source, ""])]
+    out: dict[str, float | bool] = {}
+    if verdict is not None:
+        out.update(gain=verdict.gain, ci_low=verdict.ci[0], ci_high=verdict.ci[1],
+                   beats_every_seed=verdict.beats_every_seed, helps=verdict.helps)
+    for encoder, dice in m.groupby("encoder", sort=False).dice.mean().items():
+        out["mean_dice_" + re.sub(r"[^\w+]+", "_", str(encoder))] = float(dice)
+    return out
+
+
+def run_for_sweep(params: dict) -> dict[str, float | bool]:
+    """One run of a sweep: :func:`run` on the point's parameters, its scalars (:func:`sweep_results`) returned."""
+    cfg = sweep_config(params)
+    table, _, verdict = run(cfg, say=lambda m: print(m, flush=True))
+    return sweep_results(table, verdict, cfg.source)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m swinunetr_lib.experiments.dense_probe"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
@@ -256,31 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = absolute_from_cwd(parser.parse_args(argv), "manifest", "ssl_checkpoint", "csv", "summary", "verdict")
 
     def body() -> int:
-        cfg = DenseProbeConfig.from_args(args)
-        if not cfg.manifest:
-            raise ValueError("--manifest is required")
-        for what, path in [("manifest", cfg.manifest), ("ssl-checkpoint", cfg.ssl_checkpoint)] + \
-                [("supervised", p) for p in cfg.supervised]:
-            if path and not Path(path).is_file():
-                raise FileNotFoundError(f"{path}: --{what} file not found")
-        if not {cfg.source, *cfg.also_sources} <= {"encoder", "swinvit"} or cfg.n_seeds < 2 or cfg.per_class < 1:
-            raise ValueError(f"source={cfg.source!r} must be encoder or swinvit, n_seeds={cfg.n_seeds} >= 2, "
-                             f"per_class={cfg.per_class} >= 1")
-        labeled, held, _, held_names = load_cases(cfg.manifest)
-        table, summary, verdict = run_dense_probe(
-            labeled, held, ssl_checkpoint=cfg.ssl_checkpoint,
-            supervised=[str(Path(p).absolute()) for p in cfg.supervised], n_seeds=cfg.n_seeds, source=cfg.source,
-            also_sources=cfg.also_sources, feature_size=cfg.feature_size, per_class=cfg.per_class,
-            max_iter=cfg.max_iter, held_names=held_names, say=lambda m: print(m, flush=True))
+        _, summary, verdict = run(DenseProbeConfig.from_args(args), say=lambda m: print(m, flush=True))
         print(summary.round(3).to_string(index=False))
         if verdict is not None:
             print(verdict.text)
-        if cfg.csv:
-            atomic_write_text(table.round(4).to_csv(index=False), cfg.csv)
-        if cfg.summary:
-            atomic_write_text(summary.round(4).to_csv(index=False), cfg.summary)
-        if cfg.verdict and verdict is not None:
-            atomic_write_text(json.dumps(dataclasses.asdict(verdict), indent=2), cfg.verdict)
         return 0
 
     return run_cli(prog, body)

@@ -16,6 +16,10 @@ Labels are **scarce** (``scarce = True``) when ``atlas_majority - atlas_single >
 has something to give. Fixed before the runs: ``MIN_STEP = 0.05`` Dice.
 
     python -m swinunetr_lib.experiments.label_scarcity --variabilities "[0, 0.5, 1]" --csv e0.csv
+
+Over a grid of its fields (one folder per run; its numbers in the sweep's results.csv: :func:`run_for_sweep`)::
+
+    python -m swinunetr_lib.notebooks sweep swinunetr_lib.experiments.label_scarcity --grid e0.yml --out runs/e0
 """
 from __future__ import annotations
 
@@ -95,6 +99,47 @@ class LabelScarcityConfig(Config):
     csv: str = ""                 # also write the table to this CSV ("" = print only)
 
 
+def check_config(cfg: LabelScarcityConfig) -> LabelScarcityConfig:
+    """``cfg`` with its values in range, else ValueError (one line)."""
+    if cfg.n_labeled < 2 or cfg.n_held_out < 1 or cfg.feature_size < 0 or not cfg.variabilities:
+        raise ValueError(f"need n_labeled >= 2, n_held_out >= 1, feature_size >= 0 and a variability; got "
+                         f"{cfg.n_labeled}, {cfg.n_held_out}, {cfg.feature_size}, {cfg.variabilities}")
+    return cfg
+
+
+def run(cfg: LabelScarcityConfig, say=print) -> pd.DataFrame:
+    """E0 as configured: one row per variability (written to ``cfg.csv`` where given)."""
+    check_config(cfg)
+    rows = []
+    for v in cfg.variabilities:
+        labeled, held = phantom_family(v, cfg.n_labeled, cfg.n_held_out, cfg.seed, cfg.spacing)
+        rows.append({"variability": v, **label_scarcity(labeled, held, cfg.feature_seed, cfg.feature_size)})
+        say(pd.DataFrame(rows[-1:]).round(3).to_string(index=False))
+    table = pd.DataFrame(rows)
+    if cfg.csv:
+        atomic_write_text(table.round(4).to_csv(index=False), cfg.csv)
+    return table
+
+
+# The sweep verb (python -m swinunetr_lib.notebooks sweep swinunetr_lib.experiments.label_scarcity --grid ...)
+SWEEP_CONFIG = LabelScarcityConfig
+SWEEP_OUTPUTS = {"csv": "label_scarcity.csv"}  # in each run's folder
+
+
+def sweep_config(params: dict) -> LabelScarcityConfig:
+    """One sweep point's config, its values checked."""
+    return check_config(LabelScarcityConfig.from_dict(params))
+
+
+def run_for_sweep(params: dict) -> dict[str, float | bool]:
+    """One run of a sweep: :func:`run`'s numbers (atlas_single, atlas_majority, readout_1, readout_all, the two
+    steps, scarce); with several variabilities each name ends in ``_v<variability>``."""
+    table = run(sweep_config(params), say=lambda m: print(m, flush=True))
+    one = len(table) == 1
+    return {(k if one else f"{k}_v{row['variability']:g}"): (bool(v) if isinstance(v, (bool, np.bool_)) else float(v))
+            for row in table.to_dict("records") for k, v in row.items() if k != "variability"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m swinunetr_lib.experiments.label_scarcity"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
@@ -102,19 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = absolute_from_cwd(parser.parse_args(argv), "csv")
 
     def body() -> int:
-        cfg = LabelScarcityConfig.from_args(args)
-        if cfg.n_labeled < 2 or cfg.n_held_out < 1 or cfg.feature_size < 0:
-            raise ValueError(f"need n_labeled >= 2, n_held_out >= 1, feature_size >= 0; got {cfg.n_labeled}, "
-                             f"{cfg.n_held_out}, {cfg.feature_size}")
-        rows = []
-        for v in cfg.variabilities:
-            labeled, held = phantom_family(v, cfg.n_labeled, cfg.n_held_out, cfg.seed, cfg.spacing)
-            rows.append({"variability": v, **label_scarcity(labeled, held, cfg.feature_seed, cfg.feature_size)})
-            print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False), flush=True)
-        table = pd.DataFrame(rows)
+        table = run(LabelScarcityConfig.from_args(args), say=lambda m: print(m, flush=True))
         print(table.round(3).to_string(index=False))
-        if cfg.csv:
-            atomic_write_text(table.round(4).to_csv(index=False), cfg.csv)
         return 0
 
     return run_cli(prog, body)

@@ -1,8 +1,9 @@
-"""Any notebook over a grid of parameters, in parallel or on a SLURM cluster, into one results table.
+"""Any notebook or experiment module over a grid of parameters, in parallel or on a SLURM cluster, into one table.
 
 Usage (from the repository root)::
 
     python -m swinunetr_lib.notebooks sweep notebooks/03_finetune_btcv.py --grid grid.yml --out runs/sweep --workers 2
+    python -m swinunetr_lib.notebooks sweep swinunetr_lib.experiments.dense_probe --grid e1.yml --out runs/e1
     python -m swinunetr_lib.notebooks sweep notebooks/03_finetune_btcv.py --grid grid.yml --out runs/sweep \\
         --launcher slurm --partition gpu --time 60 --gpus 1 --mem-gb 32
     python -m swinunetr_lib.notebooks sweep summarize runs/sweep --by init labeled_fraction --metric mean_dice
@@ -14,13 +15,15 @@ The grid file (YAML)::
     cases: [{init: ssl, seed: 5}]               # explicit extra points (optional)
     name: "{init}_frac{labeled_fraction:g}_seed{seed}"   # run folder name (optional; default key=value,...)
 
-Every point is checked against the notebook's typed parameters (:func:`runner.check_params`) before anything runs.
-Each run gets ``<out>/runs/<name>/`` with its parameters (``params.yml``), its executed notebook, its
-``results.json`` (what the notebook recorded with :func:`swinunetr_lib.utils.results.record`) and ``run.json``
-(status, seconds, the failing cell and error, and a fingerprint: a hash of the parameters, the notebook's source and
-every input file a parameter names). A run whose ``run.json`` says ok with the same fingerprint is skipped; one whose
-fingerprint changed is rerun (and says why); a failed run is rerun. ``<out>/results.csv`` (one row per run:
-parameters, results, seconds, status) is rewritten, atomically, as each run finishes.
+Every point is checked against the notebook's typed parameters (:func:`runner.check_params`), or an experiment
+module's ``SWEEP_CONFIG`` fields (:mod:`.sweep_target`), before anything runs.
+Each run gets ``<out>/runs/<name>/`` with its parameters (``params.yml``), its executed notebook (a module: the files
+it writes), its ``results.json`` (what the notebook recorded with :func:`swinunetr_lib.utils.results.record`; what a
+module's ``run_for_sweep`` returned) and ``run.json`` (status, seconds, the failing cell and error, and a
+fingerprint: a hash of the parameters, the notebook's or module's source file and every input file a parameter
+names). A run whose ``run.json`` says ok with the same fingerprint is skipped; one whose fingerprint changed is
+rerun (and says why); a failed run is rerun. ``<out>/results.csv`` (one row per run: parameters, results, seconds,
+status) is rewritten, atomically, as each run finishes.
 """
 from __future__ import annotations
 
@@ -46,8 +49,9 @@ from ..paths import DATA_ENV, resolve_path
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
 from . import sweep_table
-from .runner import NotebookError, _AliasRefused, _NoAliasLoader, check_params
+from .runner import NotebookError, _AliasRefused, _NoAliasLoader
 from .sweep_point import read_status
+from .sweep_target import Target, resolve_target
 
 GRID_KEYS = {"base", "base_file", "grid", "cases", "name", "runner"}
 MAX_NAME_CHARS = 100
@@ -66,10 +70,15 @@ class Point:
 @dataclass
 class Sweep:
     grid_file: Path
-    notebook: Path
+    target: Target               # the notebook or experiment module run at each point
     points: list[Point]
     runner: str = ""             # "" = papermill; "module:function" = that function called with all parameters
     varied_keys: list[str] = field(default_factory=list)
+
+    @property
+    def notebook(self) -> Path:
+        """The notebook's (or module's) source file."""
+        return self.target.source
 
 
 def _load_yaml(path: Path) -> Any:
@@ -100,10 +109,11 @@ def point_name(varied: Mapping[str, Any], template: str = "") -> str:
     return name
 
 
-def load_grid(grid_file: Path, notebook: Path) -> Sweep:
-    """Read and check ``grid_file`` for ``notebook``: every point's parameters exist with the notebook's types.
-    Errors are one line naming the grid file; nothing runs."""
+def load_grid(grid_file: Path, target: Path | Target) -> Sweep:
+    """Read and check ``grid_file`` for ``target`` (a notebook's source or a :class:`Target`): every point's
+    parameters exist with the target's types. Errors are one line naming the grid file; nothing runs."""
     where = str(grid_file)
+    target = target if isinstance(target, Target) else Target(Path(target))
     spec = _load_yaml(grid_file)
     if spec is None:
         spec = {}
@@ -128,17 +138,17 @@ def load_grid(grid_file: Path, notebook: Path) -> Sweep:
         raise NotebookError(f"{where}: the grid is empty: no grid: values and no cases:, nothing to run")
     if any(not isinstance(c, dict) or not c for c in cases):
         raise NotebookError(f"{where}: each case must be a non-empty mapping of parameters")
-    check_params(base, notebook, where)  # one check per distinct value: the message names the key
+    target.check(base, where)  # one check per distinct value: the message names the key
     for key, values in grid.items():
         for value in values:
-            check_params({key: value}, notebook, where)
+            target.check({key: value}, where)
     for case in cases:
-        check_params(case, notebook, where)
+        target.check(case, where)
     template = str(spec.get("name") or "")
     raw = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())] if grid else []
     points, seen = [], {}
     for varied in raw + [dict(c) for c in cases]:
-        params = check_params({**base, **varied}, notebook, where)
+        params = target.check({**base, **varied}, where)
         try:
             name = point_name({**params, **varied} if template else varied, template)
         except (KeyError, IndexError, ValueError) as err:
@@ -152,9 +162,13 @@ def load_grid(grid_file: Path, notebook: Path) -> Sweep:
     runner = str(spec.get("runner") or "")
     if runner and not re.fullmatch(r"[\w.]+:\w+", runner):
         raise NotebookError(f"{where}: runner {runner!r} must be 'package.module:function'")
-    sweep = Sweep(grid_file, notebook, points, runner, list(dict.fromkeys([*grid, *(k for c in cases for k in c)])))
+    if runner and target.module:
+        raise NotebookError(f"{where}: runner: is for notebooks; {target.module} runs its own run_for_sweep")
+    for p in points:
+        target.check_point(p.params, where, p.name)
+    sweep = Sweep(grid_file, target, points, runner, list(dict.fromkeys([*grid, *(k for c in cases for k in c)])))
     for p in sweep.points:
-        p.fingerprint = fingerprint(p.params, notebook, runner)
+        p.fingerprint = fingerprint(p.params, target.source, runner or target.module)
     return sweep
 
 
@@ -182,8 +196,8 @@ def _named_files(value: Any) -> list[Path]:
 
 
 def fingerprint(params: Mapping[str, Any], notebook: Path, runner: str = "") -> str:
-    """A hash of the parameters, the notebook's source (the reviewed ``.py``) and the content of every input file a
-    parameter names (a folder is not read: name its manifest)."""
+    """A hash of the parameters, the notebook's source (the reviewed ``.py``; a module's source file) and the
+    content of every input file a parameter names (a folder is not read: name its manifest)."""
     inputs = {str(p): _file_digest(p) for v in params.values() for p in _named_files(v)}
     blob = json.dumps({"params": params, "notebook": _file_digest(notebook), "runner": runner, "inputs": inputs},
                       sort_keys=True, default=str)
@@ -198,7 +212,8 @@ def plan(sweep: Sweep, out: Path, rerun: bool = False) -> tuple[list[Point], lis
         if status.get("status") == "ok" and status.get("fingerprint") == p.fingerprint and not rerun:
             continue
         if status.get("fingerprint") and status["fingerprint"] != p.fingerprint:
-            changed.append(f"{p.name}: parameters, notebook or an input file changed since it ran: rerun")
+            what = "module" if sweep.target.module else "notebook"
+            changed.append(f"{p.name}: parameters, {what} or an input file changed since it ran: rerun")
         todo.append(p)
     return todo, changed
 
@@ -210,7 +225,8 @@ def prepare_point(sweep: Sweep, point: Point, out: Path, threads: int) -> Path:
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     atomic_write_text(yaml.safe_dump(point.params, sort_keys=False), folder / "params.yml")
-    spec = {"name": point.name, "notebook": str(sweep.notebook), "runner": sweep.runner, "params": point.params,
+    spec = {"name": point.name, "notebook": str(sweep.target.source), "module": sweep.target.module,
+            "runner": sweep.runner, "params": point.params,
             "fingerprint": point.fingerprint, "threads": threads,
             "data_dir": os.environ.get(DATA_ENV) or str(out / "data")}
     atomic_write_text(json.dumps(spec, indent=2), folder / "point.json")
@@ -254,7 +270,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: i
         (max(1, cores // workers) if workers else min(cores, 2))
     workers = workers or default_workers(threads, cores)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps({"notebook": str(sweep.notebook), "grid": str(sweep.grid_file),
+    atomic_write_text(json.dumps({"notebook": sweep.target.label, "grid": str(sweep.grid_file),
                                   "varied": sweep.varied_keys, "runs": [p.name for p in sweep.points]}, indent=2),
                       out / "sweep.json")
     todo, changed = plan(sweep, out, rerun)
@@ -290,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks sweep", description=__doc__.split("\n")[0],
                                      epilog="python -m swinunetr_lib.notebooks sweep summarize --help: the grouped "
                                             "summary and figure of a sweep's folder")
-    parser.add_argument("notebook", type=Path, help="notebooks/NN_topic.py")
+    parser.add_argument("notebook", help="notebooks/NN_topic.py, or an experiment module that declares SWEEP_CONFIG "
+                                         "and run_for_sweep (swinunetr_lib.experiments.dense_probe, .label_scarcity)")
     parser.add_argument("--grid", type=Path, required=True, help="grid YAML (grid:, cases:, base:, name:)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (runs/, results.csv)")
     parser.add_argument("--workers", type=int, default=None,
@@ -311,15 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        notebook = args.notebook.resolve()
-        if not notebook.is_file() or notebook.suffix != ".py":
-            raise NotebookError(f"{args.notebook}: no such notebook source; expected notebooks/NN_topic.py")
+        target = resolve_target(args.notebook)
         if not args.grid.is_file():
             raise NotebookError(f"{args.grid}: no such grid file")
         for flag in ("workers", "threads"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise NotebookError(f"--{flag} {getattr(args, flag)}: must be at least 1")
-        sweep = load_grid(args.grid, notebook)
+        sweep = load_grid(args.grid, target)
         slurm = {"partition": args.partition, "time": args.time, "gpus": args.gpus, "mem_gb": args.mem_gb}
         out = args.out.resolve()
         if args.print_sbatch:

@@ -1,7 +1,9 @@
 """One run of a sweep, in the process that executes it: a local worker (``python -m
 swinunetr_lib.notebooks.sweep_point FOLDER``) or a SLURM array task (submitit calls :func:`run_point`).
 
-The folder was prepared by :func:`swinunetr_lib.notebooks.sweep.prepare_point` (``point.json``, ``params.yml``).
+The target is a notebook (papermill, or a ``runner:`` engine) or an experiment module (its ``run_for_sweep``,
+:mod:`.sweep_target`). The folder was prepared by :func:`swinunetr_lib.notebooks.sweep.prepare_point`
+(``point.json``, ``params.yml``).
 The run's environment: ``$OMP_NUM_THREADS`` (and MKL's, OpenBLAS's) = the sweep's threads per run, so N runs side by
 side do not oversubscribe the cores (the kernel inherits them, and torch reads them when it starts);
 ``$SWINUNETR_RESULTS_JSON`` = ``FOLDER/results.json`` (:func:`swinunetr_lib.utils.results.record`);
@@ -22,6 +24,7 @@ from ..paths import DATA_ENV, RUNS_ENV
 from ..utils.files import atomic_write_text
 from ..utils.results import RESULTS_ENV, record
 from .runner import notebook_parameters, run_notebook
+from .sweep_target import Target
 
 THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -56,7 +59,14 @@ def run_point(folder: str | os.PathLike[str]) -> dict[str, Any]:
     status: dict[str, Any] = {"name": spec["name"], "fingerprint": spec["fingerprint"], "host": os.uname().nodename,
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tic = time.perf_counter()
-    if spec["runner"]:
+    if spec.get("module"):  # an experiment module: its run_for_sweep, its scalars recorded
+        try:
+            for name, value in Target(Path(spec["notebook"]), spec["module"]).run(spec["params"], folder).items():
+                record(name, value)
+            ok, error, cell = True, "", None
+        except Exception as err:  # a failed run is recorded; the sweep goes on
+            ok, error, cell = False, f"{type(err).__name__}: {err}", None
+    elif spec["runner"]:
         try:
             _call_runner(spec["runner"], {**notebook_parameters(Path(spec["notebook"])), **spec["params"]})
             ok, error, cell = True, "", None

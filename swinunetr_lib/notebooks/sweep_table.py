@@ -25,7 +25,6 @@ from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
 from ..utils.intervals import mean_interval
 from ..viz.figures import new_figure
-from .runner import notebook_parameters
 
 if TYPE_CHECKING:
     from .sweep import Sweep
@@ -43,7 +42,7 @@ def write_results_csv(sweep: Sweep, out: Path) -> pd.DataFrame:
     fingerprint, in grid order: run, parameters, results, seconds, status, failing cell, error."""
     rows, results_seen = [], {}
     params_seen = dict.fromkeys(k for p in sweep.points for k in p.params)  # a point without one: the default
-    defaults = notebook_parameters(sweep.notebook)
+    defaults = sweep.target.defaults()
     for p in sweep.points:
         folder = out / "runs" / p.name
         try:

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m swinunetr_lib.notebooks.talk_time",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="write the tables into the guide")
+    parser.add_argument("--write", action="store_true", help="write the tables into the guide (make notebooks does)")
     parser.add_argument("--check", action="store_true", help="exit 1 when the guide's tables are stale")
     parser.add_argument("--guide", type=Path, default=REPO_ROOT / "docs" / "workshop.md")
     parser.add_argument("--notebooks", type=Path, default=REPO_ROOT / "notebooks")

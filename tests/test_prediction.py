@@ -19,11 +19,14 @@ def test_a_number_reports_its_signed_gap_and_relative_error(capsys):
     assert near.close is True and "within 10 %" in near.text
     assert compare(1, 0).close is False and "the computed value is 0" in compare(1, 0).text
     assert compare(0, 0).close is True
+    assert "more than 10 times too high" in compare(0.8, 0.0087).text
+    assert compare(1500, 1043.118, what="liver (mL)").text == ("liver (mL): predicted 1,500, computed 1,043 -> off by "
+                                                              "+457 (44 % too high)")
 
 
 def test_nothing_written_or_nothing_computed_is_said_not_raised():
     g = compare(None, math.log(3), what="chance")
-    assert g.close is None and NOT_PREDICTED in g.text and "1.1" in g.text
+    assert g.close is None and NOT_PREDICTED in g.text and "computed 1.099;" in g.text
     for missing in (None, float("nan")):
         g = compare(1.0, missing)
         assert g.close is None and NOT_COMPUTED in g.text

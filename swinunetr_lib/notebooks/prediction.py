@@ -53,7 +53,7 @@ def _fmt(value: Any) -> str:
     v = float(value)
     if v == int(v) and abs(v) < 1e6:
         return f"{int(v):,}"
-    return f"{v:,.3g}" if abs(v) >= 1 else f"{v:.3g}"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
 
 
 def compare(prediction: Any, computed: Any, *, what: str = "value", tolerance: float = 0.1) -> Gap:
@@ -71,6 +71,8 @@ def compare(prediction: Any, computed: Any, *, what: str = "value", tolerance: f
             how = f"within {100 * tolerance:.0f} %"
         elif math.isinf(rel):
             how = "the computed value is 0"
+        elif abs(rel) >= 10:
+            how = f"more than 10 times too {'high' if err > 0 else 'low'}"
         else:
             how = f"{100 * abs(rel):.0f} % too {'high' if err > 0 else 'low'}"
         return Gap(what, prediction, computed, err, rel, close,

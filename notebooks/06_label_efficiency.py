@@ -126,8 +126,10 @@ if probe is not None:
 # stub: noise = None  # complete: 100 * sqrt(p (1 - p) / n), with n = probe["n_test"]
 gap = noise = None
 acc = probe.set_index("encoder")["organ_accuracy"] if probe is not None else None
-check_prediction(prediction, None if acc is None else acc["random init"], what="random encoder's organ probe")
-if probe is not None:
+if probe is None:
+    print("no probe ran (it needs notebook 02's checkpoint): nothing to compare")
+else:
+    check_prediction(prediction, acc["random init"], what="random encoder's organ probe")
     gap = 100 * (acc["ssl"] - acc["random init"])
     n_crops = int(probe["n_test"].iloc[0]) if "n_test" in probe else 0
     noise = 100 * (acc["ssl"] * (1 - acc["ssl"]) / n_crops) ** 0.5 if n_crops else float("nan")
@@ -202,7 +204,10 @@ wide = sweep.summary.pivot(index="labeled_fraction", columns="init", values="mea
 diff = (float(wide["ssl"].iloc[-1] - wide["scratch"].iloc[-1]) if {"ssl", "scratch"} <= set(wide.columns)
         else None)
 seed_spread = summarize_runs(load_recorded().results)["std"]
-check_prediction(prediction, diff, what="SSL - scratch, mean Dice")
+if diff is None:
+    print("the sweep ran one initialisation only (the SSL run needs notebook 02's exported encoder)")
+else:
+    check_prediction(prediction, diff, what="SSL - scratch, mean Dice")
 print(f"the recorded experiment's spread between 3 seeds of one setting: std {seed_spread.min():.3f} to "
       f"{seed_spread.max():.3f} Dice")
 

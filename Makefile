@@ -63,6 +63,7 @@ env: $(VENV)/.installed
 notebooks: env  ## regenerate the .ipynb files and the exercise notebooks from the reviewed .py sources
 	$(VENV)/bin/jupytext --to ipynb --update notebooks/[0-9][0-9]_*.py  # (--sync would also add a header to the .py)
 	$(PY) -m swinunetr_lib.notebooks.exercises generate  # the student versions in notebooks/exercises/
+	$(PY) -m swinunetr_lib.notebooks.talk_time --write  # the workshop guide's talk-time tables
 
 demo: env
 	@case "$(DEMO)" in demo|quick) ;; *) echo "make demo: DEMO=$(DEMO); expected demo or quick" >&2; exit 2;; esac

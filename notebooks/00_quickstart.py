@@ -7,7 +7,9 @@
 # fetched and checksum-verified by `swinunetr_lib.data.example_data` (from the local mirror folder when there is
 # one, else downloaded once into a cache).
 #
-# **Kind:** tutorial. **Expected runtime:** ~10 s on CPU, the same on a GPU (nothing is trained).
+# **Kind:** tutorial, with one exercise (predict first; the workshop version is
+# `notebooks/exercises/00_quickstart_ex.ipynb`). **Expected runtime:** ~10 s on CPU, the same on a GPU (nothing is
+# trained). Terms: [glossary](../docs/glossary.md).
 
 # %%
 import nibabel as nib
@@ -16,6 +18,7 @@ import pandas as pd
 
 from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import totalseg_to_btcv
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.viz.figures import plot_triplanar, plot_windows
 
 # %% tags=["parameters"]
@@ -37,8 +40,9 @@ print(image_path, "\n", label_path, sep="")
 
 # %% [markdown]
 # ## Geometry
-# NIfTI stores voxels in (x, y, z) order with an affine matrix that maps voxel indices to millimetres in
-# patient space. MONAI's `Orientation("RAS")` puts every scan into the same axis order before training.
+# NIfTI stores voxels in (x, y, z) order with an [affine](../docs/glossary.md#affine) matrix that maps voxel
+# indices to millimetres in patient space. MONAI's `Orientation("RAS")` puts every scan into the same axis order
+# ([RAS](../docs/glossary.md#ras)) before training.
 
 # %%
 img = nib.load(image_path)
@@ -54,11 +58,37 @@ geometry.to_frame("value")
 
 # %% [markdown]
 # ## Hounsfield units
-# Air is about −1000 HU, fat −100, water 0, soft tissue 20–80, contrast-enhanced vessels 150–300, bone
-# above 300. Pretraining clips to [−1000, 1000]; BTCV fine-tuning uses the narrower [−175, 250].
+# [Hounsfield units](../docs/glossary.md#hu): air is about −1000 HU, fat −100, water 0, soft tissue 20–80,
+# contrast-enhanced vessels 150–300, bone above 300. Pretraining clips to [−1000, 1000]; BTCV fine-tuning uses the
+# narrower [−175, 250].
 
 # %%
 pd.Series(np.percentile(hu, [1, 25, 50, 75, 99]), index=["p1", "p25", "median", "p75", "p99"]).to_frame("HU").T
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (predict, 5 min).** Before the label table below shows any voxel count: **predict** the volume of
+# the liver in this scan, in mL (an adult liver holds about 1.5 L; this scan is cropped to the abdomen). Write it
+# into `prediction`, run the cell, then **compute** it from the liver's voxel count and the
+# [voxel spacing](../docs/glossary.md#voxel-spacing) above (1 mL = 1,000 mm³).
+
+# %% tags=["solution", "prediction"]
+# stub: prediction = None  # the liver's volume in mL, e.g. 1500
+prediction = 1500  # a worked guess: a typical adult liver, as if the scan held all of it
+
+# %% tags=["solution"]
+# stub: liver_voxels = 0  # complete: count the voxels of the liver's TotalSegmentator label, via totalseg_to_btcv
+# stub: voxel_ml = float("nan")  # complete: the volume of one voxel in mL, from img.header.get_zooms()
+# stub: liver_ml = liver_voxels * voxel_ml
+# stub: check_prediction(prediction, liver_ml, what="liver volume (mL)")
+liver_voxels = totalseg_to_btcv(np.asarray(nib.load(label_path).dataobj))[1].present["liver"]
+voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000
+liver_ml = liver_voxels * voxel_ml
+check_prediction(prediction, liver_ml, what="liver volume (mL)")
+
+# %% [markdown] tags=["solution"]
+# One 3 mm voxel is 27 mm³, 0.027 mL, so the liver's voxel count times 0.027 gives its volume: about a litre, less
+# than a whole adult liver because the scan's field of view is cropped. The same arithmetic, in reverse, says how
+# many voxels a small organ keeps on a coarse grid (notebook 03, exercise 3).
 
 # %% [markdown]
 # ## Organ labels, remapped to the 13 BTCV classes
@@ -80,11 +110,35 @@ plot_triplanar(hu, btcv, spacing=img.header.get_zooms()[:3], window_preset=windo
                title=f"{image_name}: BTCV organs")
 
 # %% [markdown]
-# ## Windowing
+# ## [Windowing](../docs/glossary.md#windowing)
 # The same axial slice under the abdomen, lung and bone windows.
 
 # %%
 plot_windows(hu, axis="axial")
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** A voxel reads −1000 HU; what is there, and what would 0 HU be?
+# <details><summary>Answer</summary>
+#
+# Air (outside the body, or in the lungs and bowel); 0 HU is water. The scale is fixed by these two points for
+# every CT scanner, which is why CT intensities can be clipped to the same HU range for every scan.
+# </details>
+#
+# **2.** Two files have the same array shape. Are their voxels the same places in the patient?
+# <details><summary>Answer</summary>
+#
+# Not necessarily: only if their affines agree too (spacing, direction and origin). The affine, not the shape,
+# says where a voxel is; notebook 01 checks a converted DICOM series against its label grid this way.
+# </details>
+#
+# **3.** Why do the abdomen and lung windows of the same slice look so different, when the data are the same?
+# <details><summary>Answer</summary>
+#
+# A window maps only a band of HU to grey levels and clips the rest: the abdomen window (W 400, L 40) spreads soft
+# tissue over the grey scale and makes lung black; the lung window spreads −1000 to about 0 HU and makes all soft
+# tissue white. The display changes, the voxels do not.
+# </details>
 
 # %% [markdown]
 # ## Recap

@@ -9,8 +9,12 @@
 # The paper pretrains on 5,050 public CTs and fine-tunes on BTCV and the Medical Segmentation Decathlon
 # (Tang et al. 2022, Sec. 4.1); the registry at the end says where each of those datasets comes from.
 #
-# **Kind:** tutorial. **Expected runtime:** ~40 s on CPU (building the cohort takes ~5 s), the same on a GPU
-# (nothing is trained).
+# **Kind:** tutorial, with one exercise (predict first; the workshop version is
+# `notebooks/exercises/01_data_curation_ex.ipynb`). **Expected runtime:** ~40 s on CPU (building the cohort takes
+# ~5 s), the same on a GPU (nothing is trained). **In the workshop:** run all cells at once (Run → Run All Cells),
+# then talk through sections 5 and 6 and the exercise; the data engineering (sections 1–4 and 7–9, marked
+# *⏭ Skip if behind*) is homework: it matters before you train on your own data, not to follow the workshop.
+# Terms: [glossary](../docs/glossary.md).
 
 # %%
 import json
@@ -30,6 +34,7 @@ from swinunetr_lib.data.manifest import build_manifest, labeled_fraction_subsets
 from swinunetr_lib.data.phantom import BTCV_HU_KEY, make_abdomen_phantom
 from swinunetr_lib.data.registry import pretraining_total, registry_table
 from swinunetr_lib.data.validate import validate_manifest
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.viz.figures import new_figure, plot_triplanar
 
 # %% tags=["parameters"]
@@ -45,8 +50,12 @@ data_manifest: str = ""  # a manifest to validate at the end; empty: the demo co
 
 # %% [markdown]
 # ## 1. A DICOM series becomes one NIfTI volume
+# > **⏭ Skip if behind** (homework, sections 1–4): DICOM conversion, the label grid, HU and label remapping.
+# > Run All runs them; the workshop resumes at section 5.
+#
 # A CT series is one file per slice. Conversion must order the slices along the patient axis, apply each
-# slice's `RescaleSlope`/`RescaleIntercept` to get Hounsfield units, and build the voxel-to-millimetre affine
+# slice's `RescaleSlope`/`RescaleIntercept` to get [Hounsfield units](../docs/glossary.md#hu), and build the
+# voxel-to-millimetre [affine](../docs/glossary.md#affine)
 # from `ImageOrientationPatient`, `ImagePositionPatient` and `PixelSpacing` (MONAI's `PydicomReader`).
 
 # %%
@@ -60,6 +69,8 @@ pd.Series({"files": info.n_files, "modality": info.modality, "series": len(info.
 
 # %% [markdown]
 # ## 2. Does it sit on the reference label grid?
+# > **⏭ Skip if behind** (homework).
+#
 # `example_seg_dicom.nii.gz` was made on this series (in LAS orientation). Converting to the reference's axis
 # codes must reproduce its shape and affine exactly; converting to RAS must match the reference reoriented
 # to RAS. A mismatch here would put every label on the wrong voxels.
@@ -77,6 +88,8 @@ pd.DataFrame({
 
 # %% [markdown]
 # ## 3. Hounsfield units
+# > **⏭ Skip if behind** (homework).
+#
 # Air sits near −1000 HU, fat near −100, soft tissue 20–80, contrast-filled vessels 150–300, bone above 300.
 # A histogram without the air peak, or values starting at 0, means the rescale was not applied.
 
@@ -93,6 +106,8 @@ fig
 
 # %% [markdown]
 # ## 4. Organs: TotalSegmentator ids → 13 BTCV classes, matched by name
+# > **⏭ Skip if behind** (homework).
+#
 # The reference labels use TotalSegmentator's 117 "total" classes. `build_remap` matches structure names
 # (with synonyms such as *portal_vein_and_splenic_vein* → *portal_and_splenic_veins*) so no id is typed by hand.
 
@@ -119,7 +134,8 @@ pd.Series(sm_report.present).reindex(list(BTCV_LABELS.values())).fillna(0).astyp
 
 # %% [markdown]
 # ## 5. Synthetic phantoms (not patient data)
-# Real labeled abdominal CTs need registration to download, so the tutorials also use **phantoms**: volumes
+# Real labeled abdominal CTs need registration to download, so the tutorials also use
+# **[phantoms](../docs/glossary.md#phantom)**: volumes
 # drawn from geometric shapes with the 13 BTCV organs at plausible places, sizes and portal-venous HU, plus
 # body wall, fat, muscle, spine, ribs, lungs and bowel, a partial-volume blur and noise. Each seed gives a
 # different, reproducible body. Every phantom file is named `phantom_*` and says so in its NIfTI header.
@@ -127,6 +143,16 @@ pd.Series(sm_report.present).reindex(list(BTCV_LABELS.values())).fillna(0).astyp
 # %%
 phantom = make_abdomen_phantom(seed, spacing=tuple(phantom_spacing))
 plot_triplanar(phantom.image, phantom.label, spacing=phantom.spacing, title=f"phantom seed {seed} (synthetic)")
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (predict, 5 min).** Each phantom organ is drawn at one designed HU; a blur then mixes every border
+# voxel with its neighbours ([partial volume](../docs/glossary.md#partial-volume)), and some organs are not uniform.
+# Before the table below shows the measured means: **predict** which organ's measured mean HU lies furthest from
+# its design (a BTCV name such as `"liver"`, `"aorta"`, `"esophagus"`).
+
+# %% tags=["solution", "prediction"]
+# stub: prediction = None  # an organ's name, e.g. "esophagus"
+prediction = "esophagus"  # a worked guess: the thinnest organ is nearly all border
 
 # %%
 rows = []
@@ -137,6 +163,24 @@ for i, name in BTCV_LABELS.items():
                  "designed HU": round(phantom.organ_hu(BTCV_HU_KEY[i])),
                  "measured mean HU": round(float(phantom.image[mask].mean()))})
 pd.DataFrame(rows).set_index("organ")
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1, check.** **Compute** |measured − designed| per organ from `rows` and compare the organ where it is
+# largest with your prediction. Which organs come next, and why?
+
+# %% tags=["solution"]
+# stub: hu_gap = None  # complete: a pd.Series of |measured mean HU - designed HU| per organ, from pd.DataFrame(rows)
+# stub: check_prediction(prediction, None if hu_gap is None else hu_gap.idxmax(), what="organ furthest from its HU")
+hu_table = pd.DataFrame(rows).set_index("organ")
+hu_gap = (hu_table["measured mean HU"] - hu_table["designed HU"]).abs().sort_values(ascending=False)
+check_prediction(prediction, hu_gap.idxmax(), what="organ furthest from its HU")
+hu_gap.head(4).to_frame("|measured - designed| (HU)")
+
+# %% [markdown] tags=["solution"]
+# The stomach, by far: it is not uniform (fluid and a gas cap near −1000 HU pull its mean down), a design
+# choice, not a blur. Next come thin organs, nearly all border: the esophagus and the vessels lose HU to the fat
+# around them (−100 HU). The liver, large and compact, keeps its design almost exactly. The same border effect
+# makes thin organs hard to segment (notebook 03, exercise 3).
 
 # %% [markdown]
 # The measured means differ from the design where an organ is thin (partial volume with the fat around it)
@@ -162,9 +206,13 @@ pd.DataFrame(summary).set_index("manifest")
 
 # %% [markdown]
 # ## 7. Building a manifest by scanning a folder
+# > **⏭ Skip if behind** (homework, sections 7–9): scanning a folder into a manifest, labeled-fraction subsets,
+# > validation and the data registry. Needed before training on your own data; Run All runs them.
+#
 # `build_manifest` recognises the MSD layout (`imagesTr/`, `labelsTr/`), BTCV's (`img/`, `label/`) and a flat
 # folder of CTs (pretraining). Paths are stored relative to the data root, and each training entry gets a
-# deterministic `fold` for k-fold cross-validation. Here we scan the cohort's single-organ MSD-style task.
+# deterministic `fold` for k-fold cross-validation ([manifest](../docs/glossary.md#manifest)). Here we scan the
+# cohort's single-organ MSD-style task.
 
 # %%
 task_root = cohort.msd_manifests["Task901_PhantomSpleen"].parent
@@ -183,6 +231,8 @@ pd.DataFrame({f"{f:.0%}": pd.Series([e["image"] for e in s]) for f, s in subsets
 
 # %% [markdown]
 # ## 8. Validation and a QC table
+# > **⏭ Skip if behind** (homework).
+#
 # The validator opens every file of a manifest and reports **all** problems at once — unreadable or corrupt
 # files, wrong dimensionality, image/label grid mismatches, label values outside the task's classes, NaN/Inf,
 # implausible HU, duplicates, paths outside the data root — without changing anything.
@@ -227,12 +277,37 @@ pd.DataFrame([{"entry": p.entry, "field": p.field, "problem": p.code, "message":
 
 # %% [markdown]
 # ## 9. Where the paper's data comes from
+# > **⏭ Skip if behind** (homework).
+#
 # The registry (`data_manifests/registry.json`) lists BTCV, the 10 MSD tasks and the five pretraining
 # collections, with modality, input channels, labels, case counts, licence and download steps.
 
 # %%
 print(f"pretraining cases in the paper code's lists: {pretraining_total()} (the paper reports 5,050)")
 registry_table()
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** A converted CT's histogram has no peak near −1000 HU and starts at 0. What went wrong?
+# <details><summary>Answer</summary>
+#
+# The DICOM rescale (`RescaleSlope`, `RescaleIntercept`) was not applied: the raw stored values start at 0. After
+# the rescale, air sits near −1000 HU.
+# </details>
+#
+# **2.** Why do the phantom files say `phantom` in their names and headers, and what may they not be used for?
+# <details><summary>Answer</summary>
+#
+# They are synthetic, not patient data: good for teaching, tests and seeing a method work end to end, never for a
+# claim about real anatomy or real-data accuracy.
+# </details>
+#
+# **3.** Why are the labeled-fraction subsets nested (every case of the 25 % subset is also in the 50 % one)?
+# <details><summary>Answer</summary>
+#
+# So that a larger fraction differs from a smaller one only by the added labels: the change in Dice along the
+# curve is then not mixed with a change of which cases were drawn (notebook 06).
+# </details>
 
 # %% [markdown]
 # ## Recap

@@ -3,18 +3,23 @@
 #
 # **Goal.** Show how one fine-tuning recipe covers the ten MSD tasks (Tang et al., CVPR 2022, Sec. 4.1,
 # Table 2): each task preset fixes the input channels (1, 2 or 4), the label set, the target spacing and
-# the intensity preset — CT is clipped to a per-task Hounsfield window and scaled to [0, 1], MR is
-# z-scored per channel over its non-zero voxels. We fine-tune and evaluate the tasks named in `tasks`;
-# the defaults are the demo cohort's two MSD-style phantom tasks (synthetic, not patient data): a CT
-# single-organ task like Task09_Spleen and a 2-channel MR-like task like Task05_Prostate. With the real
-# MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead: their official
-# `dataset.json` has no validation list, so fine-tuning validates on fold 0 of 5 deterministic folds.
+# the intensity preset — CT is clipped to a per-task Hounsfield window ([windowing](../docs/glossary.md#windowing))
+# and scaled to [0, 1], MR is [z-scored](../docs/glossary.md#z-score) per channel over its non-zero voxels. We
+# fine-tune and evaluate the tasks named in `tasks`; the defaults are the demo cohort's two MSD-style phantom tasks
+# (synthetic, not patient data): a CT single-organ task like Task09_Spleen and a 2-channel MR-like task like
+# Task05_Prostate. With the real MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead:
+# their official `dataset.json` has no validation list, so fine-tuning validates on fold 0 of 5 deterministic folds.
 #
 # **Kind:** how-to. **Runtime:** the defaults below (2 tasks x 40 steps, a short run that shows the loop at
 # work) ~3 min on 2 CPU cores (~1.4 s per step), under 1 min on one GPU; smoke parameters ~1-2 min; demo parameters
 # (`ci/params/demo`, 2 tasks x 300 steps) ~15 min on 2 CPU cores, ~1 min on one GPU. When the instructor's
 # finished runs are installed (`make unpack`, into `runs_dir()/precomputed/finetune_msd/<task>`), they are
 # shown at once beside yours.
+#
+# **In the workshop:** the presets, the exercise and the instructor's precomputed runs (~15 min); the short
+# training runs (sections marked *⏭ Skip if behind*) are homework: select the heading "Fine-tune each task" and
+# use Run → Run All Above Selected Cell. One exercise (predict first; the workshop version is
+# `notebooks/exercises/04_finetune_msd_ex.ipynb`). Terms: [glossary](../docs/glossary.md).
 
 # %%
 import json
@@ -23,10 +28,12 @@ import pandas as pd
 from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.finetune.cases import preprocess_cases
 from swinunetr_lib.finetune.run import FinetuneConfig, finetune, resolve_init, split_entries
 from swinunetr_lib.finetune.task_presets import get_preset, msd_tasks
 from swinunetr_lib.infer.evaluation import evaluate, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
 from swinunetr_lib.utils.results import record
 from swinunetr_lib.viz.curves import plot_learning_curves
@@ -79,6 +86,43 @@ init_kind, init_path = resolve_init(init, pretrained)
 pd.DataFrame({"manifest": {t: str(m) for t, m in manifests.items()},
               "channels": {t: get_preset(t).in_channels for t in tasks}})
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (predict, 5 min).** The MR-like task has two channels, T1-like and T2-like, and three organs:
+# liver, kidney, spleen. Z-scoring puts each channel on the same scale (mean 0, standard deviation 1 over the body),
+# so a channel's value of an organ says how many standard deviations it sits above or below that channel's mean.
+# **Predict** which organ stands out in the T2-like channel after z-scoring (the largest mean there), and write it
+# into `prediction`; then **compute** each organ's mean in each channel on one training case, preprocessed as
+# fine-tuning does it (`preprocess_cases`). Which two organs can the intensities alone hardly tell apart?
+
+# %% tags=["solution", "prediction"]
+# stub: prediction = None  # "liver", "kidney" or "spleen"
+prediction = "liver"  # a worked guess: the largest organ
+
+# %% tags=["solution"]
+# stub: mr_task = "Task902_PhantomMR"
+# stub: organ_means = None  # complete: preprocess_cases([first training entry of the task's manifest, with full
+# stub: # paths], get_preset(mr_task))[0], then per organ (label 1, 2, 3) the mean of image[c] over label == organ
+# stub: check_prediction(prediction, None if organ_means is None else organ_means["T2-like"].idxmax(),
+# stub:                  what="organ that stands out in T2-like")
+mr_task = "Task902_PhantomMR"
+mr_preset = get_preset(mr_task)
+mr_manifest = manifests.get(mr_task) or build_demo_cohort().msd_manifests[mr_task]
+mr_entry = json.loads(mr_manifest.read_text())["training"][0]
+mr_case = preprocess_cases([{k: str(mr_manifest.parent / mr_entry[k]) for k in ("image", "label")}], mr_preset)[0]
+image, label = mr_case["image"].numpy(), mr_case["label"][0].numpy()
+organ_means = pd.DataFrame({name: {mr_preset.labels[k]: float(image[c][label == k].mean()) for k in (1, 2, 3)}
+                            for c, name in enumerate(mr_preset.channel_names)})
+check_prediction(prediction, organ_means["T2-like"].idxmax(), what="organ that stands out in T2-like")
+organ_means.round(2)
+
+# %% [markdown] tags=["solution"]
+# In the T1-like channel the three organs sit close together, all above the channel's mean; the T2-like channel
+# lifts the kidney and leaves the liver and the spleen near its mean, so the kidney is told apart by the second
+# channel, and the liver and the spleen, alike in both, only by position and shape. This is why the task has two
+# channels, and why a short run finds the liver (large) long before it separates the spleen from it. Z-scoring
+# itself does not change which organ is brighter within a channel: it changes the scale, so that both channels
+# reach the network in the same units.
+
 # %% [markdown]
 # ## The instructor's finished runs (precomputed)
 # Fine-tuning to a useful Dice takes the demo's 300 steps per task (~15 min on a laptop). The instructor ran
@@ -119,6 +163,8 @@ if precomputed:
 
 # %% [markdown]
 # ## Fine-tune each task
+# > **⏭ Skip if behind** (homework, to the end of the notebook): the short runs take ~5 min on 2 CPU cores.
+#
 # Your own short run (`max_steps` per task): the same call the instructor's runs used, with fewer steps.
 # The same `finetune` call for every task; only the preset differs. The checkpoint records the task, so
 # `python -m swinunetr_lib.infer --task <task>` refuses a checkpoint of another task.
@@ -137,6 +183,8 @@ pd.DataFrame({t: {"channels": get_preset(t).in_channels, "steps": r.fit.step, "m
 
 # %% [markdown]
 # ## Per-class Dice and HD95 on the original grid
+# > **⏭ Skip if behind** (homework).
+#
 # Predictions are mapped back to each case's own voxel grid before scoring (MONAI `Invertd`).
 
 # %%
@@ -148,6 +196,8 @@ pd.concat(tables, names=["task", "class"]).round(3)
 
 # %% [markdown]
 # ## Your short runs beside the precomputed ones
+# > **⏭ Skip if behind** (homework).
+#
 # The same files, read the same way, for both (*look at:* where your curve ends on the precomputed one; after
 # 40 steps the loss has fallen but the Dice of a single small organ is often still near 0).
 
@@ -161,6 +211,30 @@ if precomputed:
     display(plot_learning_curves(curves, columns=["val_mean_dice"], ncols=1, panel_size=4.5))
 else:
     print("no precomputed runs to compare with (make unpack ARCHIVE=...)")
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** Why can CT be clipped to a fixed HU window for every scan, while MR is z-scored per scan and channel?
+# <details><summary>Answer</summary>
+#
+# CT's Hounsfield scale is physical (water 0, air −1000) and the same on every scanner; MR intensities have no
+# unit and shift from scan to scan, so each channel is put on a common scale from its own statistics.
+# </details>
+#
+# **2.** What does a task preset fix, and what stays the same for CT and MR?
+# <details><summary>Answer</summary>
+#
+# The preset fixes the channels, the labels, the target spacing, the intensity normalisation and the crop settings;
+# the model, the training loop, the evaluation and the inference code are the same for every task.
+# </details>
+#
+# **3.** After 40 steps the spleen task's loss has fallen but its validation Dice is still 0. Has it learned
+# nothing?
+# <details><summary>Answer</summary>
+#
+# The loss counts every voxel, and the model first learns the background, which is most voxels; Dice counts only
+# the organ. The precomputed runs show the Dice leaving 0 later: read a short run against the long one, not alone.
+# </details>
 
 # %% [markdown]
 # ## Recap

@@ -26,8 +26,10 @@
 # into `runs_dir()/precomputed`), else your own runs from notebooks 02 and 03, and say which model they show;
 # without either they are skipped with a message.
 #
-# **Kind:** tutorial. **Runtime:** about 30 s on CPU (2 cores) without checkpoints, plus about 20 s per
-# model used for SSL reconstruction / prediction; a few seconds on a GPU.
+# **Kind:** tutorial, with two exercises (predict first; the workshop version is
+# `notebooks/exercises/05_visualize_3d_ex.ipynb`). **Runtime:** about 30 s on CPU (2 cores) without checkpoints,
+# plus about 20 s per model used for SSL reconstruction / prediction; a few seconds on a GPU.
+# Terms: [glossary](../docs/glossary.md).
 
 # %%
 import json
@@ -47,6 +49,7 @@ from swinunetr_lib.finetune.sliding_window import sliding_window_predict
 from swinunetr_lib.finetune.task_presets import TaskPreset
 from swinunetr_lib.infer.predict import load_finetuned
 from swinunetr_lib.notebooks.precomputed import choose_run
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import resolve_path
 from swinunetr_lib.paths import runs_dir as default_runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_transforms
@@ -99,6 +102,8 @@ viz.plot_windows(ct, index=viz.center_of_mass_index(seg)[2], presets=("abdomen",
 
 # %% [markdown]
 # ## 2 · The same labels in 3D
+# > **⏭ Skip if behind**: section 7's interactive viewer shows the same in 3D.
+#
 # Marching cubes per organ (scikit-image), drawn with matplotlib: it works headless, in papermill and in reports.
 
 # %%
@@ -106,6 +111,8 @@ viz3d.plot_label_surfaces(seg, spacing=spacing, step_size=surface_step_size, tit
 
 # %% [markdown]
 # ## 3 · The phantom cohort
+# > **⏭ Skip if behind**: notebook 01 showed the phantoms.
+#
 # The demo cohort (built here if missing, idempotent) pairs the real scan with synthetic phantoms that
 # carry all 13 organs. Phantoms are *not* patient data; they let the tutorials train in minutes on a CPU.
 
@@ -131,6 +138,15 @@ viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["
 # ## 4 · The self-supervised proxy tasks (paper Sec. 3, Fig. 1)
 # The pretraining input is a crop, rotated by 0/90/180/270° in the axial plane, with random inner
 # cut-outs; the network predicts the rotation, contrasts two views and reconstructs the cut-out regions.
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (change, 5 min).** The views below cut boxes out of each crop in one pass of up to 30 % of its
+# voxels (the paper's setting). Before the next cell prints it: **predict** the share of voxels cut out of a view,
+# as a fraction (0.3 = 30 %), and write it into `prediction`. The check, after the panels, **changes** the seed.
+
+# %% tags=["solution", "prediction"]
+# stub: prediction = None  # the cut-out share of a view, e.g. 0.3
+prediction = 0.3  # a worked guess: the maximum, 30 %
 
 # %% tags=["precomputed"]
 # The pretraining pipeline itself: native grid, HU [-1000, 1000] -> [0, 1], one random roi_size crop per volume.
@@ -158,11 +174,42 @@ else:
 viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_labels=view.rotation.tolist(),
                     mask=view.mask, window_preset=viz.SCALED_SOFT_TISSUE)  # the slice the boxes hide most of, outlined
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 1, check.** **Compare** the printed share with your prediction, then **change** the seed: draw 20
+# views of the same batch with seeds 0–19 and look at the mean and the range of their cut-out shares.
+
+# %% tags=["solution"]
+# stub: shares = pd.Series(dtype=float)  # complete: for s in range(20), SSLViewTransform()(batch, make_generator("cpu",
+# stub: # s)).mask.float().mean(), one value per seed
+# stub: check_prediction(prediction, float(view.mask.float().mean()), what="cut-out share of this view")
+# stub: shares.describe()
+shares = pd.Series([float(SSLViewTransform()(batch, make_generator("cpu", s)).mask.float().mean())
+                    for s in range(20)], name="cut-out share")
+check_prediction(prediction, float(view.mask.float().mean()), what="cut-out share of this view")
+check_prediction(prediction, shares.mean(), what="mean over 20 seeds")
+shares.describe().round(3)
+
+# %% [markdown] tags=["solution"]
+# The 30 % is a maximum, not the share: each view draws its target share uniformly between 0 and the maximum and
+# adds boxes until it is reached, so views range from almost intact to heavily cut, with a mean well below the
+# maximum (the paper: 13.5 % on average). One view tells little; the spread over seeds is the setting.
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 2 (observe, 5 min).** Section 5 predicts a held-out case and draws an
+# [error map](../docs/glossary.md#error-map). Before it appears: **predict** which organ has the most missed voxels
+# (false negatives: the organ in the truth, predicted as something else) and write its BTCV name into
+# `prediction`. The check follows the pictures.
+
+# %% tags=["solution", "prediction"]
+# stub: prediction = None  # a BTCV organ's name, e.g. "pancreas"
+prediction = "liver"  # a worked guess: the largest organ has the most voxels to miss
+
 # %% [markdown]
 # ## 5 · A fine-tuned model's prediction versus the ground truth
 # The instructor's fine-tuned model when it is unpacked, else the one notebook 03 wrote (`finetune_btcv/<run>/model.pt`;
-# notebook 06's short sweep runs only when there is no other): we predict one held-out case with sliding-window
-# inference and draw the prediction, the truth and an error map. The line below names the model.
+# notebook 06's short sweep runs only when there is no other): we predict one held-out case with
+# [sliding-window](../docs/glossary.md#sliding-window) inference and draw the prediction, the truth and an error map.
+# The line below names the model.
 
 # %% tags=["precomputed"]
 ft_run = choose_run("finetune_btcv", run_root, precomputed=show_precomputed)
@@ -187,6 +234,30 @@ if pred is not None:
 else:
     print("(no prediction to show)")
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 2, check.** **Count** each organ's missed voxels in `truth` and `pred` and compare the organ with
+# the most with your prediction; then find it in the error map above (missed voxels are drawn in one colour).
+
+# %% tags=["solution"]
+# stub: # complete: a pd.Series, for each organ k of preset.labels (k > 0), of ((truth == k) & (pred != k)).sum()
+# stub: missed = None
+# stub: check_prediction(prediction, None if missed is None else missed.idxmax(),
+# stub:                  what="organ with the most missed voxels")
+if pred is not None:
+    missed = pd.Series({name: int(((truth == k) & (pred != k)).sum()) for k, name in preset.labels.items() if k},
+                       name="missed voxels").sort_values(ascending=False)
+    check_prediction(prediction, missed.idxmax(), what="organ with the most missed voxels")
+    display(missed.head(5).to_frame())
+else:
+    missed = None
+    print("no prediction to count (run notebook 03 or unpack the instructor's runs)")
+
+# %% [markdown] tags=["solution"]
+# With a short run the liver's size usually puts it first: a few missed border voxels on a large organ are many
+# voxels. With a longer run the order changes: the organs the model has not found at all (small and thin ones)
+# miss *all* their voxels, while the liver misses only a rim. The count is in voxels, not a share: divide by each
+# organ's size to compare organs, as Dice does.
+
 # %% [markdown]
 # The same prediction in 3D, next to the ground truth: two linked NiiVue views (the crosshair and the 3D camera of
 # one follow the other). The image is the model's input, scaled to [0, 1], hence the window (width 1, level 0.5).
@@ -203,6 +274,8 @@ else:
 
 # %% [markdown]
 # ## 6 · Learning curves of the runs
+# > **⏭ Skip if behind**: notebooks 02–04 showed their curves.
+#
 # Every `fit` run writes `metrics.csv` (a `step` column plus one column per logged scalar).
 
 # %% tags=["precomputed"]
@@ -229,6 +302,30 @@ viz3d.slice_scroller(ct, seg, window_preset=window_preset, spacing=spacing)
 
 # %%
 viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_preset)
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** In the error map, what is the difference between a *missed* voxel and a *wrong organ* voxel?
+# <details><summary>Answer</summary>
+#
+# Missed: the truth has an organ there and the model predicts background. Wrong organ: the model predicts an
+# organ there, but another one than the truth. Spurious voxels are the reverse of missed: an organ predicted on
+# background.
+# </details>
+#
+# **2.** On which side of the screen is the patient's right in the slice figures, and why does it matter?
+# <details><summary>Answer</summary>
+#
+# On the screen's left (radiological convention, as radiology workstations show it): the liver, on the patient's
+# right, appears on the left. Reading a picture in the other convention swaps left and right organs.
+# </details>
+#
+# **3.** Why does the 3D view use the same organ colours as every 2D figure?
+# <details><summary>Answer</summary>
+#
+# So that an organ is recognised by its colour in every figure of the suite: one palette (`viz.BTCV_COLORS`) for
+# slices, surfaces and the viewer, and no legend to look up again.
+# </details>
 
 # %% [markdown]
 # ## Recap

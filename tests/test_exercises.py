@@ -17,9 +17,12 @@ import nbformat
 import pytest
 
 from swinunetr_lib.notebooks.exercises import (
+    KINDS,
     ExerciseError,
+    exercise_kinds,
     exercise_notebook,
     generate,
+    relink,
     render,
     sources,
     stale,
@@ -62,12 +65,64 @@ def _toy(folder: Path, text: str = TOY) -> Path:
     return py
 
 
-def test_02_03_have_exercises():
-    names = [p.name for p in SOURCES]
-    assert "02_ssl_pretraining.py" in names and "03_finetune_btcv.py" in names
+def test_every_notebook_has_exercises():
+    """At least one exercise in each of 00-06 (#26: 00, 01, 04 and 05 had none), each of a named kind."""
+    assert [p.name[:2] for p in SOURCES] == ["00", "01", "02", "03", "04", "05", "06"]
     for p in SOURCES:
         _, count = exercise_notebook(p)
-        assert 2 <= count <= 6, f"{p.name}: {count} exercises"
+        assert 1 <= count <= 6, f"{p.name}: {count} exercises"
+        kinds = exercise_kinds(p)
+        assert set(kinds) <= set(KINDS) and sum(kinds.values()) == count, f"{p.name}: {kinds}"
+
+
+def _by_exercise(nb) -> dict[int, list]:
+    """The cells of each exercise number: its question(s) and the solutions after each."""
+    groups: dict[int, list] = {}
+    current = None
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "exercise" in tags:
+            current = int(cell.source.split("Exercise", 1)[1].split()[0].strip(".,*"))
+            groups.setdefault(current, []).append(cell)
+        elif "solution" in tags and current is not None:
+            groups[current].append(cell)
+        else:
+            current = None
+    return groups
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_exercises_are_predict_first(source):
+    """#26: each exercise asks for a written prediction before anything reveals the answer, in a cell of its own
+    right after the question (`prediction = None` in the exercise version, a worked guess in the tutorial), sized
+    for 5 minutes, and compares it with the computed value through check_prediction."""
+    for number, cells in _by_exercise(jupytext.read(source)).items():
+        question, first = cells[0], cells[1]
+        assert "5 min" in question.source, f"{source.name}: exercise {number} is not sized"
+        assert first.cell_type == "code" and {"solution", "prediction"} <= set(first.metadata["tags"]), \
+            f"{source.name}: exercise {number} does not start with its prediction cell"
+        assert "# stub: prediction = None" in first.source and "\nprediction = " in "\n" + first.source
+        assert "prediction = None" not in first.source.replace("# stub: prediction = None", "")
+        checks = [c for c in cells[2:] if c.cell_type == "code" and "check_prediction(prediction" in c.source]
+        assert checks, f"{source.name}: exercise {number} never compares the prediction"
+        for c in cells[2:]:   # every code solution is scaffolded, never a blank cell
+            if c.cell_type == "code":
+                assert "# stub:" in c.source, f"{source.name}: exercise {number} has a solution without a stub"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.stem for p in SOURCES])
+def test_three_self_check_questions_with_answers(source):
+    cells = [c for c in jupytext.read(source).cells if "selfcheck" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, source.name
+    text = cells[0].source
+    assert text.count("<details><summary>Answer</summary>") == 3 == text.count("</details>")
+    assert [f"**{i}.**" in text for i in (1, 2, 3)] == [True] * 3
+
+
+def test_relink_moves_relative_links_one_folder_down():
+    text = "[g](../docs/glossary.md#hu), [w](https://x.org/a), [a](#top), [r](/abs), [n](02_x.ipynb) ![i](fig.png)"
+    assert relink(text) == ("[g](../../docs/glossary.md#hu), [w](https://x.org/a), [a](#top), [r](/abs), "
+                            "[n](../02_x.ipynb) ![i](../fig.png)")
 
 
 def test_generated_files_are_current():
@@ -86,10 +141,13 @@ def test_solutions_are_replaced_and_the_rest_is_kept(source):
     assert solutions and len(stubs) == len(solutions)
     assert not [c for c in ex.cells if "solution" in c.metadata.get("tags", [])]
     text = render(source).py_text
-    for sol in solutions:  # no line of a solution survives, except its stub lines
-        body = [ln for ln in sol.source.splitlines() if ln.strip() and not ln.lstrip().startswith("# stub:")]
+    for sol in solutions:  # no line of a solution survives, except the lines its stubs give away on purpose
+        stubs = {ln.split("# stub:", 1)[1].strip() for ln in sol.source.splitlines() if "# stub:" in ln}
+        body = [ln for ln in sol.source.splitlines() if ln.strip() and not ln.lstrip().startswith("# stub:")
+                and ln.strip() not in stubs]
         assert not [ln for ln in body if ln in text.splitlines() and len(ln.strip()) > 25], sol.source[:200]
-    kept = [c.source for c in src.cells if not {"solution"} & set(c.metadata.get("tags", []))]
+    kept = [c.source if c.cell_type == "code" else relink(c.source) for c in src.cells
+            if not {"solution"} & set(c.metadata.get("tags", []))]
     assert [c.source for c in ex.cells if "stub" not in c.metadata.get("tags", [])][2:] == kept[1:]
     assert ex.cells[1].source.splitlines()[0].endswith("(exercises)")
     assert "Generated file, do not edit" in ex.cells[0].source and source.name in ex.cells[0].source
@@ -160,6 +218,11 @@ def test_exercise_notebook_runs_with_smoke_parameters(source, tmp_path, monkeypa
 def test_stub_lines_become_code():
     assert stub_source("# stub: a = 1\n# stub: b = None  # later cells read b\na = 2 * 3", 4) == \
         "# Exercise 4: your code here\na = 1\nb = None  # later cells read b"
+    loop = "# stub: for i in range(2):\n# stub:     total = i\ntotal = 1"   # indentation kept: a stub may hold a loop
+    assert stub_source(loop, 1) == "# Exercise 1: your code here\nfor i in range(2):\n    total = i"
+    ast.parse(stub_source(loop, 1))
+    assert stub_source("# stub: prediction = None\nprediction = 3", 2, prediction=True).splitlines() == \
+        ["# Exercise 2: your prediction, written before running anything below", "prediction = None"]
 
 
 def test_generate_check_and_stale_detection(tmp_path):
@@ -193,7 +256,8 @@ def test_generate_check_and_stale_detection(tmp_path):
 def test_check_command_exits_nonzero_naming_the_stale_file(tmp_path):
     shutil.copytree(REPO_ROOT / "notebooks", tmp_path / "notebooks")   # a copy whose 02 source changed
     src = tmp_path / "notebooks" / "02_ssl_pretraining.py"
-    src.write_text(src.read_text().replace("**Exercise 1.**", "**Exercise 1.** (edited)"))
+    heading = "**Exercise 1 (predict, 5 min).**"
+    src.write_text(src.read_text().replace(heading, f"{heading} (edited)"))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "swinunetr_lib.notebooks.exercises", *args, str(src)],

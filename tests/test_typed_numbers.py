@@ -307,6 +307,8 @@ TYPED: list[Typed] = [
                                                                                            "random init")]),
     Typed("notebooks/06_label_efficiency.py", "the 95 % interval is the mean ± {} standard errors",
           lambda: [float(scipy.stats.t.ppf(0.975, 2))]),
+    # docs/glossary.md
+    Typed("docs/glossary.md", "(t = {} for 3 seeds)", lambda: [float(scipy.stats.t.ppf(0.975, 2))]),
     # the library
     Typed("swinunetr_lib/notebooks/workshop.py", "backward pass of Swin UNETR (feature size {}, a {}×{}×{} input)",
           lambda: [inspect.signature(check_model).parameters["feature_size"].default,

@@ -15,10 +15,10 @@
 # the value a model that learned nothing would get, compare reconstructions with the originals and export
 # the encoder as `model_swinvit.pt`, the file notebook 03 can start fine-tuning from.
 #
-# **Kind:** tutorial, with three exercises (predict, change, observe; the workshop version without the
-# solutions is `notebooks/exercises/02_ssl_pretraining_ex.ipynb`). **Runtime:** the defaults below (20 steps)
-# ~3 min on 2 CPU cores (2.7 min measured, ~7 s per step; more when the cores are shared), under 1 min on
-# one GPU; smoke parameters ~1 min; demo parameters (80 steps of 4
+# **Kind:** tutorial, with three exercises (each starts with a written prediction; the workshop version without
+# the solutions is `notebooks/exercises/02_ssl_pretraining_ex.ipynb`). Terms: [glossary](../../docs/glossary.md).
+# **Runtime:** the defaults below (20 steps) ~3 min on 2 CPU cores (2.7 min measured, ~7 s per step; more when the
+# cores are shared), under 1 min on one GPU; smoke parameters ~1 min; demo parameters (80 steps of 4
 # sub-volumes, ~12 s each) ~16 min on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature
 # size 48, for far longer on 5,050 CTs: these runs show the mechanics, not a useful encoder. Three longer runs,
 # measured beforehand and committed, show what 30-80 min of CPU buy and which settings each proxy task needs;
@@ -43,6 +43,7 @@ from swinunetr_lib.experiments.baselines import (
 )
 from swinunetr_lib.experiments.recorded_pretraining import RECORDED_RUNS, load_recorded
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_dataloader
 from swinunetr_lib.pretrain.losses import ContrastiveLoss
@@ -90,11 +91,11 @@ show_precomputed: bool = True  # also show the instructor's finished run from ru
 # ## Why these three tasks should teach anatomy
 # Tang et al. (Sec. 3) pick proxy tasks that a network can only solve by modelling the body, with no labels:
 #
-# - **Inpainting** (masked volume inpainting): to fill a cut-out box with plausible tissue, the network must
-#   know what is around it (a liver continues as liver, a vessel continues along its course): *local
-#   anatomy and texture in context*.
-# - **Rotation** (0/90/180/270° about z): the spine is posterior, the liver on the right; telling which way
-#   a sub-volume was turned needs the *layout of structures*, not only intensities.
+# - **[Inpainting](../../docs/glossary.md#inpainting)** (masked volume inpainting): to fill a cut-out box with plausible
+#   tissue, the network must know what is around it (a liver continues as liver, a vessel continues along its course):
+#   *local anatomy and texture in context*.
+# - **[Rotation](../../docs/glossary.md#rotation)** (0/90/180/270° about z): the spine is posterior, the liver on the
+#   right; telling which way a sub-volume was turned needs the *layout of structures*, not only intensities.
 # - **Contrastive coding**: two differently cut-out and rotated views of one sub-volume must map close
 #   together and away from the other sub-volumes of the batch: *features that identify a region* whatever
 #   the corruption, the property fine-tuning needs to tell organs apart.
@@ -105,7 +106,8 @@ show_precomputed: bool = True  # also show the instructor's finished run from ru
 # ## The Swin UNETR encoder in one figure
 # The encoder (MONAI's `SwinTransformer`, the `swinViT` inside `SwinUNETR`) cuts the volume into 2³-voxel
 # **patches**, each embedded as a vector of `feature_size` numbers. Self-attention runs inside **windows** of
-# 7³ patches only (left panel below, in 2D), so cost grows linearly with the volume; every second block
+# 7³ patches only (left panel below, in 2D; [Swin](../../docs/glossary.md#swin)), so cost grows linearly with the volume;
+# every second block
 # **shifts** the windows by half a window (middle panel) so that information crosses window borders. After
 # each of the **four stages** (two blocks each) a patch-merging step halves the resolution and doubles the
 # channels. `feature_size` is the width of the first stage, so it scales every stage's width: `f, 2f, 4f,
@@ -145,13 +147,23 @@ for k, (c, s) in enumerate(zip(stages["channels"], stages["side (patches)"], str
 fig
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 1.** `feature_size` sets the width of every stage. Most of the encoder's weights sit in linear
-# layers whose size is (width in) x (width out). **Predict** how many times more parameters the encoder has at
-# `feature_size = 48` (the paper's) than at `12`, then **build** both encoders and **count**. Why is the
-# measured ratio not exactly your prediction?
+# **Exercise 1 (predict, 5 min).** `feature_size` sets the width of every stage. Most of the encoder's weights
+# sit in linear layers whose size is (width in) x (width out). **Predict** how many times more parameters the
+# encoder has at `feature_size = 48` (the paper's) than at `12` and write it into `prediction`; then **build**
+# both encoders and **count**. Why is the measured ratio not exactly your prediction?
+
+# %% tags=["prediction", "stub"]
+# Exercise 1: your prediction, written before running anything below
+prediction = None  # how many times more parameters at 48 than at 12, e.g. 4
 
 # %% tags=["stub"]
 # Exercise 1: your code here
+def encoder_parameters(f: int) -> int:
+    """Complete: the parameter count of SwinUNETR(in_channels=1, out_channels=14, feature_size=f).swinViT."""
+    return 0
+sizes = {f: encoder_parameters(f) for f in (12, 48)}
+ratio = sizes[48] / sizes[12] if sizes[12] else float("nan")
+check_prediction(prediction, ratio, what="encoder parameters at 48 / at 12")
 
 # %% [markdown] tags=["stub"]
 # *Exercise 1: your answer here.*
@@ -174,12 +186,15 @@ print(f"{len(loader.dataset)} volumes; one batch: {tuple(x.shape)} (B, C, X, Y, 
 
 # %% [markdown]
 # ## Each proxy task once, by hand
+# > **⏭ Skip if behind**: run these cells, show the one-line checks they print, and move on; the three bullets
+# > at the top said what each task does.
+#
 # The library applies the tasks to a whole batch on the device at once. Here each is written out in plain
 # torch on a toy input and checked equal (`torch.testing.assert_close`) to the library's batched version.
 #
-# **Contrastive coding (NT-Xent).** Three sub-volumes, two views each: six embeddings. Cosine similarities
-# divided by the temperature 0.5 fill a 6 x 6 matrix; each row is a softmax over the *other* five entries
-# (the diagonal is left out) and the loss is minus the log-probability of the row's positive, the other view
+# **Contrastive coding ([NT-Xent](../../docs/glossary.md#nt-xent)).** Three sub-volumes, two views each: six embeddings.
+# Cosine similarities divided by the temperature 0.5 fill a 6 x 6 matrix; each row is a softmax over the *other* five
+# entries (the diagonal is left out) and the loss is minus the log-probability of the row's positive, the other view
 # of the same sub-volume. *Look at:* the positives (`a'` for `a`, ...) are the largest entries of their rows.
 
 # %%
@@ -242,6 +257,16 @@ print(f"cut out: view 1 {v1.mask[0].float().mean():.1%}, view 2 {v2.mask[0].floa
 display(plot_ssl_panels(x, v1.target, v1.image, rotation_labels=v1.rotation.tolist(), max_samples=2))
 plot_ssl_panels(x, v2.target, v2.image, rotation_labels=v2.rotation.tolist(), max_samples=2)
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 2 (predict, 5 min).** Before the run below logs anything: it contrasts `batch_size * num_samples`
+# sub-volumes per step, two views each ([NT-Xent](../../docs/glossary.md#nt-xent)). **Predict** the contrastive loss
+# of its first step, when the fresh encoder has learned nothing, and write it into `prediction`. (Hint: if every
+# view looks the same to the encoder, how likely is it to pick its partner among the others?)
+
+# %% tags=["prediction", "stub"]
+# Exercise 2: your prediction, written before running anything below
+prediction = None  # the first logged contrastive loss, e.g. 0.5
+
 # %% [markdown]
 # ## Pretraining
 # `pretrain` builds the SSL model (MONAI's SwinTransformer exactly as inside SwinUNETR, plus a rotation
@@ -263,20 +288,28 @@ record("steps", result.fit.step)  # a sweep's results.json (swinunetr_lib.utils.
 record("final_loss", result.fit.metrics["loss"])
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 2.** Before looking at the curves: this run contrasts `batch_size * num_samples` sub-volumes per
-# step. **Predict** the contrastive loss of an encoder that has learned nothing (all similarities equal) for
-# this batch, then **check** it against the first logged value (`result.fit.history[0]["contrastive"]`). What
-# would it be with `batch_size = 2`?
+# **Exercise 2, check.** **Compare** your prediction with the first logged value
+# (`result.fit.history[0]["contrastive"]`), then **change** the batch: feed `ContrastiveLoss` N identical
+# embeddings (an encoder that tells nothing apart) for this run's N and for twice as many sub-volumes
+# (`batch_size = 2`). What does the chance level depend on, and what not?
 
 # %% tags=["stub"]
 # Exercise 2: your code here
+n = batch_size * num_samples  # sub-volumes per step: 2N views
+first = result.fit.history[0]["contrastive"]
+check_prediction(prediction, first, what="first logged contrastive loss")
+for k in (n, 2 * n):  # this batch, then batch_size doubled
+    same = torch.ones(k, 8)  # k identical embeddings, two views each
+    at_chance = float("nan")  # complete: ContrastiveLoss(0.5, gather_distributed=False)(same, same)
+    print(f"N = {k}: identical embeddings {at_chance:.4f}, ln(2N - 1) = {math.log(2 * k - 1):.4f}")
 
 # %% [markdown] tags=["stub"]
 # *Exercise 2: your answer here.*
 
 # %% [markdown]
 # ## The three losses against their baselines
-# Rotation is a cross-entropy over 4 classes: guessing gives ln 4 ≈ 1.39. Contrastive is NT-Xent over
+# Rotation is a cross-entropy over 4 classes: guessing gives ln 4 ≈ 1.39 (its
+# [chance level](../../docs/glossary.md#chance-level)). Contrastive is NT-Xent over
 # 2N views: chance ln(2N - 1). Reconstruction is the L1 over the whole sub-volume; two baselines, measured on
 # the views above: a decoder that ignores its input and returns the crop's mean grey everywhere ("constant",
 # its chance level), and one that copies the visible voxels and fills every cut-out voxel with that mean
@@ -325,13 +358,28 @@ plot_ssl_panels(x, v1.target, v1.image, rec, rotation_labels=v1.rotation.tolist(
                 window_preset=SCALED_SOFT_TISSUE)
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 3.** The reconstruction loss is averaged over *all* voxels of the sub-volume. **Predict** what
-# happens to (a) the cut-out fraction, (b) the whole-volume L1 and (c) the L1 inside the boxes when
-# `cutout_fraction` doubles, then **make** new views of `x` with twice the fraction, run the model above on
-# both settings and **compare** (with the trivial fill beside each number).
+# **Exercise 3 (change, 5 min).** The reconstruction loss is averaged over *all* voxels of the sub-volume.
+# **Predict** by how many times (a) the cut-out fraction, (b) the whole-volume L1 and (c) the L1 inside the boxes
+# change when `cutout_fraction` doubles, as a dict of ratios (doubled / default); then **make** new views of `x`
+# with twice the fraction, run the model above on both settings and **compare** (with the trivial fill beside
+# each number). The stub below has the loop; complete its body.
+
+# %% tags=["prediction", "stub"]
+# Exercise 3: your prediction, written before running anything below
+prediction = None  # e.g. {"cut out": 2.0, "L1 all voxels": 2.0, "L1 inside boxes": 1.0}
 
 # %% tags=["stub"]
 # Exercise 3: your code here
+rows = []
+for frac in (cutout_fraction, min(2 * cutout_fraction, 0.95)):
+    cut = InnerCutout(max_fraction=frac, min_block=cutout_min_block, max_block=cutout_max_block,
+                      noise_prob=cutout_noise_prob, mode=cutout_mode)
+    view = SSLViewTransform(cutout=cut)(x, make_generator(dev, seed + 1))
+    # complete: run `model` on view.image (under torch.no_grad(), as in the inpainting cell above), then
+    # rows.append({"cutout_fraction": frac, "cut out": ..., "L1 all voxels": ..., "L1 inside boxes": ...})
+means = pd.DataFrame(rows).groupby("cutout_fraction").mean() if rows else None
+ratios = {} if means is None else (means.iloc[1] / means.iloc[0]).to_dict()
+check_prediction(prediction, ratios, what="doubled / default")
 
 # %% [markdown] tags=["stub"]
 # *Exercise 3: your answer here.*
@@ -368,7 +416,8 @@ for name, rec in recorded.items():
 
 # %% [markdown]
 # The reconstruction lines are measured on the held-out views below (whole-volume L1). Next, the probes of the
-# three encoders on the 3 held-out phantoms, beside the same architecture at random initialisation, on
+# three encoders on the 3 held-out phantoms, beside the same architecture at random initialisation (the
+# [random twin](../../docs/glossary.md#random-twin)), on
 # organ-centred crops (32³ and 64³, each run's own size): rotation accuracy; the contrastive loss of two views of
 # every crop embedded together, and how often a view's partner is ranked first among all the others (chance
 # 1/(2N − 1) for N crops); and the L1 inside the cut-out boxes of held-out views.
@@ -499,6 +548,8 @@ if pre_l1 is not None:
 
 # %% [markdown]
 # ## The exported encoder
+# > **⏭ Skip if behind**: one check that notebook 03 can load the file; run it and move on.
+#
 # `pretrain` wrote `model_swinvit.pt` in the layout of the official weights, so MONAI's
 # `SwinUNETR.load_from` takes it as is. We check that every encoder tensor arrived.
 
@@ -523,6 +574,30 @@ pd.DataFrame({"this run": [result.fit.step, f"{last['rotation']:.4f}", f"{last['
                            f"{fill_inside:.4f} (trivial fill)", ""]},
              index=["steps", "rotation loss (last)", "contrastive loss (last)", "reconstruction L1 (last)",
                     "L1 inside cut-outs", "encoder tensors exported"])
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** A run's contrastive loss is 1.9 and another's 1.1. Is the first run worse?
+# <details><summary>Answer</summary>
+#
+# Not necessarily: the chance level ln(2N − 1) grows with the number N of sub-volumes contrasted per step (ln 3 for
+# N = 2, ln 7 for N = 4). Read each loss against its own chance line, never against another run's raw value.
+# </details>
+#
+# **2.** The rotation loss starts *above* ln 4 ≈ 1.386. How can a network be worse than guessing?
+# <details><summary>Answer</summary>
+#
+# A randomly initialised head does not output the uniform 1/4 per class; any fixed non-uniform guess scores worse
+# than ln 4 on uniformly drawn rotations. The loss falls to the chance line first, then, once it learns, below it.
+# </details>
+#
+# **3.** The reconstruction L1 is averaged over all voxels. Why look at the L1 *inside the boxes* as well?
+# <details><summary>Answer</summary>
+#
+# Most voxels are visible, and copying them is not inpainting. The L1 inside the boxes, against the trivial fill
+# (mean grey in every box), measures whether the model fills the holes from context; the whole-volume L1 mixes
+# that with copying and changes with the cut-out share.
+# </details>
 
 # %% [markdown]
 # ## Recap

@@ -8,20 +8,23 @@
 #
 # **Goal.** Fine-tune MONAI's Swin UNETR on labeled abdominal CT with the 13 BTCV organs (Tang et al.,
 # CVPR 2022, Sec. 4.1), starting either from scratch or from the encoder pretrained in notebook 02, and
-# measure per-organ Dice and 95 % Hausdorff distance on held-out cases **on their original voxel grid**
+# measure per-organ [Dice](../../docs/glossary.md#dice) and 95 % Hausdorff distance ([HD95](../../docs/glossary.md#hd95)) on
+# held-out cases **on their [original voxel grid](../../docs/glossary.md#original-grid)**
 # (the preprocessing is inverted). We first compute both metrics by hand on a small 2D example, and read
 # every score against an all-background prediction. The data is the demo cohort: synthetic phantoms (not
 # patient data) plus the real example CT whose TotalSegmentator labels were remapped to BTCV ids. Training
-# uses the library's one loop (`swinunetr_lib.train.loop.fit`, via `swinunetr_lib.finetune.run.finetune`): DiceCE
-# loss, AdamW with warm-up + cosine decay, sliding-window validation (overlap 0.5, Gaussian) and the best
+# uses the library's one loop (`swinunetr_lib.train.loop.fit`, via `swinunetr_lib.finetune.run.finetune`):
+# [DiceCE](../../docs/glossary.md#dicece) loss on [label-balanced crops](../../docs/glossary.md#label-balanced-crops), AdamW
+# with warm-up + cosine decay, [sliding-window](../../docs/glossary.md#sliding-window) validation (overlap 0.5,
+# Gaussian) and the best
 # checkpoint by mean Dice. Notebook 06 runs this notebook many times to measure label efficiency.
 #
-# **Kind:** tutorial, with three exercises (the workshop version without the solutions is
-# `notebooks/exercises/03_finetune_btcv_ex.ipynb`). **Runtime:** the defaults below (feature size 48, 4.5 mm,
-# 50 steps, fp32) ~3.5 min on 2 CPU cores (3.4 min measured: ~2.8 s per step plus preprocessing,
-# validation and evaluation; more when the cores are shared), under 1 min on one GPU: enough to see the
-# largest organs appear, not to segment them all. Smoke parameters ~1-2 min; demo parameters (360 steps) ~17 min on
-# 2 CPU cores, ~1 min on one GPU. When the instructor's finished run is installed
+# **Kind:** tutorial, with three exercises (each starts with a written prediction; the workshop version without
+# the solutions is `notebooks/exercises/03_finetune_btcv_ex.ipynb`). Terms: [glossary](../../docs/glossary.md).
+# **Runtime:** the defaults below (feature size 48, 4.5 mm, 50 steps, fp32) ~3.5 min on 2 CPU cores (3.4 min measured:
+# ~2.8 s per step plus preprocessing, validation and evaluation; more when the cores are shared), under 1 min on one
+# GPU: enough to see the largest organs appear, not to segment them all. Smoke parameters ~1-2 min; demo parameters
+# (360 steps) ~17 min on 2 CPU cores, ~1 min on one GPU. When the instructor's finished run is installed
 # (`runs_dir()/precomputed/finetune_btcv/<run name>`), its curves, scores and picture are shown beside yours.
 # With `precision = "bf16"` steps are ~27 % faster on CPUs with AMX or AVX512-BF16 (fit keeps the few
 # convolutions that oneDNN's bf16 gets wrong on AVX512-BF16 CPUs in fp32; issue #10). The paper fine-tunes
@@ -46,6 +49,7 @@ from swinunetr_lib.experiments.finetune_run import notebook_config, results_reco
 from swinunetr_lib.finetune.run import finetune, split_entries
 from swinunetr_lib.infer.evaluation import evaluate, load_label, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import resolve_path, runs_dir
 from swinunetr_lib.utils.results import record
 from swinunetr_lib.viz.curves import plot_learning_curves
@@ -141,22 +145,44 @@ print(f"all-background prediction: Dice {float(2 * (empty & gt).sum() / (empty.s
       f"the library's baseline on the same mask: {float(all_background_dice(gt[..., None].long(), 2)[0, 0]):.1f}")
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 1.** **Predict** the Dice and the HD95 when the prediction is shifted by 4 pixels instead of 2
-# (does Dice halve? does HD95 double?), then **compute** them with `dice_hd95` for shifts 0 to 6.
+# **Exercise 1 (change, 5 min).** **Predict** the Dice and the HD95 when the prediction is shifted by 4 pixels
+# instead of 2 (does Dice halve? does HD95 double?) and write both into `prediction`; then **change** the shift:
+# compute them with `dice_hd95` for shifts 0 to 6.
+
+# %% tags=["prediction", "stub"]
+# Exercise 1: your prediction, written before running anything below
+prediction = None  # e.g. {"Dice": 0.5, "HD95": 3.0}
 
 # %% tags=["stub"]
 # Exercise 1: your code here
+# complete: replace the two NaN by dice_hd95(gt.roll(s, dims=1), gt), the disc shifted by s pixels
+shifts = pd.DataFrame([(s, float("nan"), float("nan")) for s in range(7)],
+                      columns=["shift (pixels)", "Dice", "HD95 (pixels)"]).set_index("shift (pixels)")
+check_prediction(prediction, {"Dice": shifts.loc[4, "Dice"], "HD95": shifts.loc[4, "HD95 (pixels)"]},
+                 what="shift 4")
+shifts.round(3)
 
 # %% [markdown] tags=["stub"]
 # *Exercise 1: your answer here.*
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 2.** Add one stray pixel to the perfect prediction, far from the disc (e.g. at row 2, column 2).
-# **Predict** Dice and HD95 before computing them. Then compare with the plain Hausdorff distance (the
-# maximum, `HausdorffDistanceMetric(percentile=None)`).
+# **Exercise 2 (predict, 5 min).** Add one stray pixel to the perfect prediction, far from the disc (at row 2,
+# column 2). **Predict** Dice, HD95 and the plain (maximum) Hausdorff distance, `HausdorffDistanceMetric(percentile=
+# None)`, and write them into `prediction` before computing them.
+
+# %% tags=["prediction", "stub"]
+# Exercise 2: your prediction, written before running anything below
+prediction = None  # e.g. {"Dice": 0.9, "HD95": 10.0, "max Hausdorff": 10.0}
 
 # %% tags=["stub"]
 # Exercise 2: your code here
+stray = gt.clone()
+stray[2, 2] = True  # one false-positive pixel far from the disc
+# complete: dice_hd95(stray, gt), and HausdorffDistanceMetric(include_background=False) on the one-hot
+# masks, built as in dice_hd95
+dice_stray, hd95_stray, hd_max = float("nan"), float("nan"), float("nan")
+check_prediction(prediction, {"Dice": dice_stray, "HD95": hd95_stray, "max Hausdorff": hd_max},
+                 what="one stray pixel")
 
 # %% [markdown] tags=["stub"]
 # *Exercise 2: your answer here.*
@@ -203,6 +229,16 @@ curves = plot_learning_curves(hist, columns=["loss", "val_mean_dice"], smoothing
 display(add_baselines(curves, {"val_mean_dice": {"all background": 0.0}}))
 val_rows.set_index("step")[["val_mean_dice"]].T
 
+# %% [markdown] tags=["exercise"]
+# **Exercise 3 (observe, 5 min).** Before the table below shows any organ's Dice: which of the 13 organs will
+# score lowest, and why? Think of their sizes at the `spacing` in use (4.5 mm by default: one voxel is 91 mm³).
+# **Predict** how strongly Dice follows organ size: the Spearman rank correlation of Dice with organ volume
+# (from −1 to 1; 0: unrelated), and write it into `prediction`. The check follows the held-out case's picture.
+
+# %% tags=["prediction", "stub"]
+# Exercise 3: your prediction, written before running anything below
+prediction = None  # the Spearman correlation of Dice with organ volume, e.g. 0.3
+
 # %% [markdown]
 # ## Evaluation on the original grid
 # The best checkpoint predicts each held-out case; MONAI's `Invertd` undoes the crop, resampling and
@@ -233,18 +269,27 @@ ct, pred, truth = (nib.as_closest_canonical(nib.load(p)) for p in (case["image"]
 plot_prediction_vs_truth(ct.get_fdata(), pred.get_fdata(), truth.get_fdata(), spacing=ct.header.get_zooms()[:3])
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 3.** Which organs score lowest, and why? **Predict** from anatomy which of the 13 organs are
-# hardest at the `spacing` in use (4.5 mm by default), then **tabulate** each organ's Dice beside its size:
-# its volume in mL in the held-out labels and how many voxels that is on the training grid.
+# **Exercise 3, check.** **Tabulate** each organ's Dice beside its size: its volume in mL in the held-out labels
+# and how many voxels that is on the training grid; compare the correlation with your prediction, and the lowest
+# organs with the ones you named.
 
 # %% tags=["stub"]
 # Exercise 3: your code here
+organs = table.drop("mean")[["dice"]].copy()
+# complete: each organ's mean volume (mL) in the held-out labels: scores["gt_voxels"] times each case's
+# voxel volume in mL (nib.load(...).header.get_zooms()), averaged per organ (scores["class"])
+organs["ml"] = float("nan")
+check_prediction(prediction, organs["dice"].corr(organs["ml"], method="spearman"),
+                 what="Spearman(Dice, volume)")
+organs.sort_values("dice").round(3)
 
 # %% [markdown] tags=["stub"]
 # *Exercise 3: your answer here.*
 
 # %% [markdown]
 # ## Results for notebook 06
+# > **⏭ Skip if behind**: bookkeeping for sweeps; run it and move on.
+#
 # One JSON with the settings and the numbers, so a parameter sweep can collect them.
 
 # %%
@@ -321,6 +366,31 @@ summary = {"steps": result.fit.step, "minutes": round(result.seconds / 60, 1),
 if pre:
     summary["instructor's run: mean Dice"] = round(float(pre_results["mean_dice"]), 3)
 pd.Series(summary).astype(str).to_frame("value")
+
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** Two organs each get a one-voxel error all along their border. Which loses more Dice: the liver or an
+# adrenal gland? Which loses more HD95?
+# <details><summary>Answer</summary>
+#
+# The adrenal gland loses far more Dice (almost all its voxels are border voxels); HD95 rises by about one voxel's
+# width for both, since it measures distance, not overlap.
+# </details>
+#
+# **2.** An organ is missed entirely in one held-out case. What are its Dice and HD95 there, and how does the table
+# count it?
+# <details><summary>Answer</summary>
+#
+# Dice 0; HD95 undefined (no predicted border), so it is left out of the HD95 average and counted in `missed`.
+# Reading HD95 without the `missed` column flatters a model that misses organs.
+# </details>
+#
+# **3.** Why are the scores computed on the original grid rather than on the 4.5 mm training grid?
+# <details><summary>Answer</summary>
+#
+# The label file on its own grid is the ground truth; resampling the labels to 4.5 mm would already lose thin
+# structures and smooth borders before the model is judged. `Invertd` maps the prediction back instead.
+# </details>
 
 # %% [markdown]
 # ## Recap

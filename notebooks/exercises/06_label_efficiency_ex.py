@@ -10,15 +10,18 @@
 # self-supervised pretraining helps most when few labeled cases exist. The paper reports about +10 % Dice
 # with 10 % of the BTCV labels, and the same Dice as training from scratch with at least 40 % fewer labels;
 # those are *the paper's* figures, for an encoder pretrained on 5,050 CTs on many GPUs. Here we measure two
-# things on our own data: (1) a **probe** of what the encoder learned, free of fine-tuning noise, and (2) the
-# **label-efficiency curve**: held-out Dice against the labeled fraction, from scratch and from the SSL
-# encoder, over seeds. Each point of the curve is one run of notebook 03, executed by papermill through
-# `swinunetr_lib.experiments.label_efficiency` (also a command: `python -m swinunetr_lib.experiments.label_efficiency`).
+# things on our own data: (1) a **[probe](../../docs/glossary.md#linear-probe)** of what the encoder learned, free of
+# fine-tuning noise, and (2) the **[label-efficiency](../../docs/glossary.md#label-efficiency) curve**: held-out Dice
+# against the labeled fraction, from scratch and from the SSL encoder, over seeds. Each point of the curve is one run
+# of notebook 03, executed by papermill through `swinunetr_lib.experiments.label_efficiency` (also a command: `python
+# -m swinunetr_lib.experiments.label_efficiency`).
 #
 # **Kind:** experiment. **Runtime** of these defaults: ~4-5 min on 2 CPU cores (the probe, ~1 min, and 2
 # short fine-tuning runs); the demo profile (`ci/params/demo/06_label_efficiency.yml`, 4 runs of 150 steps)
 # ~15 min; with the instructor's precomputed sweep unpacked, its results show at once. Section 5 reads a longer
 # experiment measured beforehand (`make experiment`, ~100 min on 2 CPU cores) from committed files.
+# Two exercises (predict first; the workshop version is `notebooks/exercises/06_label_efficiency_ex.ipynb`).
+# Terms: [glossary](../../docs/glossary.md).
 
 # %%
 import matplotlib.pyplot as plt
@@ -40,6 +43,7 @@ from swinunetr_lib.experiments.label_efficiency import (
 from swinunetr_lib.experiments.probe import run_probes
 from swinunetr_lib.models.swin_unetr import SSL_EXPORT
 from swinunetr_lib.notebooks.precomputed import find_precomputed
+from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.notebooks.sweep_table import summarize as summarize_sweep
 from swinunetr_lib.paths import demo_cohort_dir, resolve_path, runs_dir
 from swinunetr_lib.utils.results import record
@@ -70,11 +74,21 @@ show_precomputed: bool = True  # also show the instructor's finished sweep (runs
 # - **Organ probe.** Cubes of 32³ voxels centred on a random voxel of each of the 13 organs; the frozen
 #   encoder's pooled features of all five stages go into a logistic regression, fitted on the training cases
 #   and scored on the held-out cases. Baselines: chance (1/13) and *the same encoder at random
-#   initialisation* (random features of a deep network are already informative, so this is the bar to beat).
+#   initialisation*, its [random twin](../../docs/glossary.md#random-twin) (random features of a deep network are
+#   already informative, so this is the bar to beat).
 # - The same organ probe on the **deepest stage alone** (1/32 of the crop's side, 16 × feature size channels): the
 #   pooled early stages pass on intensity statistics that random weights keep as well, so learned context
 #   shows, if anywhere, here.
 # - **Rotation accuracy** of the SSL head on the held-out crops at all four axial rotations (chance 25 %).
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 1 (predict, 5 min).** Before the probe runs: what accuracy do you expect from the organ probe on the
+# *random* encoder, given that chance is 1/13 ≈ 0.08? Write it into `prediction` (a fraction, 0 to 1). The check
+# follows the probe's figure.
+
+# %% tags=["prediction", "stub"]
+# Exercise 1: your prediction, written before running anything below
+prediction = None  # the random encoder's organ probe accuracy, e.g. 0.1
 
 # %%
 ckpt = (resolve_path(probe_checkpoint) if probe_checkpoint
@@ -106,14 +120,25 @@ if probe is not None:
     plt.show()
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 1 (predict, then check).** Before looking at the table: what accuracy do you expect from the
-# organ probe on the *random* encoder, compared with chance (1/13 ≈ 0.08)? Then compute the gap between the
-# SSL and the random encoder in percentage points, and say whether it is larger than what changing the probe's
-# random crops would change (rerun with another `probe_crops_per_organ` to see).
+# **Exercise 1, check.** **Compare** the random encoder's accuracy with your prediction; then compute the gap between
+# the SSL and the random encoder in percentage points, and the binomial standard error of an accuracy on this many
+# held-out crops, √(p(1 − p)/n): is the gap larger than what another draw of crops would move?
 
 # %% tags=["stub"]
 # Exercise 1: your code here
-gap = None
+acc = probe.set_index("encoder")["organ_accuracy"] if probe is not None else None
+check_prediction(prediction, None if acc is None else acc["random init"], what="random encoder's organ probe")
+gap = None  # complete: 100 * (SSL - random init), in points
+noise = None  # complete: 100 * sqrt(p (1 - p) / n), with n = probe["n_test"]
+
+# %% [markdown] tags=["exercise"]
+# **Exercise 2 (observe, 5 min).** Before the sweep below runs: its two short runs fine-tune from scratch and from
+# the SSL encoder on the same labels and seed. **Predict** the difference in mean Dice, SSL − scratch, at the
+# largest labeled fraction (e.g. +0.05 or −0.02) and write it into `prediction`. The check follows section 3.
+
+# %% tags=["prediction", "stub"]
+# Exercise 2: your prediction, written before running anything below
+prediction = None  # SSL - scratch in mean Dice, e.g. 0.05
 
 # %% [markdown]
 # ## 2 · The label-efficiency sweep
@@ -161,16 +186,22 @@ for row in sweep.summary.itertuples():  # a sweep's results.json: the mean Dice 
 Image(filename=str(sweep.figure))
 
 # %% [markdown] tags=["exercise"]
-# **Exercise 2 (change and observe).** From `sweep.summary`, compute the SSL - scratch difference in mean Dice
-# at every labeled fraction. Is it largest at the smallest fraction, as the paper found? With a single seed,
-# is the difference larger than the spread you would expect between seeds (rerun with `seeds = [0, 1, 2]`)?
+# **Exercise 2, check.** From `sweep.summary`, **compute** SSL − scratch in mean Dice at the largest labeled
+# fraction and compare it with your prediction. Then **observe** how far the same setting moves between seeds: the
+# standard deviation over 3 seeds of each setting of the recorded experiment (`load_recorded()`, section 5). Is
+# one seed's difference larger than that spread?
 
 # %% tags=["stub"]
 # Exercise 2: your code here
-diff = None
+diff = None  # complete: from sweep.summary (columns init, labeled_fraction, mean), ssl minus scratch at the
+# largest fraction; None without both inits
+seed_spread = None  # complete: summarize_runs(load_recorded().results)["std"], its min and max
+check_prediction(prediction, diff, what="SSL - scratch, mean Dice")
 
 # %% [markdown]
 # ### Reading a sweep
+# > **⏭ Skip if behind**: how the sweep verb stores and groups runs; for running your own sweeps.
+#
 # The runs above went through the sweep verb (`python -m swinunetr_lib.notebooks sweep`; README, "A sweep on a
 # laptop, the same sweep on a cluster"): `results.csv` holds one row per run (its parameters, what notebook 03
 # recorded with `record(...)`, seconds, status), and `sweep summarize` groups the runs: the mean, its 95 % t interval
@@ -204,11 +235,13 @@ else:
 # are committed (`docs/results/label_efficiency_phantoms/`, with the commands that made them). Before reading its
 # gain, ask two questions every such experiment must answer first:
 #
-# 1. **Are the labels scarce?** If copying one labeled phantom's label map onto a new phantom (an *atlas*, no
-#    learning at all) already scores well, a model trained on that phantom has nothing to learn that the atlas
-#    lacks, and more labels cannot help much.
-# 2. **How large an effect could these seeds see?** With 3 paired seeds, the 95 % interval is the mean ± 4.3
-#    standard errors. An interval that holds both 0 and the paper's +0.10 cannot tell them apart.
+# 1. **Are the labels scarce?** If copying one labeled phantom's label map onto a new phantom (an
+#    *[atlas](../../docs/glossary.md#atlas-baseline)*, no learning at all) already scores well, a model trained on that
+#    phantom has nothing to learn that the atlas lacks, and more labels cannot help much.
+# 2. **How large an effect could these seeds see?** With 3 [paired seeds](../../docs/glossary.md#paired-seeds), the
+#    95 % interval is the mean ± 4.3 standard errors
+#    ([confidence interval](../../docs/glossary.md#confidence-interval)). An interval that holds both 0 and the paper's
+#    +0.10 cannot tell them apart.
 #
 # - **Data.** 7 labeled phantoms at 6 mm (4 for training, 3 held out), 96 more unlabeled phantoms. Pretraining
 #   saw 100 images (the 4 training phantoms and 96 unlabeled ones), never the held-out phantoms' images, and no labels.
@@ -270,6 +303,8 @@ display(Markdown(
 
 # %% [markdown]
 # ## 5b · The instruments that can see it: label scarcity (E0) and a dense probe (E1)
+# > **⏭ Skip if behind**: give its verdict in one sentence (the cell after the figure) and leave the rest to reading.
+#
 # Two checks come before any claim about label efficiency, and both were run on phantoms whose cases differ as
 # patients do (`make_abdomen_phantom(..., variability=...)`: pose, size, shape and HU vary per case).
 #
@@ -282,14 +317,14 @@ e0 = pd.read_csv(resolve_path("docs/results/label_scarcity_phantoms/e0.csv"))
 e0.round(3)
 
 # %% [markdown]
-# **E1, the dense probe.** The frozen encoder is read at *every voxel* (its five stages upsampled to half the input
-# resolution, after Swin UNETR's encoder blocks, as its decoder reads them), and a multinomial logistic readout is
-# trained on one labeled case and scored on the held-out cases. Beside the SSL encoder: a band of random-init seeds
-# (the null), the image intensity at five scales, intensity plus voxel coordinates, the atlas of the same labeled
-# case, and a fine-tuned Swin UNETR as the **positive control**: an instrument that cannot put a supervised model
-# above the random band cannot be trusted to see pretraining. The rule, fixed before the run: "SSL features help"
-# only if SSL beats every random seed for each labeled case, the paired 95 % interval excludes 0, and the gain is at
-# least 0.02 Dice.
+# **E1, the [dense probe](../../docs/glossary.md#dense-probe).** The frozen encoder is read at *every voxel* (its five
+# stages upsampled to half the input resolution, after Swin UNETR's encoder blocks, as its decoder reads them), and a
+# multinomial logistic readout is trained on one labeled case and scored on the held-out cases. Beside the SSL
+# encoder: a band of random-init seeds (the null), the image intensity at five scales, intensity plus voxel
+# coordinates, the atlas of the same labeled case, and a fine-tuned Swin UNETR as the **[positive
+# control](../../docs/glossary.md#positive-control)**: an instrument that cannot put a supervised model above the random
+# band cannot be trusted to see pretraining. The rule, fixed before the run: "SSL features help" only if SSL beats
+# every random seed for each labeled case, the paired 95 % interval excludes 0, and the gain is at least 0.02 Dice.
 
 # %%
 e1_table = pd.read_csv(resolve_path("docs/results/dense_probe_phantoms/dense_probe.csv"))
@@ -312,6 +347,8 @@ display(Markdown(
 
 # %% [markdown]
 # ## 6 · This run's numbers
+# > **⏭ Skip if behind**: a summary of the cells above.
+#
 # Computed from the cells above, never typed.
 
 # %%
@@ -324,6 +361,31 @@ recap.update({f"mean Dice, {r.init}, {100 * r.labeled_fraction:g} % labels": rou
               for r in sweep.summary.itertuples()})
 pd.Series(recap, name="value").to_frame()
 
+# %% [markdown] tags=["selfcheck"]
+# ## Self-check
+# **1.** The SSL encoder's organ probe is far above chance. Why is that not yet evidence that pretraining learned
+# anatomy?
+# <details><summary>Answer</summary>
+#
+# The random twin is far above chance too: organs differ in intensity and position, which random features carry.
+# The bar is the random encoder (and the noise of the probe's crops), not chance.
+# </details>
+#
+# **2.** An interval for SSL − scratch holds both 0 and the paper's +0.10. What may you write, and what not?
+# <details><summary>Answer</summary>
+#
+# "Not detected at this scale (95 % CI …)", with the interval and the smallest detectable effect; never "it does
+# not help": the data are as compatible with the paper's gain as with none.
+# </details>
+#
+# **3.** Why check the atlas of one labeled case before reading a label-efficiency curve?
+# <details><summary>Answer</summary>
+#
+# If copying one case's labels already scores as well as the trained models, labels are not scarce in this
+# setting, and neither more labels nor pretraining has room to help: the experiment could not show label
+# efficiency whatever the method.
+# </details>
+
 # %% [markdown]
 # ## Recap
 # We probed the pretrained encoder against its random twin, fine-tuned from scratch and from the SSL encoder at
@@ -331,7 +393,8 @@ pd.Series(recap, name="value").to_frame()
 # (minutes of pretraining on phantoms, feature size 12) pretraining learns its own proxy tasks; whether it helps a
 # segmentation is **not detected at this scale**, and with one labeled phantom the recorded experiment **cannot test
 # the paper's claim**: its interval holds both 0 and +0.10, and its runs sit below a no-learning atlas. Three habits
-# carry over to any experiment: report a gain with its 95 % interval and the smallest effect the design could see;
-# check first that labels are scarce (the atlas) and that the instrument can see a difference (a probe beside a band
-# of random seeds and a supervised model); and never write "it does not help" when the interval also holds the
-# claim. The paper's encoder saw 5,050 CTs for days of GPU time. `docs/workshop_answers.md` discusses the exercises.
+# carry over to any experiment: report a gain with its 95 % interval and the [smallest effect the design could
+# see](../../docs/glossary.md#smallest-detectable-effect); check first that labels are scarce (the atlas) and that the
+# instrument can see a difference (a probe beside a band of random seeds and a supervised model); and never write "it
+# does not help" when the interval also holds the claim. The paper's encoder saw 5,050 CTs for days of GPU time.
+# `docs/workshop_answers.md` discusses the exercises.

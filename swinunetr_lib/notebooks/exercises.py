@@ -20,6 +20,14 @@ Convention in a notebook source ``notebooks/NN_topic.py`` (jupytext percent form
   exercise notebook still runs top to bottom. A markdown solution becomes ``*Exercise N: your answer here.*``
   In the tutorial itself the ``# stub:`` lines are plain comments.
 - A solution cell that follows no exercise, or an exercise without a solution, is an error.
+- Predict first: the question's heading names its kind, ``**Exercise N (predict|change|observe, 5 min).**``, and
+  its first solution is a code cell tagged ``solution`` and ``prediction`` that holds the worked prediction in the
+  tutorial and, in the exercise version, ``prediction = None`` (its stub) under ``# Exercise N: your prediction``.
+  A later solution compares it with the computed value (``swinunetr_lib.notebooks.prediction.check_prediction``).
+  Where the answer appears on screen between the prediction and the check (a table the notebook shows anyway),
+  the exercise goes on further down under a second ``exercise`` cell with the same number,
+  ``**Exercise N, check.**``; it counts once.
+- Relative links in markdown (``../docs/glossary.md#hu``) are rewritten for the exercise folder, one level down.
 
 ``python -m swinunetr_lib.notebooks.exercises generate [NOTEBOOK ...]`` writes ``notebooks/exercises/NN_topic_ex.py``
 and its ``.ipynb`` (no outputs, deterministic cell ids) for every notebook with exercises (or the ones
@@ -34,6 +42,7 @@ import argparse
 import copy
 import hashlib
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +57,10 @@ from ..utils.files import atomic_write_text
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXERCISE_DIR = NOTEBOOK_DIR / "exercises"
-EXERCISE_TAG, SOLUTION_TAG, STUB_PREFIX = "exercise", "solution", "# stub:"
+EXERCISE_TAG, SOLUTION_TAG, PREDICTION_TAG, STUB_PREFIX = "exercise", "solution", "prediction", "# stub:"
+KINDS = ("predict", "change", "observe")
+_HEADING = re.compile(r"^[#*\s]*Exercise\s+(\d+)(?:\s*\((predict|change|observe)\b)?", re.IGNORECASE)
+_RELATIVE_LINK = re.compile(r"\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)", re.IGNORECASE)
 COMMAND = "python -m swinunetr_lib.notebooks.exercises generate"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -67,6 +79,7 @@ class Generated:
     ipynb: Path
     ipynb_text: str
     exercises: int
+    kinds: dict[str, int]
 
 
 def _tags(cell) -> list[str]:
@@ -85,17 +98,31 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def stub_source(solution: str, number: int) -> str:
-    """The exercise version of a code solution: a prompt plus its ``# stub:`` lines, uncommented."""
-    stubs = [line.split(STUB_PREFIX, 1)[1].strip() for line in solution.splitlines()
+def stub_source(solution: str, number: int, prediction: bool = False) -> str:
+    """The exercise version of a code solution: a prompt plus its ``# stub:`` lines, uncommented (the one space
+    after ``# stub:`` is dropped, any further indentation kept, so a stub may hold a loop or a function)."""
+    stubs = [line.split(STUB_PREFIX, 1)[1].removeprefix(" ").rstrip() for line in solution.splitlines()
              if line.lstrip().startswith(STUB_PREFIX)]
-    return "\n".join([f"# Exercise {number}: your code here", *stubs])
+    prompt = (f"# Exercise {number}: your prediction, written before running anything below" if prediction
+              else f"# Exercise {number}: your code here")
+    return "\n".join([prompt, *stubs])
 
 
 def _number(question: str, fallback: int) -> int:
-    """The N of a question that starts ``**Exercise N.**`` (else the running count)."""
-    head = question.lstrip("#* ").split(".", 1)[0].split()
-    return int(head[1]) if len(head) == 2 and head[0].lower() == "exercise" and head[1].isdigit() else fallback
+    """The N of a question that starts ``**Exercise N.**`` or ``**Exercise N (kind, ...).**`` (else the count)."""
+    m = _HEADING.match(question)
+    return int(m.group(1)) if m else fallback
+
+
+def exercise_kind(question: str) -> str | None:
+    """``predict``, ``change`` or ``observe`` from a heading ``**Exercise N (kind, 5 min).**``, else None."""
+    m = _HEADING.match(question)
+    return m.group(2).lower() if m and m.group(2) else None
+
+
+def relink(markdown: str) -> str:
+    """Relative links of a tutorial's markdown, as seen from ``notebooks/exercises/`` (one folder down)."""
+    return _RELATIVE_LINK.sub(lambda m: f"](../{m.group(1)})", markdown)
 
 
 def has_exercises(source: Path) -> bool:
@@ -105,13 +132,29 @@ def has_exercises(source: Path) -> bool:
 
 def exercise_notebook(source: Path):
     """Read ``source`` and return ``(exercise notebook, number of exercises)``; :class:`ExerciseError` names
-    the source and the cell when the tags break the convention."""
+    the source and the cell when the tags break the convention. An exercise continued under a second heading
+    with the same number counts once."""
+    out, numbers = _exercise_cells(source)
+    return out, len(numbers)
+
+
+def exercise_kinds(source: Path) -> dict[str, int]:
+    """How many exercises of ``source`` are of each kind (``predict``, ``change``, ``observe``, ``unmarked``)."""
+    _, numbers = _exercise_cells(source)
+    counts = {k: 0 for k in (*KINDS, "unmarked")}
+    for kind in numbers.values():
+        counts[kind or "unmarked"] += 1
+    return {k: v for k, v in counts.items() if v or k != "unmarked"}
+
+
+def _exercise_cells(source: Path):
     try:
         nb = jupytext.read(source)
     except Exception as err:  # name the broken file
         raise ExerciseError(f"{source}: cannot be read as a notebook ({err})") from err
     out = copy.deepcopy(nb)
     cells, count, current, answered = [], 0, 0, True
+    numbers: dict[int, str | None] = {}
     for i, cell in enumerate(nb.cells):
         tags = _tags(cell)
         if EXERCISE_TAG in tags:
@@ -121,7 +164,8 @@ def exercise_notebook(source: Path):
                 raise ExerciseError(f"{source}: cell {i}: the exercise before it has no 'solution' cell")
             count += 1
             current, answered = _number(cell.source, count), False
-            cells.append(copy.deepcopy(cell))
+            numbers.setdefault(current, exercise_kind(cell.source))
+            cells.append(_relinked(cell))
         elif SOLUTION_TAG in tags:
             prev = _tags(nb.cells[i - 1]) if i else []
             if not (EXERCISE_TAG in prev or SOLUTION_TAG in prev):
@@ -130,15 +174,22 @@ def exercise_notebook(source: Path):
             answered = True
             stub = copy.deepcopy(cell)
             stub.metadata["tags"] = [t for t in tags if t != SOLUTION_TAG] + ["stub"]
-            stub.source = (stub_source(cell.source, current) if cell.cell_type == "code"
+            stub.source = (stub_source(cell.source, current, PREDICTION_TAG in tags) if cell.cell_type == "code"
                            else f"*Exercise {current}: your answer here.*")
             cells.append(stub)
         else:
-            cells.append(copy.deepcopy(cell))
+            cells.append(_relinked(cell))
     if not answered:
         raise ExerciseError(f"{source}: the last exercise has no 'solution' cell")
     out.cells = [_notice(source)] + _retitle(cells)
-    return out, count
+    return out, numbers
+
+
+def _relinked(cell):
+    new = copy.deepcopy(cell)
+    if new.cell_type == "markdown":
+        new.source = relink(new.source)
+    return new
 
 
 def _notice(source: Path):
@@ -183,7 +234,7 @@ def render(source: Path) -> Generated:
             cell.outputs, cell.execution_count = [], None
     nbformat.validate(ipynb_nb)
     ipynb_text = nbformat.writes(ipynb_nb) + "\n"
-    return Generated(source, py, py_text, py.with_suffix(".ipynb"), ipynb_text, count)
+    return Generated(source, py, py_text, py.with_suffix(".ipynb"), ipynb_text, count, exercise_kinds(source))
 
 
 def sources(names: list[Path] | None = None, folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -237,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.command == "generate":
             for g in generate(args.notebooks or None):
-                print(f"{_rel(g.source)}: {g.exercises} exercises -> {_rel(g.py)}, {_rel(g.ipynb)}")
+                kinds = ", ".join(f"{k} {n}" for k, n in g.kinds.items())
+                print(f"{_rel(g.source)}: {g.exercises} exercises ({kinds}) -> {_rel(g.py)}, {_rel(g.ipynb)}")
             return 0
         problems = stale(args.notebooks or None)
         for line in problems:

@@ -238,6 +238,7 @@ viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_pres
 # - `viz.plot_triplanar` / `viz3d.plot_label_surfaces` show any CT + label map; `viz.figure_to_rgb` turns a
 #   figure into pixels, which is how the tests check that labels are drawn where they are.
 # - SSL panels show what the encoder is asked to undo; after notebook 02 they include its reconstructions.
-# - With a fine-tuned model (notebook 03) the error map shows *where* it is wrong: blue missed, red
-#   spurious, orange wrong organ. Next: compare scratch vs SSL initialisation in notebook 06
+# - With a fine-tuned model (notebook 03) the error map shows *where* it is wrong: sky blue missed,
+#   vermillion spurious, yellow wrong organ (colours that stay apart for colour-blind viewers). Next: compare
+#   scratch vs SSL initialisation in notebook 06
 #   (`viz_metrics.plot_label_efficiency`) and per-organ scores with `viz_metrics.plot_organ_metrics`.

@@ -1,6 +1,8 @@
 """Image-based tests of swinunetr_lib.viz.figures / viz3d: rendered pixels carry the organ colours where labels are."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -460,3 +462,44 @@ def test_show_3d_takes_niivue_first_when_it_is_installed(monkeypatch):
     assert box.children[-1].volumes[0].cal_min == -500.0
     monkeypatch.setenv(viz3d.VIEWER_ENV, "static")
     assert not isinstance(viz3d.show_3d(img, lab).children[-1], NiiVue)
+
+
+def test_captioned_figure_shows_png_alt_text_and_caption():
+    """Issue #26: a figure displayed with a "what to look at" caption and alt text; the plain PNG stays in the
+    output (papermill runs export it as a file)."""
+    import base64
+    import html
+
+    from swinunetr_lib.viz.captions import captioned
+
+    fig = viz.new_figure((2, 2))
+    fig.add_subplot(111).plot([0, 1], [1, 0])
+    shown = captioned(fig, look_at="the line falls <fast> & ends at 0", alt='a falling "line"')
+    bundle = shown._repr_mimebundle_()
+    png = base64.b64decode(bundle["image/png"])
+    import io
+
+    from matplotlib.image import imread
+
+    assert imread(io.BytesIO(png)).shape[:2] == (200, 200)  # the 2 x 2 in figure at 100 dpi
+    page = bundle["text/html"]
+    assert page.startswith("<figure") and f'src="data:image/png;base64,{bundle["image/png"]}"' in page
+    assert f'alt="{html.escape(chr(97) + " falling " + chr(34) + "line" + chr(34), quote=True)}"' in page
+    assert "<figcaption" in page and "What to look at:</b> the line falls &lt;fast&gt; &amp; ends at 0" in page
+    assert bundle["text/plain"].startswith('[figure] a falling "line"')
+    with pytest.raises(ValueError, match="non-empty"):
+        captioned(fig, look_at=" ", alt="x")
+    with pytest.raises(TypeError, match="matplotlib Figure"):
+        captioned(np.zeros((2, 2)), look_at="x", alt="y")
+
+
+@pytest.mark.parametrize("stem", ["00_quickstart", "01_data_curation", "05_visualize_3d"])
+def test_every_figure_of_the_first_notebooks_is_captioned(stem):
+    """Each figure made in 00, 01 and 05 (a ``plot_*`` call, or a hand-made ``fig``) goes through ``captioned``."""
+    import re
+
+    source = (Path(__file__).resolve().parent.parent / "notebooks" / f"{stem}.py").read_text()
+    cells = [c for c in source.split("# %%") if not c.lstrip().startswith("[markdown]")]
+    for cell in cells:
+        made = len(re.findall(r"\bplot_\w+\(", cell)) + cell.count("new_figure(")
+        assert cell.count("captioned(") >= made, cell[:300]

@@ -12,7 +12,8 @@ For every ``notebooks/NN_*.ipynb`` (enumerated, so new notebooks are picked up a
 
 Checks per notebook: no ``error`` output in any cell, no "Error displaying widget" in the page, every
 ``image/png`` output rendered as a loaded ``<img>`` (a run notebook must have at least one), and the
-JupyterLab shell has no error dialog. Every ``<canvas>`` in an output (the NiiVue 3D viewer, drawn with WebGL,
+JupyterLab shell has no error dialog; in 00, 01 and 05 every figure has alt text and a caption (a ``<figure>``
+with ``<figcaption>``). Every ``<canvas>`` in an output (the NiiVue 3D viewer, drawn with WebGL,
 which headless Chromium runs in software through SwiftShader) is photographed and must not be blank: enough
 pixels off the background, many colours, and, for a CT with labels, coloured (organ) pixels among the grey
 (:func:`canvas_stats`). Notebook 05, run with ``ipyniivue`` installed, must show at least one such canvas.
@@ -64,6 +65,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--use-angle=swi
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
 DEFAULT_RUN = ("00", "01", "05")
+CAPTIONED_NOTEBOOKS = ("00", "01", "05")  # every figure with alt text and a "what to look at" caption
 CANVAS_NOTEBOOKS = ("05",)  # run with ipyniivue installed, these must show a NiiVue (WebGL) canvas
 # a canvas is blank unless this share of its pixels differs from the corner (background) colour and it has
 # this many distinct colours; a CT with labels also needs this share of coloured pixels (organs over grey)
@@ -83,6 +85,7 @@ class Result:
     png_outputs: int = 0
     rendered_imgs: int = 0
     widgets: int = 0
+    uncaptioned: int = 0  # figures without alt text and a caption
     errors: list[str] = field(default_factory=list)
     screenshots: list[str] = field(default_factory=list)
     canvases: list[dict[str, Any]] = field(default_factory=list)  # canvas_stats of each output canvas
@@ -187,13 +190,16 @@ JS_INSPECT = """() => {
   });
   const imgs = Array.from(w.node.querySelectorAll('.jp-OutputArea-output img'));
   const loaded = imgs.filter(im => im.complete && im.naturalWidth > 0).length;
+  // figures without alt text or a caption (issue #26: viz.captions.captioned), widgets' own images left out
+  const uncaptioned = imgs.filter(im => !im.closest('.jupyter-widgets') && !(im.alt && im.alt !== 'Image'
+    && im.closest('figure') && im.closest('figure').querySelector('figcaption'))).length;
   const text = w.node.innerText;
   ['Error displaying widget', 'model not found', 'Failed to load model class'].forEach(m => {
     if (text.includes(m)) errors.push(`page shows "${m}"`);
   });
   const dialog = document.querySelector('.jp-Dialog');
   if (dialog) errors.push('dialog: ' + dialog.innerText.slice(0, 300));
-  return {errors, png, widgets, imgs: imgs.length, loaded};
+  return {errors, png, widgets, imgs: imgs.length, loaded, uncaptioned};
 }"""
 
 
@@ -301,6 +307,9 @@ def check_notebook(page: Any, base: str, rel: str, mode: str, out: Path, timeout
         res.png_outputs, res.rendered_imgs, res.widgets = info["png"], info["loaded"], info["widgets"]
         if res.rendered_imgs < res.png_outputs:
             res.errors.append(f"only {res.rendered_imgs} of {res.png_outputs} PNG outputs rendered as images")
+        res.uncaptioned = info["uncaptioned"]
+        if stem.split("_")[0] in CAPTIONED_NOTEBOOKS and res.uncaptioned:
+            res.errors.append(f"{res.uncaptioned} figure(s) without alt text and a caption (viz.captions.captioned)")
         if mode == "run":
             if res.executed_cells < res.code_cells:
                 res.errors.append(f"only {res.executed_cells} of {res.code_cells} code cells executed")

@@ -19,6 +19,7 @@ import pandas as pd
 from swinunetr_lib.data.example_data import fetch_example
 from swinunetr_lib.data.labels import totalseg_to_btcv
 from swinunetr_lib.notebooks.prediction import check_prediction
+from swinunetr_lib.viz.captions import captioned
 from swinunetr_lib.viz.figures import plot_triplanar, plot_windows
 
 # %% tags=["parameters"]
@@ -106,15 +107,26 @@ pd.Series(report.present, name="voxels").to_frame()
 # Slices cross at the labels' centre of mass; the aspect ratio follows the voxel spacing.
 
 # %%
-plot_triplanar(hu, btcv, spacing=img.header.get_zooms()[:3], window_preset=window_preset,
-               title=f"{image_name}: BTCV organs")
+captioned(plot_triplanar(hu, btcv, spacing=img.header.get_zooms()[:3], window_preset=window_preset,
+                         title=f"{image_name}: BTCV organs"),
+          look_at="in the axial slice (left) the liver, the largest organ, lies on the image's left: that is the "
+                  "patient's right, as on every radiology workstation (radiological convention); the spine is at "
+                  "the bottom (posterior). In the coronal slice (middle) the liver again sits on the left under the "
+                  "diaphragm, the spleen on the right. Each organ keeps one colour in every figure of the suite.",
+          alt="Three CT slices of the abdomen, axial, coronal and sagittal, crossing at the organs' centre, with the "
+              "BTCV organs coloured semi-transparently over the grey CT and a legend naming each organ")
 
 # %% [markdown]
 # ## [Windowing](../docs/glossary.md#windowing)
 # The same axial slice under the abdomen, lung and bone windows.
 
 # %%
-plot_windows(hu, axis="axial")
+captioned(plot_windows(hu, axis="axial"),
+          look_at="the same voxels under three windows: the abdomen window separates the organs (grey, close "
+                  "together in HU) but shows lung and bone as flat black and white; the lung window shows the "
+                  "air-filled structures (bowel gas, and the lung bases where the slice reaches them) with detail; "
+                  "the bone window shows the inside of the vertebra.",
+          alt="One axial CT slice shown three times side by side, under the abdomen, lung and bone windows")
 
 # %% [markdown] tags=["selfcheck"]
 # ## Self-check

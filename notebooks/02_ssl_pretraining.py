@@ -41,6 +41,7 @@ from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import runs_dir
 from swinunetr_lib.pretrain.dataloader import ssl_dataloader
+from swinunetr_lib.pretrain.first_step import compare_with_logged, first_step_inputs
 from swinunetr_lib.pretrain.losses import ContrastiveLoss
 from swinunetr_lib.pretrain.model import load_ssl_model, ssl_model_from_checkpoint
 from swinunetr_lib.pretrain.run import PretrainConfig, pretrain
@@ -320,6 +321,46 @@ for k in (n, 2 * n):
 # positive; equal similarities give it probability 1 / (2N - 1), so the loss is ln(2N - 1), whatever the
 # temperature. A freshly initialised encoder maps all views to nearly the same direction, so the first logged
 # value sits on the chance level. More sub-volumes per step make the task harder and the chance level higher.
+
+# %% [markdown]
+# ## One step by hand: what `pretrain` did at step 1
+# `fit` hides the step inside a loop; here it is written out once with the library's own pieces, on exactly
+# what step 1 of the run above saw: the model initialised from `seed`, the first batch of the same loader and
+# the same random draws (`first_step_inputs` rebuilds them as `fit` seeds them). The step: two views of each
+# sub-volume, **one forward of both**, then the three losses of paper Eq. 4 — rotation cross-entropy over 4
+# classes, NT-Xent between the two views' embeddings at temperature 0.5, L1 between the reconstruction and the
+# uncorrupted view — summed with weight 1 each, and **backward**. *Look at:* the by-hand numbers equal the
+# first row `pretrain` logged in `metrics.csv` (the assert fails otherwise); `grad_norm` is the gradient's
+# size before clipping to 1.
+
+# %%
+step1 = first_step_inputs(cfg)                          # pretrain's initial model, first batch, step generator
+hv1, hv2 = step1.views(step1.x, step1.generator)        # two views: rotated (labels 0-3), boxes cut out
+b = step1.x.shape[0]
+with step1.autocast():                                  # fit's precision (fp32 on a CPU)
+    step1_out = step1.model(torch.cat([hv1.image, hv2.image]))  # both views in one forward: (2B, ...)
+    loss_rot = F.cross_entropy(step1_out["rotation"], torch.cat([hv1.rotation, hv2.rotation]))
+    loss_con = ContrastiveLoss(temperature=cfg.temperature, gather_distributed=False)(step1_out["contrastive"][:b],
+                                                                                      step1_out["contrastive"][b:])
+    loss_rec = F.l1_loss(step1_out["reconstruction"], torch.cat([hv1.target, hv2.target]))
+    loss_sum = (cfg.rotation_weight * loss_rot + cfg.contrastive_weight * loss_con
+                + cfg.reconstruction_weight * loss_rec)  # weights 1, 1, 1 (paper Eq. 4)
+step1.model.zero_grad(set_to_none=True)
+loss_sum.backward()
+grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in step1.model.parameters()
+                                                  if p.grad is not None]))
+by_hand = {"loss": loss_sum.item(), "rotation": loss_rot.item(), "contrastive": loss_con.item(),
+           "reconstruction": loss_rec.item(), "grad_norm": grad_norm.item()}
+step_table = pd.DataFrame(compare_with_logged(by_hand, result.fit.history[0])).set_index("term")  # raises if apart
+print(f"step 1 total loss: by hand {by_hand['loss']:.6f}, logged by pretrain "
+      f"{result.fit.history[0]['loss']:.6f}")
+step_table
+
+# %% [markdown]
+# The library's `ssl_step_by_hand(first_step_inputs(cfg))` is the same cell as a function; a test
+# (`tests/test_pretrain.py`) checks it against a run's first row, and that another seed does not match. What
+# `fit` adds around this step: the optimizer (AdamW, warm-up then cosine learning rate), gradient clipping,
+# mixed precision on GPUs, checkpoints and the log.
 
 # %% [markdown]
 # ## The three losses against their baselines

@@ -40,7 +40,13 @@ from IPython.display import display
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 
 from swinunetr_lib.experiments.baselines import add_baselines, all_background_dice
-from swinunetr_lib.experiments.finetune_run import notebook_config, results_record, sweep_results, write_results
+from swinunetr_lib.experiments.finetune_run import (
+    init_feature_size_warning,
+    notebook_config,
+    results_record,
+    sweep_results,
+    write_results,
+)
 from swinunetr_lib.finetune.run import finetune, split_entries
 from swinunetr_lib.infer.evaluation import evaluate, load_label, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
@@ -217,6 +223,33 @@ cfg = notebook_config(data_manifest=data_manifest, task=task, init=init, pretrai
 init_kind, run_dir = cfg.init, Path(cfg.run_dir)
 train_entries, val_entries = split_entries(cfg)
 pd.DataFrame({"cases": [len(train_entries), len(val_entries)]}, index=["training (used)", "validation"])
+
+# %% [markdown]
+# ## Three choices of the recipe, and why
+# - **DiceCE loss** (Dice + cross-entropy, paper Sec. 4.1). Cross-entropy is a per-voxel average, so with a
+#   crop that is mostly background a network scores well by predicting background everywhere, and a small
+#   organ (the adrenal glands, the esophagus) weighs almost nothing. The Dice term is computed per class and
+#   averaged over the classes: each organ counts the same whatever its size. Dice alone has jumpy gradients
+#   while an organ is still nearly absent; the cross-entropy term keeps every voxel's gradient smooth.
+# - **Label-balanced crops** (MONAI's `RandCropByPosNegLabeld`, as many crops centred on an organ voxel as on
+#   a background voxel). A random 64 x 64 x 32 crop of an abdomen often holds no organ, or only the liver: the
+#   model would see the small organs rarely. Centring half the crops on labeled voxels shows organs every step;
+#   the other half keeps it from calling everything an organ.
+# - **Gaussian-weighted sliding windows** (overlap 0.5, as the paper). A whole CT does not fit the model's input
+#   size, so inference tiles it with `roi_size` windows, each overlapping its neighbours by half. A window sees
+#   little context near its borders and predicts worst there; blending the overlapping predictions with a
+#   Gaussian weight (high in the window's centre, low at its edges) lets the well-placed window decide, and hides
+#   the seams a plain average leaves.
+#
+# *Look at* the line below: with `init = "ssl"` the model takes the pretrained encoder's feature size, and the
+# library says loudly when that differs from `feature_size` (the run is then a different model, not comparable
+# with the default).
+
+# %%
+size_warning = init_feature_size_warning(cfg)
+print(size_warning or f"init {init_kind}: feature_size {cfg.feature_size} as asked; sliding windows "
+      f"{cfg.roi_size} with overlap {cfg.overlap}, Gaussian blending; {cfg.num_samples} label-balanced crop(s) "
+      "per volume per step")
 
 # %% [markdown]
 # ## Fine-tuning

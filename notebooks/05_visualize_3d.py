@@ -60,6 +60,7 @@ from swinunetr_lib.viz import curves as viz_metrics
 from swinunetr_lib.viz import figures as viz
 from swinunetr_lib.viz import niivue as viz_niivue
 from swinunetr_lib.viz import surfaces as viz3d
+from swinunetr_lib.viz.captions import captioned
 
 # %% tags=["parameters"]
 window_preset: str = "abdomen"  # CT window for display: abdomen (W400/L40), btcv (HU -175..250), lung, bone
@@ -92,13 +93,21 @@ print(f"CT {ct.shape} voxels of {spacing} mm, HU {ct.min():.0f}..{ct.max():.0f};
 # Tri-planar view through the organs' centre of mass; one colour per organ, the same in every figure.
 
 # %%
-viz.plot_triplanar(ct, seg, spacing=spacing, window_preset=window_preset, title="example CT, BTCV labels")
+captioned(viz.plot_triplanar(ct, seg, spacing=spacing, window_preset=window_preset, title="example CT, BTCV labels"),
+          look_at="radiological convention: the liver (the largest organ) on the image's left is the patient's right; "
+                  "anterior is up in the axial slice, superior up in the coronal and sagittal ones. Check the "
+                  "legend: which organ of the 13 has no colour here?",
+          alt="Axial, coronal and sagittal slices of a real abdominal CT with 12 BTCV organs coloured over the grey "
+              "image and a legend of organ names")
 
 # %% [markdown]
 # The window decides what is visible: soft tissue (abdomen), air-filled lung, or bone.
 
 # %%
-viz.plot_windows(ct, index=viz.center_of_mass_index(seg)[2], presets=("abdomen", "lung", "bone"))
+captioned(viz.plot_windows(ct, index=viz.center_of_mass_index(seg)[2], presets=("abdomen", "lung", "bone")),
+          look_at="one slice, three windows: organs differ only in the abdomen window; air detail only in the lung "
+                  "window; the bone window shows cortex and marrow of the vertebra and ribs.",
+          alt="The same axial CT slice three times, under the abdomen, lung and bone windows")
 
 # %% [markdown]
 # ## 2 · The same labels in 3D
@@ -107,7 +116,10 @@ viz.plot_windows(ct, index=viz.center_of_mass_index(seg)[2], presets=("abdomen",
 # Marching cubes per organ (scikit-image), drawn with matplotlib: it works headless, in papermill and in reports.
 
 # %%
-viz3d.plot_label_surfaces(seg, spacing=spacing, step_size=surface_step_size, title="example CT organs")
+captioned(viz3d.plot_label_surfaces(seg, spacing=spacing, step_size=surface_step_size, title="example CT organs"),
+          look_at="the organs' 3D shapes and neighbours: the liver wrapping the gallbladder, the two kidneys on "
+                  "either side of the aorta and vena cava, the stomach and spleen on the patient's left.",
+          alt="3D surface rendering of the example CT's organ labels, one colour per organ, with a legend")
 
 # %% [markdown]
 # ## 3 · The phantom cohort
@@ -125,14 +137,21 @@ pd.DataFrame({"case": [Path(e["image"]).name for e in entries], "shape": [v.shap
               "organs": [int(len(np.unique(lab)) - 1) for lab in labs]})
 
 # %%
-viz.plot_slices(vols, titles=[Path(e["image"]).name.replace(".nii.gz", "") for e in entries], labels=labs,
-                window_preset=window_preset, axis="coronal")
+captioned(viz.plot_slices(vols, titles=[Path(e["image"]).name.replace(".nii.gz", "") for e in entries], labels=labs,
+                          window_preset=window_preset, axis="coronal"),
+          look_at="real versus synthetic: the phantoms' organs are smooth shapes with flat textures, the real scan "
+                  "has vessels, fat and noise; each phantom seed gives a body of another size and shape.",
+          alt="Coronal slices of the first demo-cohort cases side by side, each with its organ labels in colour")
 
 # %%
 phantom = [i for i, e in enumerate(entries) if "phantom" in e["image"]]
 p = phantom[0] if phantom else 0
-viz.plot_triplanar(vols[p], labs[p], spacing=nib.load(cohort.root / entries[p]["image"]).header.get_zooms()[:3],
-                   window_preset=window_preset, title=Path(entries[p]["image"]).name)
+captioned(viz.plot_triplanar(vols[p], labs[p],
+                             spacing=nib.load(cohort.root / entries[p]["image"]).header.get_zooms()[:3],
+                             window_preset=window_preset, title=Path(entries[p]["image"]).name),
+          look_at="a phantom carries all 13 organs, the esophagus and both adrenal glands included, at the places "
+                  "the real CT has them (liver on the image's left = the patient's right).",
+          alt="Axial, coronal and sagittal slices of one synthetic phantom with its 13 organ labels in colour")
 
 # %% [markdown]
 # ## 4 · The self-supervised proxy tasks (paper Sec. 3, Fig. 1)
@@ -171,8 +190,13 @@ else:
           "showing the proxy-task inputs without reconstructions.")
 
 # %% tags=["precomputed"]
-viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_labels=view.rotation.tolist(),
-                    mask=view.mask, window_preset=viz.SCALED_SOFT_TISSUE)  # the slice the boxes hide most of, outlined
+captioned(viz.plot_ssl_panels(batch, view.target, view.image, reconstruction, rotation_labels=view.rotation.tolist(),
+                              mask=view.mask, window_preset=viz.SCALED_SOFT_TISSUE),  # slice the boxes hide most of
+          look_at="per row: the crop, the same crop turned by the rotation written above it, the cut-out boxes "
+                  "(outlined) filled with noise or another crop's content, and, with a pretrained model, its "
+                  "reconstruction: do organs continue into the boxes, or is a box a flat grey?",
+          alt="A grid of CT crops, one row per crop: original, rotated, with cut-out boxes, and the model's "
+              "reconstruction when a checkpoint exists, in a soft-tissue window")
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 1, check.** **Compare** the printed share with your prediction, then **change** the seed: draw 20
@@ -228,9 +252,17 @@ else:
 
 # %% tags=["precomputed"]
 if pred is not None:
-    display(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)))
-    display(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0), step_size=surface_step_size,
-                                      title="prediction"))
+    display(captioned(viz.plot_prediction_vs_truth(case["image"][0].numpy(), pred, truth, window_preset=(1.0, 0.5)),
+                      look_at="the error map (right): sky blue voxels are organ the model missed, vermillion ones "
+                              "organ it invented, yellow ones the wrong organ. Which organ has the most sky blue? "
+                              "Errors along organ borders are common; whole missing organs are the real failures.",
+                      alt="Ground truth and prediction label overlays on the same CT slice, and an error map "
+                          "colouring missed, spurious and wrong-organ voxels"))
+    display(captioned(viz3d.plot_label_surfaces(pred, spacing=preset.spacing or (1.0, 1.0, 1.0),
+                                                step_size=surface_step_size, title="prediction"),
+                      look_at="the predicted organs in 3D: compare their shapes with the ground truth's surfaces "
+                              "in section 2; fragments and holes show where the model is unsure.",
+                      alt="3D surface rendering of the model's predicted organ labels, one colour per organ"))
 else:
     print("(no prediction to show)")
 
@@ -273,6 +305,11 @@ else:
                                       window_preset=(1.0, 0.5)))
 
 # %% [markdown]
+# *What to look at:* click an organ in one view and the crosshair moves in both; an organ coloured on the left
+# (truth) but grey on the right (prediction) was missed. The views are radiological (the patient's right on the
+# screen's left, letters on the edges).
+
+# %% [markdown]
 # ## 6 · Learning curves of the runs
 # > **⏭ Skip if behind**: notebooks 02–04 showed their curves.
 #
@@ -281,7 +318,11 @@ else:
 # %% tags=["precomputed"]
 metric_files = sorted(f for f in run_root.rglob("metrics.csv") if (f.parent / "checkpoints").is_dir())  # fit runs
 if metric_files:
-    display(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f for f in metric_files[:4]}))
+    display(captioned(viz_metrics.plot_learning_curves({str(f.parent.relative_to(run_root)): f
+                                                        for f in metric_files[:4]}),
+                      look_at="one panel per logged number, one line per run: whether each loss still falls at "
+                              "the last step (the run could go on) or has flattened.",
+                      alt="Learning curves of up to four runs: each logged loss and score against the step"))
 else:
     print(f"No metrics.csv under {run_root}: run notebooks 02/03 to see learning curves.")
 
@@ -328,6 +369,12 @@ viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_pres
 # </details>
 
 # %% [markdown]
+# *What to look at in the viewer:* it is in the **radiological convention**, like the figures above and a
+# radiology workstation: the patient's right (**R**) on the screen's left, so the liver is on the left of the axial
+# and coronal slices. The white letters on the slice edges (R/L, A/P for anterior/posterior, S/I for
+# superior/inferior) say which way each edge points, and the cube in the 3D view is lettered the same way.
+
+# %% [markdown]
 # ## Recap
 # - One colour per BTCV organ everywhere (`viz.BTCV_COLORS`); windows `abdomen`, `btcv`, `lung`, `bone`.
 # - `viz3d.show_3d` picks the interactive viewer that can load: NiiVue (offline), itkwidgets (online), or static
@@ -335,6 +382,7 @@ viz3d.show_3d(ct, seg, spacing=spacing, viewer=viewer, window_preset=window_pres
 # - `viz.plot_triplanar` / `viz3d.plot_label_surfaces` show any CT + label map; `viz.figure_to_rgb` turns a
 #   figure into pixels, which is how the tests check that labels are drawn where they are.
 # - SSL panels show what the encoder is asked to undo; after notebook 02 they include its reconstructions.
-# - With a fine-tuned model (notebook 03) the error map shows *where* it is wrong: blue missed, red
-#   spurious, orange wrong organ. Next: compare scratch vs SSL initialisation in notebook 06
+# - With a fine-tuned model (notebook 03) the error map shows *where* it is wrong: sky blue missed,
+#   vermillion spurious, yellow wrong organ (colours that stay apart for colour-blind viewers). Next: compare
+#   scratch vs SSL initialisation in notebook 06
 #   (`viz_metrics.plot_label_efficiency`) and per-organ scores with `viz_metrics.plot_organ_metrics`.

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from swinunetr_lib.data.phantom import make_abdomen_phantom, make_msd_phantom, write_phantom
+from swinunetr_lib.experiments.finetune_run import init_feature_size_warning
 from swinunetr_lib.finetune.run import FinetuneConfig, finetune
 from swinunetr_lib.finetune.task_presets import TaskPreset
 from swinunetr_lib.models.swin_unetr import build_swinunetr, encoder_feature_size
@@ -324,11 +325,19 @@ def test_ssl_init_takes_the_encoders_feature_size_and_says_so(cohort, tmp_path, 
     monkeypatch.setattr(torch, "load", lambda path, *a, **k: reads.append(Path(path)) or real_load(path, *a, **k))
     res = finetune(_cfg(cohort, tmp_path / "r", init="ssl", pretrained=str(encoder), feature_size=48, max_steps=1))
     assert reads.count(encoder) == 1, reads
-    assert "has feature size 12; fine-tuning at feature_size=12 instead of 48" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "has feature size 12; fine-tuning at feature_size=12 instead of 48" in out
+    assert "NOT comparable with runs at feature_size=48" in out  # issue #26: said loudly, not only noted
     assert res.load_report is not None and res.load_report.loaded == res.load_report.total
     assert res.load_report.source == str(encoder)  # the report names the file, not an in-memory object
     assert torch.load(res.model_path)["finetune"]["feature_size"] == 12
     assert encoder_feature_size(tmp_path / "missing.pt") is None
+    # notebook 03 says it before training, from the same library text; nothing for a matching size or scratch
+    said = init_feature_size_warning(_cfg(cohort, tmp_path / "s", init="ssl", pretrained=str(encoder), feature_size=48))
+    assert said is not None and "NOT comparable" in said and said in out
+    assert init_feature_size_warning(_cfg(cohort, tmp_path / "s", init="ssl", pretrained=str(encoder),
+                                          feature_size=12)) is None
+    assert init_feature_size_warning(_cfg(cohort, tmp_path / "s", feature_size=48)) is None
 
 
 def test_both_stage_configs_derive_the_loops_settings_the_same_way():

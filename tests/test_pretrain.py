@@ -223,3 +223,25 @@ def test_init_from_warm_starts_encoder_and_heads_and_refuses_foreign_or_unsafe_f
     marker = booby_trap(trap)
     code, _, err = run(*_args(manifest, tmp_path / "trapped", "--init-from", trap))
     assert code == 2 and str(trap) in err and "refused to load" in err and not marker.exists(), err
+
+
+def test_the_first_step_by_hand_matches_the_first_logged_row_and_another_seed_does_not(tmp_path):
+    """Issue #26: notebook 02 writes step 1 out (two views, three losses, their sum, backward); the library's
+    rebuild of that step's model, batch and draws gives the numbers ``pretrain`` logged, to float precision."""
+    from swinunetr_lib.pretrain.first_step import compare_with_logged, first_step_inputs, ssl_step_by_hand
+    from swinunetr_lib.pretrain.run import PretrainConfig, pretrain
+
+    manifest = _manifest(tmp_path, _volume(tmp_path / "a.nii.gz"), _volume(tmp_path / "b.nii.gz"))
+    cfg = PretrainConfig(data_manifest=str(manifest), run_dir=str(tmp_path / "run"), roi_size=32, feature_size=12,
+                         batch_size=1, num_samples=2, max_steps=1, warmup_steps=1, device="cpu", progress=False,
+                         export=False, seed=3)
+    logged = pretrain(cfg).fit.history[0]
+    by_hand = ssl_step_by_hand(first_step_inputs(cfg))
+    rows = compare_with_logged(by_hand, logged)
+    assert [r["term"] for r in rows] == ["loss", "rotation", "contrastive", "reconstruction", "grad_norm"]
+    assert by_hand["loss"] == pytest.approx(by_hand["rotation"] + by_hand["contrastive"] + by_hand["reconstruction"])
+    other = ssl_step_by_hand(first_step_inputs(PretrainConfig.from_dict({**cfg.to_dict(), "seed": 4})))
+    with pytest.raises(AssertionError, match="by hand .* logged by pretrain"):
+        compare_with_logged(other, logged)
+    with pytest.raises(ValueError, match="init_from"):
+        first_step_inputs(PretrainConfig.from_dict({**cfg.to_dict(), "init_from": str(tmp_path / "x.pt")}))

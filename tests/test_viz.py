@@ -1,6 +1,8 @@
 """Image-based tests of swinunetr_lib.viz.figures / viz3d: rendered pixels carry the organ colours where labels are."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,8 +31,8 @@ def _two_organ_volume(shape=(40, 36, 24)):
 
 def test_colormap_is_stable_and_distinct():
     # the colour table is a public contract (figures in README/notebooks); changing it must be deliberate
-    assert viz.BTCV_COLORS[1] == (148, 103, 189) and viz.BTCV_COLORS[6] == (140, 86, 75)
-    assert viz.BTCV_COLORS[8] == (214, 39, 40) and viz.BTCV_COLORS[13] == (174, 199, 232)
+    assert viz.BTCV_COLORS[1] == (170, 64, 170) and viz.BTCV_COLORS[6] == (234, 128, 85)
+    assert viz.BTCV_COLORS[8] == (212, 0, 106) and viz.BTCV_COLORS[13] == (149, 170, 255)
     assert sorted(viz.BTCV_COLORS) == list(range(1, 14)) == sorted(viz.BTCV_ORGANS)
     assert len(set(viz.BTCV_COLORS.values())) == 13
     cmap = viz.label_colormap(14)
@@ -132,6 +134,29 @@ def test_real_example_ct_overlay(example_ct_sm, example_seg):
     assert len(fig.axes[-1].get_legend().get_texts()) == len(report.present)
 
 
+def test_palettes_stay_distinguishable_for_colour_blind_viewers():
+    """Issue #26: the organ palette and the error map's colours stay apart (CIELAB Delta E) with normal vision
+    and as simulated for protanopia, deuteranopia and tritanopia (Machado et al. 2009). The earlier tab20 organ
+    colours fell to 4.6 (right kidney / gallbladder, protanopia), the earlier error colours to 25 (deuteranopia)."""
+    from swinunetr_lib.viz import colour_vision as cv
+
+    # the simulation itself: a dichromat confuses red and green (deuteranopia), a trichromat does not; grey stays grey
+    red_green = np.array([[0.8, 0.3, 0.2], [0.45, 0.5, 0.2]])
+    assert cv.min_distance(red_green, "normal")[0] > 25 and cv.min_distance(red_green, "deuteranopia")[0] < 10
+    assert np.allclose(cv.simulate(np.full((1, 3), 0.5), "tritanopia"), 0.5, atol=0.01)
+    assert np.allclose(cv.to_lab(np.array([1.0, 1.0, 1.0])), [100, 0, 0], atol=0.01)
+    organs = cv.palette_report(viz.BTCV_COLORS, viz.BTCV_ORGANS)
+    assert all(d >= 20 for d, _ in organs.values()), organs
+    errors = cv.palette_report(list(viz.ERROR_COLORS.values()))
+    assert all(d >= 30 for d, _ in errors.values()), errors
+    greys = np.linspace(0, 0.6, 13)[:, None].repeat(3, axis=1)  # the error map's dimmed CT behind the colours
+    for vision in cv.VISIONS:
+        lab = cv.to_lab(cv.simulate(np.array(list(viz.ERROR_COLORS.values())), vision))
+        assert np.linalg.norm(lab[:, None] - cv.to_lab(greys)[None], axis=-1).min() > 25, vision
+    organ_lab = cv.to_lab(np.array(list(viz.BTCV_COLORS.values())) / 255)  # each reads as a colour over the CT
+    assert np.hypot(organ_lab[:, 1], organ_lab[:, 2]).min() > 35
+
+
 def test_prediction_vs_truth_error_map():
     img, gt = _two_organ_volume()
     pred = gt.copy()
@@ -139,8 +164,8 @@ def test_prediction_vs_truth_error_map():
     pred[0:3, 0:3, :] = 6  # spurious liver
     fig = viz.plot_prediction_vs_truth(img, pred, gt, axis="axial", index=10)
     rgb = viz.figure_to_rgb(fig)
-    fn_px = _count_color(rgb, (0.12, 0.47, 0.95), tol=2)
-    fp_px = _count_color(rgb, (0.95, 0.15, 0.15), tol=2)
+    fn_px = _count_color(rgb, viz.ERROR_COLORS["missed (FN)"], tol=2)
+    fp_px = _count_color(rgb, viz.ERROR_COLORS["spurious (FP)"], tol=2)
     assert fn_px > 30 and fp_px > 3
     assert "errors (109 px)" in fig.axes[2].get_title()  # 10*10 FN + 3*3 FP on slice 10
     perfect = viz.plot_prediction_vs_truth(img, gt, gt, index=10)
@@ -375,6 +400,10 @@ def test_niivue_view_sends_the_ct_in_its_window_and_the_labels_in_the_organ_colo
     for organ in (1, 6):
         assert tuple(rgba[organ, :3]) == viz.BTCV_COLORS[organ] and rgba[organ, 3] == 255
     assert seg.colormap_label.labels[6] == "liver" and seg.colormap_label.labels[1] == "spleen"
+    # read like a radiology workstation (issue #26): patient's right on the screen's left, letters on every edge
+    assert nv.opts.is_radiological_convention and nv.opts.is_orientation_text_visible
+    assert nv.opts.show_all_orientation_markers and nv.opts.is_orient_cube
+    assert min(nv.opts.font_color[:3]) > 0.9  # white letters, not NiiVue's grey
     # whole-number HU go as int16 (half the bytes), exactly
     hu = np.round(np.linspace(-1000, 1000, lab.size)).reshape(lab.shape).astype(np.float32)
     sent = _nifti(viz_niivue.niivue_view(hu).volumes[0].data)
@@ -414,6 +443,7 @@ def test_niivue_compare_links_truth_and_prediction():
     assert np.array_equal(np.asarray(_nifti(p_view.volumes[1].data).dataobj), pred)
     assert not np.asarray(_nifti(p_view.volumes[1].data).dataobj)[lab_slice].any()
     assert t_view.other_nv == [p_view] and p_view.other_nv == [t_view]  # crosshair / 3D camera follow
+    assert t_view.opts.is_radiological_convention and p_view.opts.is_radiological_convention
     window.value = "bone"
     assert t_view.volumes[0].cal_min == p_view.volumes[0].cal_min == -500.0
     with pytest.raises(ValueError, match="prediction shape"):
@@ -432,3 +462,44 @@ def test_show_3d_takes_niivue_first_when_it_is_installed(monkeypatch):
     assert box.children[-1].volumes[0].cal_min == -500.0
     monkeypatch.setenv(viz3d.VIEWER_ENV, "static")
     assert not isinstance(viz3d.show_3d(img, lab).children[-1], NiiVue)
+
+
+def test_captioned_figure_shows_png_alt_text_and_caption():
+    """Issue #26: a figure displayed with a "what to look at" caption and alt text; the plain PNG stays in the
+    output (papermill runs export it as a file)."""
+    import base64
+    import html
+
+    from swinunetr_lib.viz.captions import captioned
+
+    fig = viz.new_figure((2, 2))
+    fig.add_subplot(111).plot([0, 1], [1, 0])
+    shown = captioned(fig, look_at="the line falls <fast> & ends at 0", alt='a falling "line"')
+    bundle = shown._repr_mimebundle_()
+    png = base64.b64decode(bundle["image/png"])
+    import io
+
+    from matplotlib.image import imread
+
+    assert imread(io.BytesIO(png)).shape[:2] == (200, 200)  # the 2 x 2 in figure at 100 dpi
+    page = bundle["text/html"]
+    assert page.startswith("<figure") and f'src="data:image/png;base64,{bundle["image/png"]}"' in page
+    assert f'alt="{html.escape(chr(97) + " falling " + chr(34) + "line" + chr(34), quote=True)}"' in page
+    assert "<figcaption" in page and "What to look at:</b> the line falls &lt;fast&gt; &amp; ends at 0" in page
+    assert bundle["text/plain"].startswith('[figure] a falling "line"')
+    with pytest.raises(ValueError, match="non-empty"):
+        captioned(fig, look_at=" ", alt="x")
+    with pytest.raises(TypeError, match="matplotlib Figure"):
+        captioned(np.zeros((2, 2)), look_at="x", alt="y")
+
+
+@pytest.mark.parametrize("stem", ["00_quickstart", "01_data_curation", "05_visualize_3d"])
+def test_every_figure_of_the_first_notebooks_is_captioned(stem):
+    """Each figure made in 00, 01 and 05 (a ``plot_*`` call, or a hand-made ``fig``) goes through ``captioned``."""
+    import re
+
+    source = (Path(__file__).resolve().parent.parent / "notebooks" / f"{stem}.py").read_text()
+    cells = [c for c in source.split("# %%") if not c.lstrip().startswith("[markdown]")]
+    for cell in cells:
+        made = len(re.findall(r"\bplot_\w+\(", cell)) + cell.count("new_figure(")
+        assert cell.count("captioned(") >= made, cell[:300]

@@ -40,6 +40,7 @@ from swinunetr_lib.data.phantom import BTCV_HU_KEY, make_abdomen_phantom
 from swinunetr_lib.data.registry import pretraining_total, registry_table
 from swinunetr_lib.data.validate import validate_manifest
 from swinunetr_lib.notebooks.prediction import check_prediction
+from swinunetr_lib.viz.captions import captioned
 from swinunetr_lib.viz.figures import new_figure, plot_triplanar
 
 # %% tags=["parameters"]
@@ -107,7 +108,11 @@ for x, name in [(-1000, "air"), (-100, "fat"), (40, "soft tissue"), (200, "contr
     ax.axvline(x, color="tab:red", lw=0.8)
     ax.text(x, ax.get_ylim()[1] * 0.3, name, rotation=90, fontsize=8, ha="right")
 ax.set(xlabel="HU", ylabel="voxels (log)", title="DICOM series converted to HU")
-fig
+captioned(fig, look_at="a tall peak at the air line (-1000 HU) and a second one between the fat and soft-tissue "
+                       "lines: the rescale to Hounsfield units was applied. Values starting at 0, or no air peak, "
+                       "would mean raw scanner values.",
+          alt="Histogram of the converted CT's voxel values in Hounsfield units, log scale, with vertical lines "
+              "marking air, fat, soft tissue, contrast and bone")
 
 # %% [markdown]
 # ## 4. Organs: TotalSegmentator ids → 13 BTCV classes, matched by name
@@ -125,7 +130,13 @@ pd.DataFrame([(s, totalseg_class_map("total")[s], t, BTCV_LABELS[t]) for s, t in
 ref_ras = nib.as_closest_canonical(ref)
 btcv_dicom, dicom_report = totalseg_to_btcv(np.asarray(ref_ras.dataobj))
 print(dicom_report.summary())
-plot_triplanar(hu, btcv_dicom, spacing=ras_img.header.get_zooms()[:3], title="DICOM series with BTCV labels")
+captioned(plot_triplanar(hu, btcv_dicom, spacing=ras_img.header.get_zooms()[:3],
+                         title="DICOM series with BTCV labels"),
+          look_at="the organ colours sit exactly on the organs' edges in all three planes: the converted series "
+                  "and the reference labels share one voxel grid. A label shifted by a few millimetres, or on the "
+                  "wrong side, would mean the orientation or the slice order went wrong.",
+          alt="Axial, coronal and sagittal slices of the converted DICOM CT with the remapped BTCV organ labels "
+              "overlaid in colour and a legend")
 
 # %% [markdown]
 # The small example NIfTI (`example_ct_sm`, 3 mm) holds 12 of the 13 organs: the esophagus lies above it.
@@ -147,7 +158,13 @@ pd.Series(sm_report.present).reindex(list(BTCV_LABELS.values())).fillna(0).astyp
 
 # %%
 phantom = make_abdomen_phantom(seed, spacing=tuple(phantom_spacing))
-plot_triplanar(phantom.image, phantom.label, spacing=phantom.spacing, title=f"phantom seed {seed} (synthetic)")
+captioned(plot_triplanar(phantom.image, phantom.label, spacing=phantom.spacing,
+                         title=f"phantom seed {seed} (synthetic)"),
+          look_at="a synthetic body, not a patient: smooth geometric organs at plausible places (liver on the "
+                  "image's left = the patient's right, spine posterior), with all 13 organs, including the "
+                  "esophagus that the real example lacks. Compare its textures with the real CT above.",
+          alt="Axial, coronal and sagittal slices of a synthetic abdominal phantom with its 13 organ labels in "
+              "colour and a legend")
 
 # %% [markdown] tags=["exercise"]
 # **Exercise 1 (predict, 5 min).** Each phantom organ is drawn at one designed HU; a blur then mixes every border

@@ -29,19 +29,25 @@
 # %%
 import json
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 from IPython.display import display
 
 from swinunetr_lib.data.cohort import build_demo_cohort
+from swinunetr_lib.data.example_data import fetch_example
+from swinunetr_lib.data.labels import BTCV_LABELS, build_remap, remap_labels, totalseg_class_map
 from swinunetr_lib.finetune.cases import preprocess_cases
 from swinunetr_lib.finetune.run import FinetuneConfig, finetune, resolve_init, split_entries
-from swinunetr_lib.finetune.task_presets import get_preset, msd_tasks
+from swinunetr_lib.finetune.task_presets import get_preset, intensity_transform, msd_tasks
 from swinunetr_lib.infer.evaluation import evaluate, summarize
 from swinunetr_lib.notebooks.precomputed import find_precomputed
 from swinunetr_lib.notebooks.prediction import check_prediction
 from swinunetr_lib.paths import data_dir, resolve_path, runs_dir
 from swinunetr_lib.utils.results import record
+from swinunetr_lib.viz.captions import captioned
 from swinunetr_lib.viz.curves import plot_learning_curves
+from swinunetr_lib.viz.figures import new_figure, plot_triplanar
 
 # %% tags=["parameters"]
 tasks: list[str] = ["Task901_PhantomSpleen", "Task902_PhantomMR"]  # task presets to fine-tune, e.g. ["Task09_Spleen"]
@@ -76,6 +82,47 @@ pd.DataFrame([{"task": p.name, "modality": p.modality, "channels": ", ".join(p.c
                "intensity": ("clip {:g}..{:g} HU -> [0, 1]".format(*p.window) if p.intensity == "ct_window"
                              else "z-score, non-zero")}
               for p in presets]).set_index("task")
+
+# %% [markdown]
+# ## A real MR image: why the MR presets z-score
+# The phantom MR task below is synthetic; here is a real one: an abdominal MR, TotalSegmentator's test file (one
+# channel, 3 mm, stored LPS and turned to RAS here), with its `total_mr` labels remapped by name to the BTCV organs.
+# MR has no physical intensity scale like Hounsfield units: the same tissue gets other numbers on another scanner,
+# sequence or patient, so a fixed window cannot work. The MSD MR presets z-score each channel over its non-zero
+# voxels (mean 0, standard deviation 1), which the tasks with 2 or 4 channels (Task05_Prostate, Task01_BrainTumour)
+# do channel by channel.
+
+# %%
+mr_nii = nib.as_closest_canonical(nib.load(fetch_example("example_mr_sm.nii.gz")))
+mr = np.asarray(mr_nii.dataobj, dtype=np.float32)                                   # (X, Y, Z), scanner units
+mr_labels = np.asarray(nib.as_closest_canonical(nib.load(fetch_example("example_seg_mr.nii.gz"))).dataobj)
+mr_seg, mr_report = remap_labels(mr_labels, build_remap(totalseg_class_map("total_mr"), BTCV_LABELS))
+mr_preset = next(p for p in presets if p.intensity == "mr_zscore")                  # an MSD MR task's preset
+mr_z = np.asarray(intensity_transform(mr_preset)({"image": mr[None]})["image"])[0]   # z-scored over non-zero voxels
+mr_lo, mr_hi = np.percentile(mr[mr != 0], [1, 99])
+print(f"MR {mr.shape} voxels of {tuple(float(z) for z in mr_nii.header.get_zooms()[:3])} mm, "
+      f"{''.join(nib.aff2axcodes(mr_nii.affine))}; values {mr.min():.0f}..{mr.max():.0f} (no unit); "
+      f"z-scored ({mr_preset.name}'s normalisation): non-zero voxels mean {mr_z[mr != 0].mean():.2f}, "
+      f"sd {mr_z[mr != 0].std():.2f}; {mr_report.summary()}")
+captioned(plot_triplanar(mr, mr_seg, spacing=mr_nii.header.get_zooms()[:3],
+                         window_preset=(float(mr_hi - mr_lo), float(mr_lo + mr_hi) / 2),
+                         title="real abdominal MR (TotalSegmentator example), BTCV organs"),
+          look_at="the same organs as the CT of notebook 00 (another patient), other contrast: fat is bright and "
+                  "the spine's bone dark here, where CT shows bone brightest. The liver is again on the image's "
+                  "left (the patient's right); the display window is the 1st-99th percentile of the non-zero "
+                  "voxels, not HU.",
+          alt="Axial, coronal and sagittal slices of a real abdominal MR with the BTCV organs it holds coloured "
+              "over the grey image and a legend")
+
+# %%
+fig = new_figure((8, 2.8))
+for ax, (values, name) in zip(fig.subplots(1, 2), [(mr, "scanner units"), (mr_z, "z-scored")], strict=True):
+    ax.hist(values[mr != 0].ravel(), bins=100, color="0.3")
+    ax.set(xlabel=name, ylabel="voxels", title=f"MR non-zero voxels, {name}")
+captioned(fig, look_at="the shape of the histogram does not change, only its axis: z-scoring moves the mean to 0 and "
+                       "the spread to 1, so a model sees the same range from every scanner. Zero voxels (outside "
+                       "the body) are left out of the statistics and stay 0.",
+          alt="Two histograms of the MR's non-zero voxel values: in scanner units and after z-scoring")
 
 # %% [markdown]
 # ## Where each task's data is

@@ -21,7 +21,7 @@ import pandas as pd
 from ..data.cohort import build_demo_cohort
 from ..finetune.run import FinetuneConfig, FinetuneResult, finetune, split_entries
 from ..infer.evaluation import evaluate, summarize
-from ..models.swin_unetr import resolve_init
+from ..models.swin_unetr import encoder_feature_size, feature_size_warning, resolve_init
 from ..paths import resolve_path, runs_dir
 from ..utils.files import atomic_write_text
 
@@ -49,6 +49,17 @@ def notebook_config(*, data_manifest: str, task: str, init: str, pretrained: str
                           batch_size=batch_size, max_steps=max_steps, val_interval=val_interval, lr=lr,
                           warmup_steps=warmup_steps, seed=seed, device=device, precision=precision, log_every=5,
                           checkpoint_every=max(1, max_steps // 4), resume=False)
+
+
+def init_feature_size_warning(cfg: FinetuneConfig, default: int = 48) -> str | None:
+    """The warning :func:`~swinunetr_lib.finetune.run.finetune` will print for ``cfg`` (an ``ssl`` / ``official``
+    init whose encoder has another feature size than ``cfg.feature_size``), said before training; None otherwise."""
+    if not cfg.pretrained:
+        return None
+    size = encoder_feature_size(cfg.pretrained)
+    if size is None or size == cfg.feature_size:
+        return None
+    return feature_size_warning(cfg.pretrained, size, cfg.feature_size, default)
 
 
 def results_record(cfg: FinetuneConfig, result: FinetuneResult, table: pd.DataFrame) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ..models.swin_unetr import (
     LoadReport,
     build_finetune_model,
     encoder_feature_size,
+    feature_size_warning,
     read_encoder_checkpoint,
     resolve_init,
     swinunetr_roi_problem,
@@ -320,8 +321,7 @@ def _finetune(cfg: FinetuneConfig, stop_after: int | None, stack: contextlib.Exi
     encoder = None if pretrained is None else read_encoder_checkpoint(pretrained)  # read once: size, then weights
     if encoder is not None and (size := encoder_feature_size(encoder)) not in (None, cfg.feature_size):
         # the model must be the size of the encoder it starts from (notebook 02's demo encoder is feature size 12)
-        print(f"{pretrained}: the pretrained encoder has feature size {size}; fine-tuning at feature_size={size} "
-              f"instead of {cfg.feature_size}")
+        print(feature_size_warning(pretrained, size, cfg.feature_size))
         cfg = dataclasses.replace(cfg, feature_size=size)
     cfg = resolve_task(cfg)
     preset = resolve_preset(cfg)

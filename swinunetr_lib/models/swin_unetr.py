@@ -242,6 +242,18 @@ def encoder_feature_size(checkpoint: str | os.PathLike[str] | Mapping[str, Any])
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 5 else None
 
 
+def feature_size_warning(source: str | os.PathLike[str], encoder_size: int, requested: int,
+                         default: int = 48) -> str:
+    """The loud note printed when ``init="ssl"`` (or ``official``) makes fine-tuning take the encoder's feature size
+    ``encoder_size`` instead of the ``requested`` one: the run is then a different model size, and its scores are not
+    comparable with runs at ``default`` (notebook 03's default, the paper's 48)."""
+    rule = "!" * 100
+    return (f"{rule}\nWARNING: {source}: the pretrained encoder has feature size {encoder_size}; fine-tuning at "
+            f"feature_size={encoder_size} instead of {requested}.\nThis run's Dice and HD95 are NOT comparable with "
+            f"runs at feature_size={default} (the default, e.g. init='scratch'): compare with init='scratch' at "
+            f"feature_size={encoder_size} (notebook 06 does).\n{rule}")
+
+
 def build_finetune_model(
     in_channels: int,
     out_channels: int,

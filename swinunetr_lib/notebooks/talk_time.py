@@ -131,7 +131,7 @@ def talk_time(source: Path, compute_s: float | None = None) -> TalkTime:
 SLOTS: tuple[tuple[str, ...], ...] = (("00_quickstart", "01_data_curation"), ("02_ssl_pretraining",),
                                       ("03_finetune_btcv",), ("04_finetune_msd",), ("05_visualize_3d",),
                                       ("06_label_efficiency",))
-IN_ROOM: dict[str, tuple[int, ...]] = {"00_quickstart": (1,), "01_data_curation": (1,), "02_ssl_pretraining": (2, 3),
+IN_ROOM: dict[str, tuple[int, ...]] = {"00_quickstart": (1,), "01_data_curation": (1,), "02_ssl_pretraining": (2,),
                                       "03_finetune_btcv": (1, 3), "04_finetune_msd": (1,), "05_visualize_3d": (2,),
                                       "06_label_efficiency": (1, 2)}
 FIXED_MIN = {"welcome and make check": 10, "break": 10}

@@ -188,21 +188,32 @@ def run_settings(cfg: PretrainConfig) -> dict[str, Any]:
     return out
 
 
+def initial_model(cfg: PretrainConfig) -> SSLModel:
+    """The :class:`SSLModel` a run of ``cfg`` starts from: the torch RNG seeded with ``cfg.seed``, then built (random
+    initialisation; :func:`warm_start` is applied after, where ``init_from`` asks for it)."""
+    torch.manual_seed(cfg.seed)
+    return SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
+
+
+def build_loader(cfg: PretrainConfig, device: torch.device) -> Any:
+    """The loader of ``cfg``'s sub-volumes that ``fit`` iterates (:func:`ssl_dataloader`; worker count -1 = auto)."""
+    workers = default_num_workers(device) if cfg.num_workers < 0 else cfg.num_workers
+    return ssl_dataloader(resolve_path(cfg.prepared_dir or cfg.data_manifest), cfg.roi_size, cfg.batch_size,
+                          cfg.num_samples, cfg.spacing, cfg.cache_rate, workers, cfg.seed, cfg.split,
+                          distributed=ddp.is_distributed(), prepared=bool(cfg.prepared_dir),
+                          base_dir=resolve_path(cfg.data_root) if cfg.data_root else None,
+                          pin_memory=device.type == "cuda")
+
+
 def _pretrain(cfg: PretrainConfig, device: torch.device, run_dir: Path) -> PretrainResult:
     """:func:`pretrain` once the settings are checked and the run folder is locked."""
-    torch.manual_seed(cfg.seed)
-    model = SSLModel(feature_size=cfg.feature_size, sdpa_attention=cfg.sdpa_attention, decoder=cfg.decoder)
+    model = initial_model(cfg)
     # not on a resume from a checkpoint: that restores its own weights
     if cfg.init_from and not (cfg.resume and (run_dir / "checkpoints" / "last.pt").is_file()):
         line = warm_start(model, resolve_path(cfg.init_from))
         if ddp.is_main_process():
             print(line)
-    workers = default_num_workers(device) if cfg.num_workers < 0 else cfg.num_workers
-    loader = ssl_dataloader(resolve_path(cfg.prepared_dir or cfg.data_manifest), cfg.roi_size, cfg.batch_size,
-                            cfg.num_samples, cfg.spacing, cfg.cache_rate, workers, cfg.seed, cfg.split,
-                            distributed=ddp.is_distributed(), prepared=bool(cfg.prepared_dir),
-                            base_dir=resolve_path(cfg.data_root) if cfg.data_root else None,
-                            pin_memory=device.type == "cuda")
+    loader = build_loader(cfg, device)
     result = fit(model, build_ssl_step(cfg), loader, cfg.train_config(), run_dir, device=device,
                  run_settings=run_settings(cfg))
     encoder = None

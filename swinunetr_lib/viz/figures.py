@@ -34,11 +34,22 @@ from ..utils.organs import BTCV_ORGANS  # the one BTCV organ table: id -> name s
 
 # --------------------------------------------------------------------------------------------- colours
 BTCV_COLORS: dict[int, tuple[int, int, int]] = {
-    1: (148, 103, 189), 2: (255, 127, 14), 3: (255, 187, 120), 4: (44, 160, 44), 5: (247, 182, 210),
-    6: (140, 86, 75), 7: (188, 189, 34), 8: (214, 39, 40), 9: (31, 119, 180), 10: (23, 190, 207),
-    11: (255, 217, 47), 12: (152, 223, 138), 13: (174, 199, 232),
+    1: (170, 64, 170), 2: (170, 170, 0), 3: (191, 234, 0), 4: (21, 128, 0), 5: (0, 234, 255),
+    6: (234, 128, 85), 7: (255, 170, 149), 8: (212, 0, 106), 9: (128, 106, 234), 10: (0, 170, 170),
+    11: (255, 212, 128), 12: (149, 42, 255), 13: (149, 170, 255),
 }
-"""BTCV label id -> RGB (0-255). Fixed: every figure, test and notebook uses these colours."""
+"""BTCV label id -> RGB (0-255). Fixed: every figure, test and notebook uses these colours. Chosen for colour-blind
+viewers: the 13 colours keep a CIELAB distance (Delta E) of at least 20 between any two, with normal vision and as
+simulated for protanopia, deuteranopia and tritanopia (:mod:`swinunetr_lib.viz.colour_vision`; the earlier tab20
+colours fell to 4.6 under protanopia), each saturated enough to show over a grey CT."""
+
+ERROR_COLORS: dict[str, tuple[float, float, float]] = {
+    "missed (FN)": (86 / 255, 180 / 255, 233 / 255),    # Okabe-Ito sky blue
+    "spurious (FP)": (213 / 255, 94 / 255, 0.0),        # Okabe-Ito vermillion
+    "wrong organ": (240 / 255, 228 / 255, 66 / 255),    # Okabe-Ito yellow
+}
+"""Error-map colours (RGB in [0, 1]) from Okabe & Ito's colour-blind-safe set: apart for all four visions of
+:mod:`swinunetr_lib.viz.colour_vision` (Delta E >= 33; the earlier red and orange fell to 25 for deuteranopia)."""
 
 WINDOWS: dict[str, tuple[float, float]] = {
     "abdomen": (400.0, 40.0),   # W400/L40 -> HU [-160, 240]
@@ -367,8 +378,8 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
                              panel_size: float = 3.2) -> Figure:
     """Ground truth, prediction and an error map on one slice (default: the slice with most foreground).
 
-    Error map colours: missed foreground (false negative) blue, spurious foreground (false positive)
-    red, foreground with the wrong organ orange.
+    Error map colours (:data:`ERROR_COLORS`, colour-blind safe): missed foreground (false negative) sky blue,
+    spurious foreground (false positive) vermillion, foreground with the wrong organ yellow.
     """
     img, pred, gt = as_volume(image, "image"), as_volume(prediction, "prediction"), as_volume(truth, "truth")
     if not (img.shape == pred.shape == gt.shape):
@@ -379,9 +390,9 @@ def plot_prediction_vs_truth(image: Any, prediction: Any, truth: Any, *, axis: s
         index = int(np.argmax(counts)) if counts.any() else img.shape[a] // 2
     sl, p, t = (display_slice(v, a, index) for v in (img, pred, gt))
     err = np.repeat(window(sl, window_preset)[..., None], 3, axis=-1) * 0.6
-    kinds = {"missed (FN)": ((t > 0) & (p == 0), (0.12, 0.47, 0.95)),
-             "spurious (FP)": ((t == 0) & (p > 0), (0.95, 0.15, 0.15)),
-             "wrong organ": ((t > 0) & (p > 0) & (t != p), (1.0, 0.6, 0.0))}
+    kinds = {"missed (FN)": ((t > 0) & (p == 0), ERROR_COLORS["missed (FN)"]),
+             "spurious (FP)": ((t == 0) & (p > 0), ERROR_COLORS["spurious (FP)"]),
+             "wrong organ": ((t > 0) & (p > 0) & (t != p), ERROR_COLORS["wrong organ"])}
     for m, col in kinds.values():
         err[m] = col
     fig = new_figure(figsize=(3 * panel_size + 1.8, panel_size + 0.8))

@@ -5,6 +5,9 @@ Jupyter server itself: it works in a hospital network or a workshop room without
 (which fetches its viewer from the web at run time) falls back to static pictures. The browser draws with
 WebGL (software rendering through SwiftShader is enough).
 
+Every view is in the radiological convention (patient's right on the screen's left), with the orientation letters
+on the slices' edges and an orientation cube in 3D (:data:`READING_OPTIONS`), as the suite's static figures.
+
 - :func:`niivue_view`: one NiiVue widget, a CT (window preset as its display range) with its label map in the
   suite's organ colours (:data:`swinunetr_lib.viz.figures.BTCV_COLORS`), axial / coronal / sagittal and a 3D rendering.
 - :func:`niivue_viewer`: the same with controls: window preset, layout, label opacity.
@@ -30,6 +33,19 @@ from .figures import BTCV_COLORS, BTCV_ORGANS, WINDOWS, as_volume, label_color, 
 LAYOUTS = {"multiplanar": "MULTIPLANAR", "axial": "AXIAL", "coronal": "CORONAL", "sagittal": "SAGITTAL",
            "3d": "RENDER"}
 """Layout name -> ipyniivue ``SliceType`` member (``multiplanar``: the three planes and the 3D rendering)."""
+
+
+READING_OPTIONS: dict[str, Any] = {
+    "is_radiological_convention": True,   # patient's right on the screen's left, as every CT figure of the suite
+                                          # and every radiology workstation (NiiVue's default is neurological)
+    "is_orientation_text_visible": True,  # the orientation letters (R/L, A/P, S/I) at the edges of each slice
+    "show_all_orientation_markers": True,  # on all four edges, not only the left and top ones
+    "font_color": (1.0, 1.0, 1.0, 1.0),   # white letters (NiiVue's default grey is hard to read on a CT)
+    "font_size_scaling": 0.6,             # larger than NiiVue's 0.4
+    "is_orient_cube": True,               # the 3D view's orientation cube, lettered
+}
+"""NiiVue options (``ipyniivue.NiiVue`` keyword arguments) every view of this module sets, so a slice reads like a
+radiology workstation's."""
 
 
 def niivue_status() -> tuple[bool, str]:
@@ -119,7 +135,7 @@ def niivue_view(image: Any, label: Any = None, *, spacing: Sequence[float] = (1.
     lo, hi = window_range(window_preset)
     nv = NiiVue(height=int(height), slice_type=_slice_type(layout), back_color=(0.0, 0.0, 0.0, 1.0),
                 is_colorbar=False, show_legend=True, multiplanar_force_render=layout == "multiplanar",
-                is_orient_cube=False, multiplanar_layout=MultiplanarType.GRID if grid else MultiplanarType.AUTO)
+                multiplanar_layout=MultiplanarType.GRID if grid else MultiplanarType.AUTO, **READING_OPTIONS)
     volumes = [Volume(data=nifti_bytes(img, aff), name=f"{name}.nii.gz", colormap="gray", cal_min=lo, cal_max=hi,
                       colorbar_visible=False)]
     if lab is not None:

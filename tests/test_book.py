@@ -48,7 +48,8 @@ def test_book_pages_show_outputs_parameters_and_links(book):
     assert "Run it yourself" in text and "make demo" in text and "make test" in text
     downloads = {p.name for p in (site / "_downloads").rglob("*") if p.is_file()}
     assert {"02_ssl_pretraining.py", "02_ssl_pretraining_ex.ipynb", "02_ssl_pretraining.ipynb"} <= downloads
-    assert "00_quickstart_ex.ipynb" not in downloads and "student version" not in _text(
+    # 00 holds an exercise too (#26): its student version is linked beside it
+    assert "00_quickstart_ex.ipynb" in downloads and "student version" in _text(
         (site / "notebooks" / "00_quickstart.html").read_text())
     # the stored figure is on the page, byte for byte; the printed line too
     png = figure_png()
@@ -134,3 +135,14 @@ def test_bad_runs_folders_are_named_in_one_line(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
     with pytest.raises(NotebookError, match="would replace the runs folder"):
         build(runs, runs)
+
+
+def test_raw_html_anchors_become_targets_the_book_resolves():
+    """The glossary's anchors (``- <a id="hu"></a>**HU.** ...``, which JupyterLab and code hosts follow) become MyST
+    targets in the staged copy, each after a blank line so that no list item swallows it."""
+    from swinunetr_lib.notebooks.book import anchors_as_targets
+
+    text = 'Intro.\n\n- <a id="hu"></a>**HU.** see [z](#z-score)\n  more\n- <a id="z-score"></a>**Z.** y\n'
+    assert anchors_as_targets(text) == ('Intro.\n\n\n(hu)=\n- **HU.** see [z](#z-score)\n  more\n\n(z-score)=\n'
+                                        '- **Z.** y\n')
+    assert anchors_as_targets("no anchor here\n") == "no anchor here\n"

@@ -153,6 +153,10 @@ def stage(runs: Path, src: Path, repo: Path = REPO_ROOT) -> tuple[list[Lesson], 
             shutil.copy2(exercise, src / "notebooks" / "exercises" / exercise.name)
         lessons.append(lesson)
     shutil.copytree(repo / "docs", src / "docs", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    for page in (src / "docs").rglob("*.md"):
+        text = page.read_text()
+        if RAW_ANCHOR.search(text):
+            page.write_text(anchors_as_targets(text))
     answers = src / ANSWERS_PAGE
     if answers.is_file():  # the instructors' box under the title
         text = answers.read_text()
@@ -167,6 +171,18 @@ def stage(runs: Path, src: Path, repo: Path = REPO_ROOT) -> tuple[list[Lesson], 
     (src / "conf.py").write_text(CONF.format(project=PROJECT))
     (src / "favicon.svg").write_text(FAVICON)
     return lessons, sections
+
+
+# a line starting with an HTML anchor, e.g. the glossary's "- <a id="hu"></a>**HU ...**" (JupyterLab and code hosts
+# follow such anchors; Sphinx does not know them as targets)
+RAW_ANCHOR = re.compile(r'^(?P<indent>[ \t]*)(?P<bullet>[-*] )?<a id="(?P<id>[\w.-]+)"></a>', re.M)
+
+
+def anchors_as_targets(text: str) -> str:
+    """The staged copy of a docs page with each line-leading ``<a id="x"></a>`` turned into a MyST target
+    ``(x)=`` after a blank line (a list item then starts a list of its own), so that links to ``page.md#x`` and
+    ``#x`` resolve in the book as they do in JupyterLab and on a code host."""
+    return RAW_ANCHOR.sub(lambda m: f"\n{m['indent']}({m['id']})=\n{m['indent']}{m['bullet'] or ''}", text)
 
 
 def _sphinx(src: Path, html: Path, doctrees: Path, warnings: Path) -> int:

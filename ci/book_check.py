@@ -130,8 +130,14 @@ def check_page(page: Any, base: str, rel: str, links: dict[str, str]) -> PageRes
         if resp.status >= 400:
             events.append(f"HTTP {resp.status}: {resp.url[len(base):][:200]}")
 
+    def on_failed(req: Any) -> None:
+        # net::ERR_ABORTED: the browser dropped a request of its own (e.g. the favicon when the check moves on), not a
+        # missing file (a 404 is a response, above; an image that did not load is caught by the image check)
+        if "ERR_ABORTED" not in str(req.failure):
+            events.append(f"request failed: {req.url[:200]} ({req.failure})")
+
     handlers = {"console": on_console, "pageerror": lambda e: events.append(f"page error: {str(e)[:300]}"),
-                "requestfailed": lambda r: events.append(f"request failed: {r.url[:200]} ({r.failure})"),
+                "requestfailed": on_failed,
                 "request": on_request, "response": on_response}
     for name, fn in handlers.items():
         page.on(name, fn)

@@ -154,5 +154,6 @@ def test_notebooks_show_the_unpacked_instructor_runs(unpacked, tmp_path):
     summary = pd.read_csv(instructor / "label_efficiency" / "summary.csv")
     assert f"precomputed sweep: {pre / 'label_efficiency'}" in text
     assert "labeled_fraction" in text and _images(tmp_path, "06_label_efficiency") >= 1
-    assert len(summary) >= 1 and repr(summary.round(3)) in text  # the table as the notebook shows it
+    assert len(summary) >= 1 and "text" in summary  # the table as the notebook shows it: each setting's gain
+    assert all(str(t) in text for t in summary["text"]), list(summary["text"])
     assert not (attendee / "finetune_btcv").exists() and not (attendee / "ssl_pretraining").exists()  # nothing trained

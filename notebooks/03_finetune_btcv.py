@@ -456,10 +456,10 @@ pd.Series(summary).astype(str).to_frame("value")
 # We computed Dice and HD95 by hand on a toy example, fine-tuned Swin UNETR on the BTCV-labeled cohort with
 # the shared `fit` loop, kept the checkpoint with the best validation Dice, and scored it on the held-out
 # cases' own voxel grid, beside the all-background baseline (the table above). The default 50 steps only
-# start the organs; the demo profile's 360 steps (the instructor's run, when shown, and the README's table)
+# start the organs; the demo profile's 360 steps (the instructor's run, when shown, and the table in `docs/measured.md`)
 # find most of them, the large ones first, while the smallest (esophagus, adrenals) vary from run to run
 # (the `missed` column counts them). Capacity matters more than step time here: at the same steps feature
-# size 12 learns far less than 48 (README, "why feature 48 on a CPU").
+# size 12 learns far less than 48 (`docs/measured.md`, "why feature 48 on a CPU").
 # Next: notebook 06 compares SSL and scratch initialisations over labeled fractions (pretrain in notebook 02
 # with the same `feature_size` to start from its encoder), and on a GPU the paper's settings
 # (`spacing = [1.5, 1.5, 2.0]`, `roi_size = [96, 96, 96]`, `num_samples = 4`, `lr = 1e-4`, many more steps).

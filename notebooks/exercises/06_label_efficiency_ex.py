@@ -202,8 +202,8 @@ check_prediction(prediction, diff, what="SSL - scratch, mean Dice")
 # ### Reading a sweep
 # > **⏭ Skip if behind**: how the sweep verb stores and groups runs; for running your own sweeps.
 #
-# The runs above went through the sweep verb (`python -m swinunetr_lib.notebooks sweep`; README, "A sweep on a
-# laptop, the same sweep on a cluster"): `results.csv` holds one row per run (its parameters, what notebook 03
+# The runs above went through the sweep verb (`python -m swinunetr_lib.notebooks sweep`; `docs/sweeps.md`, "A sweep
+# on a laptop, the same sweep on a cluster"): `results.csv` holds one row per run (its parameters, what notebook 03
 # recorded with `record(...)`, seconds, status), and `sweep summarize` groups the runs: the mean, its 95 % t interval
 # and n. A group of one run has no interval, and says so.
 

@@ -495,13 +495,9 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str] | None 
     try:
         with run_dir_lock(lock_dir):  # one unpack at a time into one destination
             return _unpack_locked(archive, dest, max_bytes=max_bytes, max_ratio=max_ratio)
-    except RunDirBusyError:
-        try:
-            holder = (lock_dir / LOCK_FILE).read_text().strip() or "unknown"
-        except OSError:
-            holder = "unknown"
-        raise PrecomputedError(f"{dest}: another unpack into it is running (pid {holder}); wait for it to end, "
-                               "then run this again") from None
+    except RunDirBusyError as err:
+        raise PrecomputedError(f"{dest}: another unpack into it is running (pid {err.owner or 'unknown'}); wait for "
+                               "it to end, then run this again") from None
     finally:
         with contextlib.suppress(OSError):
             lock_dir.rmdir()  # a killed unpack's folder, once its lock is taken over (only when empty)

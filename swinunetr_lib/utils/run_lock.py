@@ -16,7 +16,11 @@ except ImportError:  # not POSIX (Windows): no file locks, runs go unprotected
 
 
 class RunDirBusyError(RuntimeError):
-    """Another live process holds the run folder's lock."""
+    """Another live process holds the run folder's lock; ``owner`` is its pid as the lock file says ("" unknown)."""
+
+    def __init__(self, message: str, owner: str = "") -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 LOCK_FILE = ".lock"
@@ -56,7 +60,7 @@ def _open_locked(lock: Path, run_dir: Path) -> int | None:
             os.close(fd)
             if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 raise RunDirBusyError(f"{run_dir}: in use by another run (pid {owner or 'unknown'} holds {lock}); "
-                                      "wait for it to end or choose another run folder") from None
+                                      "wait for it to end or choose another run folder", owner) from None
             print(f"{run_dir}: cannot lock {lock} ({err.strerror}); continuing without protection against a "
                   "second run in this folder")
             return None

@@ -63,10 +63,15 @@ def resolve_mirror_dir(mirror_dir: str | os.PathLike[str] | None) -> Path | None
     return DEFAULT_MIRROR if DEFAULT_MIRROR.is_dir() else None
 
 
+def cache_root() -> Path:
+    """The suite's download cache: ``$SWINUNETR_CACHE_DIR``, default ``~/.cache/swinunetr_lib``."""
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "swinunetr_lib"))
+
+
 def cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "swinunetr_lib")) / "totalsegmentator_examples"
+    return cache_root() / "totalsegmentator_examples"
 
 
 def fetch_example(

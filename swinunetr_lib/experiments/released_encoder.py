@@ -45,7 +45,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientati
 
 from ..config import Config
 from ..data.dicom import read_dicom_series
-from ..data.example_data import fetch_example, sha256_of
+from ..data.example_data import cache_root, fetch_example, sha256_of
 from ..data.labels import totalseg_to_btcv
 from ..data.registry import ReleasedWeights, released_weights
 from ..infer.evaluation import label_on_grid, load_label
@@ -53,10 +53,8 @@ from ..models.swin_unetr import encoder_feature_size, read_encoder_checkpoint
 from ..paths import absolute_from_cwd
 from ..utils.cli import run_cli
 from ..utils.files import atomic_path, atomic_write_text
-from .dense_probe import Case, summarize
-from .dense_probe import run_dense_probe as _run_dense_probe
+from .dense_probe import Case, run_dense_probe, summarize
 
-CACHE_ENV = "SWINUNETR_CACHE_DIR"
 DEMONSTRATION = ("2 patients: a demonstration, not a measurement (the interval over 2 replicates has 1 degree of "
                  "freedom; the labels are TotalSegmentator's model outputs, not manual annotations)")
 # (case name, image example, label example): the two labeled real CTs of the example data
@@ -70,7 +68,7 @@ class ReleasedEncoderError(RuntimeError):
 
 def weights_cache_dir() -> Path:
     """``$SWINUNETR_CACHE_DIR/released_weights`` (default ``~/.cache/swinunetr_lib/released_weights``)."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "swinunetr_lib")) / "released_weights"
+    return cache_root() / "released_weights"
 
 
 def check_sha256(path: Path, info: ReleasedWeights, say: Callable[[str], None] = print) -> str:
@@ -196,8 +194,8 @@ def run_released_encoder_probe(cfg: ReleasedEncoderConfig, say: Callable[[str], 
         say(f"note: {weights} has feature size {size}, the released encoder {info.feature_size}: not the paper's file")
     out = Path(cfg.out)
     cases, names = prepare_real_cases(out / "cases", cfg.spacing, say=say)
-    table, _, _ = _run_dense_probe(cases, None, ssl_checkpoint=weights, n_seeds=cfg.n_seeds,  # each labeled in turn
-                                   per_class=cfg.per_class, max_iter=cfg.max_iter, held_names=names, say=say)
+    table, _, _ = run_dense_probe(cases, None, ssl_checkpoint=weights, n_seeds=cfg.n_seeds,  # each labeled in turn
+                                  per_class=cfg.per_class, max_iter=cfg.max_iter, held_names=names, say=say)
     table.insert(4, "labeled_patient", [names[int(c)] for c in table["labeled_case"]])
     summary, verdict = summarize(table, "encoder")
     summary.insert(1, "labeled_patient", [names[int(c)] for c in summary["labeled_case"]])

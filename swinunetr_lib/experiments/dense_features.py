@@ -74,10 +74,13 @@ def random_encoder(seed: int, feature_size: int = 12, out_channels: int = 14) ->
     return FrozenEncoder(f"random seed {seed}", "random", seed, _frozen(model), HU_RANGE)  # type: ignore[arg-type]
 
 
-def ssl_encoder(checkpoint: str | os.PathLike[str], seed: int, out_channels: int = 14) -> FrozenEncoder:
+def ssl_encoder(checkpoint: str | os.PathLike[str], seed: int, out_channels: int = 14, *,
+                loaded: object | None = None) -> FrozenEncoder:
     """The random encoder of ``seed`` with the pretrained swinViT of ``checkpoint`` loaded over it (every swinViT
-    tensor must load, else :class:`~swinunetr_lib.models.swin_unetr.EncoderLoadError` naming the file)."""
-    obj = read_encoder_checkpoint(checkpoint)  # weights-only: a pickle that would run code is refused
+    tensor must load, else :class:`~swinunetr_lib.models.swin_unetr.EncoderLoadError` naming the file).
+    ``loaded``: the file as :func:`read_encoder_checkpoint` already read it (one read for several seeds)."""
+    obj = loaded if loaded is not None else read_encoder_checkpoint(checkpoint)  # weights-only: a pickle that
+    # would run code is refused
     size = encoder_feature_size(obj)
     if size is None:
         raise ValueError(f"{checkpoint}: no Swin UNETR encoder found (no patch embedding of 5 dimensions)")

@@ -52,6 +52,7 @@ from ..config import Config
 from ..data.labels import BTCV_LABELS
 from ..data.loading import LoadImageNamed
 from ..data.manifest import resolve_entries
+from ..models.swin_unetr import read_encoder_checkpoint
 from ..paths import absolute_from_cwd, resolve_path
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
@@ -166,7 +167,8 @@ def run_dense_probe(labeled: Sequence[Case], held_out: Sequence[Case] | None, *,
     ssl_seeds = range(n_seeds) if "encoder" in srcs else range(1)
     encoders: list[FrozenEncoder] = [supervised_encoder(p, f"supervised {_run_name(p)}") for p in supervised]
     if ssl_checkpoint:
-        encoders += [ssl_encoder(ssl_checkpoint, s) for s in ssl_seeds]
+        loaded = read_encoder_checkpoint(ssl_checkpoint)  # once, for every seed's SSL arm
+        encoders += [ssl_encoder(ssl_checkpoint, s, loaded=loaded) for s in ssl_seeds]
     size = encoders[-1].model.swinViT.patch_embed.proj.out_channels if ssl_checkpoint else feature_size
     encoders += [random_encoder(s, size) for s in range(n_seeds)]
     rows: list[dict] = []

@@ -29,7 +29,7 @@ import jupytext
 
 from ..paths import REPO_ROOT
 from .estimates import REFERENCE
-from .exercises import EXERCISE_TAG, SOLUTION_TAG, exercise_notebook
+from .exercises import EXERCISE_TAG, SOLUTION_TAG, exercise_notebook, has_exercises
 
 SKIP_MARK = "> **⏭ Skip if behind**"
 SELFCHECK_TAG = "selfcheck"
@@ -114,7 +114,7 @@ def talk_time(source: Path, compute_s: float | None = None) -> TalkTime:
             if "Markdown(" in cell.source:  # prose rendered from the results files: said like the rest
                 counts[skip][0] += sum(_words(t) for t in _STRING.findall(cell.source.split("Markdown(", 1)[1]))
             trains |= not skip and any(call in cell.source for call in TRAINING_CALLS)
-    exercises = exercise_notebook(source)[1] if f'tags=["{EXERCISE_TAG}"]' in source.read_text() else 0
+    exercises = exercise_notebook(source)[1] if has_exercises(source) else 0
     if compute_s is None:
         compute_s = REFERENCE["quick"]["seconds"].get(source.stem, 0.0)
     compute_min = compute_s / 60 if trains else 0.0

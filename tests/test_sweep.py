@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import jupytext
@@ -197,3 +198,61 @@ def test_the_sbatch_script_is_one_job_array_with_the_requested_resources(tmp_pat
         assert line in script, script
     assert "-m submitit.core._submit" in script and str(tmp_path / "out" / "submitit") in script
     assert not (tmp_path / "out").exists()  # printing submits nothing and writes nothing
+
+
+TRAINING_TOY = '''"""What a training notebook does, for the sweep\'s runner: engine, no kernel): fit, slowed down."""
+import time
+
+import torch
+
+from swinunetr_lib.paths import runs_dir
+from swinunetr_lib.train.loop import TrainConfig, fit
+
+
+class Slow:
+    def __iter__(self):
+        while True:
+            time.sleep(0.1)
+            yield torch.ones(1, 2)
+
+
+def train(params):
+    torch.manual_seed(int(params["scale"]))
+    fit(torch.nn.Linear(2, 1), lambda m, b, d: {"loss": m(b.to(d)).square().mean()}, Slow(),
+        TrainConfig(max_steps=params["steps"], warmup_steps=0, checkpoint_every=0, log_every=1, progress=False),
+        runs_dir() / "toy_fit", device="cpu")
+'''
+
+
+def test_a_sweep_shows_run_k_of_n_and_the_step_of_the_run_training_at_most_a_line_per_interval(tmp_path, monkeypatch):
+    """#32: the sweep's own progress line, read from what fit writes in each run's folder: which run of how many,
+    its step out of the total, loss, seconds per step, time left; in CI mode at most one line per interval."""
+    import functools
+    import io
+    import re
+    import time
+
+    from swinunetr_lib.notebooks.progress import ProgressWatcher
+
+    monkeypatch.setenv("CI", "true")
+    (tmp_path / "toy_training.py").write_text(TRAINING_TOY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    py = make_toy(tmp_path / "nb")  # its parameters; the runner trains instead of the kernel
+    (tmp_path / "grid.yml").write_text("base: {steps: 30}\ngrid:\n  scale: [0, 1]\nname: 'run{scale:g}'\n"
+                                       "runner: toy_training:train\n")
+    stream, interval = io.StringIO(), 0.5
+    monkeypatch.setattr(sw, "ProgressWatcher",
+                        functools.partial(ProgressWatcher, stream=stream, poll_s=0.1, interval_s=interval))
+    said: list[str] = []
+    tic = time.monotonic()
+    table = sw.run_sweep(sw.load_grid(tmp_path / "grid.yml", py), tmp_path / "le", workers=1, threads=1,
+                         say=said.append)
+    elapsed = time.monotonic() - tic
+    assert table["status"].tolist() == ["ok", "ok"]
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) <= elapsed / interval + 1, lines
+    pattern = r"sweep le: (\d)/2 to run finished \| le run (\d) of 2 \((run\d)\): step (\d+)/30, loss [\d.e-]+, " \
+              r"0\.\d+ s/step, ~\d+ s left"
+    seen = {(m[1], m[2], m[3]) for line in lines if (m := re.fullmatch(pattern, line))}
+    assert ("0", "1", "run0") in seen and ("1", "2", "run1") in seen, lines
+    assert [s.split()[0] for s in said if s.startswith("[")] == ["[1/2]", "[2/2]"]

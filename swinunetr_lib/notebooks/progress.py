@@ -6,6 +6,11 @@ every ~2 s for the newest ``metrics.csv`` modified since it started (what :func:
 appends every ``log_every`` steps) and reads the total from ``fit_plan.json`` beside it (written by ``fit`` when it
 starts). The running cell comes from the executed notebook papermill saves as each cell starts.
 
+A run of a sweep (:mod:`swinunetr_lib.notebooks.sweep`: ``<out>/runs/<name>/``, its run list in ``<out>/sweep.json``,
+``run.json`` in each finished run) is named by its place in the sweep, ``label_efficiency run 2 of 4
+(ssl_frac1_seed0)``, read from those files: the same line for the sweep verb, label efficiency and a notebook that runs
+a sweep.
+
 On a terminal the line is rewritten in place (``\\r``); when the output is not a terminal or ``$CI`` is set, one line
 is printed every ~30 s instead, so CI logs get no flood of lines.
 """
@@ -29,6 +34,7 @@ from .estimates import format_duration
 
 METRICS_FILE = "metrics.csv"
 PLAN_FILE = "fit_plan.json"  # swinunetr_lib.train.metrics_log.PLAN_FILE (not imported: that module imports torch)
+SWEEP_FILE = "sweep.json"  # what swinunetr_lib.notebooks.sweep.run_sweep writes into the sweep's folder
 SKIP_DIRS = {"tb", "checkpoints", "eval", "predictions", "figures", "precomputed", ".git", "__pycache__"}
 POLL_S = 2.0
 CI_INTERVAL_S = 30.0
@@ -137,6 +143,45 @@ def read_training(path: Path, root: Path | None = None, recent: int = 10) -> Tra
 
 
 @dataclass
+class SweepPosition:
+    folder: Path          # the sweep's folder (sweep.json, runs/)
+    run: str              # the run the metrics belong to (runs/<run>/)
+    total: int            # runs in the sweep
+    finished: int         # runs with a run.json (this sweep's or an earlier one's, ok or failed)
+    running: list[str]    # runs started (a run.log or artifacts/) and not finished, in the sweep's order
+
+    @property
+    def number(self) -> int:
+        """The run's place, counting the finished runs first: ``k`` of ``run k of n``."""
+        later = self.running.index(self.run) if self.run in self.running else 0
+        return min(self.total, self.finished + later + 1)
+
+    def describe(self) -> str:
+        return f"{self.folder.name} run {self.number} of {self.total} ({self.run})"
+
+
+def sweep_position(path: Path, root: Path | None = None) -> SweepPosition | None:
+    """Where the run that wrote ``path`` (a file under ``<sweep>/runs/<run>/``) stands in its sweep, or None when
+    ``path`` is not in a sweep's run. Only folders below ``root`` (when given) are looked at."""
+    for run_dir in path.parents:
+        if root is not None and not run_dir.is_relative_to(root):
+            return None
+        sweep_dir = run_dir.parent.parent
+        if run_dir.parent.name != "runs" or not (sweep_dir / SWEEP_FILE).is_file():
+            continue
+        try:
+            names = [str(n) for n in json.loads((sweep_dir / SWEEP_FILE).read_text())["runs"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        runs = sweep_dir / "runs"
+        finished = [n for n in names if (runs / n / "run.json").is_file()]
+        running = [n for n in names if n not in finished
+                   and ((runs / n / "run.log").is_file() or (runs / n / "artifacts").is_dir())]
+        return SweepPosition(sweep_dir, run_dir.name, len(names), len(finished), running)
+    return None
+
+
+@dataclass
 class CellProgress:
     index: int        # 1-based
     total: int
@@ -216,6 +261,9 @@ class ProgressWatcher:
         path = newest_metrics(self.roots, self.since)
         training = read_training(path, self._root_of(path)) if path is not None else None
         if training is not None and (cell is None or training.modified >= cell.started or not training.done):
+            position = sweep_position(path, self._root_of(path))
+            if position is not None:
+                training.run = position.describe()
             parts.append(training.describe(now))
         elif not parts or cell is None:
             parts.append(f"running {format_duration(now - self.since)}")
@@ -264,10 +312,14 @@ class ProgressWatcher:
             self._write("\r" + " " * self._shown + "\r")
             self._shown = 0
 
-    def say(self, text: str, out: TextIO | None = None) -> None:
-        """Print ``text`` (a line, to ``out``, default stdout) without mixing it into the in-place line."""
+    def say(self, text: str, out: TextIO | None = None, emit: Callable[[str], None] | None = None) -> None:
+        """Print ``text`` (a line, to ``out``, default stdout; or hand it to ``emit``) without mixing it into the
+        in-place line."""
         with self._lock:
             self._clear()
+            if emit is not None:
+                emit(text)
+                return
             out = out if out is not None else sys.stdout
             out.write(text + "\n")
             out.flush()

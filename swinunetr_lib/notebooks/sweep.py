@@ -28,6 +28,7 @@ status) is rewritten, atomically, as each run finishes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -49,6 +50,7 @@ from ..paths import DATA_ENV, resolve_path
 from ..utils.cli import run_cli
 from ..utils.files import atomic_write_text
 from . import sweep_table
+from .progress import ProgressWatcher
 from .runner import NotebookError, _AliasRefused, _NoAliasLoader
 from .sweep_point import read_status
 from .sweep_target import Target, resolve_target
@@ -262,8 +264,12 @@ def run_local(folders: list[Path], workers: int, on_done: Callable[[Path, dict[s
 
 def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: int | None = None,
               launcher: str = "local", slurm: Mapping[str, Any] | None = None, rerun: bool = False,
-              say: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the points not finished yet and return the results table (also ``out/results.csv``)."""
+              say: Callable[[str], None] = print, progress: bool = True) -> pd.DataFrame:
+    """Run the points not finished yet and return the results table (also ``out/results.csv``).
+
+    ``progress``: while the runs go, a line (:class:`~swinunetr_lib.notebooks.progress.ProgressWatcher`) with the runs
+    finished, the place of the run training now (``run k of n``) and its step, loss, seconds per step and time left:
+    rewritten in place on a terminal, one line every ~30 s otherwise."""
     cores = os.cpu_count() or 1
     env_threads = os.environ.get("OMP_NUM_THREADS", "")  # a caller's limit (several sweeps side by side) is kept
     threads = threads or (int(env_threads) if env_threads.isdigit() and int(env_threads) > 0 else 0) or \
@@ -280,22 +286,34 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: i
         f"({launcher}, {workers} at a time, {threads} thread(s) each)")
     folders = [prepare_point(sweep, p, out, threads) for p in todo]
     done = 0
+    watcher = ProgressWatcher([out / "runs"], label=_progress_label(out, 0, len(folders))) \
+        if progress and folders else None
+
+    def show(text: str) -> None:
+        watcher.say(text, emit=say) if watcher is not None else say(text)
 
     def on_done(folder: Path, status: dict[str, Any]) -> None:
         nonlocal done
         done += 1
         extra = "" if status.get("status") == "ok" else f": {status.get('error', '')[:300]}"
-        say(f"[{done}/{len(folders)}] {folder.name} {status.get('status')} in {status.get('seconds')} s{extra}")
+        show(f"[{done}/{len(folders)}] {folder.name} {status.get('status')} in {status.get('seconds')} s{extra}")
+        if watcher is not None:
+            watcher.set_label(_progress_label(out, done, len(folders)), restart_clock=False)
         sweep_table.write_results_csv(sweep, out)
 
-    if launcher == "local":
-        run_local(folders, workers, on_done)
-    elif folders:
-        from .sweep_slurm import submit  # noqa: PLC0415 — imports submitit, an optional dependency
+    with watcher if watcher is not None else contextlib.nullcontext():
+        if launcher == "local":
+            run_local(folders, workers, on_done)
+        elif folders:
+            from .sweep_slurm import submit  # noqa: PLC0415 — imports submitit, an optional dependency
 
-        submit(folders, out, launcher, threads=threads, parallelism=workers, options=dict(slurm or {}),
-               on_done=on_done, say=say)
+            submit(folders, out, launcher, threads=threads, parallelism=workers, options=dict(slurm or {}),
+                   on_done=on_done, say=show)
     return sweep_table.write_results_csv(sweep, out)
+
+
+def _progress_label(out: Path, done: int, todo: int) -> str:
+    return f"sweep {out.name}: {done}/{todo} to run finished"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-sbatch", action="store_true", help="print the sbatch script of the runs to do; "
                                                                      "submit nothing")
     parser.add_argument("--rerun", action="store_true", help="rerun finished runs too")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress line (run k of n, step, loss, time left) while the runs go")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -344,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             print(sbatch_script(len(todo), out, threads=args.threads or 1, parallelism=args.workers, options=slurm))
             return 0
         table = run_sweep(sweep, out, workers=args.workers, threads=args.threads, launcher=args.launcher,
-                          slurm=slurm, rerun=args.rerun)
+                          slurm=slurm, rerun=args.rerun, progress=not args.no_progress)
         failed = int((table.get("status") == "failed").sum()) if len(table) else 0
         print(f"results: {out / 'results.csv'} ({len(table)} runs, {failed} failed)")
         return 1 if failed or len(table) < len(sweep.points) else 0

@@ -195,21 +195,33 @@ def test_gpu_bench_script_dry_run(tmp_path):
 @pytest.mark.gpu_dry
 def test_gpu_plan_script_dry_run(tmp_path):
     """The GPU plan on a CPU at the smallest sizes: call 1 (cohort, pretraining timing run, the steps chosen from it,
-    pretraining, E1 with its verdict), call 2 whatever the verdict (timing sweep, steps chosen, the sweep of one
-    seed pair, the paired gain); at most 8 files back, flat. Run again, it reuses every part."""
+    pretraining, the supervised positive control's timing run and fine-tune, E1 with its verdict and the supervised
+    model), call 2 whatever the verdict (timing sweep, steps chosen, the sweep of one seed pair, the paired gain);
+    the log ends with the rule and the positive control; at most 8 files back, flat. Run again, it reuses every
+    part."""
     import pandas as pd
 
     proc = subprocess.run(["bash", "ci/gpu_plan.sh", str(tmp_path)], cwd=ROOT, env=_dry_env(), capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=1500)  # its dry run took 668 s on the 2 shared cores here
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (tmp_path / "gpu_plan.log").read_text()
-    for part in ("cohort", "pretraining timing run (2 steps)", "pretraining (2 steps)", "E1 dense probe",
+    for part in ("cohort", "pretraining timing run (2 steps)", "pretraining (2 steps)",
+                 "supervised timing run (2 steps)", "supervised fine-tune (2 steps)", "E1 dense probe",
                  "run scratch_seed0", "run ssl_seed0"):
         assert f"{part}: rc=0" in log, log[-3000:]
+    assert log.index("supervised fine-tune (2 steps): rc=0") < log.index("== E1 dense probe")
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert set(verdict) == {"helps", "gain", "ci", "beats_every_seed", "text"} and "rule: " in log
     summary = pd.read_csv(tmp_path / "dense_probe_summary.csv")
-    assert {"ssl", "random_min", "random_max", "atlas", "intensity"} <= set(summary.columns)
+    assert {"ssl", "random_min", "random_max", "atlas", "intensity", "supervised control",
+            "supervised control above band max"} <= set(summary.columns)
+    probe = pd.read_csv(tmp_path / "dense_probe.csv")  # the supervised model was read by the probe, every case
+    assert sorted(probe.loc[probe.encoder == "supervised control", "labeled_case"].unique()) == \
+        sorted(probe.loc[probe.encoder == "random", "labeled_case"].unique())
+    lines = log.splitlines()  # the log's last lines: the rule, the positive control's result (run), the total
+    end = next(i for i, x in enumerate(lines) if x.startswith("total "))
+    assert lines[end - 2].startswith("rule: ") and lines[end - 1].startswith("positive control: "), lines[end - 3:]
+    assert "supervised control above the random band's max on " in lines[end - 1]  # run, passed or FAILED
     results = pd.read_csv(tmp_path / "results.csv")
     assert sorted(zip(results["init"], results["seed"], strict=True)) == [("scratch", 0), ("ssl", 0)]
     assert results["steps"].eq(2).all() and results["mean_dice"].between(0, 1).all()
@@ -222,7 +234,8 @@ def test_gpu_plan_script_dry_run(tmp_path):
                           text=True, timeout=300)
     log = (tmp_path / "gpu_plan.log").read_text()
     assert proc.returncode == 0 and "cohort: reused" in log and "pretraining: reused" in log and "E1: reused" in log
-    assert "== pretraining" not in log and "run ssl_seed0: rc=0" in log
+    assert "== pretraining" not in log and "== supervised" not in log and "run ssl_seed0: rc=0" in log
+    assert "positive control: " in log
 
 
 def test_bench_data_reports_three_paths_and_the_cores_they_need(tmp_path, capsys):

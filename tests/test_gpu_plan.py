@@ -60,3 +60,43 @@ def test_gain_cli_writes_the_paired_interval(tmp_path):
     gain = pd.read_csv(tmp_path / "gain.csv")
     assert gain["count"].tolist() == [3, 3] and gain["mean"].iloc[0] == pytest.approx(0.0433, abs=1e-4)
     assert gain["ci_low"].iloc[0] < gain["mean"].iloc[0] < gain["ci_high"].iloc[0]
+
+
+def _probe_summary(path, supervised):
+    """dense_probe.summarize's table, as its --summary writes it, for 2 labeled cases: random seeds 0-1 at 0.20 /
+    0.25, SSL at 0.22, and each supervised encoder (name -> its Dice per labeled case)."""
+    from swinunetr_lib.experiments.dense_probe import summarize
+
+    rows = [("random", s, c, d) for c in (0, 1) for s, d in ((0, 0.20), (1, 0.25))] + \
+        [("ssl", 0, c, 0.22) for c in (0, 1)] + \
+        [(f"supervised {n}", -1, c, d) for n, dice in supervised.items() for c, d in enumerate(dice)]
+    table = pd.DataFrame([{"encoder": e, "source": "encoder", "seed": s, "labeled_case": c, "held_out_case": "mean",
+                           "organ": "mean", "dice": d} for e, s, c, d in rows])
+    summarize(table)[0].to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("supervised, line", [
+    ({"ft": [0.40, 0.35]}, "positive control: passed: supervised ft above the random band's max on 2/2 labeled "
+                           "cases (mean Dice 0.375, band max 0.250)"),
+    ({"ft": [0.40, 0.24]}, "positive control: FAILED (the probe does not tell a supervised encoder from random "
+                           "init): supervised ft above the random band's max on 1/2 labeled cases"),
+    ({}, "positive control: not run (no supervised encoder in "),
+])
+def test_control_says_whether_the_supervised_encoder_clears_the_random_band(tmp_path, capsys, supervised, line):
+    import dataclasses
+
+    summary = _probe_summary(tmp_path / "summary.csv", supervised)
+    verdict = tmp_path / "verdict.json"
+    verdict.write_text(json.dumps(dataclasses.asdict(decide([0.30, 0.31, 0.29, 0.30], [[0.20, 0.22, 0.21]] * 4))))
+    assert main(["control", "--summary", str(summary), "--verdict", str(verdict)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("rule: SSL features help") and out[1].startswith(line)
+
+
+def test_control_names_a_missing_or_foreign_summary(tmp_path, capsys):
+    assert main(["control", "--summary", str(tmp_path / "none.csv")]) == 2
+    assert "none.csv: no dense-probe summary" in capsys.readouterr().err
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "other.csv", index=False)
+    assert main(["control", "--summary", str(tmp_path / "other.csv")]) == 2
+    assert "other.csv: no source / random_max columns" in capsys.readouterr().err

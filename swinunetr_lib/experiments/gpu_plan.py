@@ -5,6 +5,10 @@
   all the files given, e.g. one per parallel run), clamped to ``[--min, --max]``;
 - ``gate``: whether call 2 runs: exit 0 only when the dense probe's verdict (``dense_probe --verdict``) says "SSL
   features help" by the rule fixed before the runs (:func:`~swinunetr_lib.experiments.dense_probe.decide`);
+- ``control``: E1's positive control in one line, from the dense probe's summary (``dense_probe --summary``):
+  passed when every supervised encoder is above the random band's max on every labeled case (the rule of
+  :mod:`~swinunetr_lib.experiments.dense_probe`), FAILED otherwise, "not run" when the summary has none; with
+  ``--verdict`` the rule's verdict first;
 - ``gain``: the fine-tuning sweep's SSL - scratch gain paired by seed with its 95 % interval and the smallest
   detectable effect (:func:`~swinunetr_lib.experiments.label_efficiency.paired_gain`) as a CSV.
 
@@ -12,6 +16,7 @@
 
     python -m swinunetr_lib.experiments.gpu_plan steps --metrics "runs/x/*/metrics.csv" --seconds 150 --skip-steps 5
     python -m swinunetr_lib.experiments.gpu_plan gate --verdict verdict.json
+    python -m swinunetr_lib.experiments.gpu_plan control --summary dense_probe_summary.csv --verdict verdict.json
     python -m swinunetr_lib.experiments.gpu_plan gain --results results.csv --csv paired_gain.csv
 """
 from __future__ import annotations
@@ -69,6 +74,31 @@ def read_verdict(path: str | Path) -> dict:
     return verdict
 
 
+ABOVE = " above band max"  # suffix of dense_probe.summarize's column per supervised encoder
+
+
+def positive_control(summary: pd.DataFrame, where: str = "the summary") -> str:
+    """One line on E1's positive control from ``dense_probe --summary``'s table (rows of its first source): for
+    each supervised encoder, on how many labeled cases it is above the random band's max, and its mean Dice against
+    the mean of the band's max. "passed" when every one is above on every case, "FAILED" otherwise, "not run" when
+    the table has no supervised encoder. ValueError (naming ``where``) for a table that is not such a summary."""
+    if not {"source", "random_max"} <= set(summary.columns) or summary.empty:
+        raise ValueError(f"{where}: no source / random_max columns (not a dense_probe summary)")
+    rows = summary[summary["source"] == summary["source"].iloc[0]]
+    flags = [c for c in rows.columns if c.startswith("supervised") and c.endswith(ABOVE)]
+    if not flags:
+        return f"positive control: not run (no supervised encoder in {where})"
+    parts, ok = [], True
+    for flag in flags:
+        above = rows[flag].astype(str).str.lower().eq("true")  # bool, or text where a column held NaN
+        ok = ok and bool(above.all())
+        name = flag[: -len(ABOVE)]
+        parts.append(f"{name} above the random band's max on {int(above.sum())}/{len(rows)} labeled cases "
+                     f"(mean Dice {rows[name].mean():.3f}, band max {rows['random_max'].mean():.3f})")
+    head = "passed" if ok else "FAILED (the probe does not tell a supervised encoder from random init)"
+    return f"positive control: {head}: " + "; ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max", type=int, default=10**9, dest="maximum", help="at most this many steps")
     p = sub.add_parser("gate", help="exit 0 when the dense probe's verdict says SSL features help")
     p.add_argument("--verdict", required=True)
+    p = sub.add_parser("control", help="E1's positive control in one line (and the rule's verdict)")
+    p.add_argument("--summary", required=True, help="dense_probe's summary CSV")
+    p.add_argument("--verdict", default="", help="also print the rule's verdict from this JSON")
     p = sub.add_parser("gain", help="SSL - scratch paired by seed, 95 %% interval, smallest detectable effect")
     p.add_argument("--results", required=True, help="the sweep's results.csv")
     p.add_argument("--csv", default="", help="write the table here")
@@ -97,6 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = read_verdict(args.verdict)
             print(f"rule: {verdict.get('text', '')}")
             return 0 if verdict["helps"] else 1
+        if args.command == "control":
+            if args.verdict:
+                print(f"rule: {read_verdict(args.verdict).get('text', '')}")
+            path = Path(args.summary)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no dense-probe summary (did E1 finish? see its log)")
+            print(positive_control(pd.read_csv(path), str(path)))
+            return 0
         path = Path(args.results)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no results.csv")

@@ -69,8 +69,8 @@ roi_size: int = 64  # cubic sub-volume side in voxels (paper: 96); divisible by 
 feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 batch_size: int = 1  # volumes per step (official: 2); each gives num_samples sub-volumes
 num_samples: int = 2  # random sub-volumes cropped per volume (official: 2)
-max_steps: int = 20  # optimizer steps (paper: 450k+ iterations on 5,050 CTs)
-warmup_steps: int = 3  # linear warm-up steps before the cosine decay (paper: 500)
+max_steps: int = 10  # optimizer steps (paper: 450k+ iterations on 5,050 CTs)
+warmup_steps: int = 2  # linear warm-up steps before the cosine decay (paper: 500)
 lr: float = 4e-4  # AdamW learning rate (paper: 4e-4)
 seed: int = 0  # seed for data order, augmentations and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
@@ -364,7 +364,7 @@ step_table
 # hour to an hour and a half each on 2 cores) against the same lines. With 16 views of 32³ per step, rotation and
 # contrastive coding leave their lines within ~100 steps but the paper's decoder paints grey; with Swin UNETR's
 # decoder at 64³ the inpainting learns but, at 4 views per step, rotation and contrastive coding do not; the 32³
-# run continued at 64³ learns rotation and inpainting there. A 20-step or 80-step run shows the mechanics.
+# run continued at 64³ learns rotation and inpainting there. A 10-step or 80-step run shows the mechanics.
 
 # %%
 n_sub = ssl_batch_subvolumes(batch_size, num_samples, contrastive_negatives=contrastive_negatives)

@@ -192,3 +192,54 @@ def test_quick_tier_says_so_at_start_and_end(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     notes = [i for i, line in enumerate(lines) if line.startswith("NOTE: quick tier") and "not the demo's" in line]
     assert notes == [0, len(lines) - 1], lines
+
+
+def test_a_run_of_a_sweep_is_named_by_its_place_in_it(tmp_path):
+    """sweep_position reads sweep.json's run list and each run's run.json (finished) and run.log (started): a run
+    of a sweep is "run k of n", counting finished runs first; two side by side are k and k + 1; a training run
+    outside a sweep has no position."""
+    from swinunetr_lib.notebooks.progress import sweep_position
+
+    out = tmp_path / "le"
+    names = ["a", "b", "c", "d"]
+    (out / "runs").mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps({"runs": names}))
+    for name in names:
+        (out / "runs" / name).mkdir()
+    (out / "runs" / "a" / "run.json").write_text("{}")
+    for name in ("b", "c"):
+        (out / "runs" / name / "run.log").write_text("")
+    metrics = out / "runs" / "c" / "artifacts" / "finetune_btcv" / "c" / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("step,loss,sec_per_step\n3,1.5,0.5\n")
+    pos = sweep_position(metrics, tmp_path)
+    assert (pos.total, pos.finished, pos.running, pos.number) == (4, 1, ["b", "c"], 3)
+    assert pos.describe() == "le run 3 of 4 (c)"
+    assert sweep_position(metrics, out / "runs" / "c" / "artifacts") is None  # the run's folder is above the root
+    assert sweep_position(tmp_path / "elsewhere" / "metrics.csv", tmp_path) is None
+
+    watcher = ProgressWatcher([tmp_path], stream=io.StringIO(), in_place=False, clock=lambda: metrics.stat().st_mtime)
+    watcher.since = 0.0
+    assert watcher.status() == "le run 3 of 4 (c): step 3, loss 1.5, 0.50 s/step"
+
+
+def test_a_narrow_terminal_keeps_the_step_and_the_time_left(tmp_path, monkeypatch):
+    """On an 80-column terminal the line drops the cell, loss and seconds per step before it would cut the step
+    and the time left off its end."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=None: os.terminal_size((80, 24)))
+    run = tmp_path / "artifacts" / "finetune_btcv" / "scratch_frac1_seed0"
+    run.mkdir(parents=True)
+    (run / "fit_plan.json").write_text(json.dumps({"end_step": 30}))
+    (run / "metrics.csv").write_text("step,loss,sec_per_step\n5,1.2345,7.5\n10,1.1,7.5\n")
+    out = io.StringIO()
+    watcher = ProgressWatcher([tmp_path / "artifacts"], label="[4/7] 03_finetune_btcv", stream=out, in_place=True,
+                              clock=lambda: (run / "metrics.csv").stat().st_mtime)
+    watcher.since = 0.0
+    wide = watcher.status()
+    assert wide == ("[4/7] 03_finetune_btcv | finetune_btcv/scratch_frac1_seed0: step 10/30, loss 1.1, 7.50 s/step, "
+                    "~2 min 30 s left")
+    watcher.tick()
+    shown = out.getvalue().split("\r")[-1]
+    assert shown == "[4/7] 03_finetune_btcv | scratch_frac1_seed0: step 10/30, ~2 min 30 s left"

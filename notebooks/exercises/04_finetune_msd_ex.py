@@ -60,10 +60,10 @@ spacing: "Optional[list[float]]" = [4.5, 4.5, 4.5]  # target spacing in mm for e
 roi_size: list[int] = [64, 64, 32]  # training crop / sliding window size, each divisible by 32 (paper: 96^3)
 feature_size: int = 12  # Swin UNETR embedding size (paper: 48); divisible by 12
 num_samples: int = 1  # label-balanced crops per volume per step
-max_steps: int = 30  # optimizer steps per task (demo: 300); a short run that shows the loop at work
-val_interval: int = 15  # steps between sliding-window validations (demo: 75)
+max_steps: int = 20  # optimizer steps per task (demo: 300); a short run that shows the loop at work
+val_interval: int = 10  # steps between sliding-window validations (demo: 75)
 lr: float = 2e-3  # AdamW learning rate
-warmup_steps: int = 6  # linear warm-up steps
+warmup_steps: int = 4  # linear warm-up steps
 seed: int = 0  # seed for data order, augmentation and initialisation
 device: str = "auto"  # "auto" (CUDA if present), "cpu" or "cuda"
 show_precomputed: bool = True  # show the instructor's finished runs (runs_dir()/precomputed/finetune_msd/<task>) when
@@ -237,7 +237,7 @@ pd.concat(tables, names=["task", "class"]).round(3)
 # > **⏭ Skip if behind** (homework).
 #
 # The same files, read the same way, for both (*look at:* where your curve ends on the precomputed one; after
-# 30 steps the loss has fallen but the Dice of a single small organ is often still near 0).
+# 20 steps the loss has fallen but the Dice of a single small organ is often still near 0).
 
 # %%
 if precomputed:
@@ -266,7 +266,7 @@ else:
 # the model, the training loop, the evaluation and the inference code are the same for every task.
 # </details>
 #
-# **3.** After 30 steps the spleen task's loss has fallen but its validation Dice is still 0. Has it learned
+# **3.** After 20 steps the spleen task's loss has fallen but its validation Dice is still 0. Has it learned
 # nothing?
 # <details><summary>Answer</summary>
 #

@@ -78,20 +78,22 @@ class TrainingProgress:
     def done(self) -> bool:
         return self.total is not None and self.step >= self.total
 
-    def describe(self, now: float | None = None) -> str:
+    def describe(self, now: float | None = None, compact: bool = False, name: str = "") -> str:
         """``ssl_pretraining: step 120/450, loss 0.8123, 2.31 s/step, ~12 min 43 s left`` (counting down from the
-        last row at ``now``)."""
+        last row at ``now``), the run called ``name`` when given; ``compact``: the run's last folder, the step and
+        the time left only (a narrow terminal)."""
+        run = name or (self.run.rsplit("/", 1)[-1] if compact else self.run)
         parts = [f"step {self.step}/{self.total}" if self.total else f"step {self.step}"]
         if self.done:
-            return f"{self.run}: {parts[0]}, training done"
-        if self.loss is not None:
+            return f"{run}: {parts[0]}, training done"
+        if self.loss is not None and not compact:
             parts.append(f"loss {self.loss:.4g}")
-        if self.sec_per_step is not None:
+        if self.sec_per_step is not None and not compact:
             parts.append(f"{self.sec_per_step:.2f} s/step")
         left = self.seconds_left(now)
         if left is not None:
             parts.append(f"~{format_duration(left)} left")
-        return f"{self.run}: " + ", ".join(parts)
+        return f"{run}: " + ", ".join(parts)
 
 
 def _tail_rows(path: Path, max_bytes: int = 32768) -> list[dict[str, str]]:
@@ -156,7 +158,10 @@ class SweepPosition:
         later = self.running.index(self.run) if self.run in self.running else 0
         return min(self.total, self.finished + later + 1)
 
-    def describe(self) -> str:
+    def describe(self, compact: bool = False) -> str:
+        """``label_efficiency run 2 of 4 (ssl_frac1_seed0)``; compact: ``run 2/4 ssl_frac1_seed0``."""
+        if compact:
+            return f"run {self.number}/{self.total} {self.run}"
         return f"{self.folder.name} run {self.number} of {self.total} ({self.run})"
 
 
@@ -251,20 +256,21 @@ class ProgressWatcher:
             if restart_clock:
                 self.since = self.clock()
 
-    def status(self) -> str:
-        """The line as it would be shown now."""
+    def status(self, compact: bool = False) -> str:
+        """The line as it would be shown now; ``compact``: for a narrow terminal, the cell's part left out while a
+        run trains, and the run's step and time left only (no loss, no seconds per step)."""
         now = self.clock()
         parts = [self.label] if self.label else []
         cell = self._poll_cell()
-        if cell is not None:
-            parts.append(f"cell {cell.index}/{cell.total} running {format_duration(now - cell.started)}")
         path = newest_metrics(self.roots, self.since)
         training = read_training(path, self._root_of(path)) if path is not None else None
-        if training is not None and (cell is None or training.modified >= cell.started or not training.done):
+        shown = training is not None and (cell is None or training.modified >= cell.started or not training.done)
+        if cell is not None and not (compact and shown):
+            parts.append(f"cell {cell.index}/{cell.total} running {format_duration(now - cell.started)}")
+        if shown:
             position = sweep_position(path, self._root_of(path))
-            if position is not None:
-                training.run = position.describe()
-            parts.append(training.describe(now))
+            name = position.describe(compact) if position is not None else ""
+            parts.append(training.describe(now, compact, name))
         elif not parts or cell is None:
             parts.append(f"running {format_duration(now - self.since)}")
         return " | ".join(parts)
@@ -295,6 +301,7 @@ class ProgressWatcher:
                 line = f"{self.label} (progress unavailable: {type(err).__name__})"
             if self.in_place:
                 width = shutil.get_terminal_size((100, 20)).columns - 1
+                line = line if len(line) <= width else self.status(compact=True)
                 line = line if len(line) <= width else line[: max(0, width - 1)] + "…"
                 self._write("\r" + line + " " * max(0, self._shown - len(line)) + "\r" + line)
                 self._shown = len(line)

@@ -1,5 +1,5 @@
 # Two commands: `make demo` (run every notebook on the demo data) and `make test` (tests + notebook smoke runs).
-# `make demo DEMO=quick`: every notebook with its own defaults (short runs, ~25 min on 2 cores) into runs/quick.
+# `make demo DEMO=quick`: every notebook with its own defaults (short runs, ~20 min on 2 cores) into runs/quick.
 # Both create .venv on first use and install the project into it. Workshops: `make lab` (set up and open
 # JupyterLab), `make check` (is this laptop ready?), `make pack` / `make unpack ARCHIVE=...` (precomputed runs);
 # docs/workshop.md. `make book` (RUNS=runs/smoke): the executed notebooks and docs/ as a static site, runs/book/<name>/.
@@ -36,7 +36,7 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 # make demo: the demo profile (ci/params/demo, ~1.5 h on 2 CPU cores) or DEMO=quick (ci/params/quick: no parameter
-# files, every notebook's defaults, ~25 min); the runner prints its time estimate first and a progress line
+# files, every notebook's defaults, ~20 min); the runner prints its time estimate first and a progress line
 DEMO ?= demo
 # make book: the runs folder whose executed notebooks the book shows (runs/demo, runs/smoke, an unpacked archive:
 # runs/notebooks/precomputed); the site goes to runs/book/<its name>/ (open index.html, or copy it to a static host)

@@ -11,8 +11,9 @@
 # of notebook 03, executed by papermill through `swinunetr_lib.experiments.label_efficiency` (also a command: `python
 # -m swinunetr_lib.experiments.label_efficiency`).
 #
-# **Kind:** experiment. **Runtime** of these defaults: ~4-5 min on 2 CPU cores (the probe, ~1 min, and 2
-# short fine-tuning runs); the demo profile (`ci/params/demo/06_label_efficiency.yml`, 4 runs of 150 steps)
+# **Kind:** experiment. **Runtime** of these defaults: ~4 min on 2 CPU cores (246 s measured on a 2-core AVX2
+# machine: the probe, ~1 min, and 2 fine-tuning runs of 12 steps, ~75 s each); the demo profile
+# (`ci/params/demo/06_label_efficiency.yml`, 4 runs of 150 steps)
 # ~15 min; with the instructor's precomputed sweep unpacked, its results show at once. Section 5 reads a longer
 # experiment measured beforehand (`make experiment`, ~100 min on 2 CPU cores) from committed files.
 # Two exercises (predict first; the workshop version is `notebooks/exercises/06_label_efficiency_ex.ipynb`).

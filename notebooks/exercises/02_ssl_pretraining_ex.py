@@ -17,8 +17,9 @@
 #
 # **Kind:** tutorial, with three exercises (each starts with a written prediction; the workshop version without
 # the solutions is `notebooks/exercises/02_ssl_pretraining_ex.ipynb`). Terms: [glossary](../../docs/glossary.md).
-# **Runtime:** the defaults below (20 steps) ~3 min on 2 CPU cores (2.7 min measured, ~7 s per step; more when the
-# cores are shared), under 1 min on one GPU; smoke parameters ~1 min; demo parameters (80 steps of 4
+# **Runtime:** the defaults below (10 steps) ~3.5 min on 2 CPU cores (205 s measured on a 2-core AVX2 machine,
+# ~14 s per step; about half on a CPU with AVX512; more when the cores are shared), under 1 min on one GPU; smoke
+# parameters ~1 min; demo parameters (80 steps of 4
 # sub-volumes, ~12 s each) ~16 min on CPU, ~1-2 min on one GPU. The paper trains 96³ sub-volumes, feature
 # size 48, for far longer on 5,050 CTs: these runs show the mechanics, not a useful encoder. Three longer runs,
 # measured beforehand and committed, show what 30-80 min of CPU buy and which settings each proxy task needs;

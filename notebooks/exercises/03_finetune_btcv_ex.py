@@ -21,10 +21,11 @@
 #
 # **Kind:** tutorial, with three exercises (each starts with a written prediction; the workshop version without
 # the solutions is `notebooks/exercises/03_finetune_btcv_ex.ipynb`). Terms: [glossary](../../docs/glossary.md).
-# **Runtime:** the defaults below (feature size 48, 4.5 mm, 50 steps, fp32) ~3.5 min on 2 CPU cores (3.4 min measured:
-# ~2.8 s per step plus preprocessing, validation and evaluation; more when the cores are shared), under 1 min on one
-# GPU: enough to see the largest organs appear, not to segment them all. Smoke parameters ~1-2 min; demo parameters
-# (360 steps) ~17 min on 2 CPU cores, ~1 min on one GPU. When the instructor's finished run is installed
+# **Runtime:** the defaults below (feature size 48, 4.5 mm, 20 steps, fp32) ~4.5 min on 2 CPU cores (271 s measured on
+# a 2-core AVX2 machine: ~7.5 s per step plus preprocessing, two validations and the evaluation; about half on a
+# CPU with AVX512; more when the cores are shared), under 1 min on one GPU: enough to see the largest organs appear,
+# not to segment them all. Smoke parameters ~1-2 min; demo parameters (360 steps) ~17 min on 2 CPU cores, ~1 min
+# on one GPU. When the instructor's finished run is installed
 # (`runs_dir()/precomputed/finetune_btcv/<run name>`), its curves, scores and picture are shown beside yours.
 # With `precision = "bf16"` steps are ~27 % faster on CPUs with AMX or AVX512-BF16 (fit keeps the few
 # convolutions that oneDNN's bf16 gets wrong on AVX512-BF16 CPUs in fp32; issue #10). The paper fine-tunes

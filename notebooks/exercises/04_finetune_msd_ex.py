@@ -15,8 +15,9 @@
 # Task05_Prostate. With the real MSD data unpacked under `$SWINUNETR_DATA_DIR/msd/<task>/`, name those tasks instead:
 # their official `dataset.json` has no validation list, so fine-tuning validates on fold 0 of 5 deterministic folds.
 #
-# **Kind:** how-to. **Runtime:** the defaults below (2 tasks x 40 steps, a short run that shows the loop at
-# work) ~3 min on 2 CPU cores (~1.4 s per step), under 1 min on one GPU; smoke parameters ~1-2 min; demo parameters
+# **Kind:** how-to. **Runtime:** the defaults below (2 tasks x 20 steps, a short run that shows the loop at
+# work) ~3 min on 2 CPU cores (176 s measured on a 2-core AVX2 machine, ~3 s per step), under 1 min on one GPU;
+# smoke parameters ~1-2 min; demo parameters
 # (`ci/params/demo`, 2 tasks x 300 steps) ~15 min on 2 CPU cores, ~1 min on one GPU. When the instructor's
 # finished runs are installed (`make unpack`, into `runs_dir()/precomputed/finetune_msd/<task>`), they are
 # shown at once beside yours.

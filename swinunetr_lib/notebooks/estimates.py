@@ -45,18 +45,20 @@ REFERENCE: dict[str, dict[str, Any]] = {
                 "demo in 8,959 s with its cores shared (load 3-8; docs/measured.md, at 8b560fb)",
     },
     "quick": {
-        "seconds": {"00_quickstart": 13, "01_data_curation": 27, "02_ssl_pretraining": 314,
-                    "03_finetune_btcv": 467, "04_finetune_msd": 289, "05_visualize_3d": 42,
-                    "06_label_efficiency": 369},  # 1,521 s = 25.4 min (797 s at ebc67ae, 2026-12-01)
-        "machine": "this project's 2-core AMD EPYC, idle, `make demo DEMO=quick` on a clean clone",
-        "date": "2026-12-07",
-        "commit": "21ba2f8",
+        "seconds": {"00_quickstart": 15, "01_data_curation": 32, "02_ssl_pretraining": 205,
+                    "03_finetune_btcv": 271, "04_finetune_msd": 176, "05_visualize_3d": 44,
+                    "06_label_efficiency": 246},  # 990 s = 16.5 min (1,189 s with creating .venv and the book)
+        "machine": "this project's 2-core AMD EPYC (AVX2), idle, `make demo DEMO=quick` on a clean clone",
+        "date": "2026-12-08",
+        "commit": "b19831b",
         "calibration": "epyc-2core",
-        "notice": "quick tier: every notebook with its own defaults (short runs of 20-50 steps). Its numbers and "
+        "notice": "quick tier: every notebook with its own defaults (short runs of 10-20 steps). Its numbers and "
                   "figures show that everything runs; they are not the demo's results (`make demo` for those).",
-        "note": "on 2026-12-01 (ebc67ae, the same notebook parameters) the tier took 797 s on an EPYC with "
-                "AVX512-BF16; how much of the x1.9 is the machine (AVX2 only here) and how much the code was not "
-                "separated",
+        "note": "after the defaults were cut for this machine (02 10 steps, 03 and 04 20, 06's runs 12; they were "
+                "20 / 50 / 40 / 40). At the old defaults the tier took 1,521 s here (21ba2f8) and 797 s on "
+                "2026-12-01 (ebc67ae) on an EPYC with AVX512-BF16: the machine, not the code (one SSL step of "
+                "notebook 02's model, 4 x 64^3, feature 12, fp32, idle on this machine: 14.9-16.2 s at ebc67ae, "
+                "13.4-15.5 s at 2c9fd91)",
     },
     "smoke": {
         "seconds": {"00_quickstart": 3, "01_data_curation": 13, "02_ssl_pretraining": 31,

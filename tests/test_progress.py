@@ -221,6 +221,9 @@ def test_a_run_of_a_sweep_is_named_by_its_place_in_it(tmp_path):
     watcher = ProgressWatcher([tmp_path], stream=io.StringIO(), in_place=False, clock=lambda: metrics.stat().st_mtime)
     watcher.since = 0.0
     assert watcher.status() == "le run 3 of 4 (c): step 3, loss 1.5, 0.50 s/step"
+    (out / "runs" / "c" / "run.json").write_text("{}")  # c finished; d has not logged a step yet
+    assert sweep_position(metrics, tmp_path).run_finished
+    assert watcher.status().startswith("running ")  # not c's last step under d's number
 
 
 def test_a_narrow_terminal_keeps_the_step_and_the_time_left(tmp_path, monkeypatch):

@@ -151,6 +151,7 @@ class SweepPosition:
     total: int            # runs in the sweep
     finished: int         # runs with a run.json (this sweep's or an earlier one's, ok or failed)
     running: list[str]    # runs started (a run.log or artifacts/) and not finished, in the sweep's order
+    run_finished: bool = False  # the run has its run.json: its metrics are the last run's, not the one going now
 
     @property
     def number(self) -> int:
@@ -182,7 +183,8 @@ def sweep_position(path: Path, root: Path | None = None) -> SweepPosition | None
         finished = [n for n in names if (runs / n / "run.json").is_file()]
         running = [n for n in names if n not in finished
                    and ((runs / n / "run.log").is_file() or (runs / n / "artifacts").is_dir())]
-        return SweepPosition(sweep_dir, run_dir.name, len(names), len(finished), running)
+        return SweepPosition(sweep_dir, run_dir.name, len(names), len(finished), running,
+                             run_finished=run_dir.name in finished)
     return None
 
 
@@ -264,11 +266,12 @@ class ProgressWatcher:
         cell = self._poll_cell()
         path = newest_metrics(self.roots, self.since)
         training = read_training(path, self._root_of(path)) if path is not None else None
-        shown = training is not None and (cell is None or training.modified >= cell.started or not training.done)
+        position = sweep_position(path, self._root_of(path)) if training is not None else None
+        shown = training is not None and (cell is None or training.modified >= cell.started or not training.done) \
+            and not (position is not None and position.run_finished)  # a sweep's next run has not logged yet
         if cell is not None and not (compact and shown):
             parts.append(f"cell {cell.index}/{cell.total} running {format_duration(now - cell.started)}")
         if shown:
-            position = sweep_position(path, self._root_of(path))
             name = position.describe(compact) if position is not None else ""
             parts.append(training.describe(now, compact, name))
         elif not parts or cell is None:

@@ -251,7 +251,7 @@ def test_a_sweep_shows_run_k_of_n_and_the_step_of_the_run_training_at_most_a_lin
     assert table["status"].tolist() == ["ok", "ok"]
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue() and len(lines) <= elapsed / interval + 1, lines
-    pattern = r"sweep le: (\d)/2 to run finished \| le run (\d) of 2 \((run\d)\): step (\d+)/30, loss [\d.e-]+, " \
+    pattern = r"sweep le: (\d) of 2 runs done \| le run (\d) of 2 \((run\d)\): step (\d+)/30, loss [\d.e-]+, " \
               r"0\.\d+ s/step, ~\d+ s left"
     seen = {(m[1], m[2], m[3]) for line in lines if (m := re.fullmatch(pattern, line))}
     assert ("0", "1", "run0") in seen and ("1", "2", "run1") in seen, lines

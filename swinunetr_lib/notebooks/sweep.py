@@ -289,8 +289,11 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: i
     watcher = ProgressWatcher([out / "runs"], label=_progress_label(out, 0, len(folders))) \
         if progress and folders else None
 
-    def show(text: str) -> None:
-        watcher.say(text, emit=say) if watcher is not None else say(text)
+    def show(text: str) -> None:  # a line of its own, never mixed into the in-place progress line
+        if watcher is not None:
+            watcher.say(text, emit=say)
+        else:
+            say(text)
 
     def on_done(folder: Path, status: dict[str, Any]) -> None:
         nonlocal done
@@ -313,7 +316,7 @@ def run_sweep(sweep: Sweep, out: Path, *, workers: int | None = None, threads: i
 
 
 def _progress_label(out: Path, done: int, todo: int) -> str:
-    return f"sweep {out.name}: {done}/{todo} to run finished"
+    return f"sweep {out.name}: {done} of {todo} runs done"
 
 
 def main(argv: list[str] | None = None) -> int:

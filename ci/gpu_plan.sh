@@ -63,6 +63,15 @@ fi
 mkdir -p "$exp"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # many processes share the cores; E1 sets its own below
 
+choose_steps() {  # choose_steps FILE METRICS SECONDS WARM MIN MAX: the steps that fit SECONDS at the seconds per
+                  # step METRICS (a glob) measured after WARM steps, within [MIN, MAX], written to FILE (a temporary
+                  # name, then renamed); TIME_LIMITS=off (dry runs) gives every choice 600 s
+  local file=$1 metrics=$2 left=$3
+  [ "${TIME_LIMITS:-on}" = off ] && left=600
+  "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$metrics" --seconds "$left" --skip-steps "$4" \
+    --min "$5" --max "$6" > "$file.tmp" && mv "$file.tmp" "$file"
+}
+
 call1() {
   [ -f "$cohort/finetune.json" ] && [ -f "$cohort/pretrain.json" ] && echo "cohort: reused ($cohort)" || \
     STEP_LOG="$exp/cohort.log" step cohort "$(limit 120 200)" "$py" -m swinunetr_lib.data demo-cohort --out-dir "$cohort" "${cohort_args[@]}"
@@ -73,11 +82,9 @@ call1() {
       STEP_LOG="$exp/ssl_timing.log" step "pretraining timing run ($timing_steps steps)" "$(limit 90 $(( e1_s + 60 )))" \
         "$py" -m swinunetr_lib.pretrain --data-manifest "$cohort/pretrain.json" "${pre[@]}" --max-steps "$timing_steps" \
         --warmup-steps 1 --run-dir "$exp/ssl_timing"
-      local left=$(( call1_end - SECONDS - sup_s - e1_s - 40 ))  # 40 s: the run's start (data, model), export
-      [ "${TIME_LIMITS:-on}" = off ] && left=600
-      "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$exp/ssl_timing/metrics.csv" --seconds "$left" \
-        --skip-steps "$warm" --min "$pre_min" --max "$pre_max" > "$exp/ssl_steps.tmp" && \
-        mv "$exp/ssl_steps.tmp" "$exp/ssl_steps.txt" || { echo "pretraining: no timing, call 1 stops"; return 1; }
+      # 40 s: the run's start (data, model), export
+      choose_steps "$exp/ssl_steps.txt" "$exp/ssl_timing/metrics.csv" $(( call1_end - SECONDS - sup_s - e1_s - 40 )) \
+        "$warm" "$pre_min" "$pre_max" || { echo "pretraining: no timing, call 1 stops"; return 1; }
     fi
     local n; n=$(cat "$exp/ssl_steps.txt")
     STEP_LOG="$exp/ssl.log" step "pretraining ($n steps)" "$(limit 600 $(( sup_s + e1_s - 10 )))" \
@@ -112,11 +119,9 @@ supervised() {  # E1's positive control: Swin UNETR fine-tuned from scratch at f
     (( left >= 20 )) || { echo "supervised fine-tune: no time ($left s left before E1's $e1_s s)"; return 1; }
     STEP_LOG="$exp/control_timing.log" step "supervised timing run ($sup_timing steps)" "$(limit 60 "$e1_s")" \
       "${ft[@]}" --max-steps "$sup_timing" --warmup-steps 1 --checkpoint-every 0 --run-dir "$exp/control_timing"
-    left=$(( call1_end - SECONDS - e1_s - 15 ))  # 15 s: the run's start (data, model) and model.pt
-    [ "${TIME_LIMITS:-on}" = off ] && left=600
-    "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$exp/control_timing/metrics.csv" --seconds "$left" \
-      --skip-steps "$sup_warm" --min "$sup_min" --max "$sup_max" > "$exp/control_steps.tmp" && \
-      mv "$exp/control_steps.tmp" "$exp/control_steps.txt" || { echo "supervised fine-tune: no timing"; return 1; }
+    # 15 s: the run's start (data, model) and model.pt
+    choose_steps "$exp/control_steps.txt" "$exp/control_timing/metrics.csv" $(( call1_end - SECONDS - e1_s - 15 )) \
+      "$sup_warm" "$sup_min" "$sup_max" || { echo "supervised fine-tune: no timing"; return 1; }
   fi
   n=$(cat "$exp/control_steps.txt")
   STEP_LOG="$exp/control.log" step "supervised fine-tune ($n steps)" "$(limit 300 $(( e1_s - 10 )))" "${ft[@]}" \
@@ -169,11 +174,10 @@ call2() {
   if [ ! -f "$exp/ft_steps.txt" ]; then
     echo "== fine-tuning timing sweep (${#seeds[@]} x 2 runs side by side, $ft_timing steps)"
     sweep "$exp/ft_timing" "$ft_timing"
-    local left=$(( budget - SECONDS - 60 ))  # 60 s: the runs' start, evaluation and the collecting call
-    [ "${TIME_LIMITS:-on}" = off ] && left=600
-    "$py" -m swinunetr_lib.experiments.gpu_plan steps --metrics "$exp/ft_timing/runs/*/artifacts/finetune_btcv/*/metrics.csv" \
-      --seconds "$left" --skip-steps "$ft_warm" --min "$ft_min" --max "$ft_max" > "$exp/ft_steps.tmp" && \
-      mv "$exp/ft_steps.tmp" "$exp/ft_steps.txt" || { echo "fine-tuning: no timing, call 2 stops"; return 1; }
+    # 60 s: the runs' start, evaluation and the collecting call
+    choose_steps "$exp/ft_steps.txt" "$exp/ft_timing/runs/*/artifacts/finetune_btcv/*/metrics.csv" \
+      $(( budget - SECONDS - 60 )) "$ft_warm" "$ft_min" "$ft_max" || \
+      { echo "fine-tuning: no timing, call 2 stops"; return 1; }
   fi
   local n; n=$(cat "$exp/ft_steps.txt")
   echo "== fine-tuning sweep (${#seeds[@]} paired seeds x scratch / SSL, 1 labeled case, $n steps each)"

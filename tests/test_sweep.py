@@ -3,9 +3,13 @@ where its parameters changed, gathered into one table and summarized; the SLURM 
 executor, and the sbatch script submitit would submit."""
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 import os
+import re
+import time
 from pathlib import Path
 
 import jupytext
@@ -14,6 +18,7 @@ import pytest
 
 from swinunetr_lib.notebooks import sweep as sw
 from swinunetr_lib.notebooks import sweep_table
+from swinunetr_lib.notebooks.progress import ProgressWatcher
 from swinunetr_lib.utils import results as res
 
 TOY = '''# %% [markdown]
@@ -227,13 +232,6 @@ def train(params):
 def test_a_sweep_shows_run_k_of_n_and_the_step_of_the_run_training_at_most_a_line_per_interval(tmp_path, monkeypatch):
     """#32: the sweep's own progress line, read from what fit writes in each run's folder: which run of how many,
     its step out of the total, loss, seconds per step, time left; in CI mode at most one line per interval."""
-    import functools
-    import io
-    import re
-    import time
-
-    from swinunetr_lib.notebooks.progress import ProgressWatcher
-
     monkeypatch.setenv("CI", "true")
     (tmp_path / "toy_training.py").write_text(TRAINING_TOY)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))

@@ -261,22 +261,29 @@ class ProgressWatcher:
     def status(self, compact: bool = False) -> str:
         """The line as it would be shown now; ``compact``: for a narrow terminal, the cell's part left out while a
         run trains, and the run's step and time left only (no loss, no seconds per step)."""
+        return self._lines()[1 if compact else 0]
+
+    def _lines(self) -> tuple[str, str]:
+        """The line and its compact form, from one look at the runs folder and the notebook."""
         now = self.clock()
-        parts = [self.label] if self.label else []
         cell = self._poll_cell()
         path = newest_metrics(self.roots, self.since)
         training = read_training(path, self._root_of(path)) if path is not None else None
         position = sweep_position(path, self._root_of(path)) if training is not None else None
         shown = training is not None and (cell is None or training.modified >= cell.started or not training.done) \
             and not (position is not None and position.run_finished)  # a sweep's next run has not logged yet
-        if cell is not None and not (compact and shown):
-            parts.append(f"cell {cell.index}/{cell.total} running {format_duration(now - cell.started)}")
-        if shown:
-            name = position.describe(compact) if position is not None else ""
-            parts.append(training.describe(now, compact, name))
-        elif not parts or cell is None:
-            parts.append(f"running {format_duration(now - self.since)}")
-        return " | ".join(parts)
+        lines = []
+        for compact in (False, True):
+            parts = [self.label] if self.label else []
+            if cell is not None and not (compact and shown):
+                parts.append(f"cell {cell.index}/{cell.total} running {format_duration(now - cell.started)}")
+            if shown:
+                name = position.describe(compact) if position is not None else ""
+                parts.append(training.describe(now, compact, name))
+            elif not parts or cell is None:
+                parts.append(f"running {format_duration(now - self.since)}")
+            lines.append(" | ".join(parts))
+        return lines[0], lines[1]
 
     def _root_of(self, path: Path) -> Path | None:
         for root in self.roots:
@@ -299,12 +306,12 @@ class ProgressWatcher:
         """Show the line once (in place), or print it if an interval has passed (CI)."""
         with self._lock:
             try:
-                line = self.status()
+                line, short = self._lines()
             except Exception as err:  # noqa: BLE001 - a progress line must never stop the run it watches
-                line = f"{self.label} (progress unavailable: {type(err).__name__})"
+                line = short = f"{self.label} (progress unavailable: {type(err).__name__})"
             if self.in_place:
                 width = shutil.get_terminal_size((100, 20)).columns - 1
-                line = line if len(line) <= width else self.status(compact=True)
+                line = line if len(line) <= width else short
                 line = line if len(line) <= width else line[: max(0, width - 1)] + "…"
                 self._write("\r" + line + " " * max(0, self._shown - len(line)) + "\r" + line)
                 self._shown = len(line)

@@ -19,6 +19,16 @@ def test_import_does_not_load_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_importing_monai_compiles_no_iri_grammars():
+    """MONAI imports jsonschema's format checkers; jsonschema 4.25+ (with the format-nongpl extra Jupyter asks for)
+    then imports rfc3987_syntax, which compiles ~35 Earley grammars: ~2 s more in every process that imports
+    MONAI. pyproject.toml keeps jsonschema below 4.25 until it imports that lazily."""
+    import jsonschema._format  # noqa: F401  (what monai.bundle imports; the checkers are built at its import)
+    import monai.bundle  # noqa: F401
+
+    assert "rfc3987_syntax" not in sys.modules
+
+
 def test_no_export_has_the_name_of_a_module():
     """One name, one thing: ``from swinunetr_lib import finetune`` must not give the function or the module
     depending on what was imported first (issue #24)."""

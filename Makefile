@@ -83,14 +83,9 @@ browser: env
 	bash ci/install_browser.sh
 	$(PY) -m pytest -q -ra -m browser tests/test_browser.py
 
-test: env
+test: env  ## ruff, then the tests beside the notebooks' smoke run and the book, then the tests that read them
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -ra -m "not browser and not after_smoke and not gpu_dry" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
-	$(PY) -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke --no-progress --no-estimate
-	$(PY) -m swinunetr_lib.notebooks.book --runs runs/smoke
-	bash ci/install_browser.sh
-	SWINUNETR_SMOKE_RUNS=runs/smoke $(PY) -m pytest -q -ra -m "browser or after_smoke" $(PYTEST_PARALLEL) \
-		$(if $(PYTEST_PARALLEL),--dist loadfile) $(PYTEST_ARGS)  # the smoke run's outputs packed as an instructor's
+	PY=$(PY) PYTEST_PARALLEL="$(PYTEST_PARALLEL)" PYTEST_ARGS="$(PYTEST_ARGS)" bash ci/make_test.sh
 
 book: env  ## the book: RUNS's executed notebooks (default runs/demo) and docs/ as a static site in runs/book/<name>/
 	$(PY) -m swinunetr_lib.notebooks.book --runs $(RUNS)

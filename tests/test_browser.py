@@ -85,6 +85,7 @@ def test_book_link_rule_on_a_made_up_site(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.xdist_group("runs_browser")  # all write runs/browser: one process
 def test_notebooks_render_in_jupyterlab(tmp_path):
     if not Path("/usr/bin/chromium").is_file():
         if os.environ.get("CI"):
@@ -119,6 +120,7 @@ def test_notebooks_render_in_jupyterlab(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.xdist_group("runs_browser")  # all write runs/browser: one process
 def test_niivue_compare_draws_truth_and_prediction_in_the_browser(tmp_path):
     """viz_niivue.niivue_compare in JupyterLab: two WebGL canvases, the CT with its labels in each, and the
     prediction (the liver left out) visibly has fewer organ pixels than the ground truth."""
@@ -173,6 +175,7 @@ def test_niivue_compare_draws_truth_and_prediction_in_the_browser(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
+@pytest.mark.xdist_group("runs_browser")  # all write runs/browser: one process
 def test_book_reads_in_the_browser(tmp_path):
     """The book (issue #30) in headless Chromium (ci/book_check.py): every page loads with no console error and no
     request leaving the site, every image loads with a size, every internal link resolves, search finds a word of

@@ -197,15 +197,23 @@ def test_exercise_notebook_defines_every_name_later_cells_use(source):
 
 
 @pytest.mark.slow
+@pytest.mark.after_smoke
 @pytest.mark.parametrize("source", [p for p in SOURCES if not p.name.startswith("02_")],
                          ids=[p.stem for p in SOURCES if not p.name.startswith("02_")])
 def test_exercise_notebook_runs_with_smoke_parameters(source, tmp_path, monkeypatch):
     """Papermill runs the exercise notebook top to bottom with its source's smoke parameters (02's runs in
-    the browser test below)."""
+    the browser test below).
+
+    Where ``$SWINUNETR_SMOKE_RUNS`` names a finished smoke run (``make test``), the exercise notebook starts from a
+    copy of its data and runs folders, as a student who ran the lessons first: the trainings are the lesson's own
+    cells with the same parameters, so they resume at their last step instead of training again (the stubs replace
+    only analysis cells), and every cell runs. Without it (``pytest`` alone) it starts from empty folders."""
     from swinunetr_lib.notebooks.runner import run_notebook
 
     ex_py = render(source).py
     params = load_params_file(REPO_ROOT / "ci" / "params" / "smoke" / f"{source.stem}.yml", ex_py)
+    smoke = _from_smoke_run(tmp_path)
+    trained = _logged_steps(tmp_path / "artifacts")
     monkeypatch.setenv("SWINUNETR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SWINUNETR_RUNS_DIR", str(tmp_path / "artifacts"))
     run = run_notebook(ex_py, params, tmp_path / "out", progress=False)
@@ -213,6 +221,22 @@ def test_exercise_notebook_runs_with_smoke_parameters(source, tmp_path, monkeypa
     executed = nbformat.read(run.output, as_version=4)
     stubs = [c for c in executed.cells if "stub" in c.metadata.get("tags", [])]
     assert stubs and all(c.cell_type == "markdown" or c.execution_count for c in stubs)
+    if smoke:  # the lessons' finished trainings were resumed at their last step, not trained again
+        after = _logged_steps(tmp_path / "artifacts")
+        assert {run: after[run] for run in trained} == trained
+
+
+def _from_smoke_run(tmp_path: Path) -> bool:
+    """Copy the data and runs folders of the smoke run ``$SWINUNETR_SMOKE_RUNS`` names (if any) to ``tmp_path``."""
+    smoke = os.environ.get("SWINUNETR_SMOKE_RUNS")
+    for folder in ("data", "artifacts") if smoke else ():
+        shutil.copytree(Path(smoke) / folder, tmp_path / folder, symlinks=True)
+    return bool(smoke)
+
+
+def _logged_steps(runs: Path) -> dict[str, int]:
+    """Rows of every metrics.csv under ``runs`` (one per logged step), by run folder."""
+    return {str(f.parent.relative_to(runs)): f.read_text().count("\n") for f in sorted(runs.rglob("metrics.csv"))}
 
 
 def test_stub_lines_become_code():
@@ -297,7 +321,8 @@ def _browser_check():
 @pytest.mark.slow
 def test_exercise_notebook_runs_in_jupyterlab(tmp_path):
     """notebooks/exercises/02_ssl_pretraining_ex.ipynb, with the smoke parameters of its source, run with
-    "Run All Cells" in JupyterLab in headless Chromium: every cell executes, no error output, figures render."""
+    "Run All Cells" in JupyterLab in headless Chromium: every cell executes, no error output, figures render.
+    After the smoke run (``make test``) it starts from a copy of its folders, as the test above does."""
     bc = _browser_check()
     if not Path(bc.CHROMIUM).is_file():
         if os.environ.get("CI"):
@@ -315,6 +340,7 @@ def test_exercise_notebook_runs_in_jupyterlab(tmp_path):
     dest = out / "notebooks" / ex.name
     dest.parent.mkdir(parents=True)
     nbformat.write(parameterize_notebook(load_notebook_node(str(ex)), params, report_mode=False), dest)
+    _from_smoke_run(tmp_path)
     env = dict(os.environ, SWINUNETR_DATA_DIR=str(tmp_path / "data"), SWINUNETR_RUNS_DIR=str(tmp_path / "artifacts"),
                MPLBACKEND="Agg")
     settings = Path(tempfile.mkdtemp(prefix="lab-settings-"))

@@ -19,8 +19,9 @@ mkdir -p runs
 # kernel, and the next step faults them in again: on a CPU training test, ~9 M page faults and a third of the CPU
 # time spent in the kernel. jemalloc told to keep freed pages (decay off) ran that test (test_train's loss-falls
 # test, 2 threads) in 30 s instead of 52 s, with ~10 % more peak memory (5.7 vs 5.1 GiB on the largest test).
-# Used for stage 1 and the smoke run when Debian's libjemalloc2 is there (installed here as root, like chromium);
-# not for stage 2, which starts Chromium. Without it the tests run as before, slower. ALLOCATOR=glibc turns it off.
+# Used for every stage when Debian's libjemalloc2 is there (installed here as root, like chromium; Chromium keeps
+# its own allocator, which its binary defines). Without it the tests run as before, slower. ALLOCATOR=glibc turns
+# it off.
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 if [ "${ALLOCATOR:-jemalloc}" = jemalloc ] && [ ! -e "$jemalloc" ] && [ "$(id -u)" = 0 ] \
         && command -v apt-get >/dev/null; then
@@ -31,7 +32,7 @@ fi
 alloc=()
 if [ "${ALLOCATOR:-jemalloc}" = jemalloc ] && [ -e "$jemalloc" ]; then
     alloc=(env "LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1)
-    echo "make test: stage 1 and the smoke run use jemalloc ($jemalloc), freed pages kept"
+    echo "make test: the tests and the smoke run use jemalloc ($jemalloc), freed pages kept"
 fi
 
 OMP_NUM_THREADS=1 "${alloc[@]}" setsid bash -c '"$0" -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke \
@@ -61,5 +62,5 @@ bash ci/install_browser.sh || exit
 dist=()
 [ -n "$PYTEST_PARALLEL" ] && dist=(--dist loadgroup)
 # shellcheck disable=SC2086
-SWINUNETR_SMOKE_RUNS=runs/smoke "$PY" -m pytest -q -ra -m "browser or after_smoke" $PYTEST_PARALLEL "${dist[@]}" \
+SWINUNETR_SMOKE_RUNS=runs/smoke "${alloc[@]}" "$PY" -m pytest -q -ra -m "browser or after_smoke" $PYTEST_PARALLEL "${dist[@]}" \
     $PYTEST_ARGS

@@ -59,6 +59,9 @@ probe_manifest: str = ""  # labeled manifest for the organ probe (fitted on "tra
                           # means the demo cohort's finetune.json
 probe_crops_per_organ: int = 1  # organ-centred 32^3 crops per organ and case for the probe (more: a steadier probe, ~2
                                 # min per extra crop on 2 CPU cores)
+probe_organs: list[int] = []  # BTCV ids of the organs the probe tells apart (1 spleen, 2/3 right/left kidney, 6 liver,
+                              # ...: swinunetr_lib/utils/organs.py); empty means all 13 (fewer: a faster probe of an
+                              # easier task)
 show_precomputed: bool = True  # also show the instructor's finished sweep (runs_dir()/precomputed/label_efficiency)
                                # when it is there
 
@@ -92,7 +95,7 @@ ckpt = (resolve_path(probe_checkpoint) if probe_checkpoint
 manifest = resolve_path(probe_manifest) if probe_manifest else demo_cohort_dir() / "finetune.json"
 probe = None
 if ckpt.is_file() and manifest.is_file():
-    probe = run_probes(ckpt, manifest, per_organ=probe_crops_per_organ)
+    probe = run_probes(ckpt, manifest, per_organ=probe_crops_per_organ, organs=probe_organs or range(1, 14))
     display(probe.round(3))
 else:
     print(f"no SSL checkpoint at {ckpt} or no manifest at {manifest}: run notebooks 01 and 02 first")

@@ -19,9 +19,8 @@ mkdir -p runs
 # kernel, and the next step faults them in again: on a CPU training test, ~9 M page faults and a third of the CPU
 # time spent in the kernel. jemalloc told to keep freed pages (decay off) ran that test (test_train's loss-falls
 # test, 2 threads) in 30 s instead of 52 s, with ~10 % more peak memory (5.7 vs 5.1 GiB on the largest test).
-# Used for every stage when Debian's libjemalloc2 is there (installed here as root, like chromium; Chromium keeps
-# its own allocator, which its binary defines). Without it the tests run as before, slower. ALLOCATOR=glibc turns
-# it off.
+# Used for every stage when Debian's libjemalloc2 is there (installed here as root, like chromium; the browser tests
+# pass with it preloaded). Without it the tests run as before, slower. ALLOCATOR=glibc turns it off.
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 if [ "${ALLOCATOR:-jemalloc}" = jemalloc ] && [ ! -e "$jemalloc" ] && [ "$(id -u)" = 0 ] \
         && command -v apt-get >/dev/null; then

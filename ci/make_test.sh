@@ -22,16 +22,15 @@ mkdir -p runs
 # Used for every stage when Debian's libjemalloc2 is there (installed here as root, like chromium; the browser tests
 # pass with it preloaded). Without it the tests run as before, slower. ALLOCATOR=glibc turns it off.
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
-if [ "${ALLOCATOR:-jemalloc}" = jemalloc ] && [ ! -e "$jemalloc" ] && [ "$(id -u)" = 0 ] \
-        && command -v apt-get >/dev/null; then
-    echo "make test: installing Debian's libjemalloc2 (the tests' allocator) ..."
-    { apt-get install -y -qq libjemalloc2 || { apt-get update -qq && apt-get install -y -qq libjemalloc2; }; } \
-        >/dev/null 2>&1 || echo "make test: libjemalloc2 could not be installed; glibc's malloc is used"
-fi
 alloc=()
-if [ "${ALLOCATOR:-jemalloc}" = jemalloc ] && [ -e "$jemalloc" ]; then
-    alloc=(env "LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1)
-    echo "make test: the tests and the smoke run use jemalloc ($jemalloc), freed pages kept"
+if [ "${ALLOCATOR:-jemalloc}" = jemalloc ]; then
+    bash ci/apt_install.sh libjemalloc2 "$jemalloc" "the tests' allocator" || true
+    if [ -e "$jemalloc" ]; then
+        alloc=(env "LD_PRELOAD=$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}" MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1)
+        echo "make test: the tests and the smoke run use jemalloc ($jemalloc), freed pages kept"
+    else
+        echo "make test: libjemalloc2 could not be installed; glibc's malloc is used"
+    fi
 fi
 
 OMP_NUM_THREADS=1 "${alloc[@]}" setsid bash -c '"$0" -m swinunetr_lib.notebooks run --params ci/params/smoke --output runs/smoke \
